@@ -1,0 +1,73 @@
+"""``show_config``: what this build of pyconv is and what it will use."""
+import platform
+import sys
+
+import numpy as np
+
+from pyconv._version import __version__
+
+
+def config():
+    """Build and runtime facts as a dict (what :func:`show_config` prints).
+
+    Examples
+    --------
+    >>> import pyconv
+    >>> sorted(pyconv.config())[:3]
+    ['blas', 'cpu_count', 'numpy']
+    """
+    from pyconv import _threads
+    from pyconv._kernels._openmp_helpers import openmp_enabled
+
+    blas = []
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (loads the BLAS pyconv calls)
+        from threadpoolctl import threadpool_info
+
+        for info in threadpool_info():
+            if info.get("user_api") == "blas":
+                blas.append({k: info.get(k) for k in
+                             ("internal_api", "version", "architecture", "num_threads",
+                              "filepath")})
+    except ImportError:  # pragma: no cover
+        pass
+    scipy_blas = [b for b in blas if "scipy.libs" in (b.get("filepath") or "")]
+    import scipy
+
+    return {
+        "version": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "openmp": openmp_enabled(),
+        "threads": _threads.get_num_threads(),
+        "cpu_count": _threads.cpu_count(),
+        "blas": scipy_blas or blas,
+    }
+
+
+def show_config(file=None):
+    """Print pyconv's version, OpenMP status, thread count and the BLAS it calls.
+
+    Examples
+    --------
+    >>> import pyconv
+    >>> pyconv.show_config()  # doctest: +ELLIPSIS
+    pyconv ...
+    """
+    c = config()
+    lines = [
+        f"pyconv {c['version']}",
+        f"  python      {c['python']} ({c['platform']})",
+        f"  numpy       {c['numpy']}",
+        f"  scipy       {c['scipy']}",
+        f"  openmp      {'on' if c['openmp'] else 'off (serial build)'}",
+        f"  threads     {c['threads']} (of {c['cpu_count']} CPUs available)",
+    ]
+    for b in c["blas"]:
+        lines.append(f"  blas        {b['internal_api']} {b['version']} "
+                     f"({b['architecture']}) {b['filepath']}")
+    if not c["blas"]:
+        lines.append("  blas        not found by threadpoolctl")
+    print("\n".join(lines), file=file)

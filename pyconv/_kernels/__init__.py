@@ -1,0 +1,1 @@
+"""Compiled kernels (private). Callers validate and allocate; kernels trust their arguments."""

@@ -1,0 +1,168 @@
+"""The one place that decides how many threads pyconv uses.
+
+Policy, first match wins:
+
+1. ``n_threads=`` given to ``apply``;
+2. the innermost ``with pyconv.num_threads(n):`` block (per Python thread);
+3. ``pyconv.set_num_threads(n)``;
+4. the ``OMP_NUM_THREADS`` environment variable (its first entry);
+5. the number of CPUs this process may run on.
+
+The result is capped at the number of work units and drops to 1 for inputs so small
+that starting a parallel region would cost more than it saves. A build without
+OpenMP always runs on one thread.
+
+pyconv owns the only level of parallelism: while its kernels run, scipy's OpenBLAS
+(the BLAS its GEMMs call) is pinned to one thread, because an OpenMP loop around a
+multi-threaded GEMM oversubscribes the cores (measured: GEMM at half speed).
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import os
+import threading
+
+from pyconv._kernels._openmp_helpers import openmp_enabled
+
+# Below this many FLOPs a kernel runs on one thread (a parallel region costs ~10 us).
+SERIAL_WORK_FLOPS = 2_000_000
+
+_global_threads = None
+_scoped_threads = contextvars.ContextVar("pyconv_num_threads", default=None)
+
+
+def _check_count(n, where):
+    import numbers
+
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{where} expects a positive int; got {n!r}")
+    return int(n)
+
+
+def cpu_count():
+    """CPUs this process may run on (respects affinity masks and cgroups' cpusets)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _env_threads():
+    value = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    return None
+
+
+def get_num_threads():
+    """Threads pyconv uses for a call that does not say (before the small-input rule).
+
+    Examples
+    --------
+    >>> import pyconv
+    >>> with pyconv.num_threads(1):
+    ...     pyconv.get_num_threads()
+    1
+    """
+    if not openmp_enabled():
+        return 1
+    for value in (_scoped_threads.get(), _global_threads, _env_threads()):
+        if value is not None:
+            return value
+    return cpu_count()
+
+
+def set_num_threads(n):
+    """Set the default thread count for every later call (``None`` restores the policy).
+
+    Examples
+    --------
+    >>> import pyconv
+    >>> pyconv.set_num_threads(1)
+    >>> pyconv.get_num_threads()
+    1
+    >>> pyconv.set_num_threads(None)
+    """
+    global _global_threads
+    _global_threads = None if n is None else _check_count(n, "set_num_threads")
+
+
+@contextlib.contextmanager
+def num_threads(n):
+    """Context manager: use ``n`` threads inside the block (this Python thread only).
+
+    Examples
+    --------
+    >>> import numpy as np, pyconv
+    >>> conv = pyconv.Conv({"op": "conv1d", "in_channels": 1, "out_channels": 1,
+    ...                     "kernel_size": 3}, seed=0)
+    >>> with pyconv.num_threads(1):
+    ...     y = conv.apply(np.ones((1, 1, 8)))
+    """
+    token = _scoped_threads.set(_check_count(n, "num_threads"))
+    try:
+        yield
+    finally:
+        _scoped_threads.reset(token)
+
+
+def resolve(n_threads, flops, units):
+    """Thread count for one kernel call doing ``flops`` work split into ``units``."""
+    if n_threads is None:
+        n = get_num_threads()
+    else:
+        n = _check_count(n_threads, "n_threads")
+        if not openmp_enabled():
+            n = 1
+    if flops < SERIAL_WORK_FLOPS:
+        n = 1
+    return max(1, min(n, max(units, 1)))
+
+
+class _BlasPin:
+    """Pins scipy's BLAS to one thread while any pyconv kernel runs.
+
+    Reference-counted across Python threads, so concurrent ``apply`` calls restore
+    the user's setting exactly once, when the last of them finishes.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._saved = None
+        self._libs = None
+
+    def _find_libs(self):
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover - threadpoolctl is a dependency
+            return []
+        libs = [lib for lib in ThreadpoolController().lib_controllers
+                if lib.user_api == "blas"]
+        scipy_libs = [lib for lib in libs if "scipy" in os.path.basename(
+            os.path.dirname(lib.filepath)) or "scipy.libs" in lib.filepath]
+        return scipy_libs or libs
+
+    def __enter__(self):
+        with self._lock:
+            if self._libs is None:
+                self._libs = self._find_libs()
+            if self._depth == 0:
+                self._saved = [lib.get_num_threads() for lib in self._libs]
+                for lib in self._libs:
+                    lib.set_num_threads(1)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0:
+                for lib, n in zip(self._libs, self._saved):
+                    lib.set_num_threads(n)
+        return False
+
+
+blas_pinned = _BlasPin()

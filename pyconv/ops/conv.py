@@ -1,0 +1,185 @@
+"""Dense N-D convolution: ``conv1d``, ``conv2d``, ``conv3d``.
+
+Cross-correlation with stride, dilation, groups, any padding amount (including
+TF-style "same" at any stride and asymmetric pairs), every padding mode, optional bias
+and a fused ReLU. Weights use PyTorch's layout ``(C_out, C_in/groups, *k)``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyconv import _geometry, _threads
+from pyconv._errors import SpecError
+from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding, real
+from pyconv._workspace import workspace
+from pyconv.ops._base import Op, kaiming_uniform, prod
+
+#: Column-buffer budget per thread; a tile holds at least one output row regardless.
+COLUMN_BYTES_PER_THREAD = 8 << 20
+_INT32_MAX = 2**31 - 1
+
+
+def window_keys(rank):
+    """Keys shared by convolution-like ops: kernel, stride, padding, dilation, modes."""
+    return (
+        key("kernel_size", int_tuple(rank), doc="Kernel size per spatial axis."),
+        key("stride", int_tuple(rank), 1, "Step between output positions."),
+        key("padding", padding(rank), 0,
+            "Zero-based padding amounts, or 'valid', 'same' (TF rule, any stride), "
+            "'same_lower' (odd pixel first)."),
+        key("dilation", int_tuple(rank), 1, "Spacing between kernel taps."),
+        key("padding_mode", choice(*_geometry.PADDING_MODES), "zeros",
+            "How the padding is filled: zeros, constant (padding_value), reflect "
+            "(cb|abcd), symmetric (ba|abcd), replicate (aa|abcd), circular (cd|abcd)."),
+        key("padding_value", real(), 0.0, "Fill value for padding_mode='constant'."),
+    )
+
+
+def check_padding_value(op, spec):
+    if spec["padding_value"] != 0.0 and spec["padding_mode"] != "constant":
+        raise SpecError(op, "padding_value", "0.0 unless padding_mode is 'constant'",
+                        spec["padding_value"])
+
+
+class ConvND(Op):
+    """Standard convolution over ``rank`` spatial axes (see module docstring)."""
+
+    inputs = ()
+
+    def __init__(self, rank):
+        self.rank = rank
+        self.name = f"conv{rank}d"
+        self.summary = (f"{rank}-D convolution (cross-correlation) with stride, padding "
+                        "(any mode, 'same' at any stride), dilation, groups, bias, ReLU.")
+        self.keys = (
+            key("in_channels", int_value(1), doc="Input channels C_in."),
+            key("out_channels", int_value(1), doc="Output channels C_out."),
+            *window_keys(rank),
+            key("groups", int_value(1), 1, "Channel groups; C_in and C_out divisible by it."),
+            key("bias", boolean(), True, "Add a learned bias per output channel."),
+            key("activation", optional(choice("relu")), None,
+                "Activation fused into the kernel's epilogue: None or 'relu'."),
+        )
+        self.formulas = {
+            "output": "out = floor((in + lo + hi - dilation*(k-1) - 1) / stride) + 1; "
+                      "'same': out = ceil(in / stride)",
+            "params": "C_out * (C_in/groups) * prod(k) (+ C_out with bias)",
+            "macs": "N * C_out * prod(out) * (C_in/groups) * prod(k)",
+            "flops": "2 * MACs (bias and activation not counted)",
+        }
+
+    def check(self, spec):
+        g = spec["groups"]
+        for name in ("in_channels", "out_channels"):
+            if spec[name] % g:
+                raise SpecError(self.name, "groups", f"a divisor of {name} "
+                                f"({spec[name]})", g)
+        check_padding_value(self.name, spec)
+
+    # -- declared rules ---------------------------------------------------------
+    def geometry(self, spec, input_shape):
+        """``(shape, pads, out_spatial)`` for an input shape; validates it."""
+        shape = self.check_input_shape(input_shape, self.rank, spec["in_channels"])
+        spatial = shape[2:]
+        pads = _geometry.resolve_padding(spec["padding"], spatial, spec["kernel_size"],
+                                         spec["stride"], spec["dilation"])
+        out = tuple(
+            _geometry.conv_output_length(self.name, axis, n, k, s, d, lo, hi)
+            for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
+                spatial, spec["kernel_size"], spec["stride"], spec["dilation"], pads)))
+        return shape, pads, out
+
+    def output_shape(self, spec, input_shape):
+        shape, _, out = self.geometry(spec, input_shape)
+        return (shape[0], spec["out_channels"], *out)
+
+    def param_shapes(self, spec):
+        shapes = {"weight": (spec["out_channels"], spec["in_channels"] // spec["groups"],
+                             *spec["kernel_size"])}
+        if spec["bias"]:
+            shapes["bias"] = (spec["out_channels"],)
+        return shapes
+
+    def macs(self, spec, input_shape):
+        shape, _, out = self.geometry(spec, input_shape)
+        return (shape[0] * spec["out_channels"] * prod(out)
+                * (spec["in_channels"] // spec["groups"]) * prod(spec["kernel_size"]))
+
+    def init_params(self, spec, rng):
+        shapes = self.param_shapes(spec)
+        fan_in = prod(shapes["weight"][1:])
+        params = {"weight": kaiming_uniform(rng, shapes["weight"], fan_in)}
+        if spec["bias"]:
+            params["bias"] = kaiming_uniform(rng, shapes["bias"], fan_in)
+        return params
+
+    # -- computation --------------------------------------------------------------
+    def forward(self, spec, x, params, out, n_threads):
+        shape, pads, out_spatial = self.geometry(spec, x.shape)
+        return conv_forward(self.name, x, params["weight"], params.get("bias"), out,
+                            spec, pads, out_spatial, n_threads)
+
+
+def _as3(values, fill):
+    values = list(values)
+    return [fill] * (3 - len(values)) + values
+
+
+def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threads):
+    """Run the im2col + GEMM kernel for a validated dense convolution."""
+    from pyconv._kernels import _conv
+
+    N, C_in = x.shape[:2]
+    C_out = weight.shape[0]
+    groups = spec["groups"]
+    spatial = _as3(x.shape[2:], 1)
+    k3 = _as3(spec["kernel_size"], 1)
+    s3 = _as3(spec["stride"], 1)
+    d3 = _as3(spec["dilation"], 1)
+    p3 = [(0, 0)] * (3 - len(pads)) + list(pads)
+    o3 = _as3(out_spatial, 1)
+    mode = spec["padding_mode"]
+    tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode)
+              for n, o, k, s, d, (lo, _) in zip(spatial, o3, k3, s3, d3, p3)]
+    span = _geometry.interior_spans(spatial[2], o3[2], k3[2], s3[2], d3[2], p3[2][0])
+    ck = (C_in // groups) * prod(k3)
+    direct = (prod(k3) == 1 and all(s == 1 for s in s3)
+              and all(p == (0, 0) for p in p3))
+    rows = o3[0] * o3[1]
+    ow = o3[2]
+    itemsize = x.dtype.itemsize
+    P = rows * ow
+    if max(ck, P, prod(spatial)) > _INT32_MAX:
+        raise ValueError(f"{op_name}: a plane of {P} outputs or {ck} taps per output "
+                         "exceeds the 2**31 - 1 limit of the BLAS interface")
+
+    flops = 2 * N * C_out * P * ck
+    units_per_image = groups * rows
+    n_threads = _threads.resolve(n_threads, flops, N * units_per_image)
+    # Tile the output rows so that one thread's column buffer stays in budget, and
+    # there are at least as many tiles as threads.
+    rows_per_tile = max(1, COLUMN_BYTES_PER_THREAD // max(1, ck * ow * itemsize))
+    images_units = N * groups
+    if images_units < n_threads:
+        split = -(-n_threads // images_units)
+        rows_per_tile = min(rows_per_tile, -(-rows // split))
+    rows_per_tile = max(1, min(rows_per_tile, rows))
+    work = workspace((n_threads, 0 if direct else ck * rows_per_tile * ow), x.dtype)
+
+    if bias is None:
+        bias_arr = np.zeros(1, dtype=x.dtype)
+    else:
+        bias_arr = bias
+    x3 = x.reshape(N, C_in, -1)
+    out3 = out.reshape(N, C_out, -1)
+    with _threads.blas_pinned:
+        _conv.conv_nd(x3, weight.reshape(C_out, ck), bias_arr, out3,
+                      tables[0].ravel(), tables[1].ravel(), tables[2].ravel(), span,
+                      spatial[1], spatial[2], o3[0], o3[1], o3[2], k3[0], k3[1], k3[2],
+                      s3[2], groups, spec["padding_value"], bias is not None,
+                      spec["activation"] == "relu", direct, rows_per_tile, work,
+                      n_threads)
+    return out
+
+
+OPS = [ConvND(1), ConvND(2), ConvND(3)]
