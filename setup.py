@@ -11,6 +11,7 @@ PYCONV_DEBUG=1
     Compile the kernels with bounds checking and wrap-around indexing turned
     back on, and without optimisation, to chase an out-of-bounds access.
 """
+import glob
 import os
 import sys
 
@@ -21,7 +22,9 @@ from setuptools import Extension, setup
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ci"))
 from openmp_probe import openmp_flags  # noqa: E402
 
-KERNELS = ["_openmp_helpers", "_conv"]
+# Every .pyx under pyconv/_kernels is one extension module.
+KERNELS = sorted(os.path.splitext(os.path.basename(p))[0]
+                 for p in glob.glob(os.path.join("pyconv", "_kernels", "*.pyx")))
 
 DEBUG = os.environ.get("PYCONV_DEBUG", "0") not in ("", "0")
 REQUIRE_OPENMP = os.environ.get("PYCONV_REQUIRE_OPENMP", "0") not in ("", "0")

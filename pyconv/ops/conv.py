@@ -14,7 +14,10 @@ from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, p
 from pyconv._workspace import workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
 
-#: Column-buffer budget per thread; a tile holds at least one output row regardless.
+#: A tile aims at this many output columns: enough for an efficient GEMM, small
+#: enough that the column buffer it fills is still in cache when the GEMM reads it.
+TILE_COLUMNS = 1024
+#: Hard cap on one thread's column buffer; a tile holds at least one output row.
 COLUMN_BYTES_PER_THREAD = 8 << 20
 _INT32_MAX = 2**31 - 1
 
@@ -158,7 +161,8 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
     n_threads = _threads.resolve(n_threads, flops, N * units_per_image)
     # Tile the output rows so that one thread's column buffer stays in budget, and
     # there are at least as many tiles as threads.
-    rows_per_tile = max(1, COLUMN_BYTES_PER_THREAD // max(1, ck * ow * itemsize))
+    rows_per_tile = min(-(-TILE_COLUMNS // ow),
+                        max(1, COLUMN_BYTES_PER_THREAD // max(1, ck * ow * itemsize)))
     images_units = N * groups
     if images_units < n_threads:
         split = -(-n_threads // images_units)
