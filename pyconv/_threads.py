@@ -12,9 +12,9 @@ The result is capped at the number of work units and drops to 1 for inputs so sm
 that starting a parallel region would cost more than it saves. A build without
 OpenMP always runs on one thread.
 
-pyconv owns the only level of parallelism: while its kernels run, scipy's OpenBLAS
-(the BLAS its GEMMs call) is pinned to one thread, because an OpenMP loop around a
-multi-threaded GEMM oversubscribes the cores (measured: GEMM at half speed).
+pyconv owns the only level of parallelism: scipy's OpenBLAS (the BLAS its GEMMs call)
+is pinned to one thread once pyconv runs its first GEMM, because an OpenMP loop around
+a multi-threaded GEMM oversubscribes the cores (see :class:`_BlasPin`).
 """
 from __future__ import annotations
 
@@ -121,17 +121,21 @@ def resolve(n_threads, flops, units):
 
 
 class _BlasPin:
-    """Pins scipy's BLAS to one thread while any pyconv kernel runs.
+    """Pins scipy's BLAS to one thread, the first time a pyconv GEMM kernel runs.
 
-    Reference-counted across Python threads, so concurrent ``apply`` calls restore
-    the user's setting exactly once, when the last of them finishes.
+    pyconv calls ``sgemm``/``dgemm`` from inside its own OpenMP loop, one GEMM per
+    thread, so that BLAS must not start threads of its own (measured: 6x slower when
+    it does). The pin applies to the OpenBLAS bundled with SciPy (used by
+    ``scipy.linalg``), never to NumPy's. It is kept for the life of the process:
+    switching the OpenBLAS thread count back and forth around each call, while other
+    Python threads run GEMMs, was measured to change their results in the last bits.
+    ``pyconv.config()["blas"]`` shows the setting; ``threadpoolctl`` can change it
+    back for code that needs a multi-threaded ``scipy.linalg`` between pyconv calls.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._depth = 0
-        self._saved = None
-        self._libs = None
+        self._done = False
 
     def _find_libs(self):
         try:
@@ -141,27 +145,20 @@ class _BlasPin:
             return []
         libs = [lib for lib in ThreadpoolController().lib_controllers
                 if lib.user_api == "blas"]
-        scipy_libs = [lib for lib in libs if "scipy" in os.path.basename(
-            os.path.dirname(lib.filepath)) or "scipy.libs" in lib.filepath]
-        return scipy_libs or libs
+        return [lib for lib in libs if "scipy.libs" in lib.filepath
+                or os.path.basename(os.path.dirname(lib.filepath)) == "scipy"]
 
     def __enter__(self):
-        with self._lock:
-            if self._libs is None:
-                self._libs = self._find_libs()
-            if self._depth == 0:
-                self._saved = [lib.get_num_threads() for lib in self._libs]
-                for lib in self._libs:
-                    lib.set_num_threads(1)
-            self._depth += 1
+        if not self._done:
+            with self._lock:
+                if not self._done:
+                    for lib in self._find_libs():
+                        if lib.get_num_threads() != 1:
+                            lib.set_num_threads(1)
+                    self._done = True
         return self
 
     def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0:
-                for lib, n in zip(self._libs, self._saved):
-                    lib.set_num_threads(n)
         return False
 
 

@@ -1,0 +1,1 @@
+"""Benchmarks: pyconv against its peers, in one process, at equal thread counts."""

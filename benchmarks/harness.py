@@ -1,0 +1,121 @@
+"""Timing harness shared by the benchmark scripts.
+
+Each case runs pyconv and its peer in this one process at the same thread count:
+warm-up, then ``repeats`` timed runs each, alternating pyconv and peer so drifts in
+machine load hit both; the median is reported with the ratio peer / pyconv (> 1 means
+pyconv is faster). Every case also checks that both give the same numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+
+@dataclass
+class Case:
+    name: str
+    shape: str
+    dtype: str
+    run: Callable[[int], object]          # run(n_threads) -> pyconv result
+    peer: Callable[[int], object] | None  # peer(n_threads) -> numpy-convertible result
+    flops: float = 0.0
+    nbytes: float = 0.0
+    peer_name: str = "torch"
+    rtol: float = 1e-4
+    extra: dict = field(default_factory=dict)
+
+
+def median_time(fn, repeats):
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _as_array(value):
+    if isinstance(value, tuple):
+        value = value[0]
+    if hasattr(value, "detach"):
+        value = value.detach().numpy()
+    return np.asarray(value, dtype=np.float64)
+
+
+def agreement(a, b):
+    """Largest difference relative to the largest magnitude."""
+    a, b = _as_array(a), _as_array(b)
+    scale = max(np.abs(b).max(), 1e-30) if b.size else 1.0
+    return float(np.abs(a - b).max() / scale) if a.size else 0.0
+
+
+def set_peer_threads(n):
+    try:
+        import torch
+
+        torch.set_num_threads(n)
+    except ImportError:
+        pass
+
+
+def run_cases(cases, threads, repeats=7, warmup=2, out=print):
+    """Time every case at every thread count; return result dicts."""
+    results = []
+    header = (f"{'case':<34} {'shape':<26} {'dtype':<8} {'thr':>3} {'pyconv ms':>10} "
+              f"{'peer ms':>10} {'ratio':>6} {'GFLOP/s':>8} {'GB/s':>7} {'agree':>8}")
+    out(header)
+    out("-" * len(header))
+    for case in cases:
+        for n in threads:
+            set_peer_threads(n)
+            mine = case.run(n)
+            err = float("nan")
+            if case.peer is not None:
+                theirs = case.peer(n)
+                err = agreement(mine, theirs)
+                if not err <= case.rtol:
+                    raise AssertionError(f"{case.name}: pyconv and {case.peer_name} disagree "
+                                         f"(relative error {err:.2e} > {case.rtol:.0e})")
+            for _ in range(warmup):
+                case.run(n)
+                if case.peer is not None:
+                    case.peer(n)
+            t_mine, t_peer = [], []
+            for _ in range(repeats):
+                t_mine.append(median_time(lambda: case.run(n), 1))
+                if case.peer is not None:
+                    t_peer.append(median_time(lambda: case.peer(n), 1))
+            ms = float(np.median(t_mine)) * 1e3
+            peer_ms = float(np.median(t_peer)) * 1e3 if t_peer else float("nan")
+            ratio = peer_ms / ms
+            gflops = case.flops / ms / 1e6 if case.flops else float("nan")
+            gbs = case.nbytes / ms / 1e6 if case.nbytes else float("nan")
+            row = {"case": case.name, "shape": case.shape, "dtype": case.dtype,
+                   "threads": n, "pyconv_ms": ms, "peer_ms": peer_ms, "peer": case.peer_name,
+                   "ratio": ratio, "gflops": gflops, "gbs": gbs, "agreement": err}
+            results.append(row)
+            out(f"{case.name:<34} {case.shape:<26} {case.dtype:<8} {n:>3} {ms:>10.2f} "
+                f"{peer_ms:>10.2f} {ratio:>6.2f} {gflops:>8.1f} {gbs:>7.1f} {err:>8.1e}")
+    return results
+
+
+def main_for(make_cases, description):
+    """Command line shared by the benchmark scripts."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument("--only", help="run only cases whose name contains this text")
+    args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    cases = [c for c in make_cases() if not args.only or args.only in c.name]
+    results = run_cases(cases, threads, repeats=args.repeats)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
