@@ -25,8 +25,10 @@ import threading
 
 from pyconv._kernels._openmp_helpers import openmp_enabled
 
-# Below this many FLOPs a kernel runs on one thread (a parallel region costs ~10 us).
-SERIAL_WORK_FLOPS = 2_000_000
+# Below this many FLOPs (about 0.2 ms of work on one core) a kernel runs on one
+# thread: a parallel region costs ~10 us on an idle machine but milliseconds when the
+# cores are shared, because the team waits for its slowest, descheduled thread.
+SERIAL_WORK_FLOPS = 8_000_000
 
 _global_threads = None
 _scoped_threads = contextvars.ContextVar("pyconv_num_threads", default=None)

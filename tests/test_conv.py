@@ -351,6 +351,23 @@ class TestThreads:
                 np.testing.assert_array_equal(one, conv.apply(x, n_threads=2))
                 np.testing.assert_array_equal(one, conv.apply(x, n_threads=3))
 
+    @pytest.mark.parametrize("spec,shape", [
+        ({"op": "conv1d", "in_channels": 8, "out_channels": 8, "kernel_size": 5,
+          "padding": "same", "padding_mode": "reflect"}, (3, 8, 5000)),
+        ({"op": "conv2d", "in_channels": 6, "out_channels": 9, "kernel_size": 3,
+          "stride": 2, "groups": 3, "padding": [[0, 2], [1, 1]]}, (3, 6, 261, 267)),
+        ({"op": "conv3d", "in_channels": 4, "out_channels": 4, "kernel_size": 3,
+          "padding": 1, "padding_mode": "circular"}, (2, 4, 9, 30, 30)),
+    ])
+    def test_parallel_results_identical(self, spec, shape):
+        rng = np.random.default_rng(14)
+        conv = pyconv.Conv(spec, seed=0)
+        x = rng.standard_normal(shape).astype(np.float32)
+        assert conv.flops(shape) > pyconv._threads.SERIAL_WORK_FLOPS  # really parallel
+        one = conv.apply(x, n_threads=1)
+        np.testing.assert_array_equal(one, conv.apply(x, n_threads=2))
+        np.testing.assert_array_equal(one, conv.apply(x, n_threads=4))
+
     def test_big_problem_split_over_threads(self):
         rng = np.random.default_rng(12)
         conv = pyconv.Conv({"op": "conv2d", "in_channels": 16, "out_channels": 16,
