@@ -132,8 +132,9 @@ def make_distribution(root, name, module_source, entry_value, module_name):
 
 def run_python(code, path):
     env_code = f"import sys; sys.path.insert(0, {str(path)!r})\n" + code
+    # cwd outside the source tree, so the subprocess imports the installed package
     return subprocess.run([sys.executable, "-c", env_code], capture_output=True, text=True,
-                          timeout=120)
+                          timeout=120, cwd=path)
 
 
 def test_plugin_distribution_registers_an_op(tmp_path):
