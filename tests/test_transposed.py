@@ -316,14 +316,12 @@ def test_inputs_never_modified_any_layout(rng):
     conv = make(2, in_channels=3, out_channels=4, kernel_size=3, stride=2, padding=1)
     base = rng.standard_normal((2, 3, 10, 12))
     expected = conv.apply(np.ascontiguousarray(base[:, :, ::2, ::3]))
-    for x in (base[:, :, ::2, ::3], np.asfortranarray(base[:, :, ::2, ::3])):
+    read_only = np.array(base[:, :, ::2, ::3])
+    read_only.setflags(write=False)
+    for x in (base[:, :, ::2, ::3], np.asfortranarray(base[:, :, ::2, ::3]), read_only):
         before = x.copy()
-        x.setflags(write=False) if x.base is None else None
         np.testing.assert_array_equal(conv.apply(x), expected)
         np.testing.assert_array_equal(x, before)
-    ro = np.array(base[:, :, :5, :4])
-    ro.setflags(write=False)
-    conv.apply(ro)
     w = conv.params["weight"].copy()
     conv.apply(base)
     np.testing.assert_array_equal(conv.params["weight"], w)
