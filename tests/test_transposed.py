@@ -297,19 +297,30 @@ def test_thread_counts_bit_identical(rng, dtype):
         assert np.array_equal(y1, y2)
 
 
-def test_chunked_blocks_match_reference(rng, monkeypatch):
-    # Tiny budgets force several channel blocks and one input row per chunk.
-    monkeypatch.setattr(tmod, "COLUMN_BYTES_PER_THREAD", 1)
+@pytest.mark.parametrize("positions", [1, 2, 3, 11])
+def test_chunked_blocks_match_reference(rng, monkeypatch, positions):
+    # Tiny budgets force one-channel blocks and chunks of a few input positions that
+    # start and end inside rows (W = 5) or span whole rows (11 -> 10).
     monkeypatch.setattr(tmod, "BLOCK_GEMM_ROWS", 5)
-    conv = make(3, in_channels=4, out_channels=6, kernel_size=(2, 3, 2), stride=(2, 1, 3),
-                padding=[[1, 0], [0, 2], [1, 1]], output_padding=(1, 0, 2), groups=2)
-    x = rng.standard_normal((2, 4, 3, 4, 3))
-    crops, lengths = ref.torch_style_geometry((3, 4, 3), (2, 3, 2), (2, 1, 3),
-                                              (1, 1, 1), [[1, 0], [0, 2], [1, 1]], (1, 0, 2))
+    monkeypatch.setattr(tmod, "COLUMN_BYTES_PER_THREAD", positions * 12 * 8)
+    sp, k, s, pads, op = (3, 4, 5), (2, 3, 2), (2, 1, 3), [[1, 0], [0, 2], [1, 1]], (1, 0, 2)
+    conv = make(3, in_channels=4, out_channels=6, kernel_size=k, stride=s, padding=pads,
+                output_padding=op, groups=2)
+    x = rng.standard_normal((2, 4, *sp))
+    crops, lengths = ref.torch_style_geometry(sp, k, s, (1, 1, 1), pads, op)
     want = ref.conv_transpose_nd(x, conv.params["weight"], conv.params["bias"],
-                                 (2, 1, 3), (1, 1, 1), 2, crops, lengths)
+                                 s, (1, 1, 1), 2, crops, lengths)
     np.testing.assert_allclose(conv.apply(x, n_threads=2), want, rtol=0,
                                atol=1e-12 * scale(want))
+
+
+def test_long_1d_signal_is_chunked_inside_its_row(torch, rng, monkeypatch):
+    monkeypatch.setattr(tmod, "COLUMN_BYTES_PER_THREAD", 4096)
+    conv = make(1, in_channels=3, out_channels=4, kernel_size=5, stride=3, padding=2,
+                output_padding=1)
+    x = rng.standard_normal((2, 3, 1000))
+    t = torch_conv_t(torch, conv, x, stride=3, padding=2, output_padding=1)
+    np.testing.assert_allclose(conv.apply(x), t, rtol=0, atol=1e-12 * scale(t))
 
 
 def test_inputs_never_modified_any_layout(rng):

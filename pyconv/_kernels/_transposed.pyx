@@ -1,14 +1,15 @@
 """Transposed N-D convolution: GEMM into a column block, then col2im scatter-add.
 
 A work unit is (image, group, block of ``cob`` output channels). It owns those output
-channels' planes: it fills them with the bias, then for each chunk of input rows it
+channels' planes: it fills them with the bias, then for each chunk of input positions it
 forms ``cols[(co, tap), p] = sum_ci wt[g, (co, tap), ci] * x[n, ci, p]`` with one
 single-threaded GEMM (the caller pins scipy's OpenBLAS) and scatter-adds every column
 row into the planes, and finally applies the fused ReLU. Units write disjoint output,
 so they run under one ``prange`` with no atomics, and each unit does the same
 operations in the same order whichever thread runs it: results are bit-identical for
 any thread count. Each thread's column buffer is one row of the caller's workspace,
-``cob * KD*KH*KW * rows_per_chunk * W`` values.
+``cob * KD*KH*KW * chunk`` values for a chunk of ``chunk`` input positions (whole input
+rows where the budget allows, so the scatter runs along rows).
 
 1-D and 2-D problems are 3-D problems with unit leading axes. Per axis and tap the
 caller passes ``(i_lo, i_hi, o0)``: input positions ``i_lo <= i < i_hi`` land on output
@@ -38,17 +39,18 @@ cdef inline void relu_planes(floating* o, Py_ssize_t count) noexcept nogil:
         o[j] = o[j] if o[j] > 0 else 0
 
 
-cdef inline void col2im_rows(const floating* col, floating* o, Py_ssize_t channels,
-                             Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t H, Py_ssize_t W,
-                             Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t oplane,
-                             Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
-                             Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
-                             const Py_ssize_t* span_d, const Py_ssize_t* span_h,
-                             const Py_ssize_t* span_w) noexcept nogil:
-    # col[(c, kd, kh, kw), (r - r0)*W + iw] for input rows r0 <= r = id*H + ih < r1 is
-    # added to o[c, od, oh, ow] with od = o0_d + id*sd etc., where the tap lands inside.
-    cdef Py_ssize_t pc = (r1 - r0) * W
-    cdef Py_ssize_t c, kd, kh, kw, r, id_, ih, iw, wlo, whi
+cdef inline void col2im_range(const floating* col, floating* o, Py_ssize_t channels,
+                              Py_ssize_t p0, Py_ssize_t p1, Py_ssize_t H, Py_ssize_t W,
+                              Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t oplane,
+                              Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
+                              Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
+                              const Py_ssize_t* span_d, const Py_ssize_t* span_h,
+                              const Py_ssize_t* span_w) noexcept nogil:
+    # col[(c, kd, kh, kw), p - p0] for input positions p0 <= p = (id*H + ih)*W + iw < p1
+    # is added to o[c, od, oh, ow] with od = o0_d + id*sd etc., where the tap lands
+    # inside the output. The chunk may start and end inside a row.
+    cdef Py_ssize_t pc = p1 - p0
+    cdef Py_ssize_t c, kd, kh, kw, r, id_, ih, j, a, b, wlo, whi
     cdef const floating* crow
     cdef const floating* src
     cdef floating* oc
@@ -63,22 +65,26 @@ cdef inline void col2im_rows(const floating* col, floating* o, Py_ssize_t channe
                     whi = span_w[3 * kw + 1]
                     if wlo >= whi:
                         continue
-                    for r in range(r0, r1):
+                    for r in range(p0 // W, (p1 - 1) // W + 1):
                         id_ = r // H
                         ih = r - id_ * H
                         if (id_ < span_d[3 * kd] or id_ >= span_d[3 * kd + 1]
                                 or ih < span_h[3 * kh] or ih >= span_h[3 * kh + 1]):
                             continue
+                        a = wlo if wlo > p0 - r * W else p0 - r * W
+                        b = whi if whi < p1 - r * W else p1 - r * W
+                        if a >= b:
+                            continue
                         dst = (oc + ((span_d[3 * kd + 2] + id_ * sd) * OH
                                      + span_h[3 * kh + 2] + ih * sh) * OW
-                               + span_w[3 * kw + 2])
-                        src = crow + (r - r0) * W
+                               + span_w[3 * kw + 2] + a * sw)
+                        src = crow + (r * W + a - p0)
                         if sw == 1:
-                            for iw in range(wlo, whi):
-                                dst[iw] += src[iw]
+                            for j in range(b - a):
+                                dst[j] += src[j]
                         else:
-                            for iw in range(wlo, whi):
-                                dst[iw * sw] += src[iw]
+                            for j in range(b - a):
+                                dst[j * sw] += src[j]
 
 
 def conv_transpose_nd(const floating[:, :, ::1] x, const floating[:, :, ::1] wt,
@@ -88,13 +94,13 @@ def conv_transpose_nd(const floating[:, :, ::1] x, const floating[:, :, ::1] wt,
                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                       Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
                       Py_ssize_t sd, Py_ssize_t sh, Py_ssize_t sw,
-                      Py_ssize_t groups, Py_ssize_t cob, Py_ssize_t rows_per_chunk,
+                      Py_ssize_t groups, Py_ssize_t cob, Py_ssize_t chunk,
                       bint has_bias, bint relu, floating[:, ::1] work, int n_threads):
     """out[n, g*cout_g + co, o(p, tap)] += sum_ci wt[g, (co, tap), ci] * x[n, g*cin_g + ci, p].
 
     x: (N, C_in, D*H*W); wt: (groups, cout_g * KD*KH*KW, cin_g), the weight transposed
     per group; out: (N, C_out, OD*OH*OW), overwritten. ``work`` has one row of at least
-    ``cob * KD*KH*KW * rows_per_chunk * W`` values per thread.
+    ``cob * KD*KH*KW * chunk`` values per thread (``chunk`` input positions per GEMM).
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t plane = x.shape[2]
@@ -103,10 +109,9 @@ def conv_transpose_nd(const floating[:, :, ::1] x, const floating[:, :, ::1] wt,
     cdef Py_ssize_t oplane = out.shape[2]
     cdef Py_ssize_t cout_g = C_out // groups
     cdef Py_ssize_t K = KD * KH * KW
-    cdef Py_ssize_t rows = plane // W
     cdef Py_ssize_t n_blocks = (cout_g + cob - 1) // cob
     cdef Py_ssize_t n_units = N * groups * n_blocks
-    cdef Py_ssize_t u, n, g, b, co0, nc, r0, r1
+    cdef Py_ssize_t u, n, g, b, co0, nc, p0, p1
     cdef floating* col = NULL
     cdef floating* o_ptr
     cdef const floating* bias_ptr = &bias[0]
@@ -124,15 +129,15 @@ def conv_transpose_nd(const floating[:, :, ::1] x, const floating[:, :, ::1] wt,
                 nc = cob
             o_ptr = &out[n, g * cout_g + co0, 0]
             fill_planes(o_ptr, nc, oplane, bias_ptr + g * cout_g + co0, has_bias)
-            r0 = 0
-            while r0 < rows:
-                r1 = r0 + rows_per_chunk
-                if r1 > rows:
-                    r1 = rows
-                gemm_rm(&wt[g, co0 * K, 0], &x[n, g * cin_g, r0 * W], col,
-                        nc * K, (r1 - r0) * W, cin_g, cin_g, plane, (r1 - r0) * W, 0)
-                col2im_rows(col, o_ptr, nc, r0, r1, H, W, OH, OW, oplane,
-                            KD, KH, KW, sd, sh, sw, &span_d[0], &span_h[0], &span_w[0])
-                r0 = r1
+            p0 = 0
+            while p0 < plane:
+                p1 = p0 + chunk
+                if p1 > plane:
+                    p1 = plane
+                gemm_rm(&wt[g, co0 * K, 0], &x[n, g * cin_g, p0], col,
+                        nc * K, p1 - p0, cin_g, cin_g, plane, p1 - p0, 0)
+                col2im_range(col, o_ptr, nc, p0, p1, H, W, OH, OW, oplane,
+                             KD, KH, KW, sd, sh, sw, &span_d[0], &span_h[0], &span_w[0])
+                p0 = p1
             if relu:
                 relu_planes(o_ptr, nc * oplane)

@@ -38,15 +38,17 @@ Algorithm and memory
 --------------------
 No zero insertion. For each image and group, a GEMM forms the column block
 ``cols[(co, tap), p] = sum_ci W[ci, co, tap] * x[ci, p]`` for a block of output
-channels and a chunk of input rows, and col2im scatter-adds it into those output
+channels and a chunk of input positions, and col2im scatter-adds it into those output
 channels' planes. One work unit is (image, group, output-channel block); it owns whole
 output planes, initialises them with the bias, accumulates every input chunk in a fixed
 order and applies the fused ReLU, so units run in parallel with no races and the
 result is bit-identical for any thread count (the blocking depends only on the
 problem's sizes). Extra memory: the transposed weight (a copy the size of the weight)
-plus one column buffer per thread of ``cob * prod(k) * rows * W_in`` values, at most
-:data:`COLUMN_BYTES_PER_THREAD` bytes unless a single input row of one channel's taps
-(``prod(k) * W_in`` values) is larger.
+plus one column buffer per thread of ``cob * prod(k) * chunk`` values, at most
+:data:`COLUMN_BYTES_PER_THREAD` bytes (1 MiB) or one input position's column
+(``cob * prod(k)`` values, ``cob <= max(1, ceil(BLOCK_GEMM_ROWS / prod(k)))``) if that
+is larger; chunks are whole input rows where the budget holds one, so a long 1-D signal
+is cut into pieces and memory stays bounded for any input size.
 
 Examples
 --------
@@ -77,7 +79,7 @@ from pyconv._workspace import workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
 
 #: Budget for one thread's column buffer (an output-channel block's taps for a chunk
-#: of input rows): large enough for an efficient GEMM, small enough to stay in cache
+#: of input positions): large enough for an efficient GEMM, small enough to stay in cache
 #: for the col2im that follows.
 COLUMN_BYTES_PER_THREAD = 1 << 20
 #: A channel block aims at this many GEMM rows (channels * taps).
@@ -298,14 +300,17 @@ def conv_transpose_forward(op_name, x, weight, bias, out, spec, crops, lengths, 
     want_blocks = -(-TARGET_UNITS // (N * groups))
     cob = max(1, min(cob, -(-cout_g // want_blocks)))
     n_blocks = -(-cout_g // cob)
-    rows = spatial[0] * spatial[1]
+    # Input positions per GEMM: the budget's worth, rounded down to whole rows when it
+    # holds at least one (a long 1-D signal is cut inside its single row).
     W = spatial[2]
-    rows_per_chunk = max(1, min(rows, COLUMN_BYTES_PER_THREAD
-                                // max(1, cob * K * W * itemsize)))
+    chunk = max(1, COLUMN_BYTES_PER_THREAD // (cob * K * itemsize))
+    if chunk >= W:
+        chunk = chunk // W * W
+    chunk = min(chunk, plane)
 
     flops = 2 * N * C_in * plane * cout_g * K
     n_threads = _threads.resolve(n_threads, flops, N * groups * n_blocks)
-    work = workspace((n_threads, cob * K * rows_per_chunk * W), x.dtype)
+    work = workspace((n_threads, cob * K * chunk), x.dtype)
     wt = np.ascontiguousarray(
         weight.reshape(groups, cin_g, cout_g * K).transpose(0, 2, 1))
     bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
@@ -313,7 +318,7 @@ def conv_transpose_forward(op_name, x, weight, bias, out, spec, crops, lengths, 
         _transposed.conv_transpose_nd(
             x.reshape(N, C_in, -1), wt, bias_arr, out.reshape(N, C_out, -1),
             spans[0], spans[1], spans[2], spatial[1], W, o3[1], o3[2],
-            k3[0], k3[1], k3[2], s3[0], s3[1], s3[2], groups, cob, rows_per_chunk,
+            k3[0], k3[1], k3[2], s3[0], s3[1], s3[2], groups, cob, chunk,
             bias is not None, spec["activation"] == "relu", work, n_threads)
     return out
 
