@@ -157,9 +157,18 @@ class Conv:
         """Storage dtype of the parameters."""
         return self._dtype
 
-    def output_shape(self, input_shape):
-        """Output shape for an input shape, without computing anything."""
-        return tuple(int(n) for n in self._op.output_shape(self._spec, tuple(input_shape)))
+    def output_shape(self, input_shape, **inputs):
+        """Output shape for an input shape, without computing anything.
+
+        ``inputs``: extra inputs that decide the shape, for ops that list them in
+        ``shape_inputs`` (``output_size=`` of the transposed convolutions).
+        """
+        unknown = set(inputs) - set(getattr(self._op, "shape_inputs", ()))
+        if unknown:
+            raise TypeError(f"{self._op.name}: output_shape() got unexpected input(s) "
+                            f"{', '.join(sorted(unknown))}")
+        return tuple(int(n) for n in self._op.output_shape(self._spec, tuple(input_shape),
+                                                           **inputs))
 
     def macs(self, input_shape):
         """Multiply-accumulate count for an input shape."""
@@ -207,7 +216,8 @@ class Conv:
                             f"{', '.join(sorted(unknown))}; this op accepts: {allowed}")
         arr = np.asarray(x)
         dtype = _dtypes.compute_dtype(name, arr.dtype)
-        out_shape = self.output_shape(arr.shape)
+        out_shape = self.output_shape(arr.shape, **{
+            k: v for k, v in inputs.items() if k in getattr(self._op, "shape_inputs", ())})
         if out is not None:
             self._check_out(out, out_shape, dtype, arr)
         xc = np.ascontiguousarray(arr, dtype=dtype)
