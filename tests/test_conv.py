@@ -232,6 +232,14 @@ def test_relu_epilogue_and_no_bias():
                                plain.apply(x), atol=1e-13)
 
 
+def test_fused_relu_keeps_nan_like_torch():
+    conv = pyconv.Conv({"op": "conv1d", "in_channels": 1, "out_channels": 1,
+                        "kernel_size": 1, "activation": "relu", "bias": False},
+                       params={"weight": np.ones((1, 1, 1))})
+    y = conv.apply(np.array([[[np.nan, -1.0, 2.0, np.inf, -np.inf]]]))
+    np.testing.assert_array_equal(y, [[[np.nan, 0.0, 2.0, np.inf, 0.0]]])
+
+
 def test_pointwise_gemm_path_and_large_tiles():
     rng = np.random.default_rng(8)
     conv = pyconv.Conv({"op": "conv2d", "in_channels": 6, "out_channels": 4,

@@ -28,7 +28,7 @@ cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
         if relu:
             for j in range(cols):
                 v = row[j] + b
-                row[j] = v if v > 0 else 0
+                row[j] = 0 if v < 0 else v  # NaN stays NaN, as in torch.relu
         elif has_bias:
             for j in range(cols):
                 row[j] = row[j] + b

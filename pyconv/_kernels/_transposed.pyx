@@ -34,9 +34,10 @@ cdef inline void fill_planes(floating* o, Py_ssize_t channels, Py_ssize_t plane,
 
 cdef inline void relu_planes(floating* o, Py_ssize_t count) noexcept nogil:
     cdef Py_ssize_t j
-    # Same rule as the dense conv kernel's epilogue: v > 0 ? v : 0.
+    # Same rule as the dense conv kernel's epilogue (and torch.relu): NaN stays NaN.
     for j in range(count):
-        o[j] = o[j] if o[j] > 0 else 0
+        if o[j] < 0:
+            o[j] = 0
 
 
 cdef inline void col2im_range(const floating* col, floating* o, Py_ssize_t channels,
