@@ -54,6 +54,50 @@ def agreement(a, b):
     return float(np.abs(a - b).max() / scale) if a.size else 0.0
 
 
+def measure_ceilings(repeats=5):
+    """Machine ceilings measured here: single-thread GEMM rates and copy bandwidth.
+
+    GEMM: 1024^3 matrix products through NumPy's OpenBLAS limited to one thread.
+    Copy: ``np.copyto`` of a 64 MiB array (read + write counted).
+    """
+    from threadpoolctl import threadpool_limits
+
+    rates = {}
+    n = 1024
+    with threadpool_limits(1, user_api="blas"):
+        for dtype in (np.float32, np.float64):
+            a = np.random.default_rng(0).random((n, n)).astype(dtype)
+            a @ a
+            rates[np.dtype(dtype).name] = 2 * n**3 / median_time(lambda: a @ a, repeats) / 1e9
+    src = np.ones(8 << 20)
+    dst = np.empty_like(src)
+    np.copyto(dst, src)
+    copy_gbs = 2 * src.nbytes / median_time(lambda: np.copyto(dst, src), repeats) / 1e9
+    return {"gemm_gflops_1thread": rates, "copy_gbs": copy_gbs}
+
+
+def peak_extra_mib(fn):
+    """Peak memory allocated while ``fn`` runs (workspaces and temporaries), MiB.
+
+    NumPy reports its allocations to ``tracemalloc``, and pyconv's workspaces and
+    outputs are NumPy arrays; memory a kernel mallocs itself is not seen.
+    """
+    import tracemalloc
+
+    import pyconv
+
+    pyconv.release_workspaces()  # count the scratch buffers a first call allocates
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        fn()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    return (peak - base) / 2**20
+
+
 def set_peer_threads(n):
     try:
         import torch
@@ -63,11 +107,17 @@ def set_peer_threads(n):
         pass
 
 
-def run_cases(cases, threads, repeats=7, warmup=2, out=print):
-    """Time every case at every thread count; return result dicts."""
+def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
+    """Time every case at every thread count; return result dicts.
+
+    ``ceilings`` (from :func:`measure_ceilings`) adds the fraction of the machine
+    ceiling: GFLOP/s over (1-thread GEMM rate x threads) for compute-bound cases,
+    GB/s over the copy bandwidth for memory-bound ones.
+    """
     results = []
-    header = (f"{'case':<34} {'shape':<26} {'dtype':<8} {'thr':>3} {'pyconv ms':>10} "
-              f"{'peer ms':>10} {'ratio':>6} {'GFLOP/s':>8} {'GB/s':>7} {'agree':>8}")
+    header = (f"{'case':<34} {'shape':<22} {'dtype':<8} {'thr':>3} {'pyconv ms':>10} "
+              f"{'peer ms':>9} {'peer':<11} {'ratio':>6} {'GFLOP/s':>8} {'GB/s':>7} "
+              f"{'ceil%':>6} {'MiB':>7} {'agree':>8}")
     out(header)
     out("-" * len(header))
     for case in cases:
@@ -95,12 +145,22 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print):
             ratio = peer_ms / ms
             gflops = case.flops / ms / 1e6 if case.flops else float("nan")
             gbs = case.nbytes / ms / 1e6 if case.nbytes else float("nan")
+            ceiling = float("nan")
+            if ceilings:
+                if case.nbytes:
+                    ceiling = gbs / ceilings["copy_gbs"]
+                elif case.flops:
+                    rate = ceilings["gemm_gflops_1thread"].get(case.dtype)
+                    ceiling = gflops / (rate * n) if rate else float("nan")
+            mib = peak_extra_mib(lambda: case.run(n))
             row = {"case": case.name, "shape": case.shape, "dtype": case.dtype,
                    "threads": n, "pyconv_ms": ms, "peer_ms": peer_ms, "peer": case.peer_name,
-                   "ratio": ratio, "gflops": gflops, "gbs": gbs, "agreement": err}
+                   "ratio": ratio, "gflops": gflops, "gbs": gbs, "ceiling_fraction": ceiling,
+                   "peak_extra_mib": mib, "agreement": err}
             results.append(row)
-            out(f"{case.name:<34} {case.shape:<26} {case.dtype:<8} {n:>3} {ms:>10.2f} "
-                f"{peer_ms:>10.2f} {ratio:>6.2f} {gflops:>8.1f} {gbs:>7.1f} {err:>8.1e}")
+            out(f"{case.name:<34} {case.shape:<22} {case.dtype:<8} {n:>3} {ms:>10.2f} "
+                f"{peer_ms:>9.2f} {case.peer_name:<11} {ratio:>6.2f} {gflops:>8.1f} "
+                f"{gbs:>7.1f} {ceiling * 100:>6.0f} {mib:>7.1f} {err:>8.1e}")
     return results
 
 
@@ -114,7 +174,7 @@ def main_for(make_cases, description):
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     cases = [c for c in make_cases() if not args.only or args.only in c.name]
-    results = run_cases(cases, threads, repeats=args.repeats)
+    results = run_cases(cases, threads, repeats=args.repeats, ceilings=measure_ceilings())
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
