@@ -38,6 +38,14 @@ def window_keys(rank):
     )
 
 
+def check_groups(op, spec, keys=("in_channels", "out_channels")):
+    """``groups`` must divide every channel count named in ``keys``."""
+    g = spec["groups"]
+    for name in keys:
+        if spec[name] % g:
+            raise SpecError(op, "groups", f"a divisor of {name} ({spec[name]})", g)
+
+
 def check_padding_value(op, spec):
     if spec["padding_value"] != 0.0 and spec["padding_mode"] != "constant":
         raise SpecError(op, "padding_value", "0.0 unless padding_mode is 'constant'",
@@ -72,11 +80,7 @@ class ConvND(Op):
         }
 
     def check(self, spec):
-        g = spec["groups"]
-        for name in ("in_channels", "out_channels"):
-            if spec[name] % g:
-                raise SpecError(self.name, "groups", f"a divisor of {name} "
-                                f"({spec[name]})", g)
+        check_groups(self.name, spec)
         check_padding_value(self.name, spec)
 
     # -- declared rules ---------------------------------------------------------

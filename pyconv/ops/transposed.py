@@ -77,6 +77,7 @@ from pyconv._geometry import effective_kernel, same_padding
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding
 from pyconv._workspace import workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
+from pyconv.ops.conv import check_groups
 
 #: Budget for one thread's column buffer (an output-channel block's taps for a chunk
 #: of input positions): large enough for an efficient GEMM, small enough to stay in cache
@@ -134,11 +135,7 @@ class ConvTransposeND(Op):
 
     # -- spec -------------------------------------------------------------------------
     def check(self, spec):
-        g = spec["groups"]
-        for name in ("in_channels", "out_channels"):
-            if spec[name] % g:
-                raise SpecError(self.name, "groups", f"a divisor of {name} "
-                                f"({spec[name]})", g)
+        check_groups(self.name, spec)
         for axis, (op, s, d) in enumerate(zip(spec["output_padding"], spec["stride"],
                                               spec["dilation"])):
             if op >= s and op >= d:
