@@ -50,7 +50,8 @@ from pyconv._spec import choice, key, real
 from pyconv.ops._base import Op, prod
 
 # Kernel op codes (kept in sync with pyconv/_kernels/_activations.pyx).
-RELU, LEAKY_RELU, RELU6, ELU, GELU, GELU_TANH, SIGMOID, TANH = range(8)
+(CODE_RELU, CODE_LEAKY_RELU, CODE_RELU6, CODE_ELU, CODE_GELU, CODE_GELU_TANH, CODE_SIGMOID,
+ CODE_TANH) = range(8)
 
 #: Work estimate per element handed to the thread policy (a cheap select is a few
 #: FLOP-equivalents of memory traffic; exp/erf/tanh cost tens of FLOPs).
@@ -118,7 +119,7 @@ class ReLU(Activation):
                 "flops": _flops_doc(1, "one max")}
 
     def code(self, spec):
-        return RELU
+        return CODE_RELU
 
 
 class LeakyReLU(Activation):
@@ -130,7 +131,7 @@ class LeakyReLU(Activation):
                 "flops": _flops_doc(2, "compare, multiply")}
 
     def code(self, spec):
-        return LEAKY_RELU
+        return CODE_LEAKY_RELU
 
     def param(self, spec):
         return spec["negative_slope"]
@@ -144,7 +145,7 @@ class ReLU6(Activation):
                 "flops": _flops_doc(2, "max, min")}
 
     def code(self, spec):
-        return RELU6
+        return CODE_RELU6
 
 
 class ELU(Activation):
@@ -157,7 +158,7 @@ class ELU(Activation):
                 "flops": _flops_doc(3, "compare, expm1, multiply")}
 
     def code(self, spec):
-        return ELU
+        return CODE_ELU
 
     def param(self, spec):
         return spec["alpha"]
@@ -177,7 +178,7 @@ class GELU(Activation):
                          "add, two multiplies)"}
 
     def code(self, spec):
-        return GELU if spec["approximate"] == "none" else GELU_TANH
+        return CODE_GELU if spec["approximate"] == "none" else CODE_GELU_TANH
 
     def flops(self, spec, input_shape):
         per = 5 if spec["approximate"] == "none" else 9
@@ -193,7 +194,7 @@ class Sigmoid(Activation):
                 "flops": _flops_doc(4, "negate, exp, add, divide")}
 
     def code(self, spec):
-        return SIGMOID
+        return CODE_SIGMOID
 
 
 class Tanh(Activation):
@@ -205,7 +206,7 @@ class Tanh(Activation):
                 "flops": _flops_doc(1, "one tanh")}
 
     def code(self, spec):
-        return TANH
+        return CODE_TANH
 
 
 OPS = [ReLU(), LeakyReLU(), ReLU6(), ELU(), GELU(), Sigmoid(), Tanh()]
