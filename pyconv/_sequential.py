@@ -31,6 +31,14 @@ import numpy as np
 from pyconv._conv import Conv
 
 
+def _add_context(error, prefix):
+    """Prefix an exception's message in place (keeps its type and attributes)."""
+    if error.args and isinstance(error.args[0], str):
+        error.args = (prefix + error.args[0],) + error.args[1:]
+    else:
+        error.args = (prefix + str(error),)
+
+
 def _split_params(params, n_layers):
     """``{"i.name": array}`` -> ``{i: {name: array}}``, checking the indices."""
     if params is None:
@@ -224,7 +232,8 @@ class Sequential:
                 else:
                     conv = Conv(item, params=given, seed=rng, dtype=dtype)
             except (ValueError, TypeError) as e:
-                raise type(e)(f"Sequential: layer {i}: {e}") from e
+                _add_context(e, f"Sequential: layer {i}: ")
+                raise
             built.append(conv)
         self._layers = built
 
@@ -374,7 +383,8 @@ class Sequential:
                 else:
                     result = layer.apply(y, n_threads=n_threads)
             except (ValueError, TypeError) as e:
-                raise type(e)(f"Sequential: layer {i} ({layer.op.name}): {e}") from e
+                _add_context(e, f"Sequential: layer {i} ({layer.op.name}): ")
+                raise
             y = result[0] if isinstance(result, tuple) else result
         if y is arr:  # an empty stack (or an identity op) must not hand back the input
             y = np.array(arr, copy=True)
