@@ -339,3 +339,17 @@ def test_float32_params_are_rounded_like_torch(torch):
                      ({"op": "elu", "alpha": 0.7}, lambda t: torch.nn.functional.elu(t, 0.7))]:
         y = pyconv.Conv(spec).apply(x)
         np.testing.assert_allclose(y, fn(torch.from_numpy(x)).numpy(), rtol=2e-7)
+
+
+@pytest.mark.parametrize("dtype,lo,hi", [(np.float32, -110.0, -85.0),
+                                         (np.float64, -750.0, -705.0)])
+def test_sigmoid_subnormal_results(dtype, lo, hi, mpmath):
+    """Down in the subnormal range the result is the exact value rounded once (or 0)."""
+    x = np.linspace(lo, hi, 97).astype(dtype)
+    y = pyconv.Conv({"op": "sigmoid"}).apply(x).astype(np.float64)
+    mpmath.mp.dps = 40
+    tiny = float(np.finfo(dtype).smallest_subnormal)
+    for xi, yi in zip(x.astype(np.float64), y):
+        want = 1 / (1 + mpmath.exp(-mpmath.mpf(xi)))
+        assert abs(mpmath.mpf(yi) - want) <= max(tiny, 4e-7 * want if dtype == np.float32
+                                                 else 1e-15 * want), (xi, yi, want)

@@ -8,7 +8,8 @@ memory.
 
 Formulas are chosen to be accurate and overflow-free over the whole real line:
 
-* sigmoid: ``e = exp(-|x|)``, ``1/(1+e)`` or ``e/(1+e)``: ``exp`` never overflows.
+* sigmoid: ``e = exp(-|x|)``, ``1/(1+e)`` or ``e/(1+e)``: ``exp`` never overflows
+  (an inline exp for arguments <= 0, below, so that the loop vectorises).
 * gelu (erf): ``0.5*x*erfc(-x/sqrt 2)``, equal to ``0.5*x*(1+erf(x/sqrt 2))`` but
   without the cancellation of ``1 + erf`` for negative x (relative accuracy in the tail).
 * gelu (tanh): ``0.5*(1+tanh(u)) = sigmoid(2u)``, computed as above.
@@ -19,8 +20,110 @@ limit; ``-inf * 0`` would be NaN).
 """
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport (INFINITY, erfc, erfcf, exp, expf, expm1, expm1f, fabs, fabsf,
-                        tanh, tanhf)
+from libc.math cimport INFINITY, erfc, erfcf, expm1, expm1f, tanh, tanhf
+
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* Branch-free helpers, so that the loops using them vectorise: libc's exp is a
+       call per element, and gcc (under the default -ftrapping-math) will not turn a
+       branch around a floating-point operation into a vector select, so selects
+       are done on the bits. */
+    static inline float pyconv_sel_f(int c, float a, float b) {  /* c ? a : b */
+        uint32_t ua, ub, m = (uint32_t)0 - (uint32_t)(c != 0);
+        float r;
+        memcpy(&ua, &a, 4);
+        memcpy(&ub, &b, 4);
+        ua = (ua & m) | (ub & ~m);
+        memcpy(&r, &ua, 4);
+        return r;
+    }
+    static inline double pyconv_sel_d(int c, double a, double b) {
+        uint64_t ua, ub, m = (uint64_t)0 - (uint64_t)(c != 0);
+        double r;
+        memcpy(&ua, &a, 8);
+        memcpy(&ub, &b, 8);
+        ua = (ua & m) | (ub & ~m);
+        memcpy(&r, &ua, 8);
+        return r;
+    }
+    /* exp(a) for a <= 0 (or NaN). Cephes' reduction and polynomials (about 1 ulp):
+       a = n*ln2 + r, |r| <= ln2/2, exp(a) = 2^n * exp(r); n is read from the bits
+       of a*log2(e) + 1.5*2^23 (round to nearest, no float-to-int conversion), and
+       2^n is applied in two halves so that subnormal results are rounded once.
+       (The float64 version does not vectorise on SSE2; it still saves the call.)
+       Below the underflow threshold the result is 0; NaN gives NaN. */
+    static inline float pyconv_exp_nonpos_f(float a) {
+        const float magic = 12582912.0f;                 /* 1.5 * 2^23 */
+        int below = a < -104.0f;                         /* exp(a) < 2^-150 */
+        float c = pyconv_sel_f(below, -104.0f, a);
+        float t = c * 1.44269504088896341f + magic;
+        float n = t - magic;
+        uint32_t b1, b2;
+        float r, p, s1, s2, t1, t2;
+        r = c - n * 0.693359375f;
+        r = r - n * -2.12194440e-4f;
+        p = 1.9875691500e-4f;
+        p = p * r + 1.3981999507e-3f;
+        p = p * r + 8.3334519073e-3f;
+        p = p * r + 4.1665795894e-2f;
+        p = p * r + 1.6666665459e-1f;
+        p = p * r + 5.0000001201e-1f;
+        p = p * r * r + r + 1.0f;
+        /* 2^n as 2^n1 * 2^n2, n1 = round(n/2): both halves are normal numbers */
+        t1 = n * 0.5f + magic;
+        t2 = (n - (t1 - magic)) + magic;
+        memcpy(&b1, &t1, 4);
+        memcpy(&b2, &t2, 4);
+        b1 = (b1 - 0x4B400000u + 127u) << 23;
+        b2 = (b2 - 0x4B400000u + 127u) << 23;
+        memcpy(&s1, &b1, 4);
+        memcpy(&s2, &b2, 4);
+        return pyconv_sel_f(below, 0.0f, p * s1 * s2);
+    }
+    static inline double pyconv_exp_nonpos_d(double a) {
+        const double magic = 6755399441055744.0;         /* 1.5 * 2^52 */
+        double c = pyconv_sel_d(a < -746.0, -746.0, a);  /* exp(a) < 2^-1076 below */
+        double t = c * 1.4426950408889634074 + magic;
+        double n = t - magic;
+        uint64_t b1, b2;
+        double r, rr, px, qx, s1, s2, t1, t2;
+        r = c - n * 6.93145751953125e-1;
+        r = r - n * 1.42860682030941723212e-6;
+        rr = r * r;
+        px = r * ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                  + 9.99999999999999999910e-1);
+        qx = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+              + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
+        r = 1.0 + 2.0 * (px / (qx - px));
+        t1 = n * 0.5 + magic;
+        t2 = (n - (t1 - magic)) + magic;
+        memcpy(&b1, &t1, 8);
+        memcpy(&b2, &t2, 8);
+        b1 = (b1 - 0x4338000000000000ULL + 1023u) << 52;
+        b2 = (b2 - 0x4338000000000000ULL + 1023u) << 52;
+        memcpy(&s1, &b1, 8);
+        memcpy(&s2, &b2, 8);
+        return pyconv_sel_d(a < -746.0, 0.0, r * s1 * s2);
+    }
+    /* sigmoid(v) through e = exp(-|v|) in (0, 1]: 1/(1+e) or e/(1+e); no overflow. */
+    static inline float pyconv_sigmoid_f(float v) {
+        float e = pyconv_exp_nonpos_f(-fabsf(v));
+        float r = 1.0f / (1.0f + e);
+        return pyconv_sel_f(v >= 0.0f, r, e * r);
+    }
+    static inline double pyconv_sigmoid_d(double v) {
+        double e = pyconv_exp_nonpos_d(-fabs(v));
+        double r = 1.0 / (1.0 + e);
+        return pyconv_sel_d(v >= 0.0, r, e * r);
+    }
+    """
+    float pyconv_sel_f(bint, float, float) noexcept nogil
+    double pyconv_sel_d(bint, double, double) noexcept nogil
+    float pyconv_sigmoid_f(float) noexcept nogil
+    double pyconv_sigmoid_d(double) noexcept nogil
+
 
 # Op codes (kept in sync with pyconv/ops/activations.py).
 cdef enum:
@@ -42,25 +145,18 @@ cdef double SQRT_2_OVER_PI = 0.79788456080286535588
 cdef double GELU_CUBIC = 0.044715
 
 
-cdef inline floating f_exp(floating v) noexcept nogil:
-    if floating is float:
-        return expf(v)
-    else:
-        return exp(v)
-
-
-cdef inline floating f_abs(floating v) noexcept nogil:
-    if floating is float:
-        return fabsf(v)
-    else:
-        return fabs(v)
-
-
 cdef inline floating f_sigmoid(floating v) noexcept nogil:
-    # exp(-|v|) is in (0, 1]: no overflow; NaN stays NaN through e.
-    cdef floating e = f_exp(-f_abs(v))
-    cdef floating r = 1 / (1 + e)
-    return r if v >= 0 else e * r
+    if floating is float:
+        return pyconv_sigmoid_f(v)
+    else:
+        return pyconv_sigmoid_d(v)
+
+
+cdef inline floating f_sel(bint c, floating a, floating b) noexcept nogil:
+    if floating is float:
+        return pyconv_sel_f(c, a, b)
+    else:
+        return pyconv_sel_d(c, a, b)
 
 
 cdef void relu_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
@@ -74,10 +170,11 @@ cdef void relu_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil
 cdef void leaky_loop(const floating* x, floating* y, Py_ssize_t n,
                      floating slope) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating v
+    cdef floating v, w
     for i in range(n):
         v = x[i]
-        y[i] = v if v > 0 else v * slope
+        w = v * slope
+        y[i] = v if v > 0 else w
 
 
 cdef void relu6_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
@@ -119,13 +216,14 @@ cdef void gelu_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil
 
 cdef void gelu_tanh_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
     cdef Py_ssize_t i
-    cdef floating v, u
+    cdef floating v, u, w
     cdef floating c = <floating>SQRT_2_OVER_PI
     cdef floating k = <floating>GELU_CUBIC
     for i in range(n):
         v = x[i]
         u = c * (v + k * v * v * v)
-        y[i] = -0.0 if v == -INFINITY else v * f_sigmoid(2 * u)
+        w = v * f_sigmoid(2 * u)
+        y[i] = f_sel(v == -INFINITY, -0.0, w)
 
 
 cdef void sigmoid_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
