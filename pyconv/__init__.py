@@ -12,6 +12,7 @@ from pyconv._config import config, show_config
 from pyconv._conv import Conv
 from pyconv._errors import PluginWarning, SpecError
 from pyconv._registry import available_ops, get_op, register_op, registry
+from pyconv._sequential import Sequential
 from pyconv._spec import Key
 from pyconv._threads import get_num_threads, num_threads, set_num_threads
 from pyconv._version import __version__
@@ -31,6 +32,7 @@ __all__ = [
     "Conv",
     "Key",
     "PluginWarning",
+    "Sequential",
     "SpecError",
     "__version__",
     "available_ops",
