@@ -1,19 +1,19 @@
 """Time pyconv's activations against torch.nn.functional at equal thread counts.
 
-Usage: ``python benchmarks/bench_activations.py --threads 2 [--shape 8 64 112 112]``
+Usage: ``python benchmarks/bench_activations.py --threads 1,2``
 
-Each case: warm-up, then ``--repeats`` timed calls of each library in the same process,
-median reported, ratio = torch / pyconv (above 1: pyconv is faster). Out-of-place
-(fresh output) and in-place (``out=x`` / torch's ``inplace=True``) are both timed, and
-every case checks that the two results agree.
+Timed with :mod:`benchmarks.harness` (one process, equal threads, medians, ratio
+torch / pyconv, agreement check); in place means ``out=x`` / torch's ``inplace=True``.
 """
-import argparse
-import statistics
-import time
+import os
+import sys
 
 import numpy as np
 
-import pyconv
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import Case, main_for  # noqa: E402
+
+import pyconv  # noqa: E402
 
 CASES = [
     ("relu", {"op": "relu"}, lambda F, t, ip: F.relu(t, inplace=ip)),
@@ -24,57 +24,35 @@ CASES = [
 ]
 
 
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--shape", type=int, nargs="+", default=[8, 64, 112, 112])
-    args = parser.parse_args()
-
+def make_cases(shape=(8, 64, 112, 112)):
     import torch
     import torch.nn.functional as F
 
-    torch.set_num_threads(args.threads)
-    shape = tuple(args.shape)
     x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) * 3
     tx = torch.from_numpy(x)
-    mb = x.nbytes / 2**20
-    print(f"shape {shape} float32 ({mb:.0f} MiB), threads {args.threads}, "
-          f"median of {args.repeats}")
-    print(f"{'op':<10} {'mode':<8} {'pyconv ms':>10} {'torch ms':>10} {'torch/pyconv':>13}"
-          f" {'max|diff|':>10}")
+    label = "x".join(map(str, shape))
+    cases = []
     for name, spec, tfn in CASES:
         conv = pyconv.Conv(spec)
-        y = conv.apply(x, n_threads=args.threads)
-        with torch.no_grad():
-            want = tfn(F, tx, False).numpy()
-        # torch's float32 gelu is less accurate in the negative tail: compare absolutely.
-        diff = float(np.max(np.abs(y - want)))
-        assert diff < 1e-5, (name, diff)
+        out = np.empty_like(x)
 
-        px = median_time(lambda: conv.apply(x, n_threads=args.threads), args.repeats)
-        tt = median_time(lambda: tfn(F, tx, False), args.repeats)
-        print(f"{name:<10} {'fresh':<8} {px * 1e3:10.2f} {tt * 1e3:10.2f} {tt / px:13.2f}"
-              f" {diff:10.1e}")
-        if name in ("relu", "sigmoid"):
-            buf = x.copy()
-            tbuf = torch.from_numpy(x.copy())
-            px = median_time(lambda: conv.apply(buf, out=buf, n_threads=args.threads),
-                             args.repeats)
-            tt = median_time(lambda: tfn(F, tbuf, True), args.repeats)
-            print(f"{name:<10} {'in place':<8} {px * 1e3:10.2f} {tt * 1e3:10.2f} "
-                  f"{tt / px:13.2f}")
+        def run(n, conv=conv, out=out):
+            return conv.apply(x, out=out, n_threads=n)
+
+        def peer(n, tfn=tfn):
+            with torch.no_grad():
+                return tfn(F, tx, False)
+
+        # torch's float32 gelu is less accurate in the negative tail: loose tolerance
+        cases.append(Case(name, label, "float32", run, peer, nbytes=2 * x.nbytes,
+                          rtol=2e-6))
+    buf, tbuf = x.copy(), torch.from_numpy(x.copy())
+    relu = pyconv.Conv({"op": "relu"})
+    cases.append(Case("relu in place", label, "float32",
+                      lambda n: relu.apply(buf, out=buf, n_threads=n),
+                      lambda n: F.relu(tbuf, inplace=True), nbytes=2 * x.nbytes))
+    return cases
 
 
 if __name__ == "__main__":
-    main()
+    main_for(make_cases, __doc__)
