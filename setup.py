@@ -13,6 +13,7 @@ PYCONV_DEBUG=1
 """
 import glob
 import os
+import platform
 import sys
 
 import numpy
@@ -22,9 +23,14 @@ from setuptools import Extension, setup
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ci"))
 from openmp_probe import openmp_flags  # noqa: E402
 
-# Every .pyx under pyconv/_kernels is one extension module.
+KERNEL_DIR = os.path.join("pyconv", "_kernels")
+# Every .pyx under pyconv/_kernels is one extension module (the generated *_avx2
+# copies below excepted).
 KERNELS = sorted(os.path.splitext(os.path.basename(p))[0]
-                 for p in glob.glob(os.path.join("pyconv", "_kernels", "*.pyx")))
+                 for p in glob.glob(os.path.join(KERNEL_DIR, "*.pyx"))
+                 if not p.endswith("_avx2.pyx"))
+# Kernels that only talk to the OpenMP runtime gain nothing from a second build.
+BASELINE_ONLY = {"_openmp_helpers"}
 
 DEBUG = os.environ.get("PYCONV_DEBUG", "0") not in ("", "0")
 REQUIRE_OPENMP = os.environ.get("PYCONV_REQUIRE_OPENMP", "0") not in ("", "0")
@@ -40,6 +46,33 @@ if omp_compile is None:
 # no -ffast-math (it sets flush-to-zero for the whole process and breaks NaN rules).
 opt_flags = ["-O0", "-g"] if DEBUG else ["-O3"]
 
+
+def avx2_flags():
+    """Flags for the AVX2 copy of each kernel, or None where there is no such level.
+
+    FMA contraction stays off so that both builds round identically: the AVX2 copy
+    gains its speed from 8-wide vectors, and results never depend on the CPU.
+    """
+    machine = platform.machine().lower()
+    if machine not in ("x86_64", "amd64") or DEBUG:
+        return None
+    if sys.platform == "win32":
+        return ["/arch:AVX2"]
+    return ["-mavx2", "-mfma", "-ffp-contract=off"]
+
+
+def write_avx2_sources(name):
+    """``_x_avx2.pyx`` includes ``_x.pyx``: the same code under a second module name."""
+    base = os.path.join(KERNEL_DIR, name)
+    for ext in (".pyx", ".pxd"):
+        if ext == ".pxd" and not os.path.exists(base + ext):
+            continue
+        target = f"{base}_avx2{ext}"
+        text = f'include "{name}{ext}"\n' if ext == ".pyx" else open(base + ext).read()
+        if not os.path.exists(target) or open(target).read() != text:
+            with open(target, "w") as f:
+                f.write(text)
+
 directives = {
     "language_level": "3",
     "boundscheck": DEBUG,
@@ -49,17 +82,27 @@ directives = {
     "embedsignature": True,
 }
 
-extensions = [
-    Extension(
-        f"pyconv._kernels.{name}",
-        [f"pyconv/_kernels/{name}.pyx"],
+
+
+def kernel_extension(module, level_flags):
+    return Extension(
+        f"pyconv._kernels.{module}",
+        [os.path.join(KERNEL_DIR, f"{module}.pyx")],
         include_dirs=[numpy.get_include()],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_9_API_VERSION")],
-        extra_compile_args=opt_flags + omp_compile,
+        extra_compile_args=opt_flags + level_flags + omp_compile,
         extra_link_args=omp_link,
     )
-    for name in KERNELS
-]
+
+
+# Each kernel is built for the x86-64 baseline and, where possible, again for
+# AVX2; pyconv._kernels.load picks one at import time by asking the CPU.
+extensions = [kernel_extension(name, []) for name in KERNELS]
+if avx2_flags() is not None:
+    for name in KERNELS:
+        if name not in BASELINE_ONLY:
+            write_avx2_sources(name)
+            extensions.append(kernel_extension(f"{name}_avx2", avx2_flags()))
 
 setup(
     ext_modules=cythonize(

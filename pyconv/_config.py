@@ -16,7 +16,7 @@ def config():
     >>> sorted(pyconv.config())[:3]
     ['blas', 'cpu_count', 'numpy']
     """
-    from pyconv import _threads
+    from pyconv import _kernels, _threads
     from pyconv._kernels._openmp_helpers import openmp_enabled
 
     blas = []
@@ -41,6 +41,7 @@ def config():
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "openmp": openmp_enabled(),
+        "kernels": _kernels.LEVEL,
         "threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
         "blas": scipy_blas or blas,
@@ -63,6 +64,8 @@ def show_config(file=None):
         f"  numpy       {c['numpy']}",
         f"  scipy       {c['scipy']}",
         f"  openmp      {'on' if c['openmp'] else 'off (serial build)'}",
+        f"  kernels     {c['kernels']} instruction set"
+        f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}",
         f"  threads     {c['threads']} (of {c['cpu_count']} CPUs available)",
     ]
     for b in c["blas"]:

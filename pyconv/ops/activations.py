@@ -97,7 +97,8 @@ class Activation(Op):
         return None
 
     def forward(self, spec, x, params, out, n_threads):
-        from pyconv._kernels import _activations
+        from pyconv import _kernels
+        _activations = _kernels.load("_activations")
 
         n = x.size
         n_threads = _threads.resolve(n_threads, self.cost * n, -(-n // 4096))

@@ -134,7 +134,8 @@ def _as3(values, fill):
 
 def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threads):
     """Run the im2col + GEMM kernel for a validated dense convolution."""
-    from pyconv._kernels import _conv
+    from pyconv import _kernels
+    _conv = _kernels.load("_conv")
 
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]

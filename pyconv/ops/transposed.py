@@ -270,7 +270,8 @@ def input_spans(n, out_len, k, s, d, lo):
 
 def conv_transpose_forward(op_name, x, weight, bias, out, spec, crops, lengths, n_threads):
     """Run the GEMM + col2im kernel for a validated transposed convolution."""
-    from pyconv._kernels import _transposed
+    from pyconv import _kernels
+    _transposed = _kernels.load("_transposed")
 
     N, C_in = x.shape[:2]
     C_out = out.shape[1]
