@@ -68,6 +68,32 @@ cdef inline void edges3(floating* acc, const floating* src, const Py_ssize_t* id
         tap_edges(acc, src, idx_w + kw * OW, w3[kw], R, OW, pad_value)
 
 
+cdef inline floating tap3(const floating* src, const Py_ssize_t* idx_w, Py_ssize_t ow,
+                          Py_ssize_t OW, const floating* w3,
+                          floating pad_value) noexcept nogil:
+    # Three taps of one row at an edge column, through the width table.
+    cdef floating s = 0
+    cdef Py_ssize_t kw, iw
+    for kw in range(3):
+        iw = idx_w[kw * OW + ow]
+        s = s + w3[kw] * (src[iw] if iw >= 0 else pad_value)
+    return s
+
+
+cdef inline void edges3x3(floating* acc, const floating* a, const floating* b,
+                          const floating* c, const Py_ssize_t* idx_w, const floating* w9,
+                          Py_ssize_t o0, Py_ssize_t o1, Py_ssize_t OW, floating pad_value,
+                          bint first, floating bias) noexcept nogil:
+    # The nine taps at edge columns [o0, o1): one short loop instead of nine.
+    cdef Py_ssize_t ow
+    cdef floating s
+    for ow in range(o0, o1):
+        s = (tap3(a, idx_w, ow, OW, w9, pad_value)
+             + tap3(b, idx_w, ow, OW, w9 + 3, pad_value)
+             + tap3(c, idx_w, ow, OW, w9 + 6, pad_value))
+        acc[ow] = (bias if first else acc[ow]) + s
+
+
 cdef inline void row3(floating* acc, const floating* a, const floating* w3,
                       Py_ssize_t L, Py_ssize_t R, Py_ssize_t base, Py_ssize_t sw,
                       Py_ssize_t dw) noexcept nogil:
@@ -137,11 +163,110 @@ cdef inline void rows3x3(floating* acc, const floating* a, const floating* b,
                 acc[ow] = acc[ow] + (s0 + s1 + s2)
 
 
+cdef inline void rows3x3_pair(floating* acc0, floating* acc1, const floating* a,
+                              const floating* b, const floating* c, const floating* d,
+                              const floating* w9, Py_ssize_t L, Py_ssize_t R,
+                              Py_ssize_t base, bint first, floating bias) noexcept nogil:
+    # Two consecutive output rows at stride 1, dilation 1: input rows (a, b, c) and
+    # (b, c, d). Four input rows feed two outputs, so each loaded vector is used
+    # for up to six multiply-adds; the per-row overhead is halved too.
+    cdef Py_ssize_t ow, i
+    cdef floating w0 = w9[0], w1 = w9[1], w2 = w9[2]
+    cdef floating w3 = w9[3], w4 = w9[4], w5 = w9[5]
+    cdef floating w6 = w9[6], w7 = w9[7], w8 = w9[8]
+    cdef floating s0, s1
+    # Two copies of the loop (first pass or not): a branch inside would stop the
+    # compiler from vectorising it.
+    if first:
+        for ow in range(L, R):
+            i = base + ow
+            s0 = ((w0 * a[i] + w1 * a[i + 1] + w2 * a[i + 2])
+                  + (w3 * b[i] + w4 * b[i + 1] + w5 * b[i + 2])
+                  + (w6 * c[i] + w7 * c[i + 1] + w8 * c[i + 2]))
+            s1 = ((w0 * b[i] + w1 * b[i + 1] + w2 * b[i + 2])
+                  + (w3 * c[i] + w4 * c[i + 1] + w5 * c[i + 2])
+                  + (w6 * d[i] + w7 * d[i + 1] + w8 * d[i + 2]))
+            acc0[ow] = bias + s0
+            acc1[ow] = bias + s1
+    else:
+        for ow in range(L, R):
+            i = base + ow
+            s0 = ((w0 * a[i] + w1 * a[i + 1] + w2 * a[i + 2])
+                  + (w3 * b[i] + w4 * b[i + 1] + w5 * b[i + 2])
+                  + (w6 * c[i] + w7 * c[i + 1] + w8 * c[i + 2]))
+            s1 = ((w0 * b[i] + w1 * b[i + 1] + w2 * b[i + 2])
+                  + (w3 * c[i] + w4 * c[i + 1] + w5 * c[i + 2])
+                  + (w6 * d[i] + w7 * d[i + 1] + w8 * d[i + 2]))
+            acc0[ow] = acc0[ow] + s0
+            acc1[ow] = acc1[ow] + s1
+
+
 cdef inline void fill(floating* acc, Py_ssize_t o0, Py_ssize_t o1,
                       floating v) noexcept nogil:
     cdef Py_ssize_t ow
     for ow in range(o0, o1):
         acc[ow] = v
+
+
+cdef inline void slice_row(floating* acc, const floating* xc, Py_ssize_t id_,
+                           const floating* wd, Py_ssize_t oh, bint first, floating bias,
+                           const Py_ssize_t* idx_h, const Py_ssize_t* idx_w,
+                           const Py_ssize_t* span, Py_ssize_t L, Py_ssize_t R,
+                           Py_ssize_t W, Py_ssize_t HW, Py_ssize_t OH, Py_ssize_t OW,
+                           Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sw, Py_ssize_t dw,
+                           floating pad_value) noexcept nogil:
+    # One (input channel, kernel depth) slice of one output row: KH x KW taps.
+    # id_ is the input depth index (-1: a plane of padding); wd the slice's weights.
+    # ``first``: acc holds nothing yet and starts from the bias.
+    cdef Py_ssize_t base = span[2]
+    cdef bint fused3 = KW == 3 and L < R
+    cdef Py_ssize_t kh, kw, ow, ih, ih0, ih1, ih2
+    cdef const floating* xd
+    cdef const floating* wk
+    cdef const floating* src
+    cdef floating v
+    if fused3 and KH == 3 and id_ >= 0:
+        ih0 = idx_h[oh]
+        ih1 = idx_h[OH + oh]
+        ih2 = idx_h[2 * OH + oh]
+        if ih0 >= 0 and ih1 >= 0 and ih2 >= 0:
+            xd = xc + id_ * HW
+            edges3x3(acc, xd + ih0 * W, xd + ih1 * W, xd + ih2 * W, idx_w,
+                     wd, 0, L, OW, pad_value, first, bias)
+            rows3x3(acc, xd + ih0 * W, xd + ih1 * W, xd + ih2 * W, wd,
+                    L, R, base, sw, dw, first, bias)
+            edges3x3(acc, xd + ih0 * W, xd + ih1 * W, xd + ih2 * W, idx_w,
+                     wd, R, OW, OW, pad_value, first, bias)
+            return
+    if first:
+        fill(acc, 0, OW, bias)
+    for kh in range(KH):
+        ih = idx_h[kh * OH + oh]
+        wk = wd + kh * KW
+        if id_ < 0 or ih < 0:
+            # A whole row of padding: every tap reads the pad value.
+            if pad_value != 0:
+                for kw in range(KW):
+                    v = wk[kw] * pad_value
+                    for ow in range(OW):
+                        acc[ow] += v
+            continue
+        src = xc + id_ * HW + ih * W
+        if fused3:
+            row3(acc, src, wk, L, R, base, sw, dw)
+            edges3(acc, src, idx_w, wk, L, R, OW, pad_value)
+        else:
+            for kw in range(KW):
+                tap_row(acc, src, idx_w + kw * OW, wk[kw], span + 3 * kw,
+                        sw, OW, pad_value)
+
+
+cdef inline void relu_row(floating* acc, Py_ssize_t OW) noexcept nogil:
+    cdef Py_ssize_t ow
+    cdef floating v
+    for ow in range(OW):
+        v = acc[ow]
+        acc[ow] = v if v > 0 else 0
 
 
 cdef void conv_rows(const floating* xg, Py_ssize_t cin_g, Py_ssize_t plane,
@@ -157,71 +282,71 @@ cdef void conv_rows(const floating* xg, Py_ssize_t cin_g, Py_ssize_t plane,
     # Output rows r0 <= r < r1 (r = od*OH + oh) of one output channel into dst (OW
     # values per row, consecutive). xg: the group's cin_g input planes of `plane`
     # values; w: this channel's cin_g * KD*KH*KW weights. L < R is the common interior
-    # of all width taps (R <= L when there is none); base is tap 0's start.
+    # of all width taps (R <= L when there is none). 3x3 kernels at stride 1 and
+    # dilation 1 take two output rows at a time where their input rows overlap.
     cdef Py_ssize_t K = KD * KH * KW
     cdef Py_ssize_t base = span[2]
-    cdef bint fused3 = KW == 3 and L < R
-    cdef Py_ssize_t r, od, oh, ci, kd, kh, kw, ow, id_, ih, ih0, ih1, ih2
+    cdef bint pairs = KH == 3 and KW == 3 and sw == 1 and dw == 1 and L < R
+    cdef Py_ssize_t r, od, oh, ci, kd, id_, ih0, ih1, ih2, jh0, jh1, jh2
     cdef floating* acc
     cdef const floating* xc
     cdef const floating* xd
     cdef const floating* wd
-    cdef const floating* wk
-    cdef const floating* src
-    cdef floating v
     cdef bint first
-    for r in range(r0, r1):
+    r = r0
+    while r < r1:
         od = r // OH
         oh = r - od * OH
         acc = dst + (r - r0) * OW
         first = True
-        for ci in range(cin_g):
-            xc = xg + ci * plane
-            for kd in range(KD):
-                id_ = idx_d[kd * OD + od]
-                wd = w + ci * K + kd * KH * KW
-                if fused3 and KH == 3 and id_ >= 0:
+        if pairs and r + 1 < r1 and oh + 1 < OH:
+            for ci in range(cin_g):
+                xc = xg + ci * plane
+                for kd in range(KD):
+                    id_ = idx_d[kd * OD + od]
+                    wd = w + ci * K + kd * 9
                     ih0 = idx_h[oh]
                     ih1 = idx_h[OH + oh]
                     ih2 = idx_h[2 * OH + oh]
-                    if ih0 >= 0 and ih1 >= 0 and ih2 >= 0:
+                    jh0 = idx_h[oh + 1]
+                    jh1 = idx_h[OH + oh + 1]
+                    jh2 = idx_h[2 * OH + oh + 1]
+                    if (id_ >= 0 and ih0 >= 0 and ih1 >= 0 and ih2 >= 0 and jh2 >= 0
+                            and jh0 == ih1 and jh1 == ih2):
                         xd = xc + id_ * HW
-                        if first:
-                            fill(acc, 0, L, bias)
-                            fill(acc, R, OW, bias)
-                        rows3x3(acc, xd + ih0 * W, xd + ih1 * W, xd + ih2 * W, wd,
-                                L, R, base, sw, dw, first, bias)
-                        first = False
-                        edges3(acc, xd + ih0 * W, idx_w, wd, L, R, OW, pad_value)
-                        edges3(acc, xd + ih1 * W, idx_w, wd + 3, L, R, OW, pad_value)
-                        edges3(acc, xd + ih2 * W, idx_w, wd + 6, L, R, OW, pad_value)
-                        continue
-                if first:
-                    fill(acc, 0, OW, bias)
-                    first = False
-                for kh in range(KH):
-                    ih = idx_h[kh * OH + oh]
-                    wk = wd + kh * KW
-                    if id_ < 0 or ih < 0:
-                        # A whole row of padding: every tap reads the pad value.
-                        if pad_value != 0:
-                            for kw in range(KW):
-                                v = wk[kw] * pad_value
-                                for ow in range(OW):
-                                    acc[ow] += v
-                        continue
-                    src = xc + id_ * HW + ih * W
-                    if fused3:
-                        row3(acc, src, wk, L, R, base, sw, dw)
-                        edges3(acc, src, idx_w, wk, L, R, OW, pad_value)
+                        edges3x3(acc, xd + ih0 * W, xd + ih1 * W, xd + ih2 * W, idx_w,
+                                 wd, 0, L, OW, pad_value, first, bias)
+                        edges3x3(acc, xd + ih0 * W, xd + ih1 * W, xd + ih2 * W, idx_w,
+                                 wd, R, OW, OW, pad_value, first, bias)
+                        edges3x3(acc + OW, xd + jh0 * W, xd + jh1 * W, xd + jh2 * W,
+                                 idx_w, wd, 0, L, OW, pad_value, first, bias)
+                        edges3x3(acc + OW, xd + jh0 * W, xd + jh1 * W, xd + jh2 * W,
+                                 idx_w, wd, R, OW, OW, pad_value, first, bias)
+                        rows3x3_pair(acc, acc + OW, xd + ih0 * W, xd + ih1 * W,
+                                     xd + ih2 * W, xd + jh2 * W, wd, L, R, base,
+                                     first, bias)
                     else:
-                        for kw in range(KW):
-                            tap_row(acc, src, idx_w + kw * OW, wk[kw], span + 3 * kw,
-                                    sw, OW, pad_value)
-        if relu:
-            for ow in range(OW):
-                v = acc[ow]
-                acc[ow] = v if v > 0 else 0
+                        slice_row(acc, xc, id_, wd, oh, first, bias, idx_h, idx_w,
+                                  span, L, R, W, HW, OH, OW, KH, KW, sw, dw, pad_value)
+                        slice_row(acc + OW, xc, id_, wd, oh + 1, first, bias, idx_h,
+                                  idx_w, span, L, R, W, HW, OH, OW, KH, KW, sw, dw,
+                                  pad_value)
+                    first = False
+            if relu:
+                relu_row(acc, OW)
+                relu_row(acc + OW, OW)
+            r += 2
+        else:
+            for ci in range(cin_g):
+                xc = xg + ci * plane
+                for kd in range(KD):
+                    slice_row(acc, xc, idx_d[kd * OD + od], w + ci * K + kd * KH * KW,
+                              oh, first, bias, idx_h, idx_w, span, L, R, W, HW, OH, OW,
+                              KH, KW, sw, dw, pad_value)
+                    first = False
+            if relu:
+                relu_row(acc, OW)
+            r += 1
 
 
 cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
