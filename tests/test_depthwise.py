@@ -342,13 +342,26 @@ def test_grouped_direct_splits_rows_when_planes_are_few(rng, monkeypatch):
 
 
 def test_prefers_direct():
-    def spec(cin, g):
-        return pyconv.Conv({"op": "conv2d", "in_channels": cin, "out_channels": cin,
-                            "groups": g, "kernel_size": 3}).spec
+    def spec(cin, g, cout=None):
+        return pyconv.Conv({"op": "conv2d", "in_channels": cin,
+                            "out_channels": cout or cin, "groups": g,
+                            "kernel_size": 3}).spec
     assert dwmod.prefers_direct(spec(256, 256), (1, 256, 56, 56))
     assert dwmod.prefers_direct(spec(256, 32), (1, 256, 56, 56))
     assert not dwmod.prefers_direct(spec(256, 1), (1, 256, 56, 56))
     assert not dwmod.prefers_direct(spec(256, 4), (1, 256, 56, 56))
+    assert not dwmod.prefers_direct(spec(8, 8, 256), (1, 8, 56, 56))  # 32 out / group
+
+
+def test_depthwise_large_multiplier_uses_gemm_path_correctly(rng):
+    m = dwmod.DIRECT_MAX_CHANNELS_PER_GROUP + 4
+    conv = pyconv.Conv(dw_spec(2, 3, 2, "same", 1, m, "reflect"), seed=12,
+                       dtype=np.float64)
+    x = rng.standard_normal((2, 3, 9, 8))
+    pads = explicit_pads("same", (9, 8), [3, 3], [2, 2], [1, 1])
+    ref = refdw.depthwise_nd(x, conv.params["weight"], conv.params["bias"], [2, 2], pads,
+                             [1, 1], m, "reflect")
+    assert_close(conv.apply(x), ref, np.float64)
 
 
 # -- threads, layouts, dtypes, empty batches ----------------------------------------------
