@@ -1,0 +1,443 @@
+"""Depthwise, pointwise and depthwise-separable convolution (1-D, 2-D, 3-D).
+
+``depthwise_conv{1,2,3}d``
+    Every input channel ``c`` is convolved with its own ``m`` filters
+    (``depth_multiplier``); output channel ``c*m + j`` reads input channel ``c`` only.
+    This is PyTorch's ``conv2d(groups=C_in)`` with ``C_out = m*C_in``: weight
+    ``(m*C_in, 1, *k)``, bias ``(m*C_in,)``. Padding as for ``conv``: ints, per-axis
+    ints, ``(lo, hi)`` pairs, ``"valid"``, ``"same"`` (TF rule, any stride),
+    ``"same_lower"``, and every padding mode.
+``pointwise_conv{1,2,3}d``
+    A 1x1 convolution (optionally strided and grouped): weight ``(C_out, C_in/g, 1, ...)``.
+    It is a GEMM and runs on the dense convolution's kernel.
+``separable_conv{1,2,3}d``
+    Depthwise (multiplier ``m``) followed by pointwise, as one op. Parameters
+    ``depthwise_weight`` ``(m*C_in, 1, *k)`` and ``pointwise_weight``
+    ``(C_out, m*C_in, 1, ...)``. The ``bias`` key chooses the bias convention:
+
+    * ``"pointwise"`` (default, as Keras' ``SeparableConv``): one bias
+      ``pointwise_bias`` ``(C_out,)`` after the pointwise step;
+    * ``"both"`` (two PyTorch convolutions with their default biases):
+      ``depthwise_bias`` ``(m*C_in,)`` and ``pointwise_bias`` ``(C_out,)``;
+    * ``"none"``.
+
+    Example, 3x3, 32 -> 64: 288 + 2,048 = 2,336 parameters with ``"none"``, 2,400 with
+    ``"pointwise"``, 2,432 with ``"both"`` (a dense 3x3 conv without bias: 18,432).
+    The activation (None or ``"relu"``) is applied once, at the end.
+
+Computation and memory
+----------------------
+Depthwise convolution (and grouped convolution with few channels per group, see
+:func:`prefers_direct`) runs on a direct kernel
+(``pyconv._kernels._depthwise``): parallel over (image, output channel) planes, each
+output row accumulated in place with vectorised interior loops and table-driven edges
+(3x3 fused into one pass, two output rows at a time). It needs no extra memory.
+A depth multiplier above ``DIRECT_MAX_CHANNELS_PER_GROUP`` runs on the dense
+convolution's im2col + GEMM path instead (faster there; its column buffer is bounded
+as documented in :mod:`pyconv.ops.conv`).
+
+The separable op never materialises the whole depthwise result: it works on bands of
+output rows of one image. Each thread computes the depthwise output of its band
+(``m*C_in * rows * OW`` values, at most ``BAND_BYTES`` unless a single output row of all
+``m*C_in`` channels is larger) and multiplies it at once by the pointwise weight into the
+output. Extra memory: one such band per thread, reused across calls.
+
+Examples
+--------
+>>> import numpy as np, pyconv
+>>> sep = pyconv.Conv({"op": "separable_conv2d", "in_channels": 32, "out_channels": 64,
+...                    "kernel_size": 3, "padding": "same"}, seed=0)
+>>> sep.param_count
+2400
+>>> x = np.random.default_rng(0).random((2, 32, 16, 16), dtype=np.float32)
+>>> sep.apply(x).shape
+(2, 64, 16, 16)
+>>> dw = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 32, "depth_multiplier": 2,
+...                   "kernel_size": 3, "stride": 2, "padding": "same",
+...                   "padding_mode": "reflect"}, seed=0)
+>>> dw.param_shapes
+{'weight': (64, 1, 3, 3), 'bias': (64,)}
+>>> dw.apply(x).shape
+(2, 64, 8, 8)
+"""
+from __future__ import annotations
+
+from pyconv import _geometry, _threads
+from pyconv._errors import SpecError
+from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional
+from pyconv._workspace import workspace
+from pyconv.ops._base import Op, kaiming_uniform, prod
+from pyconv.ops.conv import check_padding_value, conv_forward, window_keys
+
+#: Upper bound on one thread's depthwise band in the separable op (it stays in L2).
+BAND_BYTES = 256 << 10
+#: A band aims at this many output columns, enough for an efficient pointwise GEMM.
+BAND_COLUMNS = 512
+#: The direct grouped kernel beats im2col + GEMM while a group has at most this many
+#: input and at most this many output channels. Measured (3x3, 56x56, one thread):
+#: 8 in / 8 out is a tie-to-1.1x win for direct, 1 in / 1 out a 4-5x win; 16 in / 16
+#: out or 32 outputs per group (even from 1 input) favour the GEMM, whose efficiency
+#: grows with both dimensions while the direct kernel's cost per output does not.
+DIRECT_MAX_CHANNELS_PER_GROUP = 8
+_INT32_MAX = 2**31 - 1
+
+
+def _activation_key():
+    return key("activation", optional(choice("relu")), None,
+               "Activation fused into the kernel's epilogue: None or 'relu'.")
+
+
+def _as3(values, fill):
+    values = list(values)
+    return [fill] * (3 - len(values)) + values
+
+
+def _window_geometry(op, spec, input_shape, channels):
+    """``(shape, pads, out_spatial)`` of a windowed op; validates the input shape."""
+    shape = op.check_input_shape(input_shape, op.rank, channels)
+    spatial = shape[2:]
+    pads = _geometry.resolve_padding(spec["padding"], spatial, spec["kernel_size"],
+                                     spec["stride"], spec["dilation"])
+    out = tuple(
+        _geometry.conv_output_length(op.name, axis, n, k, s, d, lo, hi)
+        for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
+            spatial, spec["kernel_size"], spec["stride"], spec["dilation"], pads)))
+    return shape, pads, out
+
+
+class _Plan:
+    """Index tables and 3-D geometry for the direct kernel (1-D/2-D: unit leading axes)."""
+
+    def __init__(self, spatial, spec, pads, out_spatial):
+        self.spatial = _as3(spatial, 1)
+        self.k = _as3(spec["kernel_size"], 1)
+        s3 = _as3(spec["stride"], 1)
+        d3 = _as3(spec["dilation"], 1)
+        p3 = [(0, 0)] * (3 - len(pads)) + [tuple(p) for p in pads]
+        self.out = _as3(out_spatial, 1)
+        mode = spec["padding_mode"]
+        tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode).ravel()
+                  for n, o, k, s, d, (lo, _) in zip(self.spatial, self.out, self.k, s3,
+                                                     d3, p3)]
+        self.idx_d, self.idx_h, self.idx_w = tables
+        self.span = _geometry.interior_spans(self.spatial[2], self.out[2], self.k[2],
+                                             s3[2], d3[2], p3[2][0])
+        spans = self.span.reshape(-1, 3)
+        # Common interior of all width taps: every tap lands inside the image there.
+        self.L = int(spans[:, 0].max())
+        self.R = int(spans[:, 1].min())
+        self.sw, self.dw = s3[2], d3[2]
+        self.pad_value = spec["padding_value"]
+        self.rows = self.out[0] * self.out[1]
+        self.P = self.rows * self.out[2]
+        self.plane = prod(self.spatial)
+
+    def args(self):
+        """Geometry arguments shared by the kernels, in their order."""
+        return (self.idx_d, self.idx_h, self.idx_w, self.span, self.L, self.R,
+                self.spatial[1], self.spatial[2], *self.out, *self.k, self.sw, self.dw)
+
+
+def _bias_or_dummy(bias, dtype):
+    import numpy as np
+
+    return np.zeros(1, dtype=dtype) if bias is None else bias
+
+
+def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatial,
+                           n_threads):
+    """Grouped convolution on the direct kernel; same signature as ``conv_forward``.
+
+    ``spec`` needs ``groups``, ``kernel_size``, ``stride``, ``dilation``,
+    ``padding_mode``, ``padding_value`` and ``activation``; ``x`` and ``out`` are
+    C-contiguous in the compute dtype, ``weight`` is ``(C_out, C_in/groups, *k)``.
+    No extra memory. Depthwise convolution is the case ``groups == C_in``.
+    """
+    from pyconv._kernels import _depthwise
+
+    N, C_in = x.shape[:2]
+    C_out = weight.shape[0]
+    groups = spec["groups"]
+    plan = _Plan(x.shape[2:], spec, pads, out_spatial)
+    cin_g = C_in // groups
+    flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
+    n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
+    # Whole planes per unit, unless there are fewer planes than threads.
+    rows_per_tile = plan.rows
+    if N * C_out < n_threads:
+        split = -(-n_threads // (N * C_out))
+        rows_per_tile = max(1, -(-plan.rows // split))
+    _depthwise.grouped_direct(
+        x.reshape(N, C_in, -1), weight.reshape(C_out, -1),
+        _bias_or_dummy(bias, x.dtype), out.reshape(N, C_out, -1), *plan.args(),
+        groups, plan.pad_value, bias is not None, spec["activation"] == "relu",
+        rows_per_tile, n_threads)
+    return out
+
+
+def _direct_wins(cin_g, cout_g):
+    return max(cin_g, cout_g) <= DIRECT_MAX_CHANNELS_PER_GROUP
+
+
+def prefers_direct(spec, input_shape):
+    """Whether a ``conv`` spec runs faster on the direct grouped kernel than im2col+GEMM.
+
+    True for grouped convolutions with at most ``DIRECT_MAX_CHANNELS_PER_GROUP`` input
+    and output channels per group (depthwise with a small multiplier included): the
+    GEMM's dimensions ``C_out/groups`` and ``C_in/groups * prod(k)`` are then too small
+    for it to pay for the column copy. ``input_shape`` is accepted for future
+    size-dependent rules; the measured crossover does not depend on it.
+    """
+    groups = spec["groups"]
+    if groups == 1:
+        return False
+    return _direct_wins(spec["in_channels"] // groups, spec["out_channels"] // groups)
+
+
+# -- depthwise ------------------------------------------------------------------------------
+class DepthwiseConvND(Op):
+    """Depthwise convolution over ``rank`` spatial axes (see the module docstring)."""
+
+    def __init__(self, rank):
+        self.rank = rank
+        self.name = f"depthwise_conv{rank}d"
+        self.summary = (f"{rank}-D depthwise convolution: each input channel convolved "
+                        "with its own depth_multiplier filters (groups = C_in).")
+        self.keys = (
+            key("in_channels", int_value(1), doc="Input channels C_in."),
+            key("depth_multiplier", int_value(1), 1,
+                "Filters per input channel m; C_out = m * C_in."),
+            *window_keys(rank),
+            key("bias", boolean(), True, "Add a learned bias per output channel."),
+            _activation_key(),
+        )
+        self.formulas = {
+            "output": "C_out = m*C_in; out = floor((in + lo + hi - dilation*(k-1) - 1) "
+                      "/ stride) + 1; 'same': out = ceil(in / stride)",
+            "params": "m*C_in * prod(k) (+ m*C_in with bias)",
+            "macs": "N * m*C_in * prod(out) * prod(k)",
+            "flops": "2 * MACs (bias and activation not counted)",
+        }
+
+    def check(self, spec):
+        check_padding_value(self.name, spec)
+
+    def out_channels(self, spec):
+        return spec["in_channels"] * spec["depth_multiplier"]
+
+    def geometry(self, spec, input_shape):
+        return _window_geometry(self, spec, input_shape, spec["in_channels"])
+
+    def output_shape(self, spec, input_shape):
+        shape, _, out = self.geometry(spec, input_shape)
+        return (shape[0], self.out_channels(spec), *out)
+
+    def param_shapes(self, spec):
+        c = self.out_channels(spec)
+        shapes = {"weight": (c, 1, *spec["kernel_size"])}
+        if spec["bias"]:
+            shapes["bias"] = (c,)
+        return shapes
+
+    def macs(self, spec, input_shape):
+        shape, _, out = self.geometry(spec, input_shape)
+        return shape[0] * self.out_channels(spec) * prod(out) * prod(spec["kernel_size"])
+
+    def init_params(self, spec, rng):
+        shapes = self.param_shapes(spec)
+        fan_in = prod(spec["kernel_size"])
+        params = {"weight": kaiming_uniform(rng, shapes["weight"], fan_in)}
+        if spec["bias"]:
+            params["bias"] = kaiming_uniform(rng, shapes["bias"], fan_in)
+        return params
+
+    def forward(self, spec, x, params, out, n_threads):
+        _, pads, out_spatial = self.geometry(spec, x.shape)
+        conv_spec = dict(spec, groups=spec["in_channels"])
+        if not _direct_wins(1, spec["depth_multiplier"]):
+            # Many filters per channel: a (multiplier x K) GEMM per channel is faster.
+            return conv_forward(self.name, x, params["weight"], params.get("bias"), out,
+                                conv_spec, pads, out_spatial, n_threads)
+        return grouped_direct_forward(self.name, x, params["weight"], params.get("bias"),
+                                      out, conv_spec, pads, out_spatial, n_threads)
+
+
+# -- pointwise ------------------------------------------------------------------------------
+class PointwiseConvND(Op):
+    """1x1 convolution over ``rank`` spatial axes (see the module docstring)."""
+
+    def __init__(self, rank):
+        self.rank = rank
+        self.name = f"pointwise_conv{rank}d"
+        self.summary = (f"{rank}-D pointwise (1x1) convolution: a per-position channel "
+                        "mix, optionally strided and grouped.")
+        self.keys = (
+            key("in_channels", int_value(1), doc="Input channels C_in."),
+            key("out_channels", int_value(1), doc="Output channels C_out."),
+            key("stride", int_tuple(rank), 1, "Step between output positions."),
+            key("groups", int_value(1), 1, "Channel groups; C_in and C_out divisible by it."),
+            key("bias", boolean(), True, "Add a learned bias per output channel."),
+            _activation_key(),
+        )
+        self.formulas = {
+            "output": "out = floor((in - 1) / stride) + 1",
+            "params": "C_out * C_in/groups (+ C_out with bias)",
+            "macs": "N * C_out * prod(out) * C_in/groups",
+            "flops": "2 * MACs (bias and activation not counted)",
+        }
+
+    def check(self, spec):
+        g = spec["groups"]
+        for name in ("in_channels", "out_channels"):
+            if spec[name] % g:
+                raise SpecError(self.name, "groups", f"a divisor of {name} "
+                                f"({spec[name]})", g)
+
+    def geometry(self, spec, input_shape):
+        shape = self.check_input_shape(input_shape, self.rank, spec["in_channels"])
+        out = tuple((n - 1) // s + 1 for n, s in zip(shape[2:], spec["stride"]))
+        return shape, out
+
+    def output_shape(self, spec, input_shape):
+        shape, out = self.geometry(spec, input_shape)
+        return (shape[0], spec["out_channels"], *out)
+
+    def param_shapes(self, spec):
+        shapes = {"weight": (spec["out_channels"], spec["in_channels"] // spec["groups"],
+                             *([1] * self.rank))}
+        if spec["bias"]:
+            shapes["bias"] = (spec["out_channels"],)
+        return shapes
+
+    def macs(self, spec, input_shape):
+        shape, out = self.geometry(spec, input_shape)
+        return (shape[0] * spec["out_channels"] * prod(out)
+                * (spec["in_channels"] // spec["groups"]))
+
+    def init_params(self, spec, rng):
+        shapes = self.param_shapes(spec)
+        fan_in = spec["in_channels"] // spec["groups"]
+        params = {"weight": kaiming_uniform(rng, shapes["weight"], fan_in)}
+        if spec["bias"]:
+            params["bias"] = kaiming_uniform(rng, shapes["bias"], fan_in)
+        return params
+
+    def forward(self, spec, x, params, out, n_threads):
+        _, out_spatial = self.geometry(spec, x.shape)
+        conv_spec = {"groups": spec["groups"], "kernel_size": [1] * self.rank,
+                     "stride": spec["stride"], "dilation": [1] * self.rank,
+                     "padding_mode": "zeros", "padding_value": 0.0,
+                     "activation": spec["activation"]}
+        return conv_forward(self.name, x, params["weight"], params.get("bias"), out,
+                            conv_spec, [(0, 0)] * self.rank, out_spatial, n_threads)
+
+
+# -- separable ------------------------------------------------------------------------------
+SEPARABLE_BIAS = ("pointwise", "both", "none")
+
+
+class SeparableConvND(Op):
+    """Depthwise then pointwise convolution as one op (see the module docstring)."""
+
+    def __init__(self, rank):
+        self.rank = rank
+        self.name = f"separable_conv{rank}d"
+        self.summary = (f"{rank}-D depthwise-separable convolution: depthwise (multiplier "
+                        "m) then pointwise, fused per band of rows.")
+        self.keys = (
+            key("in_channels", int_value(1), doc="Input channels C_in."),
+            key("out_channels", int_value(1), doc="Output channels C_out."),
+            key("depth_multiplier", int_value(1), 1,
+                "Depthwise filters per input channel m (m*C_in intermediate channels)."),
+            *window_keys(rank),
+            key("bias", choice(*SEPARABLE_BIAS), "pointwise",
+                "'pointwise': one bias after the pointwise step (Keras); 'both': a bias "
+                "after each step (two PyTorch convs); 'none'."),
+            _activation_key(),
+        )
+        self.formulas = {
+            "output": "C_out channels; out = floor((in + lo + hi - dilation*(k-1) - 1) "
+                      "/ stride) + 1; 'same': out = ceil(in / stride)",
+            "params": "m*C_in * prod(k) + C_out * m*C_in, plus C_out with bias "
+                      "'pointwise' (the default), m*C_in + C_out with 'both'",
+            "macs": "N * prod(out) * m*C_in * (prod(k) + C_out)",
+            "flops": "2 * MACs (biases and activation not counted)",
+        }
+
+    def check(self, spec):
+        check_padding_value(self.name, spec)
+
+    def mid_channels(self, spec):
+        return spec["in_channels"] * spec["depth_multiplier"]
+
+    def geometry(self, spec, input_shape):
+        return _window_geometry(self, spec, input_shape, spec["in_channels"])
+
+    def output_shape(self, spec, input_shape):
+        shape, _, out = self.geometry(spec, input_shape)
+        return (shape[0], spec["out_channels"], *out)
+
+    def param_shapes(self, spec):
+        mid, c_out = self.mid_channels(spec), spec["out_channels"]
+        shapes = {"depthwise_weight": (mid, 1, *spec["kernel_size"])}
+        if spec["bias"] == "both":
+            shapes["depthwise_bias"] = (mid,)
+        shapes["pointwise_weight"] = (c_out, mid, *([1] * self.rank))
+        if spec["bias"] != "none":
+            shapes["pointwise_bias"] = (c_out,)
+        return shapes
+
+    def macs(self, spec, input_shape):
+        shape, _, out = self.geometry(spec, input_shape)
+        return (shape[0] * prod(out) * self.mid_channels(spec)
+                * (prod(spec["kernel_size"]) + spec["out_channels"]))
+
+    def init_params(self, spec, rng):
+        shapes = self.param_shapes(spec)
+        dw_fan, pw_fan = prod(spec["kernel_size"]), self.mid_channels(spec)
+        params = {}
+        for name, shape in shapes.items():  # declared order: reproducible draws
+            params[name] = kaiming_uniform(rng, shape,
+                                           dw_fan if name.startswith("depthwise") else pw_fan)
+        return params
+
+    def forward(self, spec, x, params, out, n_threads):
+        from pyconv._kernels import _depthwise
+
+        _, pads, out_spatial = self.geometry(spec, x.shape)
+        plan = _Plan(x.shape[2:], spec, pads, out_spatial)
+        N, C_in = x.shape[:2]
+        mid, c_out = self.mid_channels(spec), spec["out_channels"]
+        OW = plan.out[2]
+        if max(plan.P, mid) > _INT32_MAX:
+            raise ValueError(f"{self.name}: a plane of {plan.P} outputs or {mid} "
+                             "intermediate channels exceeds the 2**31 - 1 limit of the "
+                             "BLAS interface")
+        flops = 2 * self.macs(spec, x.shape)
+        n_threads = _threads.resolve(n_threads, flops, N * plan.rows)
+        itemsize = x.dtype.itemsize
+        rows_per_band = min(-(-BAND_COLUMNS // OW),
+                            max(1, BAND_BYTES // (mid * OW * itemsize)))
+        if N < n_threads:
+            rows_per_band = min(rows_per_band, -(-plan.rows // -(-n_threads // N)))
+        rows_per_band = max(1, min(rows_per_band, plan.rows))
+        work = workspace((n_threads, mid * rows_per_band * OW), x.dtype)
+        dw_bias = params.get("depthwise_bias")
+        pw_bias = params.get("pointwise_bias")
+        with _threads.blas_pinned:
+            _depthwise.separable(
+                x.reshape(N, C_in, -1), params["depthwise_weight"].reshape(mid, -1),
+                _bias_or_dummy(dw_bias, x.dtype),
+                params["pointwise_weight"].reshape(c_out, mid),
+                _bias_or_dummy(pw_bias, x.dtype), out.reshape(N, c_out, -1),
+                *plan.args(), spec["depth_multiplier"], plan.pad_value,
+                dw_bias is not None, pw_bias is not None, spec["activation"] == "relu",
+                rows_per_band, work, n_threads)
+        return out
+
+
+OPS = [
+    *(DepthwiseConvND(r) for r in (1, 2, 3)),
+    *(PointwiseConvND(r) for r in (1, 2, 3)),
+    *(SeparableConvND(r) for r in (1, 2, 3)),
+]

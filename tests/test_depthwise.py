@@ -1,0 +1,501 @@
+"""Depthwise, pointwise, separable convolution and the direct grouped kernel."""
+import json
+
+import numpy as np
+import pytest
+
+import pyconv
+import reference_depthwise as refdw
+from pyconv.ops import depthwise as dwmod
+from reference import conv_nd as ref_conv_nd, same_pads
+
+MODES = ("zeros", "constant", "reflect", "symmetric", "replicate", "circular")
+TORCH_PAD = {"zeros": "constant", "constant": "constant", "reflect": "reflect",
+             "replicate": "replicate", "circular": "circular"}
+
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+def tol(dtype):
+    return (2e-5, 2e-5) if dtype == np.float32 else (1e-12, 1e-12)
+
+
+def assert_close(y, ref, dtype):
+    rtol, atol = tol(dtype)
+    scale = max(1.0, float(np.abs(ref).max()))
+    np.testing.assert_allclose(y, ref, rtol=rtol, atol=atol * scale)
+
+
+def explicit_pads(spec_padding, spatial, k, s, d):
+    if isinstance(spec_padding, str):
+        return [same_pads(n, kk, ss, dd, spec_padding == "same_lower")
+                for n, kk, ss, dd in zip(spatial, k, s, d)]
+    return [tuple(p) for p in spec_padding]
+
+
+def torch_padded(torch, x, pads, mode, value):
+    """x padded with F.pad (pairs given per axis, first axis first)."""
+    flat = []
+    for lo, hi in reversed(pads):
+        flat += [lo, hi]
+    t = torch.from_numpy(x)
+    if TORCH_PAD[mode] == "constant":
+        return torch.nn.functional.pad(t, flat, mode="constant", value=value)
+    return torch.nn.functional.pad(t, flat, mode=TORCH_PAD[mode])
+
+
+def torch_conv(torch, rank):
+    return getattr(torch.nn.functional, f"conv{rank}d")
+
+
+# -- depthwise ----------------------------------------------------------------------------
+DW_CASES = [
+    # rank, spatial, k, stride, padding, dilation, multiplier
+    (2, (9, 11), 3, 1, 1, 1, 1),
+    (2, (9, 11), 3, 2, 1, 1, 2),
+    (2, (10, 7), 3, 1, "same", 2, 1),
+    (2, (10, 7), 4, 3, "same", 1, 1),
+    (2, (10, 7), 2, 2, "same_lower", 1, 3),
+    (2, (8, 8), 5, 1, [[2, 1], [0, 3]], 1, 1),
+    (2, (6, 13), (1, 3), (1, 2), [0, 1], (1, 2), 2),
+    (2, (12, 12), 7, 1, 3, 1, 1),
+    (1, (17,), 3, 1, 1, 1, 2),
+    (1, (17,), 5, 2, "same", 2, 1),
+    (3, (5, 6, 7), 3, 1, 1, 1, 1),
+    (3, (5, 6, 7), (2, 3, 3), (1, 2, 1), [[1, 0], [1, 1], [2, 1]], (2, 1, 1), 2),
+]
+
+
+def dw_spec(rank, k, s, p, d, m, mode="zeros", value=0.0, **extra):
+    spec = {"op": f"depthwise_conv{rank}d", "in_channels": 3, "depth_multiplier": m,
+            "kernel_size": k, "stride": s, "padding": p, "dilation": d,
+            "padding_mode": mode, "padding_value": value}
+    spec.update(extra)
+    return spec
+
+
+@pytest.mark.parametrize("case", DW_CASES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_depthwise_matches_torch(torch, rng, case, dtype):
+    rank, spatial, k, s, p, d, m = case
+    for mode in ("zeros", "reflect", "replicate", "circular", "constant"):
+        value = 1.5 if mode == "constant" else 0.0
+        conv = pyconv.Conv(dw_spec(rank, k, s, p, d, m, mode, value), seed=1)
+        x = rng.standard_normal((2, 3, *spatial)).astype(dtype)
+        y = conv.apply(x)
+        sp = conv.spec
+        pads = explicit_pads(sp["padding"], spatial, sp["kernel_size"], sp["stride"],
+                             sp["dilation"])
+        if mode == "reflect" and any(max(pr) >= n for pr, n in zip(pads, spatial)):
+            continue  # torch refuses reflect pads as wide as the input
+        xt = torch_padded(torch, x, pads, mode, value)
+        ref = torch_conv(torch, rank)(
+            xt, torch.tensor(conv.params["weight"].astype(dtype)),
+            torch.tensor(conv.params["bias"].astype(dtype)),
+            stride=sp["stride"], dilation=sp["dilation"], groups=3).numpy()
+        assert y.shape == ref.shape and y.dtype == dtype
+        assert_close(y, ref, dtype)
+
+
+@pytest.mark.parametrize("case", DW_CASES)
+@pytest.mark.parametrize("mode", MODES)
+def test_depthwise_matches_numpy_loops(rng, case, mode):
+    rank, spatial, k, s, p, d, m = case
+    value = -0.75 if mode == "constant" else 0.0
+    conv = pyconv.Conv(dw_spec(rank, k, s, p, d, m, mode, value, activation="relu"),
+                       seed=2, dtype=np.float64)
+    x = rng.standard_normal((2, 3, *spatial))
+    sp = conv.spec
+    pads = explicit_pads(sp["padding"], spatial, sp["kernel_size"], sp["stride"],
+                         sp["dilation"])
+    ref = refdw.depthwise_nd(x, conv.params["weight"], conv.params["bias"], sp["stride"],
+                             pads, sp["dilation"], m, mode, value)
+    assert_close(conv.apply(x), np.maximum(ref, 0), np.float64)
+
+
+def test_depthwise_wide_padding_all_modes(rng):
+    # Padding wider than the input repeats the pattern (as np.pad), every row is edge.
+    for mode in MODES:
+        spec = dw_spec(2, 3, 1, [[4, 5], [3, 2]], 1, 1, mode, 0.5 if mode == "constant"
+                       else 0.0)
+        conv = pyconv.Conv(spec, seed=3, dtype=np.float64)
+        x = rng.standard_normal((1, 3, 2, 3))
+        ref = refdw.depthwise_nd(x, conv.params["weight"], conv.params["bias"], [1, 1],
+                                 [(4, 5), (3, 2)], [1, 1], 1, mode, spec["padding_value"])
+        assert_close(conv.apply(x), ref, np.float64)
+
+
+def test_depthwise_no_bias_and_channel_order(rng):
+    # Output channel c*m + j reads input channel c only.
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 2, "depth_multiplier": 3,
+                        "kernel_size": 1, "bias": False},
+                       params={"weight": np.arange(1, 7, dtype=float).reshape(6, 1, 1, 1)})
+    x = np.stack([np.ones((2, 2)), 10 * np.ones((2, 2))])[None]
+    y = conv.apply(x)
+    assert conv.param_shapes == {"weight": (6, 1, 1, 1)}
+    np.testing.assert_array_equal(y[0, :, 0, 0], [1, 2, 3, 40, 50, 60])
+
+
+# -- shape rule ---------------------------------------------------------------------------
+def random_window_spec(r, rank, op):
+    k = [int(v) for v in r.integers(1, 5, rank)]
+    s = [int(v) for v in r.integers(1, 4, rank)]
+    d = [int(v) for v in r.integers(1, 3, rank)]
+    choice = r.integers(0, 4)
+    if choice == 0:
+        p = r.choice(["valid", "same", "same_lower"]).item()
+    elif choice == 1:
+        p = int(r.integers(0, 3))
+    else:
+        p = [[int(a), int(b)] for a, b in r.integers(0, 4, (rank, 2))]
+    mode = r.choice(["zeros", "constant", "replicate", "circular", "symmetric"]).item()
+    spec = {"op": f"{op}{rank}d", "in_channels": int(r.integers(1, 4)),
+            "kernel_size": k, "stride": s, "dilation": d, "padding": p,
+            "padding_mode": mode, "depth_multiplier": int(r.integers(1, 3))}
+    if op == "separable_conv":
+        spec["out_channels"] = int(r.integers(1, 5))
+        spec["bias"] = r.choice(["pointwise", "both", "none"]).item()
+    return spec
+
+
+@pytest.mark.parametrize("op", ["depthwise_conv", "separable_conv"])
+def test_shape_rule_matches_output_over_random_configs(op):
+    r = np.random.default_rng(1234)
+    checked = 0
+    for _ in range(300):
+        rank = int(r.integers(1, 4))
+        spec = random_window_spec(r, rank, op)
+        conv = pyconv.Conv(spec, seed=0)
+        shape = (int(r.integers(1, 3)), spec["in_channels"],
+                 *[int(v) for v in r.integers(1, 9, rank)])
+        try:
+            expected = conv.output_shape(shape)
+        except ValueError as e:
+            assert "too small" in str(e)
+            with pytest.raises(ValueError, match="too small"):
+                conv.apply(np.zeros(shape))
+            continue
+        x = r.standard_normal(shape)
+        y = conv.apply(x)
+        assert y.shape == expected
+        sp = conv.spec
+        pads = explicit_pads(sp["padding"], shape[2:], sp["kernel_size"], sp["stride"],
+                             sp["dilation"])
+        if op == "depthwise_conv":
+            ref = refdw.depthwise_nd(x, conv.params["weight"], conv.params["bias"],
+                                     sp["stride"], pads, sp["dilation"],
+                                     sp["depth_multiplier"], sp["padding_mode"])
+        else:
+            ref = refdw.separable_nd(x, conv.params, sp["stride"], pads, sp["dilation"],
+                                     sp["depth_multiplier"], sp["padding_mode"])
+        assert ref.shape == expected
+        assert_close(y, ref, np.float32)
+        checked += 1
+    assert checked > 150
+
+
+# -- pointwise ----------------------------------------------------------------------------
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("stride,groups", [(1, 1), (2, 1), (1, 2), (3, 4)])
+def test_pointwise_matches_torch_and_numpy(torch, rng, rank, stride, groups):
+    spec = {"op": f"pointwise_conv{rank}d", "in_channels": 8, "out_channels": 12,
+            "stride": stride, "groups": groups}
+    conv = pyconv.Conv(spec, seed=4, dtype=np.float64)
+    x = rng.standard_normal((2, 8, *[7, 6, 5][:rank]))
+    y = conv.apply(x)
+    assert conv.param_shapes["weight"] == (12, 8 // groups) + (1,) * rank
+    ref = torch_conv(torch, rank)(torch.from_numpy(x), torch.tensor(conv.params["weight"]),
+                                  torch.tensor(conv.params["bias"]), stride=stride,
+                                  groups=groups).numpy()
+    assert_close(y, ref, np.float64)
+    assert_close(y, refdw.pointwise_nd(x, conv.params["weight"], conv.params["bias"],
+                                       [stride] * rank, groups), np.float64)
+    relu = pyconv.Conv(dict(spec, activation="relu", bias=False), seed=4)
+    x32 = x.astype(np.float32)
+    ref = refdw.pointwise_nd(x32, relu.params["weight"], None, [stride] * rank, groups)
+    assert_close(relu.apply(x32), np.maximum(ref, 0), np.float32)
+    assert conv.macs(x.shape) == int(np.prod(y.shape)) * (8 // groups)
+
+
+# -- separable ----------------------------------------------------------------------------
+def test_textbook_parameter_counts():
+    base = {"op": "separable_conv2d", "in_channels": 32, "out_channels": 64,
+            "kernel_size": 3}
+    assert pyconv.Conv(dict(base, bias="none")).param_count == 288 + 2048 == 2336
+    assert pyconv.Conv(base).param_count == 2400  # default: Keras, one pointwise bias
+    assert pyconv.Conv(dict(base, bias="both")).param_count == 2432
+    assert pyconv.Conv({"op": "conv2d", "in_channels": 32, "out_channels": 64,
+                        "kernel_size": 3, "bias": False}).param_count == 18432
+    both = pyconv.Conv(dict(base, bias="both"))
+    assert both.param_shapes == {"depthwise_weight": (32, 1, 3, 3),
+                                 "depthwise_bias": (32,),
+                                 "pointwise_weight": (64, 32, 1, 1),
+                                 "pointwise_bias": (64,)}
+    assert "pointwise_bias" not in pyconv.Conv(dict(base, bias="none")).param_shapes
+    assert pyconv.Conv(base).spec["bias"] == "pointwise"
+
+
+@pytest.mark.parametrize("bias", ["pointwise", "both", "none"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_separable_matches_two_torch_convs(torch, rng, bias, dtype):
+    F = torch.nn.functional
+    for rank, spatial, m, act in [(2, (11, 9), 2, None), (1, (20,), 1, "relu"),
+                                  (3, (4, 5, 6), 1, "relu")]:
+        spec = {"op": f"separable_conv{rank}d", "in_channels": 4, "out_channels": 5,
+                "depth_multiplier": m, "kernel_size": 3, "stride": 2, "padding": "same",
+                "padding_mode": "reflect", "bias": bias, "activation": act}
+        conv = pyconv.Conv(spec, seed=5, dtype=dtype)
+        x = rng.standard_normal((2, 4, *spatial)).astype(dtype)
+        sp = conv.spec
+        pads = explicit_pads(sp["padding"], spatial, sp["kernel_size"], sp["stride"],
+                             sp["dilation"])
+        p = {k: torch.tensor(v) for k, v in conv.params.items()}
+        f = torch_conv(torch, rank)
+        mid = f(torch_padded(torch, x, pads, "reflect", 0.0), p["depthwise_weight"],
+                p.get("depthwise_bias"), stride=2, groups=4)
+        ref = f(mid, p["pointwise_weight"], p.get("pointwise_bias"))
+        if act == "relu":
+            ref = F.relu(ref)
+        assert_close(conv.apply(x), ref.numpy(), dtype)
+
+
+def test_separable_many_bands_and_band_boundaries(rng, monkeypatch):
+    # A tiny band budget forces one output row per band: bands must tile exactly.
+    monkeypatch.setattr(dwmod, "BAND_BYTES", 64)
+    spec = {"op": "separable_conv2d", "in_channels": 3, "out_channels": 4,
+            "depth_multiplier": 2, "kernel_size": 3, "padding": 1, "bias": "both",
+            "padding_mode": "symmetric"}
+    conv = pyconv.Conv(spec, seed=6, dtype=np.float64)
+    x = rng.standard_normal((3, 3, 13, 10))
+    ref = refdw.separable_nd(x, conv.params, [1, 1], [(1, 1), (1, 1)], [1, 1], 2,
+                             "symmetric")
+    for n in (1, 2):
+        assert_close(conv.apply(x, n_threads=n), ref, np.float64)
+
+
+def test_separable_macs_and_formulas():
+    conv = pyconv.Conv({"op": "separable_conv2d", "in_channels": 32, "out_channels": 64,
+                        "kernel_size": 3, "padding": 1})
+    assert conv.macs((2, 32, 10, 10)) == 2 * 100 * (32 * 9 + 64 * 32)
+    assert conv.flops((2, 32, 10, 10)) == 2 * conv.macs((2, 32, 10, 10))
+    for name in ("depthwise_conv2d", "pointwise_conv2d", "separable_conv2d"):
+        op = pyconv.get_op(name)
+        assert set(op.formulas) >= {"output", "params", "macs", "flops"} and op.summary
+
+
+# -- grouped direct kernel ----------------------------------------------------------------
+GROUPED = [
+    # rank, C_in, C_out, groups, spatial, k, stride, padding, dilation, mode
+    (2, 8, 16, 4, (9, 10), 3, 1, 1, 1, "zeros"),
+    (2, 12, 6, 3, (9, 10), 3, 2, 1, 1, "reflect"),
+    (2, 16, 16, 2, (8, 7), 3, 1, 2, 2, "circular"),
+    (2, 6, 12, 6, (7, 9), 5, 1, 2, 1, "replicate"),
+    (2, 8, 8, 1, (6, 6), (1, 3), (2, 1), (0, 1), 1, "zeros"),
+    (1, 8, 4, 2, (15,), 3, 1, 1, 1, "zeros"),
+    (3, 4, 8, 2, (4, 5, 6), 3, 1, 1, 1, "replicate"),
+]
+
+
+@pytest.mark.parametrize("case", GROUPED)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grouped_direct_matches_torch(torch, rng, case, dtype):
+    rank, cin, cout, g, spatial, k, s, p, d, mode = case
+    conv = pyconv.Conv({"op": f"conv{rank}d", "in_channels": cin, "out_channels": cout,
+                        "groups": g, "kernel_size": k, "stride": s, "padding": p,
+                        "dilation": d, "padding_mode": mode}, seed=7, dtype=dtype)
+    sp, op = conv.spec, conv.op
+    x = rng.standard_normal((2, cin, *spatial)).astype(dtype)
+    _, pads, out_spatial = op.geometry(sp, x.shape)
+    out = np.full(conv.output_shape(x.shape), np.nan, dtype)
+    y = dwmod.grouped_direct_forward(op.name, x, conv.params["weight"],
+                                     conv.params["bias"], out, sp, pads, out_spatial, 2)
+    assert y is out
+    ref = torch_conv(torch, rank)(
+        torch_padded(torch, x, pads, mode, 0.0), torch.tensor(conv.params["weight"]),
+        torch.tensor(conv.params["bias"]), stride=sp["stride"],
+        dilation=sp["dilation"], groups=g).numpy()
+    assert_close(y, ref, dtype)
+    assert_close(y, conv.apply(x), dtype)  # agrees with the im2col + GEMM path
+    relu_spec = dict(sp, activation="relu")
+    y2 = dwmod.grouped_direct_forward(op.name, x, conv.params["weight"], None,
+                                      np.empty_like(out), relu_spec, pads, out_spatial, 1)
+    ref2 = ref_conv_nd(x, conv.params["weight"], None, sp["stride"], pads,
+                       sp["dilation"], g, mode)
+    assert_close(y2, np.maximum(ref2, 0), dtype)
+
+
+def test_grouped_direct_splits_rows_when_planes_are_few(rng, monkeypatch):
+    # One image, one output channel, two threads: the plane is split into row tiles.
+    from pyconv import _threads
+
+    monkeypatch.setattr(_threads, "SERIAL_WORK_FLOPS", 0)
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 1, "kernel_size": 3,
+                        "padding": 1}, seed=8, dtype=np.float64)
+    x = rng.standard_normal((1, 1, 23, 17))
+    ref = refdw.depthwise_nd(x, conv.params["weight"], conv.params["bias"], [1, 1],
+                             [(1, 1), (1, 1)], [1, 1], 1)
+    for n in (1, 2, 3):
+        assert_close(conv.apply(x, n_threads=n), ref, np.float64)
+
+
+def test_prefers_direct():
+    def spec(cin, g, cout=None):
+        return pyconv.Conv({"op": "conv2d", "in_channels": cin,
+                            "out_channels": cout or cin, "groups": g,
+                            "kernel_size": 3}).spec
+    assert dwmod.prefers_direct(spec(256, 256), (1, 256, 56, 56))
+    assert dwmod.prefers_direct(spec(256, 32), (1, 256, 56, 56))
+    assert not dwmod.prefers_direct(spec(256, 1), (1, 256, 56, 56))
+    assert not dwmod.prefers_direct(spec(256, 4), (1, 256, 56, 56))
+    assert not dwmod.prefers_direct(spec(8, 8, 256), (1, 8, 56, 56))  # 32 out / group
+
+
+def test_depthwise_large_multiplier_uses_gemm_path_correctly(rng):
+    m = dwmod.DIRECT_MAX_CHANNELS_PER_GROUP + 4
+    conv = pyconv.Conv(dw_spec(2, 3, 2, "same", 1, m, "reflect"), seed=12,
+                       dtype=np.float64)
+    x = rng.standard_normal((2, 3, 9, 8))
+    pads = explicit_pads("same", (9, 8), [3, 3], [2, 2], [1, 1])
+    ref = refdw.depthwise_nd(x, conv.params["weight"], conv.params["bias"], [2, 2], pads,
+                             [1, 1], m, "reflect")
+    assert_close(conv.apply(x), ref, np.float64)
+
+
+# -- threads, layouts, dtypes, empty batches ----------------------------------------------
+def all_ops_for_threads():
+    return [
+        {"op": "depthwise_conv2d", "in_channels": 16, "depth_multiplier": 2,
+         "kernel_size": 3, "padding": 1},
+        {"op": "depthwise_conv3d", "in_channels": 4, "kernel_size": 3, "stride": 2,
+         "padding": "same", "padding_mode": "reflect"},
+        {"op": "separable_conv2d", "in_channels": 16, "out_channels": 24,
+         "kernel_size": 5, "padding": 2, "bias": "both"},
+        {"op": "pointwise_conv2d", "in_channels": 16, "out_channels": 24},
+    ]
+
+
+@pytest.mark.parametrize("spec", all_ops_for_threads())
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thread_counts_are_bit_identical(rng, spec, dtype):
+    conv = pyconv.Conv(spec, seed=9, dtype=dtype)
+    rank = int(spec["op"][-2])
+    x = rng.standard_normal((3, spec["in_channels"], *[40, 36, 12][:rank])).astype(dtype)
+    y1 = conv.apply(x, n_threads=1)
+    y2 = conv.apply(x, n_threads=2)
+    assert np.array_equal(y1, y2)
+
+
+def test_grouped_direct_thread_counts_bit_identical(rng):
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 16, "out_channels": 32,
+                        "groups": 4, "kernel_size": 3, "padding": 1}, seed=10)
+    x = rng.standard_normal((2, 16, 40, 40)).astype(np.float32)
+    _, pads, osp = conv.op.geometry(conv.spec, x.shape)
+    outs = [dwmod.grouped_direct_forward("conv2d", x, conv.params["weight"],
+                                         conv.params["bias"], np.empty((2, 32, 40, 40),
+                                                                       np.float32),
+                                         conv.spec, pads, osp, n) for n in (1, 2)]
+    assert np.array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("spec", all_ops_for_threads())
+def test_strided_readonly_fortran_inputs_unchanged(rng, spec):
+    conv = pyconv.Conv(spec, seed=11, dtype=np.float64)
+    rank = int(spec["op"][-2])
+    base = rng.standard_normal((2, spec["in_channels"], *[18, 14, 10][:rank]))
+    expected = conv.apply(np.ascontiguousarray(base))
+    big = np.zeros((4,) + base.shape[1:-1] + (2 * base.shape[-1],))
+    big[::2, ..., ::2] = base
+    strided = big[::2, ..., ::2]
+    strided.flags.writeable = False
+    fortran = np.asfortranarray(base)
+    snapshot = big.copy()
+    for arr in (strided, fortran):
+        np.testing.assert_array_equal(conv.apply(arr), expected)
+    np.testing.assert_array_equal(big, snapshot)
+
+
+@pytest.mark.parametrize("spec", all_ops_for_threads())
+def test_empty_batch(spec):
+    conv = pyconv.Conv(spec, seed=0)
+    rank = int(spec["op"][-2])
+    x = np.zeros((0, spec["in_channels"], *[9, 8, 7][:rank]), np.float32)
+    y = conv.apply(x)
+    assert y.shape == conv.output_shape(x.shape) and y.shape[0] == 0
+
+
+def test_dtype_rule_and_out(rng):
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 2, "kernel_size": 3},
+                       seed=0)
+    x = rng.integers(-3, 4, (1, 2, 6, 6))
+    assert conv.apply(x.astype(np.int16)).dtype == np.float32
+    assert conv.apply(x.astype(np.int64)).dtype == np.float64
+    assert conv.apply(x.astype(np.float64)).dtype == np.float64
+    out = np.empty((1, 2, 4, 4), np.float32)
+    assert conv.apply(x.astype(np.float32), out=out) is out
+    with pytest.raises(TypeError):
+        conv.apply(x.astype(np.complex64))
+
+
+def test_init_matches_pytorch_bounds():
+    conv = pyconv.Conv({"op": "separable_conv2d", "in_channels": 8, "out_channels": 16,
+                        "depth_multiplier": 2, "kernel_size": 5, "bias": "both"}, seed=0)
+    p = conv.params
+    assert np.abs(p["depthwise_weight"]).max() <= 1 / 5 and p["depthwise_weight"].std() > 0
+    assert np.abs(p["depthwise_bias"]).max() <= 1 / 5
+    assert np.abs(p["pointwise_weight"]).max() <= 1 / 4
+    assert np.abs(p["pointwise_bias"]).max() <= 1 / 4
+    again = pyconv.Conv(conv.spec, seed=0)
+    assert all(np.array_equal(p[k], again.params[k]) for k in p)
+    assert pyconv.Conv(json.loads(json.dumps(conv.spec))) == conv
+
+
+# -- errors -------------------------------------------------------------------------------
+@pytest.mark.parametrize("spec,key", [
+    ({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 3,
+      "depth_multiplier": 0}, "depth_multiplier"),
+    ({"op": "depthwise_conv2d", "in_channels": 0, "kernel_size": 3}, "in_channels"),
+    ({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 0}, "kernel_size"),
+    ({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 3,
+      "padding": "full"}, "padding"),
+    ({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 3,
+      "padding_value": 1.0}, "padding_value"),
+    ({"op": "depthwise_conv1d", "in_channels": 4, "kernel_size": 3,
+      "padding_mode": "mirror"}, "padding_mode"),
+    ({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 3,
+      "activation": "tanh"}, "activation"),
+    ({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 3,
+      "groups": 4}, "groups"),
+    ({"op": "separable_conv2d", "in_channels": 4, "out_channels": 8, "kernel_size": 3,
+      "bias": True}, "bias"),
+    ({"op": "separable_conv2d", "in_channels": 4, "out_channels": 8, "kernel_size": 3,
+      "depth_multiplier": -1}, "depth_multiplier"),
+    ({"op": "separable_conv3d", "in_channels": 4, "kernel_size": 3}, "out_channels"),
+    ({"op": "pointwise_conv2d", "in_channels": 6, "out_channels": 8, "groups": 4},
+     "groups"),
+    ({"op": "pointwise_conv2d", "in_channels": 6, "out_channels": 8, "stride": 0},
+     "stride"),
+])
+def test_bad_specs_raise_spec_error(spec, key):
+    with pytest.raises(pyconv.SpecError) as info:
+        pyconv.Conv(spec)
+    assert key in str(info.value) and spec["op"] in str(info.value)
+
+
+def test_bad_inputs_raise_clear_errors():
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 5},
+                       seed=0)
+    with pytest.raises(ValueError, match="depthwise_conv2d: expected 4 input channels"):
+        conv.apply(np.zeros((1, 3, 8, 8)))
+    with pytest.raises(ValueError, match="4-D input"):
+        conv.apply(np.zeros((4, 8, 8)))
+    with pytest.raises(ValueError, match="too small"):
+        conv.apply(np.zeros((1, 4, 3, 8)))
+    sep = pyconv.Conv({"op": "separable_conv1d", "in_channels": 2, "out_channels": 3,
+                       "kernel_size": 3}, seed=0)
+    with pytest.raises(ValueError, match="depthwise_weight"):
+        pyconv.Conv(sep.spec, params={"depthwise_weight": np.zeros((2, 1, 2))})
+    with pytest.raises(ValueError, match="unknown parameter"):
+        pyconv.Conv(sep.spec, params={"depthwise_bias": np.zeros(2)})
