@@ -207,13 +207,16 @@ class Conv:
                             f"{', '.join(sorted(unknown))}; this op accepts: {allowed}")
         arr = np.asarray(x)
         dtype = _dtypes.compute_dtype(name, arr.dtype)
-        out_shape = self.output_shape(arr.shape)
+        if inputs:
+            out_shape = tuple(self._op.output_shape(self._spec, arr.shape, **inputs))
+        else:
+            out_shape = self.output_shape(arr.shape)
         if out is not None:
             self._check_out(out, out_shape, dtype, arr)
         xc = np.ascontiguousarray(arr, dtype=dtype)
         if out is None:
             out = np.empty(out_shape, dtype=dtype)
-        if out.size == 0:
+        if out.size == 0 and not getattr(self._op, "forward_when_empty", False):
             return out
         return self._op.forward(self._spec, xc, self._params_as(dtype), out, n_threads,
                                 **inputs)

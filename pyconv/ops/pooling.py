@@ -272,6 +272,8 @@ class MaxPoolND(SlidingPool):
 
     kind = "max"
     has_dilation = True
+    #: Run ``forward`` on empty outputs too, so ``return_indices`` still gives a pair.
+    forward_when_empty = True
 
     def __init__(self, rank):
         super().__init__(rank)
