@@ -82,34 +82,68 @@ cdef inline void accum_row(floating* acc, const floating* row, Py_ssize_t n, int
             acc[i] = acc[i] + lp_power(row[i], norm)
 
 
-cdef inline void reduce_windows(floating* orow, const floating* rb, Py_ssize_t OW,
-                                const int64_t* wstart, const int64_t* wcnt,
+cdef inline void reduce_uniform(floating* orow, const floating* rb, Py_ssize_t n,
+                                Py_ssize_t k, Py_ssize_t sw, bint is_max) noexcept nogil:
+    # Full windows at a uniform stride with adjacent taps: the common shapes get
+    # loops with constant offsets, which the compiler vectorises (strided loads).
+    cdef Py_ssize_t ow, t
+    cdef const floating* src
+    cdef floating m
+    if is_max:
+        if k == 2 and sw == 2:
+            for ow in range(n):
+                orow[ow] = nanmax(rb[2 * ow], rb[2 * ow + 1])
+        elif k == 3 and sw == 2:
+            for ow in range(n):
+                orow[ow] = nanmax(nanmax(rb[2 * ow], rb[2 * ow + 1]), rb[2 * ow + 2])
+        elif k == 3 and sw == 1:
+            for ow in range(n):
+                orow[ow] = nanmax(nanmax(rb[ow], rb[ow + 1]), rb[ow + 2])
+        else:
+            for ow in range(n):
+                src = rb + ow * sw
+                m = src[0]
+                for t in range(1, k):
+                    m = nanmax(m, src[t])
+                orow[ow] = m
+    else:
+        if k == 2 and sw == 2:
+            for ow in range(n):
+                orow[ow] = rb[2 * ow] + rb[2 * ow + 1]
+        elif k == 3 and sw == 2:
+            for ow in range(n):
+                orow[ow] = rb[2 * ow] + rb[2 * ow + 1] + rb[2 * ow + 2]
+        elif k == 3 and sw == 1:
+            for ow in range(n):
+                orow[ow] = rb[ow] + rb[ow + 1] + rb[ow + 2]
+        else:
+            for ow in range(n):
+                src = rb + ow * sw
+                m = src[0]
+                for t in range(1, k):
+                    m = m + src[t]
+                orow[ow] = m
+
+
+cdef inline void reduce_windows(floating* orow, const floating* rb, Py_ssize_t ow0,
+                                Py_ssize_t OW, const int64_t* wstart, const int64_t* wcnt,
                                 Py_ssize_t dw, bint is_max) noexcept nogil:
-    # Horizontal pass: one reduction per output column over the row buffer.
+    # Horizontal pass, general form: output columns ow0 <= ow < OW, window taps
+    # wstart[ow] + t*dw for t < wcnt[ow].
     cdef Py_ssize_t ow, t, cnt
     cdef const floating* src
     cdef floating m, v
-    for ow in range(OW):
+    for ow in range(ow0, OW):
         src = rb + wstart[ow]
         cnt = wcnt[ow]
         m = src[0]
         if is_max:
-            if dw == 1 and cnt == 3:
-                m = nanmax(nanmax(m, src[1]), src[2])
-            elif dw == 1 and cnt == 2:
-                m = nanmax(m, src[1])
-            else:
-                for t in range(1, cnt):
-                    v = src[t * dw]
-                    m = v if ((v > m) | (v != v)) else m
+            for t in range(1, cnt):
+                v = src[t * dw]
+                m = v if ((v > m) | (v != v)) else m
         else:
-            if dw == 1 and cnt == 2:
-                m = m + src[1]
-            elif dw == 1 and cnt == 3:
-                m = m + src[1] + src[2]
-            else:
-                for t in range(1, cnt):
-                    m = m + src[t * dw]
+            for t in range(1, cnt):
+                m = m + src[t * dw]
         orow[ow] = m
 
 
@@ -117,8 +151,9 @@ def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                    const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
                    const int64_t[::1] wsrc, Py_ssize_t lo_w,
                    const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
-                   const int64_t[::1] div_d, const int64_t[::1] div_h,
-                   const int64_t[::1] div_w, int kind, bint has_pad_value,
+                   Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw,
+                   const double[::1] div_d, const double[::1] div_h,
+                   const double[::1] div_w, int kind, bint has_pad_value,
                    double pad_value, double norm, double scale, bint use_override,
                    double divisor_override, floating[:, ::1] work, int n_threads):
     """Window reduction of every plane, rows first then columns.
@@ -126,7 +161,9 @@ def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     For each output row the (d, h) taps are combined elementwise into a row buffer
     laid out in padded coordinates (``lo_w + W + hi_w`` values; padded cells are
     filled from ``wsrc``), then each output column reduces its taps
-    ``wstart[ow] + t*dw``, ``t < wcnt[ow]``, from that buffer. Divisors (avg, lp) are
+    ``wstart[ow] + t*dw``, ``t < wcnt[ow]``, from that buffer; the first ``n_uniform``
+    columns are known to be full windows ``ow*sw + t``, ``t < kw`` (``dw == 1``), which
+    take a faster loop. Divisors (integers held as doubles) (avg, lp) are
     ``divisor_override`` if ``use_override``, else ``div_d[od] * div_h[oh] * div_w[ow]``.
     """
     cdef Py_ssize_t P = x.shape[0], D = x.shape[1], H = x.shape[2], W = x.shape[3]
@@ -142,7 +179,9 @@ def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef floating* rb
     cdef floating* inner
     cdef floating* orow
-    cdef floating fill, div, v, scale_f = <floating>scale
+    cdef floating fill, v, scale_f = <floating>scale
+    cdef floating override_f = <floating>divisor_override
+    cdef double base_div
     cdef double inv_norm = 1.0 / norm if norm != 0 else 0.0
     if n_units == 0 or OW == 0:
         return
@@ -199,22 +238,23 @@ def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                 rb[j] = rb[lo_w + src] if src >= 0 else fill
             # horizontal pass
             orow = &out[p, od, oh, 0]
-            reduce_windows(orow, rb, OW, &wstart[0], &wcnt[0], dw, is_max)
+            reduce_uniform(orow, rb, n_uniform, kw, sw, is_max)
+            reduce_windows(orow, rb, n_uniform, OW, &wstart[0], &wcnt[0], dw, is_max)
             if kind == K_AVG or kind == K_LP:
+                if use_override:
+                    for i in range(OW):
+                        orow[i] = orow[i] / override_f
+                else:
+                    base_div = div_d[od] * div_h[oh]
+                    for i in range(OW):
+                        orow[i] = orow[i] / <floating>(base_div * div_w[i])
+            if kind == K_LP:
                 for i in range(OW):
-                    if use_override:
-                        div = <floating>divisor_override
-                    else:
-                        div = <floating>(div_d[od] * div_h[oh] * div_w[i])
-                    v = orow[i] / div
-                    if kind == K_LP:
-                        v = v * scale_f
-                        if norm == 1.0:
-                            pass
-                        elif norm == 2.0:
-                            v = sqrt(v)
-                        else:
-                            v = <floating>pow(v, inv_norm)
+                    v = orow[i] * scale_f
+                    if norm == 2.0:
+                        v = sqrt(v)
+                    elif norm != 1.0:
+                        v = <floating>pow(v, inv_norm)
                     orow[i] = v
 
 

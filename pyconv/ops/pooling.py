@@ -119,8 +119,12 @@ def as3(values, fill):
 
 def run_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, divs, kind,
                   n_threads, *, pad_value=None, norm=1.0, scale=1.0,
-                  divisor_override=None, flops_per_output=1):
-    """Call the separable kernel on ``x``/``out`` seen as 3-D planes."""
+                  divisor_override=None, flops_per_output=1, uniform=None):
+    """Call the separable kernel on ``x``/``out`` seen as 3-D planes.
+
+    ``uniform=(kw, sw)`` says the windows along W are ``ow*sw + t``, ``t < kw`` (no
+    dilation), so the leading full ones may take the kernel's fast loops.
+    """
     from pyconv._kernels import _pooling
 
     N, C = x.shape[:2]
@@ -129,8 +133,13 @@ def run_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, divs, kind
     units = out4.shape[0] * out4.shape[1] * out4.shape[2]
     n = _threads.resolve(n_threads, out.size * flops_per_output, units)
     work = workspace((n, wsrc.shape[0]), x.dtype)
+    n_uniform, kw, sw = 0, 1, 1
+    if uniform is not None and dw == 1:
+        kw, sw = uniform
+        n_uniform = int(np.count_nonzero(wcnt == kw))  # a prefix: only the end is cut
+    divs = [np.ascontiguousarray(d, dtype=np.float64) for d in divs]
     _pooling.pool_separable(x4, out4, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw,
-                            divs[0], divs[1], divs[2], KINDS[kind],
+                            n_uniform, kw, sw, divs[0], divs[1], divs[2], KINDS[kind],
                             pad_value is not None,
                             0.0 if pad_value is None else pad_value, norm, scale,
                             divisor_override is not None,
@@ -266,6 +275,10 @@ class SlidingPool(Op):
         wcnt = np.ascontiguousarray((pos < W + lo + hi).sum(axis=1), dtype=np.int64)
         return tables, wsrc, lo, wstart, wcnt, dw, spatial, outs, kernel, stride, pads3
 
+    def _uniform(self, spec):
+        """W-axis window shape ``(kw, sw)`` for the kernel's fast loops."""
+        return (spec["kernel_size"][-1], spec["stride"][-1])
+
 
 class MaxPoolND(SlidingPool):
     """Max pooling over ``rank`` spatial axes (see module docstring)."""
@@ -304,7 +317,7 @@ class MaxPoolND(SlidingPool):
         ones = np.ones(1, dtype=np.int64)
         return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
                              (ones, ones, ones), "max", n_threads, pad_value=pad_value,
-                             flops_per_output=fpo)
+                             flops_per_output=fpo, uniform=self._uniform(spec))
 
 
 class AvgPoolND(SlidingPool):
@@ -350,7 +363,8 @@ class AvgPoolND(SlidingPool):
         return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
                              divs, "avg", n_threads, pad_value=pad_value,
                              divisor_override=spec["divisor_override"],
-                             flops_per_output=self.flops_per_output(spec))
+                             flops_per_output=self.flops_per_output(spec),
+                             uniform=self._uniform(spec))
 
 
 class LPPoolND(SlidingPool):
@@ -387,12 +401,12 @@ class LPPoolND(SlidingPool):
             ones = np.ones(1, dtype=np.int64)
             return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
                                  (ones, ones, ones), "lpinf", n_threads,
-                                 flops_per_output=fpo)
+                                 flops_per_output=fpo, uniform=self._uniform(spec))
         divs = [pg.avg_divisor_factors(n, o, k, s, 0, 0, True)
                 for n, o, k, s in zip(spatial, outs, kernel, stride)]
         return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
                              divs, "lp", n_threads, norm=p, scale=float(prod(kernel)),
-                             flops_per_output=fpo)
+                             flops_per_output=fpo, uniform=self._uniform(spec))
 
 
 OPS = [*(MaxPoolND(r) for r in (1, 2, 3)), *(AvgPoolND(r) for r in (1, 2, 3)),
