@@ -267,7 +267,9 @@ def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     The first tap is taken, then ``v > m || isnan(v)`` (PyTorch's rule: the first
     maximum wins ties, the last NaN wins). Indices are ``(d*H + h)*W + w`` in the
     plane of the source element; a winning padding cell or an all-padding window
-    gives -1.
+    gives -1. The window's input rows are visited in order, each one for the whole
+    output row (the running maxima live in the output row itself), so every output
+    still sees its taps in row-major order.
     """
     cdef Py_ssize_t P = x.shape[0], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OD = out.shape[1], OH = out.shape[2], OW = out.shape[3]
@@ -275,9 +277,13 @@ def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef Py_ssize_t n_units = P * OD * OH
     cdef floating padv = <floating>pad_value
     cdef Py_ssize_t u, p, od, oh, ow, a, b, c
-    cdef int64_t sd, sh, sw, mi, vi
+    cdef int64_t sd, sh, sw, vi, rowbase
     cdef floating m, v
-    cdef bint first
+    cdef floating* orow
+    cdef int64_t* irow
+    cdef const floating* xrow
+    cdef const int64_t* tw
+    cdef bint pad_row
     if n_units == 0 or OW == 0:
         return
     with nogil, parallel(num_threads=n_threads):
@@ -285,36 +291,100 @@ def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
             p = u // (OD * OH)
             od = (u // OH) % OD
             oh = u % OH
+            orow = &out[p, od, oh, 0]
+            irow = &indices[p, od, oh, 0]
             for ow in range(OW):
-                first = True
-                m = -INFINITY
-                mi = -1
-                for a in range(KD):
-                    sd = tab_d[od, a]
-                    if sd == -2:
+                orow[ow] = -INFINITY
+                irow[ow] = -3  # nothing seen yet
+            for a in range(KD):
+                sd = tab_d[od, a]
+                if sd == -2:
+                    break
+                for b in range(KH):
+                    sh = tab_h[oh, b]
+                    if sh == -2:
                         break
-                    for b in range(KH):
-                        sh = tab_h[oh, b]
-                        if sh == -2:
-                            break
+                    pad_row = sd < 0 or sh < 0
+                    if pad_row and not has_pad_value:
+                        continue
+                    rowbase = (sd * H + sh) * W
+                    xrow = &x[p, 0, 0, 0] + rowbase
+                    for ow in range(OW):
+                        tw = &tab_w[ow, 0]
+                        m = orow[ow]
+                        vi = irow[ow]
                         for c in range(KW):
-                            sw = tab_w[ow, c]
+                            sw = tw[c]
                             if sw == -2:
                                 break
-                            if sd < 0 or sh < 0 or sw < 0:
+                            if pad_row or sw < 0:
                                 if not has_pad_value:
                                     continue
-                                v = padv
-                                vi = -1
+                                if (vi == -3) | (padv > m) | (padv != padv):
+                                    m = padv
+                                    vi = -1
                             else:
-                                v = x[p, sd, sh, sw]
-                                vi = (sd * H + sh) * W + sw
-                            if first or (v > m) or (v != v):
-                                m = v
-                                mi = vi
-                                first = False
-                out[p, od, oh, ow] = m
-                indices[p, od, oh, ow] = mi
+                                v = xrow[sw]
+                                if (vi == -3) | (v > m) | (v != v):
+                                    m = v
+                                    vi = rowbase + sw
+                        orow[ow] = m
+                        irow[ow] = vi
+            for ow in range(OW):
+                if irow[ow] == -3:
+                    irow[ow] = -1
+
+
+cdef inline floating plane_reduce(const floating* row, Py_ssize_t L,
+                                  bint is_max) noexcept nogil:
+    # Eight interleaved partial results (a fixed order: the same bits on any thread
+    # count) let the compiler vectorise the pass; the array is local to the call, so
+    # private to the calling thread.
+    cdef floating acc[8]
+    cdef floating m, v
+    cdef Py_ssize_t i, j, n8 = (L // 8) * 8
+    if n8 == 0:
+        m = row[0] if is_max else 0
+        for i in range(1 if is_max else 0, L):
+            m = nanmax(m, row[i]) if is_max else m + row[i]
+        return m
+    for j in range(8):
+        acc[j] = row[j]
+    i = 8
+    if is_max:
+        while i < n8:
+            for j in range(8):
+                v = row[i + j]
+                acc[j] = v if ((v > acc[j]) | (v != v)) else acc[j]
+            i = i + 8
+        m = acc[0]
+        for j in range(1, 8):
+            m = nanmax(m, acc[j])
+        for i in range(n8, L):
+            m = nanmax(m, row[i])
+    else:
+        while i < n8:
+            for j in range(8):
+                acc[j] = acc[j] + row[i + j]
+            i = i + 8
+        m = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))
+        for i in range(n8, L):
+            m = m + row[i]
+    return m
+
+
+def global_pool(const floating[:, ::1] x, floating[::1] out, bint is_max,
+                int n_threads):
+    """``out[p]`` = mean (or NaN-propagating max) of the contiguous plane ``x[p]``."""
+    cdef Py_ssize_t P = x.shape[0], L = x.shape[1]
+    cdef Py_ssize_t p
+    cdef floating m
+    if P == 0:
+        return
+    with nogil, parallel(num_threads=n_threads):
+        for p in prange(P, schedule='static'):
+            m = plane_reduce(&x[p, 0], L, is_max)
+            out[p] = m if is_max else m / <floating>L
 
 
 def max_unpool(const floating[:, ::1] x, const int64_t[:, ::1] indices,

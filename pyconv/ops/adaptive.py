@@ -15,7 +15,9 @@ feeds a 1x1 convolution) gives ``(N, C, 1, ..., 1)``, ``keepdims=False`` gives `
 
 Counts: ``macs`` is 0; ``flops`` is one operation per window cell, ``N*C*prod_axes(sum of
 window lengths)`` (for global pooling ``N*C*prod(spatial)``). Memory: besides the
-output, one input row per thread.
+output, one input row per thread. The global pools sum each plane with eight
+interleaved partial sums (vectorised; the order is fixed, so results never depend on
+the thread count).
 
 Examples
 --------
@@ -33,6 +35,7 @@ import numbers
 import numpy as np
 
 from pyconv import _pool_geometry as pg
+from pyconv import _threads
 from pyconv._spec import Invalid, boolean, key
 from pyconv.ops._base import Op, prod
 from pyconv.ops.pooling import as3, run_max_indices, run_separable
@@ -173,15 +176,13 @@ class GlobalPool(Op):
         return prod(self.check_shape(input_shape))
 
     def forward(self, spec, x, params, out, n_threads):
+        from pyconv._kernels import _pooling
+
         shape = self.check_shape(x.shape)
-        # Rows x last axis: the row pass is elementwise (vectorised), and only one
-        # row is reduced serially.
-        rows, W = prod(shape[2:-1]), shape[-1]
-        x4 = x.reshape(shape[0], shape[1], rows, W)
-        out4 = out.reshape(shape[0], shape[1], 1, 1)
-        tables, wsrc, wstart, lengths = adaptive_plan((rows, W), (1, 1))
-        run_separable(x4, out4, tables[0], tables[1], wsrc, 0, wstart, lengths[2], 1,
-                      lengths, self.kind, n_threads, flops_per_output=rows * W)
+        planes, length = shape[0] * shape[1], prod(shape[2:])
+        n = _threads.resolve(n_threads, planes * length, planes)
+        _pooling.global_pool(x.reshape(planes, length), out.reshape(planes),
+                             self.kind == "max", n)
         return out
 
 
