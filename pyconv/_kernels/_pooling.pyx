@@ -283,7 +283,7 @@ def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     cdef int64_t* irow
     cdef const floating* xrow
     cdef const int64_t* tw
-    cdef bint pad_row
+    cdef bint pad_row, take
     if n_units == 0 or OW == 0:
         return
     with nogil, parallel(num_threads=n_threads):
@@ -320,14 +320,14 @@ def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                             if pad_row or sw < 0:
                                 if not has_pad_value:
                                     continue
-                                if (vi == -3) | (padv > m) | (padv != padv):
-                                    m = padv
-                                    vi = -1
+                                v = padv
+                                sw = -1 - rowbase  # so that rowbase + sw == -1
                             else:
                                 v = xrow[sw]
-                                if (vi == -3) | (v > m) | (v != v):
-                                    m = v
-                                    vi = rowbase + sw
+                            # selects, not branches: the winner is data-dependent
+                            take = (vi == -3) | (v > m) | (v != v)
+                            m = v if take else m
+                            vi = (rowbase + sw) if take else vi
                         orow[ow] = m
                         irow[ow] = vi
             for ow in range(OW):
