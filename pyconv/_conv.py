@@ -223,7 +223,7 @@ class Conv:
         xc = np.ascontiguousarray(arr, dtype=dtype)
         if out is None:
             out = np.empty(out_shape, dtype=dtype)
-        if out.size == 0:
+        if out.size == 0 and not getattr(self._op, "forward_when_empty", False):
             return out
         return self._op.forward(self._spec, xc, self._params_as(dtype), out, n_threads,
                                 **inputs)

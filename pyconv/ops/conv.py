@@ -123,8 +123,12 @@ class ConvND(Op):
     # -- computation --------------------------------------------------------------
     def forward(self, spec, x, params, out, n_threads):
         shape, pads, out_spatial = self.geometry(spec, x.shape)
-        return conv_forward(self.name, x, params["weight"], params.get("bias"), out,
-                            spec, pads, out_spatial, n_threads)
+        from pyconv.ops import depthwise  # direct kernel: few channels per group
+
+        run = (depthwise.grouped_direct_forward if depthwise.prefers_direct(spec, shape)
+               else conv_forward)
+        return run(self.name, x, params["weight"], params.get("bias"), out,
+                   spec, pads, out_spatial, n_threads)
 
 
 def _as3(values, fill):

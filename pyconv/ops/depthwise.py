@@ -153,7 +153,8 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     C-contiguous in the compute dtype, ``weight`` is ``(C_out, C_in/groups, *k)``.
     No extra memory. Depthwise convolution is the case ``groups == C_in``.
     """
-    from pyconv._kernels import _depthwise
+    from pyconv import _kernels
+    _depthwise = _kernels.load("_depthwise")
 
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]
@@ -402,7 +403,8 @@ class SeparableConvND(Op):
         return params
 
     def forward(self, spec, x, params, out, n_threads):
-        from pyconv._kernels import _depthwise
+        from pyconv import _kernels
+        _depthwise = _kernels.load("_depthwise")
 
         _, pads, out_spatial = self.geometry(spec, x.shape)
         plan = _Plan(x.shape[2:], spec, pads, out_spatial)

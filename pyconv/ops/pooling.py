@@ -1,0 +1,415 @@
+"""Sliding-window pooling: ``max_pool{1,2,3}d``, ``avg_pool{1,2,3}d``, ``lp_pool{1,2,3}d``.
+
+PyTorch's semantics (``torch.nn.functional``), extended with asymmetric ``(lo, hi)``
+padding, TF-style ``"same"`` padding at any stride, ``divisor_override`` in 1-D, and
+padding modes PyTorch lacks. No parameters.
+
+Output length (per axis, ``lo``/``hi`` the padding): ``out = floor((in + lo + hi -
+d*(k-1) - 1 + (ceil_mode ? s-1 : 0)) / s) + 1``; in ceil mode, if ``(out-1)*s >= in +
+lo`` then ``out -= 1`` (the last window starts inside the input or the left padding).
+Each side of the padding must be ``<= (d*(k-1)+1) // 2`` (PyTorch checks ``k // 2``,
+ignoring dilation; the two agree without dilation). The stride defaults to the kernel
+size.
+
+Padding modes
+-------------
+``neg_inf`` (max pool default)
+    Padding cells are -inf: PyTorch's implicit padding.
+``zeros`` (avg pool default)
+    Padding cells are 0; ``count_include_pad`` chooses whether they count in the
+    divisor (PyTorch).
+``constant`` (+ ``padding_value``)
+    Padding cells hold the value and take part like data.
+``reflect`` ``cb|abcd``, ``symmetric`` ``ba|abcd``, ``replicate`` ``aa|abcd``,
+``circular`` ``cd|abcd``
+    The pool runs on ``np.pad(x, pads, mode)``: padding cells are copies of input
+    elements.
+
+With ``constant`` or a data mode the padding cells are values, so avg pool divides by
+the number of cells of the window inside the padded extent: ``count_include_pad`` must
+stay True (a spec with False is refused rather than silently averaging data over a
+count that leaves some of it out). In ceil mode, window cells past the padded extent are
+never read and never counted, in every mode.
+
+Max pooling propagates NaN (``v > m || isnan(v)``: the first maximum wins ties, the
+last NaN wins). ``return_indices`` makes ``apply`` return ``(values, indices)``; the
+int64 indices are flattened per (n, c) plane (``h*W + w``, ``(d*H + h)*W + w``) as in
+PyTorch. Under a data mode an index names the input element the winning padding cell
+was copied from; a ``constant`` padding cell that wins has index -1, and so does a
+window that holds no input element at all (possible only with dilation, value -inf).
+
+``lp_pool`` matches ``F.lp_pool``: ``(avg_pool(x**p) * K) ** (1/p)`` with ``K`` the full
+kernel size and no padding, so a ceil-mode window cut by the input's end is scaled up
+to ``K`` cells, and a negative sum (odd or fractional ``p``) gives NaN as in PyTorch.
+``norm_type=inf`` is the infinity norm ``max |x|`` over the window (what PyTorch
+returns for ``p = inf``).
+
+Counts: ``macs`` is 0; ``flops`` counts one operation (compare or add) per window cell
+and output, ``N*C*prod(out)*K`` (``2*K`` for lp: the power and the add).
+
+Memory: besides the output (and the indices), one padded input row per thread.
+
+Examples
+--------
+>>> import numpy as np, pyconv
+>>> pool = pyconv.Conv({"op": "avg_pool2d", "kernel_size": 2, "stride": 3,
+...                     "ceil_mode": True})
+>>> pool.apply(np.arange(49.0).reshape(1, 1, 7, 7))[0, 0]
+array([[ 4. ,  7. ,  9.5],
+       [25. , 28. , 30.5],
+       [42.5, 45.5, 48. ]])
+>>> mp = pyconv.Conv({"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1,
+...                   "return_indices": True})
+>>> values, indices = mp.apply(np.arange(16.0).reshape(1, 1, 4, 4))
+>>> indices[0, 0]
+array([[ 5,  7],
+       [13, 15]])
+"""
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+from pyconv import _pool_geometry as pg
+from pyconv import _threads
+from pyconv._errors import SpecError
+from pyconv._spec import Invalid, boolean, choice, int_tuple, key, optional, padding, real
+from pyconv._workspace import workspace
+from pyconv.ops._base import Op, prod
+
+#: Reduction kinds understood by the kernel (``_pooling.pyx``).
+KINDS = {"max": 0, "avg": 1, "lp": 2, "lpinf": 3}
+MAX_MODES = ("neg_inf", "zeros", "constant", *pg.DATA_MODES)
+AVG_MODES = ("zeros", "constant", *pg.DATA_MODES)
+POOL_PADDING_WORDS = ("valid", "same", "same_lower")
+
+
+def nonzero_int():
+    expected = "a non-zero int"
+
+    def check(v):
+        if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v == 0:
+            raise Invalid(expected)
+        return int(v)
+
+    check.expected = expected
+    return check
+
+
+def positive_norm():
+    expected = "a number > 0 (float('inf') for the max norm)"
+
+    def check(v):
+        if (not isinstance(v, numbers.Real) or isinstance(v, bool) or math.isnan(v)
+                or v <= 0):
+            raise Invalid(expected)
+        return float(v)
+
+    check.expected = expected
+    return check
+
+
+def as3(values, fill):
+    """Pad a per-axis list on the left to three axes (1-D/2-D as 3-D)."""
+    values = list(values)
+    return [fill] * (3 - len(values)) + values
+
+
+def run_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, divs, kind,
+                  n_threads, *, pad_value=None, norm=1.0, scale=1.0,
+                  divisor_override=None, flops_per_output=1, uniform=None):
+    """Call the separable kernel on ``x``/``out`` seen as 3-D planes.
+
+    ``uniform=(kw, sw)`` says the windows along W are ``ow*sw + t``, ``t < kw`` (no
+    dilation), so the leading full ones may take the kernel's fast loops.
+    """
+    from pyconv import _kernels
+    _pooling = _kernels.load("_pooling")
+
+    N, C = x.shape[:2]
+    x4 = x.reshape(N * C, *as3(x.shape[2:], 1))
+    out4 = out.reshape(N * C, *as3(out.shape[2:], 1))
+    units = out4.shape[0] * out4.shape[1] * out4.shape[2]
+    n = _threads.resolve(n_threads, out.size * flops_per_output, units)
+    work = workspace((n, wsrc.shape[0]), x.dtype)
+    n_uniform, kw, sw = 0, 1, 1
+    if uniform is not None and dw == 1:
+        kw, sw = uniform
+        n_uniform = int(np.count_nonzero(wcnt == kw))  # a prefix: only the end is cut
+    divs = [np.ascontiguousarray(d, dtype=np.float64) for d in divs]
+    _pooling.pool_separable(x4, out4, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw,
+                            n_uniform, kw, sw, divs[0], divs[1], divs[2], KINDS[kind],
+                            pad_value is not None,
+                            0.0 if pad_value is None else pad_value, norm, scale,
+                            divisor_override is not None,
+                            0.0 if divisor_override is None else divisor_override,
+                            work, n)
+    return out
+
+
+def run_max_indices(x, out, tables, n_threads, *, pad_value=None, flops_per_output=1):
+    """Max pool with argmax indices; returns ``(out, indices)``."""
+    from pyconv import _kernels
+    _pooling = _kernels.load("_pooling")
+
+    N, C = x.shape[:2]
+    indices = np.empty(out.shape, dtype=np.int64)
+    x4 = x.reshape(N * C, *as3(x.shape[2:], 1))
+    out4 = out.reshape(N * C, *as3(out.shape[2:], 1))
+    idx4 = indices.reshape(out4.shape)
+    units = out4.shape[0] * out4.shape[1] * out4.shape[2]
+    n = _threads.resolve(n_threads, out.size * flops_per_output, units)
+    _pooling.max_pool_indices(x4, out4, idx4, tables[0], tables[1], tables[2],
+                              pad_value is not None,
+                              0.0 if pad_value is None else pad_value, n)
+    return out, indices
+
+
+class SlidingPool(Op):
+    """Shared spec handling and shape rule of the sliding-window pools."""
+
+    inputs = ()
+    kind = None
+    has_dilation = False
+    has_padding = True
+
+    def __init__(self, rank):
+        self.rank = rank
+
+    def _window_keys(self, modes, default_mode):
+        rank = self.rank
+        keys = [
+            key("kernel_size", int_tuple(rank), doc="Window size per spatial axis."),
+            key("stride", optional(int_tuple(rank)), None,
+                "Step between windows; None means the kernel size."),
+        ]
+        if self.has_padding:
+            keys.append(key(
+                "padding", padding(rank, POOL_PADDING_WORDS), 0,
+                "Amounts (int, per axis, or (lo, hi) pairs), or 'valid', 'same' (TF "
+                "rule, any stride), 'same_lower'; each side <= (d*(k-1)+1) // 2."))
+        if self.has_dilation:
+            keys.append(key("dilation", int_tuple(rank), 1, "Spacing between taps."))
+        keys.append(key("ceil_mode", boolean(), False,
+                        "Round the output length up (the last window must start "
+                        "inside the input or the left padding)."))
+        if modes:
+            keys.append(key("padding_mode", choice(*modes), default_mode,
+                            "What padding cells hold: " + ", ".join(modes) +
+                            " (see the module docs)."))
+            keys.append(key("padding_value", real(), 0.0,
+                            "Fill value for padding_mode='constant'."))
+        return keys
+
+    def normalize(self, spec):
+        out = super().normalize(spec)
+        if out["stride"] is None:
+            out["stride"] = list(out["kernel_size"])
+        return out
+
+    def check(self, spec):
+        if "padding_mode" in spec and spec["padding_value"] != 0.0 \
+                and spec["padding_mode"] != "constant":
+            raise SpecError(self.name, "padding_value",
+                            "0.0 unless padding_mode is 'constant'", spec["padding_value"])
+        if self.has_padding and not isinstance(spec["padding"], str):
+            msg = pg.padding_limit_error(spec["padding"], spec["kernel_size"],
+                                         self._dilation(spec))
+            if msg:
+                raise SpecError(self.name, "padding",
+                                "at most half the effective kernel on each side",
+                                spec["padding"], detail=f"got {spec['padding']!r}: {msg}")
+
+    def _dilation(self, spec):
+        return spec["dilation"] if self.has_dilation else [1] * self.rank
+
+    def _pads(self, spec, spatial):
+        if not self.has_padding:
+            return [(0, 0)] * self.rank
+        from pyconv._geometry import resolve_padding
+
+        return resolve_padding(spec["padding"], spatial, spec["kernel_size"],
+                               spec["stride"], self._dilation(spec))
+
+    def geometry(self, spec, input_shape):
+        """``(shape, pads, out_spatial)`` for an input shape; validates it."""
+        shape = self.check_input_shape(input_shape, self.rank)
+        spatial = shape[2:]
+        pads = self._pads(spec, spatial)
+        out = tuple(
+            pg.pool_output_length(self.name, axis, n, k, s, d, lo, hi, spec["ceil_mode"])
+            for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
+                spatial, spec["kernel_size"], spec["stride"], self._dilation(spec), pads)))
+        return shape, pads, out
+
+    def output_shape(self, spec, input_shape):
+        shape, _, out = self.geometry(spec, input_shape)
+        return (shape[0], shape[1], *out)
+
+    def flops_per_output(self, spec):
+        return prod(spec["kernel_size"])
+
+    def flops(self, spec, input_shape):
+        return prod(self.output_shape(spec, input_shape)) * self.flops_per_output(spec)
+
+    def macs(self, spec, input_shape):
+        self.output_shape(spec, input_shape)
+        return 0
+
+    def _plan(self, spec, x_shape, pads, out_spatial, mode):
+        """Per-axis tables (3 axes), W-axis row-buffer plan and divisor factors."""
+        spatial = as3(x_shape[2:], 1)
+        kernel = as3(spec["kernel_size"], 1)
+        stride = as3(spec["stride"], 1)
+        dil = as3(self._dilation(spec), 1)
+        pads3 = [(0, 0)] * (3 - self.rank) + list(pads)
+        outs = as3(out_spatial, 1)
+        tables = [pg.pool_axis_table(n, o, k, s, d, lo, hi, mode)
+                  for n, o, k, s, d, (lo, hi) in zip(spatial, outs, kernel, stride, dil,
+                                                     pads3)]
+        W, OW, kw, sw, dw, (lo, hi) = (spatial[2], outs[2], kernel[2], stride[2], dil[2],
+                                       pads3[2])
+        wsrc = pg.padded_sources(W, lo, hi, mode)
+        pos = pg.window_positions(OW, kw, sw, dw, 0)  # row-buffer coordinates
+        wstart = np.ascontiguousarray(pos[:, 0])
+        wcnt = np.ascontiguousarray((pos < W + lo + hi).sum(axis=1), dtype=np.int64)
+        return tables, wsrc, lo, wstart, wcnt, dw, spatial, outs, kernel, stride, pads3
+
+    def _uniform(self, spec):
+        """W-axis window shape ``(kw, sw)`` for the kernel's fast loops."""
+        return (spec["kernel_size"][-1], spec["stride"][-1])
+
+
+class MaxPoolND(SlidingPool):
+    """Max pooling over ``rank`` spatial axes (see module docstring)."""
+
+    kind = "max"
+    has_dilation = True
+    #: Run ``forward`` on empty outputs too, so ``return_indices`` still gives a pair.
+    forward_when_empty = True
+
+    def __init__(self, rank):
+        super().__init__(rank)
+        self.name = f"max_pool{rank}d"
+        self.summary = (f"{rank}-D max pooling (PyTorch semantics, NaN-propagating) with "
+                        "dilation, ceil mode, indices and padding modes.")
+        self.keys = (*self._window_keys(MAX_MODES, "neg_inf"),
+                     key("return_indices", boolean(), False,
+                         "apply returns (values, int64 indices flattened per plane)."))
+        self.formulas = {
+            "output": "out = floor((in + lo + hi - d*(k-1) - 1 [+ s-1 if ceil_mode]) / s) "
+                      "+ 1, minus 1 in ceil mode if (out-1)*s >= in + lo",
+            "params": "0",
+            "macs": "0",
+            "flops": "N * C * prod(out) * prod(k) (one comparison per window cell)",
+        }
+
+    def forward(self, spec, x, params, out, n_threads):
+        _, pads, out_spatial = self.geometry(spec, x.shape)
+        mode = spec["padding_mode"]
+        pad_value = {"constant": spec["padding_value"], "zeros": 0.0}.get(mode)
+        (tables, wsrc, lo, wstart, wcnt, dw, *_) = self._plan(spec, x.shape, pads,
+                                                             out_spatial, mode)
+        fpo = self.flops_per_output(spec)
+        if spec["return_indices"]:
+            return run_max_indices(x, out, tables, n_threads, pad_value=pad_value,
+                                   flops_per_output=fpo)
+        ones = np.ones(1, dtype=np.int64)
+        return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
+                             (ones, ones, ones), "max", n_threads, pad_value=pad_value,
+                             flops_per_output=fpo, uniform=self._uniform(spec))
+
+
+class AvgPoolND(SlidingPool):
+    """Average pooling over ``rank`` spatial axes (see module docstring)."""
+
+    kind = "avg"
+
+    def __init__(self, rank):
+        super().__init__(rank)
+        self.name = f"avg_pool{rank}d"
+        self.summary = (f"{rank}-D average pooling (PyTorch divisor rule) with ceil mode, "
+                        "count_include_pad, divisor_override and padding modes.")
+        self.keys = (*self._window_keys(AVG_MODES, "zeros"),
+                     key("count_include_pad", boolean(), True,
+                         "Count zero padding cells in the divisor (must stay True for "
+                         "the other padding modes)."),
+                     key("divisor_override", optional(nonzero_int()), None,
+                         "Divide every window sum by this instead."))
+        self.formulas = {
+            "output": "out = floor((in + lo + hi - k + [s-1 if ceil_mode]) / s) + 1, minus "
+                      "1 in ceil mode if (out-1)*s >= in + lo",
+            "params": "0",
+            "macs": "0",
+            "flops": "N * C * prod(out) * prod(k) (adds and the division)",
+        }
+
+    def check(self, spec):
+        super().check(spec)
+        if not spec["count_include_pad"] and spec["padding_mode"] != "zeros":
+            raise SpecError(self.name, "count_include_pad",
+                            "True when padding_mode is not 'zeros' (padding cells then "
+                            "hold values and are part of the average)",
+                            spec["count_include_pad"])
+
+    def forward(self, spec, x, params, out, n_threads):
+        _, pads, out_spatial = self.geometry(spec, x.shape)
+        mode = spec["padding_mode"]
+        pad_value = spec["padding_value"] if mode == "constant" else None
+        (tables, wsrc, lo, wstart, wcnt, dw, spatial, outs, kernel, stride,
+         pads3) = self._plan(spec, x.shape, pads, out_spatial, mode)
+        divs = [pg.avg_divisor_factors(n, o, k, s, plo, phi, spec["count_include_pad"])
+                for n, o, k, s, (plo, phi) in zip(spatial, outs, kernel, stride, pads3)]
+        return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
+                             divs, "avg", n_threads, pad_value=pad_value,
+                             divisor_override=spec["divisor_override"],
+                             flops_per_output=self.flops_per_output(spec),
+                             uniform=self._uniform(spec))
+
+
+class LPPoolND(SlidingPool):
+    """Power-average pooling over ``rank`` spatial axes (see module docstring)."""
+
+    kind = "lp"
+    has_padding = False
+
+    def __init__(self, rank):
+        super().__init__(rank)
+        self.name = f"lp_pool{rank}d"
+        self.summary = (f"{rank}-D power-average pooling (PyTorch F.lp_pool{rank}d: "
+                        "(avg_pool(x**p) * K) ** (1/p)); norm_type=inf gives max |x|.")
+        self.keys = (key("norm_type", positive_norm(), doc="The power p > 0, or inf."),
+                     *self._window_keys((), None))
+        self.formulas = {
+            "output": "out = floor((in - k + [s-1 if ceil_mode]) / s) + 1, minus 1 in ceil "
+                      "mode if (out-1)*s >= in",
+            "params": "0",
+            "macs": "0",
+            "flops": "N * C * prod(out) * 2 * prod(k) (power and add per cell)",
+        }
+
+    def flops_per_output(self, spec):
+        return 2 * prod(spec["kernel_size"])
+
+    def forward(self, spec, x, params, out, n_threads):
+        _, pads, out_spatial = self.geometry(spec, x.shape)
+        (tables, wsrc, lo, wstart, wcnt, dw, spatial, outs, kernel, stride,
+         pads3) = self._plan(spec, x.shape, pads, out_spatial, "zeros")
+        p = spec["norm_type"]
+        fpo = self.flops_per_output(spec)
+        if math.isinf(p):
+            ones = np.ones(1, dtype=np.int64)
+            return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
+                                 (ones, ones, ones), "lpinf", n_threads,
+                                 flops_per_output=fpo, uniform=self._uniform(spec))
+        divs = [pg.avg_divisor_factors(n, o, k, s, 0, 0, True)
+                for n, o, k, s in zip(spatial, outs, kernel, stride)]
+        return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
+                             divs, "lp", n_threads, norm=p, scale=float(prod(kernel)),
+                             flops_per_output=fpo, uniform=self._uniform(spec))
+
+
+OPS = [*(MaxPoolND(r) for r in (1, 2, 3)), *(AvgPoolND(r) for r in (1, 2, 3)),
+       *(LPPoolND(r) for r in (1, 2, 3))]

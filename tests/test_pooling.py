@@ -1,0 +1,525 @@
+"""Pooling ops: shape rules, values and indices against PyTorch and NumPy loops."""
+import math
+
+import numpy as np
+import pytest
+
+import pyconv
+import reference_pooling as ref
+
+MAX_MODES = ("neg_inf", "zeros", "constant", "reflect", "symmetric", "replicate",
+             "circular")
+AVG_MODES = ("zeros", "constant", "reflect", "symmetric", "replicate", "circular")
+
+
+@pytest.fixture
+def torch():
+    return pytest.importorskip("torch")
+
+
+def F(torch):
+    return torch.nn.functional
+
+
+def run(spec, x, **kw):
+    return pyconv.Conv(spec).apply(x, **kw)
+
+
+# -- shape rule -------------------------------------------------------------------------
+@pytest.mark.parametrize("length,k,s,p,ceil,expected", [
+    (32, 1, 2, 0, True, 16),   # SEMANTICS.md checks
+    (9, 4, 4, 2, True, 3),
+    (5, 2, 2, 1, False, 3),
+    (5, 2, 2, 1, True, 3),     # a 4th window would start in the right padding
+    (6, 3, 2, 1, True, 4),     # the last window starts on the last element
+    (1, 3, 3, 0, True, 1),     # ceil mode accepts an input shorter than the kernel
+])
+def test_semantics_length_checks(length, k, s, p, ceil, expected):
+    for op in ("max_pool1d", "avg_pool1d"):
+        spec = {"op": op, "kernel_size": k, "stride": s, "padding": p, "ceil_mode": ceil}
+        conv = pyconv.Conv(spec)
+        assert conv.output_shape((2, 3, length)) == (2, 3, expected)
+        assert run(spec, np.ones((2, 3, length))).shape == (2, 3, expected)
+
+
+def _random_pool_config(rng, family, rank):
+    while True:
+        k = [int(v) for v in rng.integers(1, 4, rank)]
+        s = [int(v) for v in rng.integers(1, 4, rank)]
+        d = [int(v) for v in rng.integers(1, 3, rank)] if family == "max" else [1] * rank
+        ceil = bool(rng.random() < 0.6)
+        spatial = [int(v) for v in rng.integers(1, 8, rank)]
+        if family == "lp":
+            pads = [(0, 0)] * rank
+            pad_spec = None
+        elif rng.random() < 0.15:
+            pad_spec = "same"
+            pads = [_same(n, kk, ss, dd) for n, kk, ss, dd in zip(spatial, k, s, d)]
+        else:
+            pads = [(int(rng.integers(0, (dd * (kk - 1) + 1) // 2 + 1)),
+                     int(rng.integers(0, (dd * (kk - 1) + 1) // 2 + 1)))
+                    for kk, dd in zip(k, d)]
+            pad_spec = pads
+        outs = [ref.out_length(n, kk, ss, dd, lo, hi, ceil)
+                for n, kk, ss, dd, (lo, hi) in zip(spatial, k, s, d, pads)]
+        if all(o is not None for o in outs):
+            return k, s, d, ceil, spatial, pads, pad_spec, tuple(outs)
+
+
+def _same(length, k, s, d):
+    out = -(-length // s)
+    total = max((out - 1) * s + d * (k - 1) + 1 - length, 0)
+    return (total // 2, total - total // 2)
+
+
+@pytest.mark.parametrize("family", ["max", "avg", "lp"])
+def test_random_configs_shape_and_values_vs_numpy(family, rng):
+    """Shape rule == output shape == reference, values == float64 loops (300 configs)."""
+    n_configs = {"max": 120, "avg": 120, "lp": 60}[family]
+    for _ in range(n_configs):
+        rank = int(rng.integers(1, 4))
+        k, s, d, ceil, spatial, pads, pad_spec, outs = _random_pool_config(rng, family,
+                                                                            rank)
+        x = rng.standard_normal((1, 2, *spatial))
+        spec = {"op": f"{family}_pool{rank}d", "kernel_size": k, "stride": s,
+                "ceil_mode": ceil}
+        if family == "lp":
+            p = float(rng.choice([1.0, 2.0, 3.0, 0.7, np.inf]))
+            spec["norm_type"] = p
+            if p not in (1.0, np.inf) and p != int(p) or p == 3.0:
+                x = np.abs(x)  # keep powers real; negative sums give NaN in both
+            expected = ref.lp_pool(x, p, k, s, ceil)
+        else:
+            spec["padding"] = pad_spec
+            modes = MAX_MODES if family == "max" else AVG_MODES
+            mode = str(rng.choice(modes))
+            value = float(rng.standard_normal()) if mode == "constant" else 0.0
+            spec.update(padding_mode=mode, padding_value=value)
+            if family == "max":
+                spec.update(dilation=d, return_indices=True)
+                expected = ref.max_pool(x, k, s, d, pads, ceil, mode, value)
+            else:
+                cip = bool(rng.random() < 0.5) if mode == "zeros" else True
+                over = int(rng.integers(1, 5)) if rng.random() < 0.2 else None
+                spec.update(count_include_pad=cip, divisor_override=over)
+                expected = ref.avg_pool(x, k, s, pads, ceil, cip, over, mode, value)
+        conv = pyconv.Conv(spec)
+        assert conv.output_shape(x.shape) == (1, 2, *outs), spec
+        got = conv.apply(x)
+        if family == "max":
+            assert got[0].shape == got[1].shape == (1, 2, *outs), spec
+            np.testing.assert_array_equal(got[0], expected[0], err_msg=str(spec))
+            np.testing.assert_array_equal(got[1], expected[1], err_msg=str(spec))
+            assert got[1].dtype == np.int64
+            # the values path (separable kernel) agrees with the indices path
+            spec["return_indices"] = False
+            np.testing.assert_array_equal(run(spec, x), expected[0], err_msg=str(spec))
+        else:
+            assert got.shape == (1, 2, *outs), spec
+            np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12,
+                                       err_msg=str(spec))
+
+
+# -- against PyTorch ------------------------------------------------------------------------
+def _torch_pool_config(rng, family, rank):
+    """Configs PyTorch accepts: symmetric padding <= k // 2."""
+    while True:
+        k = [int(v) for v in rng.integers(1, 5, rank)]
+        s = [int(v) for v in rng.integers(1, 4, rank)]
+        d = [int(v) for v in rng.integers(1, 3, rank)] if family == "max" else [1] * rank
+        p = [int(rng.integers(0, kk // 2 + 1)) for kk in k] if family != "lp" else [0] * rank
+        ceil = bool(rng.random() < 0.6)
+        spatial = [int(v) for v in rng.integers(1, 10, rank)]
+        outs = [ref.out_length(n, kk, ss, dd, pp, pp, ceil)
+                for n, kk, ss, dd, pp in zip(spatial, k, s, d, p)]
+        if all(o is not None for o in outs):
+            return k, s, d, p, ceil, spatial
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_max_pool_matches_torch(torch, rng, dtype):
+    for _ in range(60):
+        rank = int(rng.integers(1, 4))
+        k, s, d, p, ceil, spatial = _torch_pool_config(rng, "max", rank)
+        x = rng.standard_normal((2, 3, *spatial)).astype(dtype)
+        x[rng.random(x.shape) < 0.1] = 0.5  # ties
+        fn = getattr(F(torch), f"max_pool{rank}d")
+        tv, ti = fn(torch.from_numpy(x), k, s, p, d, ceil_mode=ceil, return_indices=True)
+        spec = {"op": f"max_pool{rank}d", "kernel_size": k, "stride": s, "padding": p,
+                "dilation": d, "ceil_mode": ceil, "return_indices": True}
+        v, i = run(spec, x)
+        assert v.dtype == dtype
+        np.testing.assert_array_equal(v, tv.numpy(), err_msg=str(spec))
+        # A window of padding only (dilation) has value -inf; PyTorch then reports an
+        # index past the window, pyconv -1.
+        empty = i == -1
+        assert (v[empty] == -np.inf).all()
+        np.testing.assert_array_equal(i[~empty], ti.numpy()[~empty], err_msg=str(spec))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avg_pool_matches_torch(torch, rng, dtype):
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    compared = 0
+    for _ in range(60):
+        rank = int(rng.integers(1, 4))
+        k, s, _, p, ceil, spatial = _torch_pool_config(rng, "avg", rank)
+        cip = bool(rng.random() < 0.5)
+        over = int(rng.integers(1, 6)) if (rng.random() < 0.3 and rank > 1) else None
+        x = rng.standard_normal((2, 3, *spatial)).astype(dtype)
+        fn = getattr(F(torch), f"avg_pool{rank}d")
+        kw = {"divisor_override": over} if rank > 1 else {}
+        try:
+            expected = fn(torch.from_numpy(x), k, s, p, ceil_mode=ceil,
+                          count_include_pad=cip, **kw).numpy()
+        except RuntimeError as e:  # avg_pool3d refuses inputs smaller than the kernel
+            assert "smaller than kernel" in str(e)
+            continue
+        compared += 1
+        spec = {"op": f"avg_pool{rank}d", "kernel_size": k, "stride": s, "padding": p,
+                "ceil_mode": ceil, "count_include_pad": cip, "divisor_override": over}
+        got = run(spec, x)
+        assert got.dtype == dtype
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol, err_msg=str(spec))
+    assert compared >= 45
+
+
+def test_avg_divisor_check():
+    spec = {"op": "avg_pool2d", "kernel_size": 2, "stride": 3, "ceil_mode": True}
+    got = run(spec, np.arange(49.0).reshape(1, 1, 7, 7))
+    np.testing.assert_array_equal(got[0, 0], [[4, 7, 9.5], [25, 28, 30.5],
+                                             [42.5, 45.5, 48]])
+    got32 = run(spec, np.arange(49, dtype=np.float32).reshape(1, 1, 7, 7))
+    np.testing.assert_array_equal(got32, got.astype(np.float32))
+
+
+def test_avg_divisor_override_1d():
+    x = np.arange(6.0).reshape(1, 1, 6)
+    got = run({"op": "avg_pool1d", "kernel_size": 3, "divisor_override": 2}, x)
+    np.testing.assert_array_equal(got, [[[1.5, 6.0]]])
+    got = run({"op": "avg_pool1d", "kernel_size": 3, "divisor_override": -1}, x)
+    np.testing.assert_array_equal(got, [[[-3.0, -12.0]]])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lp_pool_matches_torch(torch, rng, dtype):
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    for _ in range(40):
+        rank = int(rng.integers(1, 4))
+        k, s, _, _, ceil, spatial = _torch_pool_config(rng, "lp", rank)
+        p = float(rng.choice([1.0, 2.0, 3.0, 1.5, np.inf]))
+        x = rng.standard_normal((2, 2, *spatial)).astype(dtype)
+        fn = getattr(F(torch), f"lp_pool{rank}d")
+        kk, ss = (k[0], s[0]) if rank == 1 else (k, s)  # lp_pool1d needs ints
+        expected = fn(torch.from_numpy(x), p, kk, ss, ceil_mode=ceil).numpy()
+        spec = {"op": f"lp_pool{rank}d", "norm_type": p, "kernel_size": k, "stride": s,
+                "ceil_mode": ceil}
+        got = run(spec, x)
+        np.testing.assert_allclose(got, expected, rtol=tol, atol=tol, equal_nan=True,
+                                   err_msg=str(spec))
+        assert np.array_equal(np.isnan(got), np.isnan(expected)), spec
+
+
+def test_lp_pool_ceil_scales_partial_window_to_k(torch):
+    x = np.array([[[1.0, 2.0, 3.0, 4.0, 5.0]]])
+    got = run({"op": "lp_pool1d", "norm_type": 2.0, "kernel_size": 2, "ceil_mode": True},
+              x)
+    np.testing.assert_allclose(got, [[[math.sqrt(5), 5.0, math.sqrt(50)]]], rtol=1e-15)
+    inf = run({"op": "lp_pool1d", "norm_type": float("inf"), "kernel_size": 2},
+              np.array([[[0.5, 0.2, -3.0, 1.0]]]))
+    np.testing.assert_array_equal(inf, [[[0.5, 3.0]]])
+
+
+# -- NaN, infinities ------------------------------------------------------------------
+def test_nan_propagates_and_last_nan_index_wins(torch):
+    x = np.array([[[np.nan, 1.0, np.nan, 2.0, 0.0, 5.0]]])
+    spec = {"op": "max_pool1d", "kernel_size": 4, "stride": 2, "return_indices": True}
+    v, i = run(spec, x)
+    tv, ti = F(torch).max_pool1d(torch.from_numpy(x), 4, 2, return_indices=True)
+    assert np.isnan(v).all()
+    np.testing.assert_array_equal(i, ti.numpy())
+    np.testing.assert_array_equal(i, [[[2, 2]]])
+    spec["return_indices"] = False
+    assert np.isnan(run(spec, x)).all()
+    x2 = np.ones((1, 1, 5, 5), dtype=np.float32)
+    x2[0, 0, 2, 3] = np.nan
+    for op in ("max_pool2d", "adaptive_max_pool2d", "global_max_pool"):
+        spec = ({"op": op, "kernel_size": 3, "stride": 2} if op == "max_pool2d" else
+                {"op": op, "output_size": 2} if op.startswith("adaptive") else {"op": op})
+        got = run(spec, x2)
+        assert np.isnan(got).any(), op
+        if op != "global_max_pool":
+            assert not np.isnan(got).all(), op  # only the windows holding the NaN
+
+
+def test_negative_infinity_inputs(torch):
+    x = np.full((1, 1, 4, 4), -np.inf)
+    x[0, 0, 3, 3] = 1.0
+    spec = {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1,
+            "return_indices": True}
+    v, i = run(spec, x)
+    tv, ti = F(torch).max_pool2d(torch.from_numpy(x), 3, 2, 1, return_indices=True)
+    np.testing.assert_array_equal(v, tv.numpy())
+    np.testing.assert_array_equal(i, ti.numpy())
+    assert v[0, 0, 0, 0] == -np.inf and i[0, 0, 0, 0] == 0
+    spec["return_indices"] = False
+    np.testing.assert_array_equal(run(spec, x), tv.numpy())
+
+
+def test_all_padding_window_gives_neg_inf_and_minus_one():
+    # dilation 5 with padding 3: the first window's taps are -3 and 2, both outside
+    spec = {"op": "max_pool1d", "kernel_size": 2, "stride": 5, "dilation": 5,
+            "padding": 3, "return_indices": True}
+    v, i = run(spec, np.array([[[1.0, 2.0]]]))
+    assert v.shape == (1, 1, 1) and v[0, 0, 0] == -np.inf and i[0, 0, 0] == -1
+
+
+# -- padding modes ------------------------------------------------------------------------
+def test_padding_modes_meaning():
+    x = np.array([[[1.0, 5.0, 2.0, 3.0]]])
+    base = {"op": "max_pool1d", "kernel_size": 3, "stride": 1, "padding": 1,
+            "return_indices": True}
+    # reflect: 5|1 5 2 3|2 ; the left window's max is x[1] itself and its copy at -1
+    v, i = run({**base, "padding_mode": "reflect"}, x)
+    np.testing.assert_array_equal(v, [[[5, 5, 5, 3]]])
+    np.testing.assert_array_equal(i, [[[1, 1, 1, 3]]])
+    # circular: 3|1 5 2 3|1
+    v, i = run({**base, "padding_mode": "circular"}, x)
+    np.testing.assert_array_equal(v, [[[5, 5, 5, 3]]])
+    np.testing.assert_array_equal(i, [[[1, 1, 1, 3]]])
+    # symmetric: 1|1 5 2 3|3 with the first maximum winning ties
+    v, i = run({**base, "padding_mode": "symmetric", "kernel_size": 2, "stride": 2}, x)
+    np.testing.assert_array_equal(v, [[[1, 5, 3]]])
+    np.testing.assert_array_equal(i, [[[0, 1, 3]]])
+    v, i = run({**base, "padding_mode": "constant", "padding_value": 9.0}, x)
+    np.testing.assert_array_equal(v, [[[9, 5, 5, 9]]])
+    np.testing.assert_array_equal(i, [[[-1, 1, 1, -1]]])
+    avg = run({"op": "avg_pool1d", "kernel_size": 3, "stride": 1, "padding": 1,
+               "padding_mode": "replicate"}, x)
+    np.testing.assert_allclose(avg, [[[7 / 3, 8 / 3, 10 / 3, 8 / 3]]], rtol=1e-15)
+
+
+def test_count_include_pad_false_needs_zeros_mode():
+    with pytest.raises(pyconv.SpecError, match="count_include_pad"):
+        pyconv.Conv({"op": "avg_pool2d", "kernel_size": 3, "padding": 1,
+                     "padding_mode": "reflect", "count_include_pad": False})
+
+
+# -- adaptive and global ---------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adaptive_matches_torch_and_numpy(torch, rng, dtype):
+    tol = 1e-6 if dtype == np.float32 else 1e-12
+    for _ in range(40):
+        rank = int(rng.integers(1, 4))
+        spatial = [int(v) for v in rng.integers(1, 9, rank)]
+        out = [int(v) for v in rng.integers(1, 10, rank)]
+        keep = [None if rng.random() < 0.2 else o for o in out]
+        resolved = [n if o is None else o for n, o in zip(spatial, keep)]
+        x = rng.standard_normal((2, 2, *spatial)).astype(dtype)
+        x[rng.random(x.shape) < 0.1] = 0.25
+        t = torch.from_numpy(x)
+        avg = run({"op": f"adaptive_avg_pool{rank}d", "output_size": keep}, x)
+        tavg = getattr(F(torch), f"adaptive_avg_pool{rank}d")(t, resolved).numpy()
+        np.testing.assert_allclose(avg, tavg, rtol=tol, atol=tol)
+        np.testing.assert_allclose(avg, ref.adaptive_pool(x, resolved, "avg"), rtol=tol,
+                                   atol=tol)
+        v, i = run({"op": f"adaptive_max_pool{rank}d", "output_size": keep,
+                    "return_indices": True}, x)
+        tv, ti = getattr(F(torch), f"adaptive_max_pool{rank}d")(t, resolved,
+                                                               return_indices=True)
+        np.testing.assert_array_equal(v, tv.numpy())
+        np.testing.assert_array_equal(i, ti.numpy())
+        rv, ri = ref.adaptive_pool(x, resolved, "max")
+        np.testing.assert_array_equal(i, ri)
+        plain = run({"op": f"adaptive_max_pool{rank}d", "output_size": keep}, x)
+        np.testing.assert_array_equal(plain, v)
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3, 4])
+def test_global_pools(rng, rank):
+    x = rng.standard_normal((2, 3, *([4, 5, 3, 2][:rank])))
+    axes = tuple(range(2, 2 + rank))
+    g = run({"op": "global_avg_pool"}, x)
+    assert g.shape == (2, 3, *([1] * rank))
+    np.testing.assert_allclose(g, x.mean(axis=axes, keepdims=True), rtol=1e-12)
+    m = run({"op": "global_max_pool", "keepdims": False}, x)
+    assert m.shape == (2, 3)
+    np.testing.assert_array_equal(m, x.max(axis=axes))
+    with pytest.raises(ValueError, match="at least one spatial axis"):
+        run({"op": "global_avg_pool"}, np.ones((2, 3)))
+
+
+# -- unpooling --------------------------------------------------------------------------
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_unpool_matches_torch(torch, rng, rank):
+    spatial = (7, 6, 5)[:rank]
+    x = rng.standard_normal((2, 3, *spatial))
+    v, i = run({"op": f"max_pool{rank}d", "kernel_size": 2, "stride": 2, "padding": 1,
+                "return_indices": True}, x)
+    spec = {"op": f"max_unpool{rank}d", "kernel_size": 2, "stride": 2, "padding": 1}
+    conv = pyconv.Conv(spec)
+    fn = getattr(F(torch), f"max_unpool{rank}d")
+    got = conv.apply(v, indices=i, output_size=spatial)
+    exp = fn(torch.from_numpy(v), torch.from_numpy(i), 2, 2, 1,
+             output_size=spatial).numpy()
+    assert got.shape == exp.shape == x.shape
+    np.testing.assert_array_equal(got, exp)
+    np.testing.assert_array_equal(got, ref.max_unpool(v, i, spatial))
+    assert conv.apply(v, indices=i, output_size=x.shape).shape == x.shape
+    # the default size: the pooled op's input size when the windows tile it
+    even = (6, 4, 8)[:rank]
+    x = rng.standard_normal((2, 3, *even)).astype(np.float32)
+    v, i = run({"op": f"max_pool{rank}d", "kernel_size": 2, "return_indices": True}, x)
+    got = pyconv.Conv({"op": f"max_unpool{rank}d", "kernel_size": 2}).apply(v, indices=i)
+    exp = fn(torch.from_numpy(v), torch.from_numpy(i), 2).numpy()
+    assert got.shape == x.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, exp)
+
+
+def test_unpool_duplicates_last_wins_and_int32_indices():
+    x = np.array([[[1.0, 2.0, 3.0]]])
+    idx = np.array([[[0, 0, 2]]], dtype=np.int32)
+    got = run({"op": "max_unpool1d", "kernel_size": 2}, x, indices=idx)
+    np.testing.assert_array_equal(got, [[[2.0, 0.0, 3.0, 0.0, 0.0, 0.0]]])
+
+
+def test_unpool_bad_indices_raise_before_writing():
+    x = np.ones((1, 2, 3))
+    conv = pyconv.Conv({"op": "max_unpool1d", "kernel_size": 2})
+    out = np.full((1, 2, 6), 7.0)
+    good = np.zeros((1, 2, 3), dtype=np.int64)
+    cases = [
+        (np.array([[[0, 1, 6], [0, 1, 2]]]), ValueError, "out of range"),
+        (np.array([[[0, -1, 2], [0, 1, 2]]]), ValueError, "out of range"),
+        (np.zeros((1, 2, 4), dtype=np.int64), ValueError, "shape"),
+        (good.astype(np.float64), TypeError, "integer"),
+        (None, TypeError, "indices"),
+    ]
+    for idx, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            conv.apply(x, indices=idx, out=out)
+        assert (out == 7.0).all()
+    with pytest.raises(ValueError, match="strictly between"):
+        conv.apply(x, indices=good, output_size=(8,))
+    with pytest.raises(ValueError, match="entries"):
+        conv.apply(x, indices=good, output_size=(6, 6))
+
+
+# -- spec and input errors ---------------------------------------------------------------
+@pytest.mark.parametrize("spec,match", [
+    ({"op": "max_pool2d", "kernel_size": 3, "padding": 2}, "half the effective kernel"),
+    ({"op": "max_pool1d", "kernel_size": 2, "padding": [[0, 2]]}, "half"),
+    ({"op": "avg_pool2d", "kernel_size": 0}, "kernel_size"),
+    ({"op": "avg_pool2d", "kernel_size": -2}, "kernel_size"),
+    ({"op": "max_pool2d", "kernel_size": 2, "stride": 0}, "stride"),
+    ({"op": "max_pool2d", "kernel_size": 2, "dilation": 0}, "dilation"),
+    ({"op": "avg_pool1d", "kernel_size": 2, "divisor_override": 0}, "divisor_override"),
+    ({"op": "lp_pool2d", "norm_type": 0, "kernel_size": 2}, "norm_type"),
+    ({"op": "lp_pool2d", "norm_type": float("nan"), "kernel_size": 2}, "norm_type"),
+    ({"op": "max_pool1d", "kernel_size": 2, "padding_value": 1.0}, "padding_value"),
+    ({"op": "max_pool1d", "kernel_size": 2, "padding_mode": "wrap"}, "padding_mode"),
+    ({"op": "adaptive_avg_pool2d", "output_size": 0}, "output_size"),
+    ({"op": "adaptive_avg_pool2d", "output_size": [2, 2, 2]}, "output_size"),
+    ({"op": "max_pool2d"}, "kernel_size"),
+])
+def test_bad_specs(spec, match):
+    with pytest.raises(pyconv.SpecError, match=match):
+        pyconv.Conv(spec)
+
+
+def test_dilated_padding_limit_uses_effective_kernel():
+    # PyTorch checks k // 2 = 1 here; pyconv the effective kernel (5 // 2 = 2)
+    spec = {"op": "max_pool1d", "kernel_size": 3, "dilation": 2, "padding": 2}
+    assert pyconv.Conv(spec).output_shape((1, 1, 5)) == (1, 1, 2)
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="smaller than the effective kernel"):
+        run({"op": "max_pool2d", "kernel_size": 3}, np.ones((1, 1, 2, 5)))
+    with pytest.raises(ValueError, match="4-D input"):
+        run({"op": "avg_pool2d", "kernel_size": 2}, np.ones((1, 4, 4)))
+    with pytest.raises(ValueError, match="zero-size"):
+        run({"op": "avg_pool1d", "kernel_size": 1}, np.ones((1, 1, 0)))
+    with pytest.raises(TypeError, match="dtype"):
+        run({"op": "avg_pool1d", "kernel_size": 1}, np.ones((1, 1, 3), dtype=complex))
+    with pytest.raises(ValueError, match="< 1"):
+        pyconv.Conv({"op": "max_unpool1d", "kernel_size": 2, "padding": 1}).output_shape(
+            (1, 1, 1))
+
+
+# -- threads, layouts, empty, dtype ---------------------------------------------------
+@pytest.mark.parametrize("spec", [
+    {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
+    {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1,
+     "return_indices": True},
+    {"op": "avg_pool2d", "kernel_size": 3, "stride": 1, "padding": 1},
+    {"op": "lp_pool2d", "norm_type": 1.5, "kernel_size": 2},
+    {"op": "adaptive_avg_pool2d", "output_size": 5},
+    {"op": "global_avg_pool"},
+])
+def test_threads_bit_identical(rng, spec):
+    x = np.abs(rng.standard_normal((4, 16, 48, 48))).astype(np.float32)
+    a = run(spec, x, n_threads=1)
+    b = run(spec, x, n_threads=2)
+    for u, v in zip(a if isinstance(a, tuple) else (a,), b if isinstance(b, tuple) else (b,)):
+        assert np.array_equal(u, v, equal_nan=True)
+
+
+def test_unpool_threads_bit_identical(rng):
+    x = rng.standard_normal((8, 32, 64, 64)).astype(np.float32)
+    v, i = run({"op": "max_pool2d", "kernel_size": 2, "return_indices": True}, x)
+    conv = pyconv.Conv({"op": "max_unpool2d", "kernel_size": 2})
+    assert np.array_equal(conv.apply(v, indices=i, n_threads=1),
+                          conv.apply(v, indices=i, n_threads=2))
+
+
+def test_strided_readonly_fortran_inputs_unchanged(rng):
+    base = rng.standard_normal((2, 3, 10, 12))
+    spec = {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1,
+            "padding_mode": "reflect"}
+    expected = run(spec, np.ascontiguousarray(base[:, :, ::2, 1::2]))
+    strided = base[:, :, ::2, 1::2]
+    ro = base.copy()
+    ro.setflags(write=False)
+    before = base.copy()
+    np.testing.assert_array_equal(run(spec, strided), expected)
+    np.testing.assert_array_equal(run(spec, np.asfortranarray(base)), run(spec, ro))
+    np.testing.assert_array_equal(base, before)
+
+
+def test_empty_batch_and_channels():
+    for shape in [(0, 3, 8, 8), (2, 0, 8, 8)]:
+        x = np.ones(shape, dtype=np.float32)
+        v, i = run({"op": "max_pool2d", "kernel_size": 2, "return_indices": True}, x)
+        assert v.shape == i.shape == (shape[0], shape[1], 4, 4) and i.dtype == np.int64
+        v, i = run({"op": "adaptive_max_pool2d", "output_size": 3,
+                    "return_indices": True}, x)
+        assert v.shape == (shape[0], shape[1], 3, 3)
+        assert run({"op": "avg_pool2d", "kernel_size": 2}, x).shape[2:] == (4, 4)
+        assert run({"op": "global_avg_pool", "keepdims": False}, x).shape == shape[:2]
+        assert run({"op": "max_unpool2d", "kernel_size": 2}, x,
+                   indices=np.zeros(shape, np.int64)).shape[2:] == (16, 16)
+
+
+def test_dtype_rule():
+    x = np.arange(16, dtype=np.int16).reshape(1, 1, 4, 4)
+    assert run({"op": "avg_pool2d", "kernel_size": 2}, x).dtype == np.float32
+    assert run({"op": "max_pool2d", "kernel_size": 2}, x.astype(np.int64)).dtype == \
+        np.float64
+    np.testing.assert_array_equal(run({"op": "max_pool2d", "kernel_size": 2}, x)[0, 0],
+                                  [[5, 7], [13, 15]])
+
+
+def test_out_argument_and_spec_roundtrip():
+    conv = pyconv.Conv({"op": "avg_pool2d", "kernel_size": [2, 3]})
+    assert conv.spec["stride"] == [2, 3] and conv.param_count == 0
+    assert pyconv.Conv(conv.spec) == conv
+    x = np.ones((1, 2, 4, 6))
+    out = np.empty((1, 2, 2, 2))
+    assert conv.apply(x, out=out) is out
+    np.testing.assert_array_equal(out, 1.0)
+    assert conv.macs(x.shape) == 0 and conv.flops(x.shape) == 1 * 2 * 4 * 6
+    for name in pyconv.available_ops():
+        if "pool" in name:
+            op = pyconv.get_op(name)
+            assert op.summary and set(op.formulas) >= {"output", "params", "macs", "flops"}
