@@ -3,11 +3,13 @@
 The work is split in three steps:
 
 1. ``pad_planes`` copies the input into planes with a one-pixel zero border along
-   every spatial axis. Every corner a sample can touch (``floor(y) + {0, 1}`` with
-   ``-1 < y < H``) then lies inside the bordered plane, and a corner outside the
-   image reads an exact zero: no branch in the gather, no out-of-bounds read, and
-   the rule "outside corners count 0" holds even when the input holds inf/NaN
-   (a clamped index with weight 0 would turn 0 * inf into NaN).
+   every spatial axis (two after the end of the first axis). Every corner a sample
+   can touch (``floor(y) + {0, 1}`` with ``-1 < y < H``) then lies inside the
+   bordered plane, and a corner outside the image reads an exact zero: no branch in
+   the gather, no out-of-bounds read, and the rule "outside corners count 0" holds
+   even when the input holds inf/NaN (a clamped index with weight 0 would turn
+   0 * inf into NaN). Samples entirely outside read a block of border zeros at the
+   end (the extra slab), for the same reason.
 2. A sampling *plan* per (image, offset group, tap, output position): the index of
    the lowest corner in the bordered plane and the 2**rank corner weights with the
    DCNv2 mask folded in. It is computed once and shared by every channel of the
@@ -44,14 +46,14 @@ cdef struct Geom:
 
 def pad_planes(const floating[:, ::1] x, floating[:, ::1] xp,
                Py_ssize_t D, Py_ssize_t H, Py_ssize_t W,
+               Py_ssize_t Dp, Py_ssize_t Hp, Py_ssize_t Wp,
                Py_ssize_t bd, Py_ssize_t bh, int n_threads):
-    """Copy planes ``x[q]`` (D*H*W values) into ``xp[q]`` with a zero border.
+    """Copy planes ``x[q]`` (D*H*W values) into zero-bordered planes ``xp[q]``.
 
-    The border is one element wide on W and, where ``bd``/``bh`` is 1, on D/H:
-    ``xp[q]`` has ``(D + 2*bd) * (H + 2*bh) * (W + 2)`` values.
+    ``xp[q]`` is ``Dp*Hp*Wp``; the data starts at ``(bd, bh, 1)`` and everything
+    around it is zero.
     """
     cdef Py_ssize_t NC = x.shape[0]
-    cdef Py_ssize_t Dp = D + 2 * bd, Hp = H + 2 * bh, Wp = W + 2
     cdef Py_ssize_t q, zz, yy, z, y
     cdef floating* row
     cdef const floating* src
@@ -69,18 +71,21 @@ def pad_planes(const floating[:, ::1] x, floating[:, ::1] xp,
                     src = &x[q, 0] + (z * H + y) * W
                     row[0] = 0
                     memcpy(row + 1, src, W * sizeof(floating))
-                    row[W + 1] = 0
+                    memset(row + W + 1, 0, (Wp - W - 1) * sizeof(floating))
 
 
 cdef inline void plan_chunk(const Geom* g, const floating* off, Py_ssize_t ocs,
                             const floating* msk, Py_ssize_t mcs, int mask_mode,
                             Py_ssize_t p0, Py_ssize_t pc, Py_ssize_t K,
-                            Py_ssize_t* pidx, floating* pw) noexcept nogil:
+                            Py_ssize_t zero_idx, Py_ssize_t* pidx,
+                            floating* pw) noexcept nogil:
     # Plan for output positions p0 <= p < p0 + pc and every tap of one offset group.
     # off[(rank*t + a)*ocs + p]: offset of tap t along used axis a (dz, dy, dx order);
     # msk[t*mcs + p]: mask (mask_mode 1: as given, 2: sigmoid of it, 0: no mask).
     # Writes pidx[t*pc + q] and pw[(t*pc + q)*nc + corner], corner bits ordered with
     # the first used axis most significant (2-D: y0x0, y0x1, y1x0, y1x1, as torchvision).
+    # Samples outside the image point at zero_idx, whose 2**rank corners are all
+    # border zeros, so their zero weights never meet an inf or NaN pixel.
     cdef int first = g.first
     cdef int rank = 3 - first
     cdef int nc = 1 << rank
@@ -122,13 +127,12 @@ cdef inline void plan_chunk(const Geom* g, const floating* off, Py_ssize_t ocs,
                     base = base + (c0 + 1) * g.ps[a]
             dw = pw + (t * pc + q) * nc
             if outside:
-                # Zero weights on the bordered plane's first element (a zero).
-                pidx[t * pc + q] = 0
+                pidx[t * pc + q] = zero_idx
                 for c in range(nc):
                     dw[c] = 0
             elif nan:
                 # A NaN offset makes the sample NaN (as a NaN input would).
-                pidx[t * pc + q] = 0
+                pidx[t * pc + q] = zero_idx
                 for c in range(nc):
                     dw[c] = nanv
             else:
@@ -200,20 +204,21 @@ cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
                 row[j] = row[j] + b
 
 
-def deform_nd(const floating[:, ::1] xpad, const floating[:, :, ::1] offset,
-              const floating[:, :, ::1] mask, const floating[:, ::1] weight,
+def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
+              const floating[:, :, :] mask, const floating[:, ::1] weight,
               const floating[::1] bias, floating[:, :, ::1] out,
               const Py_ssize_t[::1] geom, int rank, Py_ssize_t groups,
               Py_ssize_t offset_groups, int mask_mode, bint has_bias, bint relu,
-              Py_ssize_t chunk, floating[:, ::1] col, Py_ssize_t[:, ::1] pidx,
+              Py_ssize_t zero_idx, Py_ssize_t chunk, floating[:, ::1] col, Py_ssize_t[:, ::1] pidx,
               floating[:, ::1] pw, int n_threads):
     """Deformable convolution of zero-bordered planes.
 
     xpad: (N*C_in, bordered plane) from :func:`pad_planes`; offset: (N, rank*og*K, P)
-    and mask: (N, og*K, P) (a dummy when mask_mode is 0), both with a contiguous last
-    axis; weight: (C_out, C_in/groups * K); out: (N, C_out, P). geom holds 21 values:
+    and mask: (N, og*K, P) (a dummy when mask_mode is 0), both with unit stride
+    along the last axis (the caller guarantees it; channel strides are free); weight: (C_out, C_in/groups * K); out: (N, C_out, P). geom holds 21 values:
     input size, output size, kernel, stride, leading padding, dilation, bordered
-    strides, 3 per quantity in (D, H, W) order. Per thread: col >= C_in*K*chunk,
+    strides, 3 per quantity in (D, H, W) order. zero_idx: an index whose 2**rank
+    corners are all zeros in every bordered plane. Per thread: col >= C_in*K*chunk,
     pidx >= K*chunk, pw >= K*chunk*2**rank values.
     """
     cdef Geom g
@@ -267,7 +272,7 @@ def deform_nd(const floating[:, ::1] xpad, const floating[:, :, ::1] offset,
             for og in range(offset_groups):
                 offp = &offset[n, og * rank * K, 0]
                 mskp = &mask[n, og * K, 0] if mask_mode != 0 else &mask[0, 0, 0]
-                plan_chunk(&g, offp, ocs, mskp, mcs, mask_mode, p0, pc, K, ip, wp)
+                plan_chunk(&g, offp, ocs, mskp, mcs, mask_mode, p0, pc, K, zero_idx, ip, wp)
                 for c in range(og * cin_og, (og + 1) * cin_og):
                     for t in range(K):
                         gather_row(&xpad[n * C_in + c, 0], ip + t * pc,

@@ -45,8 +45,8 @@ and mask are converted to the input's compute dtype.
 
 Algorithm and memory
 --------------------
-A zero-bordered copy of the input (one element on each side of each axis: about
-``(H+2)(W+2)/(HW)`` times the input's size) makes every interpolation corner
+A zero-bordered copy of the input (one element on each side of each axis, two
+after the first: about ``(H+3)(W+2)/(HW)`` times the input's size in 2-D) makes every interpolation corner
 readable without branches. A sampling plan (corner index and ``2**rank`` weights
 with the mask folded in) is computed once per (image, offset group, tap, output
 position) and shared by all channels of the group; the channels are gathered into a
@@ -74,7 +74,7 @@ True
 ...                     "kernel_size": 3, "padding": 1, "offsets": "learned",
 ...                     "modulated": True}, seed=0)
 >>> pack.param_shapes["offset_weight"], pack.param_count
-((27, 4, 3, 3), 1287)
+((27, 4, 3, 3), 1295)
 """
 from __future__ import annotations
 
@@ -283,8 +283,13 @@ class DeformConvND(Op):
                          "stride": spec["stride"], "dilation": spec["dilation"],
                          "padding_mode": "zeros", "padding_value": 0.0,
                          "activation": None}
+            # conv_forward splits images into more tiles when it has more threads
+            # than images, and GEMMs of other widths round differently; never giving
+            # it more threads than images keeps the result independent of n_threads.
+            offset_flops = 2 * N * m * P * C_in * K
+            conv_threads = _threads.resolve(n_threads, offset_flops, N)
             conv_forward(self.name, x, params["offset_weight"], params["offset_bias"],
-                         pred, conv_spec, pads, out_spatial, n_threads)
+                         pred, conv_spec, pads, out_spatial, conv_threads)
             pred = pred.reshape(N, m, P)
             off = pred[:, :rank * og * K]
             if spec["modulated"]:
@@ -323,8 +328,12 @@ def deform_forward(op_name, x, offset, mask, mask_mode, weight, bias, out, spec,
     nc = 2 ** rank
     lead = 3 - rank
     size3 = [1] * lead + list(x.shape[2:])
-    border = [0] * lead + [1] * rank          # zero border per axis (D, H, W)
+    # Zero border of one element around each used axis, plus a second one after the
+    # first used axis: its 2**rank-corner block of zeros is where samples outside the
+    # image read (see _deform.pyx).
+    border = [0] * lead + [1] * rank          # leading zeros per axis (D, H, W)
     bp = [n + 2 * b for n, b in zip(size3, border)]
+    bp[lead] += 1
     plane = prod(bp)
     ck = (C_in // groups) * K
     if max(ck, P, plane, C_in * K) > _INT32_MAX:
@@ -360,9 +369,10 @@ def deform_forward(op_name, x, offset, mask, mask_mode, weight, bias, out, spec,
         n_threads, K * chunk * nc)
 
     _deform.pad_planes(x.reshape(N * C_in, -1), xpad, size3[0], size3[1], size3[2],
-                       border[0], border[1], n_threads)
+                       bp[0], bp[1], bp[2], border[0], border[1], n_threads)
 
     strides = [bp[1] * bp[2], bp[2], 1]
+    zero_idx = (size3[lead] + 1) * strides[lead]
     geom = np.array(
         size3 + [1] * lead + list(out_spatial)
         + [1] * lead + list(spec["kernel_size"])
@@ -375,11 +385,16 @@ def deform_forward(op_name, x, offset, mask, mask_mode, weight, bias, out, spec,
         msk3 = np.zeros((1, 1, 1), dtype=dtype)
     else:
         msk3 = mask.reshape(N, mask.shape[1], P)
+    # The kernel walks positions with unit stride; channel strides may be anything
+    # (the learned form passes channel slices of the offset conv's output).
+    for arr in (off3, msk3):
+        if arr.shape[2] > 1 and arr.strides[2] != itemsize:
+            raise AssertionError("deform_forward: positions must be contiguous")
     bias_arr = bias if bias is not None else np.zeros(1, dtype=dtype)
     with _threads.blas_pinned:
         _deform.deform_nd(xpad, off3, msk3, weight.reshape(C_out, ck), bias_arr,
                           out.reshape(N, C_out, P), geom, rank, groups, og, mask_mode,
-                          bias is not None, spec["activation"] == "relu", chunk,
+                          bias is not None, spec["activation"] == "relu", zero_idx, chunk,
                           col, pidx, pw, n_threads)
     return out
 
