@@ -366,6 +366,11 @@ class TestThreads:
           "stride": 2, "groups": 3, "padding": [[0, 2], [1, 1]]}, (3, 6, 261, 267)),
         ({"op": "conv3d", "in_channels": 4, "out_channels": 4, "kernel_size": 3,
           "padding": 1, "padding_mode": "circular"}, (2, 4, 9, 30, 30)),
+        # one image: the rows are split into tiles, whatever the thread count
+        ({"op": "conv3d", "in_channels": 8, "out_channels": 8, "kernel_size": 3,
+          "padding": 1}, (1, 8, 12, 40, 40)),
+        ({"op": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
+          "padding": 1}, (1, 16, 90, 70)),
     ])
     def test_parallel_results_identical(self, spec, shape):
         rng = np.random.default_rng(14)

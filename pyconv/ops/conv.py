@@ -131,6 +131,32 @@ class ConvND(Op):
                    spec, pads, out_spatial, n_threads)
 
 
+#: Fewer (image, group) pairs than this and each image is split into row tiles, so
+#: that up to this many threads find work even for a single image.
+MIN_UNITS = 8
+#: A split never makes tiles narrower than this many output columns (GEMMs on
+#: narrower column blocks ran at half speed here).
+MIN_SPLIT_COLUMNS = 256
+
+
+def tile_rows(rows, ow, bytes_per_column, pairs):
+    """Output rows per tile: decided by the problem alone, never by the thread count.
+
+    GEMMs of different widths round differently, so a tiling that followed the
+    thread count would make results depend on it. A tile aims at ``TILE_COLUMNS``
+    columns, stays under ``COLUMN_BYTES_PER_THREAD`` (but holds at least one row), and
+    when there are fewer than ``MIN_UNITS`` (image, group) pairs, images are split
+    into enough tiles for ``MIN_UNITS`` units, down to ``MIN_SPLIT_COLUMNS`` columns.
+    """
+    per_tile = min(-(-TILE_COLUMNS // ow),
+                   max(1, COLUMN_BYTES_PER_THREAD // max(1, bytes_per_column * ow)))
+    if pairs < MIN_UNITS:
+        split = -(-MIN_UNITS // pairs)
+        narrowest = -(-MIN_SPLIT_COLUMNS // ow)
+        per_tile = min(per_tile, max(-(-rows // split), narrowest))
+    return max(1, min(per_tile, rows))
+
+
 def _as3(values, fill):
     values = list(values)
     return [fill] * (3 - len(values)) + values
@@ -165,18 +191,9 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
         raise ValueError(f"{op_name}: a plane of {P} outputs or {ck} taps per output "
                          "exceeds the 2**31 - 1 limit of the BLAS interface")
 
-    flops = 2 * N * C_out * P * ck
-    units_per_image = groups * rows
-    n_threads = _threads.resolve(n_threads, flops, N * units_per_image)
-    # Tile the output rows so that one thread's column buffer stays in budget, and
-    # there are at least as many tiles as threads.
-    rows_per_tile = min(-(-TILE_COLUMNS // ow),
-                        max(1, COLUMN_BYTES_PER_THREAD // max(1, ck * ow * itemsize)))
-    images_units = N * groups
-    if images_units < n_threads:
-        split = -(-n_threads // images_units)
-        rows_per_tile = min(rows_per_tile, -(-rows // split))
-    rows_per_tile = max(1, min(rows_per_tile, rows))
+    rows_per_tile = tile_rows(rows, ow, ck * itemsize, N * groups)
+    tiles = N * groups * -(-rows // rows_per_tile)
+    n_threads = _threads.resolve(n_threads, 2 * N * C_out * P * ck, tiles)
     work = workspace((n_threads, 0 if direct else ck * rows_per_tile * ow), x.dtype)
 
     if bias is None:

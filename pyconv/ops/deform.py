@@ -323,7 +323,8 @@ def _chunk_size(N, P, per_position_bytes):
 def deform_forward(op_name, x, offset, mask, mask_mode, weight, bias, out, spec, pads,
                    out_spatial, n_threads):
     """Run the deformable kernel on validated arrays (offset/mask: (N, C, *out))."""
-    from pyconv._kernels import _deform
+    from pyconv import _kernels
+    _deform = _kernels.load("_deform")
 
     rank = len(out_spatial)
     N, C_in = x.shape[:2]
