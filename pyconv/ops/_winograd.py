@@ -1,0 +1,262 @@
+"""Winograd 3x3 stride-1 2-D convolution: F(2x2, 3x3) and F(4x4, 3x3) over OpenBLAS GEMMs.
+
+A private helper of ``conv2d`` (not an op module): :func:`winograd_supported` says when
+the algorithm applies (3x3 kernel, stride 1, dilation 1), :func:`winograd_preferred`
+when it is expected to beat im2col + GEMM, :func:`winograd_filter` transforms a weight
+once (callers cache the result), and :func:`winograd_conv2d` runs the kernel.
+
+Winograd minimal filtering computes an ``m x m`` output tile from an
+``(m+2) x (m+2)`` input tile with ``(m+2)**2`` multiplies per (input, output) channel
+pair instead of ``9 m**2``: 2.25x fewer for F(2x2, 3x3) ("F2"), 4x fewer for
+F(4x4, 3x3) ("F4"). The multiplies become ``(m+2)**2`` independent GEMMs
+``M[a] = U[a] @ V[a]`` between the transformed filter ``U = G g G^T`` and the
+transformed input tiles ``V = B^T d B``; the output transform ``A^T M A`` adds the
+bias and applies the fused ReLU.
+
+Input tiles are gathered through per-axis index tables
+(:func:`pyconv._geometry.tap_index_table` with tile size ``m+2`` and step ``m``), so
+every padding mode works without a padded copy of the input. Output tiles that hang
+over the bottom/right edge are computed whole and only their valid outputs written.
+
+Numerics
+--------
+The transforms add rounding on top of the GEMM's: relative to
+``sum(|w| * |x|)`` the float32 error of F2 is a few ``1e-7`` and of F4 a few
+``1e-6`` (points 0, +-1, +-2), against ~``1e-7`` for a direct sum; float64 F4 stays
+near ``1e-15``. A non-finite input value turns the whole output tile(s) that read it
+into NaN (an inherent property of the transform), where a direct convolution gives
+inf or NaN only at the outputs whose window holds it.
+
+Memory
+------
+Beyond the output, one workspace row per thread of
+``(m+2)**2 * chunk * (C_in + C_out) / groups`` values (the transformed input V and
+the GEMM result M of one chunk of ``chunk`` tiles). ``chunk`` is at most
+:data:`TILES_PER_CHUNK` and is cut so that a row stays within
+:data:`BYTES_PER_THREAD` (it holds at least one tile). The transformed filter adds
+``(m+2)**2 * C_out * C_in / groups`` values (1.8x / 4x the weight).
+
+Examples
+--------
+>>> import numpy as np
+>>> from pyconv.ops._winograd import winograd_conv2d
+>>> x = np.random.default_rng(0).standard_normal((1, 4, 9, 9))
+>>> w = np.random.default_rng(1).standard_normal((8, 4, 3, 3))
+>>> out = np.empty((1, 8, 9, 9))
+>>> y = winograd_conv2d(x, w, None, out, [(1, 1), (1, 1)], "zeros", 0.0, False, 1,
+...                     n_threads=1, variant="F4")
+>>> y.shape
+(1, 8, 9, 9)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyconv import _geometry, _threads
+from pyconv._workspace import workspace
+
+#: Output tile size per variant name.
+VARIANTS = {"F2": 2, "F4": 4}
+#: Tiles per work unit: enough columns for an efficient GEMM, small enough that V and
+#: M of one unit stay in the per-core cache while the output transform reads them.
+TILES_PER_CHUNK = 128
+#: Hard cap on one thread's workspace row (V and M of one chunk).
+BYTES_PER_THREAD = 4 << 20
+#: Below this many units the tiles of an image are split further (fixed, so the
+#: split does not depend on the thread count and results stay bit-identical).
+MIN_UNITS = 8
+_INT32_MAX = 2**31 - 1
+
+# Filter transforms G (alpha x 3) of the Cook-Toom / Lavin construction.
+_G = {
+    2: np.array([[1.0, 0.0, 0.0],
+                 [0.5, 0.5, 0.5],
+                 [0.5, -0.5, 0.5],
+                 [0.0, 0.0, 1.0]]),
+    4: np.array([[1 / 4, 0.0, 0.0],
+                 [-1 / 6, -1 / 6, -1 / 6],
+                 [-1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6],
+                 [1 / 24, -1 / 12, 1 / 6],
+                 [0.0, 0.0, 1.0]]),
+}
+
+
+def _tile_size(variant):
+    try:
+        return VARIANTS[variant]
+    except (KeyError, TypeError):
+        raise ValueError(f"winograd: variant must be one of {sorted(VARIANTS)}; "
+                         f"got {variant!r}") from None
+
+
+def winograd_supported(spec, input_shape):
+    """Whether a normalised ``conv2d`` spec on ``input_shape`` can run as Winograd.
+
+    Needs a 3x3 kernel, stride 1 and dilation 1 (any padding, mode, groups, bias).
+
+    Examples
+    --------
+    >>> winograd_supported({"kernel_size": (3, 3), "stride": (1, 1),
+    ...                     "dilation": (1, 1)}, (1, 8, 16, 16))
+    True
+    """
+    if tuple(spec["kernel_size"]) != (3, 3) or tuple(spec["stride"]) != (1, 1):
+        return False
+    if tuple(spec["dilation"]) != (1, 1) or len(input_shape) != 4:
+        return False
+    return all(n >= 1 for n in input_shape[2:])
+
+
+def winograd_preferred(spec, input_shape, dtype):
+    """Best algorithm for a supported case by this machine's measurements, or None.
+
+    Returns ``"F4"``, ``"F2"`` or ``None`` (im2col + GEMM is expected to be faster).
+    float64 uses F4 (its error stays near 1e-15); float32 uses F2 or F4 as
+    :data:`FLOAT32_VARIANT` says. Winograd pays once the GEMMs are large enough for
+    their cost to dominate the transforms: at least :data:`MIN_CHANNELS` input and
+    output channels per group and :data:`MIN_PIXELS` output pixels per image.
+    """
+    if not winograd_supported(spec, input_shape):
+        return None
+    groups = spec["groups"]
+    cin_g = spec["in_channels"] // groups
+    cout_g = spec["out_channels"] // groups
+    if min(cin_g, cout_g) < MIN_CHANNELS:
+        return None
+    pads = _geometry.resolve_padding(spec["padding"], input_shape[2:], (3, 3), (1, 1),
+                                     (1, 1))
+    oh, ow = (n + lo + hi - 2 for n, (lo, hi) in zip(input_shape[2:], pads))
+    if oh < 1 or ow < 1 or oh * ow < MIN_PIXELS:
+        return None
+    return "F4" if np.dtype(dtype) == np.float64 else FLOAT32_VARIANT
+
+
+#: Channels per group (in and out) below which im2col wins (measured).
+MIN_CHANNELS = 16
+#: Output pixels per image below which im2col wins (measured).
+MIN_PIXELS = 64
+#: Variant "auto" uses for float32.
+FLOAT32_VARIANT = "F4"
+
+
+def winograd_filter(weight, variant="F2"):
+    """The transformed filter ``U[a] = (G g G^T)[a]``: shape ``((m+2)**2, C_out, C_in/g)``.
+
+    Computed in float64 and rounded once to ``weight``'s dtype (float32 or float64).
+    Pass it to :func:`winograd_conv2d` as ``filter_transform`` to skip the transform.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> winograd_filter(np.ones((8, 4, 3, 3), np.float32), "F4").shape
+    (36, 8, 4)
+    """
+    m = _tile_size(variant)
+    w = np.asarray(weight)
+    if w.ndim != 4 or w.shape[2:] != (3, 3):
+        raise ValueError(f"winograd: weight must have shape (C_out, C_in/groups, 3, 3); "
+                         f"got {w.shape}")
+    if w.dtype not in (np.float32, np.float64):
+        raise TypeError(f"winograd: weight dtype must be float32 or float64; got {w.dtype}")
+    g = _G[m]
+    alpha = m + 2
+    t = np.einsum("ak,oikl->oial", g, w.astype(np.float64))
+    u = np.einsum("oial,bl->aboi", t, g)
+    return np.ascontiguousarray(u.reshape(alpha * alpha, w.shape[0], w.shape[1]),
+                                dtype=w.dtype)
+
+
+def _tables(length, out_len, m, lo, hi, mode):
+    """Per-axis index table ``(m+2, tiles)`` and contiguous-tile bases ``(tiles,)``."""
+    alpha = m + 2
+    n_tiles = -(-out_len // m)
+    table = _geometry.tap_index_table(length, n_tiles, alpha, m, 1, lo, mode)
+    pos = (np.arange(n_tiles)[None, :] * m - lo + np.arange(alpha)[:, None])
+    # Positions past the padded extent feed only outputs that are never written.
+    table[pos >= length + hi] = -2
+    first = table[0]
+    contiguous = np.all(table == first[None, :] + np.arange(alpha)[:, None], axis=0)
+    base = np.where(contiguous & (first >= 0), first, -1).astype(np.intp)
+    return np.ascontiguousarray(table), np.ascontiguousarray(base)
+
+
+def chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize):
+    """Tiles per work unit (see the module docstring's Memory section)."""
+    alpha2 = (m + 2) ** 2
+    per_tile = alpha2 * (cin_g + cout_g) * itemsize
+    chunk = min(TILES_PER_CHUNK, max(1, BYTES_PER_THREAD // per_tile), n_tiles)
+    if units_outside * -(-n_tiles // chunk) < MIN_UNITS:
+        chunk = min(chunk, max(16, -(-(n_tiles * units_outside) // MIN_UNITS)))
+    return max(1, min(chunk, n_tiles))
+
+
+def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, relu,
+                    groups, n_threads=None, variant="F2", filter_transform=None):
+    """3x3 stride-1 dilation-1 convolution of ``x`` into ``out`` by Winograd.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C_in, H, W), C-contiguous float32 or float64
+    weight : ndarray, (C_out, C_in/groups, 3, 3), x's dtype
+        Unused (may be None) when ``filter_transform`` is given.
+    bias : ndarray (C_out,) or None
+    out : ndarray, (N, C_out, OH, OW), C-contiguous, x's dtype; written and returned.
+    pads : sequence of two (lo, hi) pairs, already resolved ("same" included).
+    padding_mode : str
+        Any of pyconv's modes; ``"constant"`` fills ``padding_value``.
+    padding_value : float
+    relu : bool
+        Fused ReLU after the bias.
+    groups : int
+    n_threads : int or None
+        Resolved by :func:`pyconv._threads.resolve`; results are bit-identical for
+        any value.
+    variant : {"F2", "F4"}
+        Output tile 2x2 or 4x4.
+    filter_transform : ndarray, optional
+        ``winograd_filter(weight, variant)`` in x's dtype, to skip the filter transform.
+
+    Returns
+    -------
+    out : ndarray
+    """
+    from pyconv._kernels import _winograd
+
+    m = _tile_size(variant)
+    alpha = m + 2
+    N, C_in, H, W = x.shape
+    C_out, OH, OW = out.shape[1:]
+    cin_g, cout_g = C_in // groups, C_out // groups
+    (lo_h, hi_h), (lo_w, hi_w) = pads
+    if OH != H + lo_h + hi_h - 2 or OW != W + lo_w + hi_w - 2:
+        raise ValueError(f"winograd: out spatial shape {(OH, OW)} does not match a 3x3 "
+                         f"stride-1 convolution of {(H, W)} with pads {pads}")
+    if filter_transform is None:
+        u = winograd_filter(weight, variant).astype(x.dtype, copy=False)
+    else:
+        u = filter_transform
+        if u.shape != (alpha * alpha, C_out, cin_g) or u.dtype != x.dtype:
+            raise ValueError(f"winograd: filter_transform must be a "
+                             f"{(alpha * alpha, C_out, cin_g)} {x.dtype} array; got "
+                             f"{u.shape} {u.dtype}")
+        u = np.ascontiguousarray(u)
+    if max(C_in, C_out, H * W) > _INT32_MAX:
+        raise ValueError("winograd: sizes exceed the 2**31 - 1 limit of the BLAS interface")
+    if N == 0 or C_out == 0:
+        return out
+    tab_h, base_h = _tables(H, OH, m, lo_h, hi_h, padding_mode)
+    tab_w, base_w = _tables(W, OW, m, lo_w, hi_w, padding_mode)
+    n_tiles = tab_h.shape[1] * tab_w.shape[1]
+    chunk = chunk_tiles(n_tiles, N * groups, cin_g, cout_g, m, x.dtype.itemsize)
+    n_units = N * groups * -(-n_tiles // chunk)
+    flops = 2 * N * n_tiles * alpha * alpha * C_out * cin_g
+    n_threads = _threads.resolve(n_threads, flops, n_units)
+    work = workspace((n_threads, alpha * alpha * chunk * (cin_g + cout_g)), x.dtype)
+    pad_value = padding_value if padding_mode == "constant" else 0.0
+    bias_arr = np.zeros(1, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    with _threads.blas_pinned:
+        _winograd.winograd_2d(x, u, bias_arr, out, tab_h, tab_w, base_h, base_w, m,
+                              groups, pad_value, bias is not None, bool(relu), chunk,
+                              work, n_threads)
+    return out
