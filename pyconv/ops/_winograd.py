@@ -167,18 +167,27 @@ def winograd_filter(weight, variant="F2"):
                                 dtype=w.dtype)
 
 
-def _tables(length, out_len, m, lo, hi, mode):
-    """Per-axis index table ``(m+2, tiles)`` and contiguous-tile bases ``(tiles,)``."""
-    alpha = m + 2
-    n_tiles = -(-out_len // m)
-    table = _geometry.tap_index_table(length, n_tiles, alpha, m, 1, lo, mode)
-    pos = (np.arange(n_tiles)[None, :] * m - lo + np.arange(alpha)[:, None])
-    # Positions past the padded extent feed only outputs that are never written.
-    table[pos >= length + hi] = -2
-    first = table[0]
-    contiguous = np.all(table == first[None, :] + np.arange(alpha)[:, None], axis=0)
-    base = np.where(contiguous & (first >= 0), first, -1).astype(np.intp)
-    return np.ascontiguousarray(table), np.ascontiguousarray(base)
+def _axis_index(length, n_virtual, lo, hi, mode):
+    """Input index at each padded position ``0 .. n_virtual-1`` of one axis.
+
+    -1 marks a pad (``padding_value``), -2 a position past the padded extent, which
+    only feeds outputs that are never written (read as 0, so that a huge pad value
+    cannot leak rounding error into valid outputs).
+    """
+    table = _geometry.tap_index_table(length, 1, n_virtual, 1, 1, lo, mode)[:, 0].copy()
+    table[np.arange(n_virtual) - lo >= length + hi] = -2
+    return table
+
+
+def _runs(idx):
+    """``run[j]``: how many positions from ``j`` on read consecutive input indices."""
+    run = np.zeros(len(idx), dtype=np.intp)
+    for j in range(len(idx) - 1, -1, -1):
+        if idx[j] >= 0:
+            run[j] = 1
+            if j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+                run[j] += run[j + 1]
+    return run
 
 
 def chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize):
@@ -245,18 +254,21 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
         raise ValueError("winograd: sizes exceed the 2**31 - 1 limit of the BLAS interface")
     if N == 0 or C_out == 0:
         return out
-    tab_h, base_h = _tables(H, OH, m, lo_h, hi_h, padding_mode)
-    tab_w, base_w = _tables(W, OW, m, lo_w, hi_w, padding_mode)
-    n_tiles = tab_h.shape[1] * tab_w.shape[1]
+    TH, TW = -(-OH // m), -(-OW // m)
+    rowidx = _axis_index(H, TH * m + 2, lo_h, hi_h, padding_mode)
+    colidx = _axis_index(W, TW * m + 2 * m, lo_w, hi_w, padding_mode)
+    colrun = _runs(colidx)
+    n_tiles = TH * TW
     chunk = chunk_tiles(n_tiles, N * groups, cin_g, cout_g, m, x.dtype.itemsize)
     n_units = N * groups * -(-n_tiles // chunk)
     flops = 2 * N * n_tiles * alpha * alpha * C_out * cin_g
     n_threads = _threads.resolve(n_threads, flops, n_units)
-    work = workspace((n_threads, alpha * alpha * chunk * (cin_g + cout_g)), x.dtype)
+    work = workspace((n_threads, _winograd.workspace_row(m, cin_g, cout_g, chunk)),
+                     x.dtype)
     pad_value = padding_value if padding_mode == "constant" else 0.0
     bias_arr = np.zeros(1, x.dtype) if bias is None else np.ascontiguousarray(bias)
     with _threads.blas_pinned:
-        _winograd.winograd_2d(x, u, bias_arr, out, tab_h, tab_w, base_h, base_w, m,
+        _winograd.winograd_2d(x, u, bias_arr, out, rowidx, colidx, colrun, TH, TW, m,
                               groups, pad_value, bias is not None, bool(relu), chunk,
                               work, n_threads)
     return out
