@@ -35,10 +35,10 @@ from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
 
 cdef enum:
-    # Tiles per transform block (one tile row at most).
-    BLK = 32
-    # Leading dimension of the phase-split scratch T[p][k][:] (BLK + 1 tiles).
-    LDT = BLK + 1
+    # Tiles per transform block (packed across tile rows).
+    BLK = 64
+    # Leading dimension of the vertical-pass scratch: the columns of BLK 4x4 tiles.
+    LDC = 4 * BLK + 4
     # The alpha**2 matrices V[a] (and M[a]) are written (read) together, one value
     # each per tile; with a plain cin_g*chunk stride (often a multiple of 4 KiB) they
     # would all fall in the same L1 cache sets and evict each other. A skew of one
@@ -77,80 +77,83 @@ cdef inline const floating* row_pointer(const floating* xp, Py_ssize_t W, Py_ssi
     return buf
 
 
+# Each input block goes through three passes over local scratch:
+#   vertical: tc[k][j] = (B^T d[:, j])[k] over whole (contiguous) rows of one tile row;
+#   split:    tp[s][k][i] = tc[k][m*i + s], so tile i's alpha columns are contiguous
+#             over i (tiles of several tile rows are packed one after another);
+#   horizontal: v[(alpha*k + s)*ldv + i] = (B^T tp[:, k, i])[s], one V stream per loop.
+
 # F(2x2, 3x3): B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]
 
-cdef inline void input_block_f2(const floating** rp, Py_ssize_t nb, floating* v,
-                                Py_ssize_t ldv) noexcept nogil:
-    # v[a*ldv + i] = (B^T d_i B)[a] for the nb tiles whose rows start at rp[r][2*i].
-    cdef floating t[2 * 4 * LDT]
-    cdef floating tc[4 * 2 * LDT]
+cdef inline void vertical_f2(const floating** rp, Py_ssize_t ncol,
+                             floating* tc) noexcept nogil:
     cdef const floating* r0 = rp[0]
     cdef const floating* r1 = rp[1]
     cdef const floating* r2 = rp[2]
     cdef const floating* r3 = rp[3]
-    cdef floating* tp
-    cdef floating* t0
-    cdef floating* t1
-    cdef floating* o
-    cdef const floating* src
-    cdef Py_ssize_t i, k, j
-    cdef Py_ssize_t ncol = 2 * (nb + 1)
-    # vertical pass over whole rows (contiguous): tc[k][j] = (B^T d[:, j])[k]
+    cdef Py_ssize_t j
     for j in range(ncol):
         tc[j] = r0[j] - r2[j]
-        tc[2 * LDT + j] = r1[j] + r2[j]
-        tc[4 * LDT + j] = r2[j] - r1[j]
-        tc[6 * LDT + j] = r1[j] - r3[j]
-    # split by phase: t[p][k][i] = tc[k][2i + p]
+        tc[LDC + j] = r1[j] + r2[j]
+        tc[2 * LDC + j] = r2[j] - r1[j]
+        tc[3 * LDC + j] = r1[j] - r3[j]
+
+
+cdef inline void split_f2(const floating* tc, Py_ssize_t nb, floating* tp) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* src
+    cdef floating* dst
     for k in range(4):
-        src = tc + 2 * k * LDT
-        tp = t + k * LDT
-        for i in range(nb + 1):
-            tp[i] = src[2 * i]
-            tp[4 * LDT + i] = src[2 * i + 1]
+        src = tc + k * LDC
+        dst = tp + k * BLK
+        for i in range(nb):
+            dst[i] = src[2 * i]
+            dst[4 * BLK + i] = src[2 * i + 1]
+            dst[8 * BLK + i] = src[2 * i + 2]
+            dst[12 * BLK + i] = src[2 * i + 3]
+
+
+cdef inline void horizontal_f2(const floating* tp, Py_ssize_t n, floating* v,
+                               Py_ssize_t ldv) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* d0
+    cdef const floating* d1
+    cdef const floating* d2
+    cdef const floating* d3
+    cdef floating* o
     for k in range(4):
-        t0 = t + k * LDT            # phase 0: columns 2i, 2i+2
-        t1 = t + (4 + k) * LDT      # phase 1: columns 2i+1, 2i+3
+        d0 = tp + k * BLK
+        d1 = d0 + 4 * BLK
+        d2 = d1 + 4 * BLK
+        d3 = d2 + 4 * BLK
         o = v + 4 * k * ldv
-        for i in range(nb):
-            o[i] = t0[i] - t0[i + 1]
+        for i in range(n):
+            o[i] = d0[i] - d2[i]
         o = o + ldv
-        for i in range(nb):
-            o[i] = t1[i] + t0[i + 1]
+        for i in range(n):
+            o[i] = d1[i] + d2[i]
         o = o + ldv
-        for i in range(nb):
-            o[i] = t0[i + 1] - t1[i]
+        for i in range(n):
+            o[i] = d2[i] - d1[i]
         o = o + ldv
-        for i in range(nb):
-            o[i] = t1[i] - t1[i + 1]
+        for i in range(n):
+            o[i] = d1[i] - d3[i]
 
 
 # F(4x4, 3x3), points 0, +-1, +-2, inf:
 # B^T = [[4,0,-5,0,1,0],[0,-4,-4,1,1,0],[0,4,-4,-1,1,0],
 #        [0,-2,-1,2,1,0],[0,2,-1,-2,1,0],[0,4,0,-5,0,1]]
 
-cdef inline void input_block_f4(const floating** rp, Py_ssize_t nb, floating* v,
-                                Py_ssize_t ldv) noexcept nogil:
-    # v[a*ldv + i] = (B^T d_i B)[a] for the nb tiles whose rows start at rp[r][4*i].
-    cdef floating t[4 * 6 * LDT]
-    cdef floating tc[6 * 4 * LDT]
+cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
+                             floating* tc) noexcept nogil:
     cdef const floating* r0 = rp[0]
     cdef const floating* r1 = rp[1]
     cdef const floating* r2 = rp[2]
     cdef const floating* r3 = rp[3]
     cdef const floating* r4 = rp[4]
     cdef const floating* r5 = rp[5]
-    cdef floating* tp
-    cdef floating* p0
-    cdef floating* p1
-    cdef floating* p2
-    cdef floating* p3
-    cdef floating* o
-    cdef const floating* src
-    cdef Py_ssize_t i, k, j
-    cdef Py_ssize_t ncol = 4 * (nb + 1)
+    cdef Py_ssize_t j
     cdef floating d0, d1, d2, d3, d4, d5
-    # vertical pass over whole rows (contiguous): tc[k][j] = (B^T d[:, j])[k]
     for j in range(ncol):
         d0 = r0[j]
         d1 = r1[j]
@@ -159,44 +162,64 @@ cdef inline void input_block_f4(const floating** rp, Py_ssize_t nb, floating* v,
         d4 = r4[j]
         d5 = r5[j]
         tc[j] = 4 * d0 - 5 * d2 + d4
-        tc[4 * LDT + j] = (d4 - 4 * d2) + (d3 - 4 * d1)
-        tc[8 * LDT + j] = (d4 - 4 * d2) - (d3 - 4 * d1)
-        tc[12 * LDT + j] = (d4 - d2) + 2 * (d3 - d1)
-        tc[16 * LDT + j] = (d4 - d2) - 2 * (d3 - d1)
-        tc[20 * LDT + j] = 4 * d1 - 5 * d3 + d5
-    # split by phase: t[p][k][i] = tc[k][4i + p]
+        tc[LDC + j] = (d4 - 4 * d2) + (d3 - 4 * d1)
+        tc[2 * LDC + j] = (d4 - 4 * d2) - (d3 - 4 * d1)
+        tc[3 * LDC + j] = (d4 - d2) + 2 * (d3 - d1)
+        tc[4 * LDC + j] = (d4 - d2) - 2 * (d3 - d1)
+        tc[5 * LDC + j] = 4 * d1 - 5 * d3 + d5
+
+
+cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* src
+    cdef floating* dst
     for k in range(6):
-        src = tc + 4 * k * LDT
-        tp = t + k * LDT
-        for i in range(nb + 1):
-            tp[i] = src[4 * i]
-            tp[6 * LDT + i] = src[4 * i + 1]
-            tp[12 * LDT + i] = src[4 * i + 2]
-            tp[18 * LDT + i] = src[4 * i + 3]
+        src = tc + k * LDC
+        dst = tp + k * BLK
+        for i in range(nb):
+            dst[i] = src[4 * i]
+            dst[6 * BLK + i] = src[4 * i + 1]
+            dst[12 * BLK + i] = src[4 * i + 2]
+            dst[18 * BLK + i] = src[4 * i + 3]
+            dst[24 * BLK + i] = src[4 * i + 4]
+            dst[30 * BLK + i] = src[4 * i + 5]
+
+
+cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
+                               Py_ssize_t ldv) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* d0
+    cdef const floating* d1
+    cdef const floating* d2
+    cdef const floating* d3
+    cdef const floating* d4
+    cdef const floating* d5
+    cdef floating* o
     for k in range(6):
-        # Tile i's columns 4i .. 4i+5 are phases 0..3 at i, then phases 0, 1 at i+1.
-        p0 = t + k * LDT
-        p1 = t + (6 + k) * LDT
-        p2 = t + (12 + k) * LDT
-        p3 = t + (18 + k) * LDT
+        d0 = tp + k * BLK
+        d1 = d0 + 6 * BLK
+        d2 = d1 + 6 * BLK
+        d3 = d2 + 6 * BLK
+        d4 = d3 + 6 * BLK
+        d5 = d4 + 6 * BLK
         o = v + 6 * k * ldv
-        for i in range(nb):
-            o[i] = 4 * p0[i] - 5 * p2[i] + p0[i + 1]
+        for i in range(n):
+            o[i] = 4 * d0[i] - 5 * d2[i] + d4[i]
         o = o + ldv
-        for i in range(nb):
-            o[i] = (p0[i + 1] - 4 * p2[i]) + (p3[i] - 4 * p1[i])
+        for i in range(n):
+            o[i] = (d4[i] - 4 * d2[i]) + (d3[i] - 4 * d1[i])
         o = o + ldv
-        for i in range(nb):
-            o[i] = (p0[i + 1] - 4 * p2[i]) - (p3[i] - 4 * p1[i])
+        for i in range(n):
+            o[i] = (d4[i] - 4 * d2[i]) - (d3[i] - 4 * d1[i])
         o = o + ldv
-        for i in range(nb):
-            o[i] = (p0[i + 1] - p2[i]) + 2 * (p3[i] - p1[i])
+        for i in range(n):
+            o[i] = (d4[i] - d2[i]) + 2 * (d3[i] - d1[i])
         o = o + ldv
-        for i in range(nb):
-            o[i] = (p0[i + 1] - p2[i]) - 2 * (p3[i] - p1[i])
+        for i in range(n):
+            o[i] = (d4[i] - d2[i]) - 2 * (d3[i] - d1[i])
         o = o + ldv
-        for i in range(nb):
-            o[i] = 4 * p1[i] - 5 * p3[i] + p1[i + 1]
+        for i in range(n):
+            o[i] = 4 * d1[i] - 5 * d3[i] + d5[i]
 
 
 # ---- output side ---------------------------------------------------------------------
@@ -351,31 +374,43 @@ cdef inline void unit(const floating* xn, const floating* u, const floating* bia
     cdef Py_ssize_t nt = q1 - q0
     cdef Py_ssize_t ldv = cin_g * chunk + SKEW
     cdef Py_ssize_t ldm = cout_g * chunk + SKEW
-    cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj
-    cdef floating rbuf[6 * (BLK + 1) * 4]
+    cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol
+    cdef floating rbuf[6 * LDC]
+    cdef floating tc[6 * LDC]
+    cdef floating tp[36 * BLK]
     cdef floating y[16 * BLK]
     cdef const floating* rp[6]
     cdef floating b
     cdef const floating* xp
-    # 1. input transform, block by block along tile rows
+    # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
+    #    row segments it spans
     for c in range(cin_g if stages & 1 else 0):
         xp = xn + c * H * W
-        q = q0
-        while q < q1:
-            th = q // TW
-            tw = q - th * TW
-            tw_end = TW if q1 - q > TW - tw else tw + (q1 - q)
-            if tw_end - tw > BLK:
-                tw_end = tw + BLK
-            nb = tw_end - tw
-            for r in range(alpha):
-                rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, (nb + 1) * mt,
-                                    colidx, colrun, pad, rbuf + r * (BLK + 1) * 4)
+        qb = q0
+        while qb < q1:
+            qb_end = qb + BLK if q1 - qb > BLK else q1
+            q = qb
+            while q < qb_end:
+                th = q // TW
+                tw = q - th * TW
+                tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
+                nb = tw_end - tw
+                ncol = nb * mt + 2
+                for r in range(alpha):
+                    rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, ncol,
+                                        colidx, colrun, pad, rbuf + r * LDC)
+                if mt == 2:
+                    vertical_f2(rp, ncol, tc)
+                    split_f2(tc, nb, tp + (q - qb))
+                else:
+                    vertical_f4(rp, ncol, tc)
+                    split_f4(tc, nb, tp + (q - qb))
+                q = q + nb
             if mt == 2:
-                input_block_f2(rp, nb, vbuf + c * chunk + (q - q0), ldv)
+                horizontal_f2(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
             else:
-                input_block_f4(rp, nb, vbuf + c * chunk + (q - q0), ldv)
-            q = q + nb
+                horizontal_f4(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
+            qb = qb_end
     # 2. alpha^2 GEMMs: M[a] (cout_g x nt) = U[a] (cout_g x cin_g) @ V[a] (cin_g x nt)
     for a in range(A2 if stages & 2 else 0):
         gemm_rm(u + a * u_ld, vbuf + a * ldv, mbuf + a * ldm, cout_g, nt, cin_g,
@@ -383,27 +418,29 @@ cdef inline void unit(const floating* xn, const floating* u, const floating* bia
     # 3. output transform, bias, ReLU; only valid outputs of edge tiles are written
     for c in range(cout_g if stages & 4 else 0):
         b = bias[c] if has_bias else 0
-        q = q0
-        while q < q1:
-            th = q // TW
-            tw = q - th * TW
-            tw_end = TW if q1 - q > TW - tw else tw + (q1 - q)
-            if tw_end - tw > BLK:
-                tw_end = tw + BLK
-            nb = tw_end - tw
+        qb = q0
+        while qb < q1:
+            qb_end = qb + BLK if q1 - qb > BLK else q1
             if mt == 2:
-                output_block_f2(mbuf + c * chunk + (q - q0), ldm, nb, y)
+                output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
             else:
-                output_block_f4(mbuf + c * chunk + (q - q0), ldm, nb, y)
-            ni = OH - th * mt
-            if ni > mt:
-                ni = mt
-            nj = OW - (tw_end - 1) * mt
-            if nj > mt:
-                nj = mt
-            store_rows(y, mt, nb, ni, nj, outn + c * OH * OW + th * mt * OW + tw * mt,
-                       OW, b, relu)
-            q = q + nb
+                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+            q = qb
+            while q < qb_end:
+                th = q // TW
+                tw = q - th * TW
+                tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
+                nb = tw_end - tw
+                ni = OH - th * mt
+                if ni > mt:
+                    ni = mt
+                nj = OW - (tw_end - 1) * mt
+                if nj > mt:
+                    nj = mt
+                store_rows(y + (q - qb), mt, nb, ni, nj,
+                           outn + c * OH * OW + th * mt * OW + tw * mt, OW, b, relu)
+                q = q + nb
+            qb = qb_end
 
 
 def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
@@ -418,7 +455,7 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     x: (N, C_in, H, W); u: ((mt+2)**2, C_out, C_in/groups), the transformed filter;
     out: (N, C_out, OH, OW) with TH = ceil(OH/mt), TW = ceil(OW/mt) tiles;
     rowidx: (TH*mt + 2,) input row at each padded row (-1 pad, -2 zero);
-    colidx, colrun: (TW*mt + 2*mt,) the same for columns, and the length of the run
+    colidx, colrun: (TW*mt + 2,) the same for columns, and the length of the run
     of consecutive input columns starting at each padded column.
     ``work`` has one row of at least ``workspace_row(mt, cin_g, cout_g, chunk)``
     values per thread; a unit covers ``chunk`` consecutive tiles of one image and group.
@@ -444,7 +481,7 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
     if n_units == 0 or OH == 0 or OW == 0:
         return
-    if rowidx.shape[0] < TH * mt + 2 or colidx.shape[0] < TW * mt + 2 * mt \
+    if rowidx.shape[0] < TH * mt + 2 or colidx.shape[0] < TW * mt + 2 \
             or colrun.shape[0] < colidx.shape[0] or mt not in (2, 4):
         raise ValueError("winograd_2d: inconsistent tables")
     with nogil, parallel(num_threads=n_threads):

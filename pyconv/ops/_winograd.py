@@ -59,7 +59,7 @@ from pyconv._workspace import workspace
 VARIANTS = {"F2": 2, "F4": 4}
 #: Tiles per work unit: enough columns for an efficient GEMM, small enough that V and
 #: M of one unit stay in the per-core cache while the output transform reads them.
-TILES_PER_CHUNK = 128
+TILES_PER_CHUNK = 64
 #: Hard cap on one thread's workspace row (V and M of one chunk).
 BYTES_PER_THREAD = 4 << 20
 #: Below this many units the tiles of an image are split further (fixed, so the
@@ -191,13 +191,20 @@ def _runs(idx):
 
 
 def chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize):
-    """Tiles per work unit (see the module docstring's Memory section)."""
-    alpha2 = (m + 2) ** 2
-    per_tile = alpha2 * (cin_g + cout_g) * itemsize
-    chunk = min(TILES_PER_CHUNK, max(1, BYTES_PER_THREAD // per_tile), n_tiles)
-    if units_outside * -(-n_tiles // chunk) < MIN_UNITS:
-        chunk = min(chunk, max(16, -(-(n_tiles * units_outside) // MIN_UNITS)))
-    return max(1, min(chunk, n_tiles))
+    """Tiles per work unit for ``n_tiles`` tiles per image and group.
+
+    About :data:`TILES_PER_CHUNK` (measured best: GEMMs of 64 columns re-pack the
+    filter often enough to matter below, and V/M outgrow the cache above), balanced
+    so that the last chunk is not a sliver, within :data:`BYTES_PER_THREAD`, and split
+    further when there are fewer than :data:`MIN_UNITS` units. Depends on the shape
+    only, never on the thread count.
+    """
+    per_tile = (m + 2) ** 2 * (cin_g + cout_g) * itemsize
+    target = max(1, min(TILES_PER_CHUNK, BYTES_PER_THREAD // per_tile))
+    n_chunks = -(-n_tiles // target)
+    if units_outside * n_chunks < MIN_UNITS:
+        n_chunks = max(n_chunks, min(-(-MIN_UNITS // units_outside), -(-n_tiles // 16)))
+    return max(1, -(-n_tiles // n_chunks))
 
 
 def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, relu,
@@ -256,7 +263,7 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
         return out
     TH, TW = -(-OH // m), -(-OW // m)
     rowidx = _axis_index(H, TH * m + 2, lo_h, hi_h, padding_mode)
-    colidx = _axis_index(W, TW * m + 2 * m, lo_w, hi_w, padding_mode)
+    colidx = _axis_index(W, TW * m + 2, lo_w, hi_w, padding_mode)
     colrun = _runs(colidx)
     n_tiles = TH * TW
     chunk = chunk_tiles(n_tiles, N * groups, cin_g, cout_g, m, x.dtype.itemsize)
