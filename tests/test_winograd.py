@@ -224,6 +224,14 @@ def test_supported_preferred_and_chunks():
     assert winograd_preferred(spec, (8, 64, 56, 56), np.float32) in VARIANTS
     assert winograd_preferred({**spec, "groups": 64}, (8, 64, 56, 56), np.float32) is None
     assert winograd_preferred({**spec, "stride": (2, 2)}, (8, 64, 56, 56), np.float32) is None
+    few = {**spec, "in_channels": 3}
+    assert winograd_preferred(few, (8, 3, 56, 56), np.float32) is None
+    # thin GEMMs: one 4x4 image is a single F4 tile and 4 F2 tiles
+    big = {**spec, "in_channels": 512, "out_channels": 512}
+    assert winograd_preferred(big, (1, 512, 4, 4), np.float64) is None
+    assert winograd_preferred(big, (1, 512, 7, 7), np.float64) == "F2"
+    assert winograd_preferred(big, (8, 512, 7, 7), np.float64) == "F4"
+    assert winograd_preferred({**big, "padding": "same"}, (8, 512, 7, 7), "float64") == "F4"
     for n_tiles in (1, 7, 49, 196, 784, 3136, 12544):
         for images in (1, 8):
             c = chunk_tiles(n_tiles, images, 64, 64, 4, 4)

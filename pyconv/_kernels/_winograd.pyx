@@ -1,6 +1,7 @@
 """Winograd minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for 3x3 stride-1 convolution.
 
-Per work unit (image, group, chunk of output tiles):
+Per work unit (group, chunk of output tiles, numbered image after image so that small
+images share GEMMs):
 
 1. input transform: each alpha x alpha input tile (alpha = m + 2) of each channel is
    transformed, ``V[a, c, t] = (B^T d B)[a]``;
@@ -359,22 +360,25 @@ cdef inline void store_rows(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
 
 # ---- one work unit -------------------------------------------------------------------
 
-cdef inline void unit(const floating* xn, const floating* u, const floating* bias,
-                      floating* outn, floating* vbuf, floating* mbuf,
+cdef inline void unit(const floating* xg, const floating* u, const floating* bias,
+                      floating* outg, floating* vbuf, floating* mbuf,
                       Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g,
                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                       Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t chunk,
                       const Py_ssize_t* rowidx, const Py_ssize_t* colidx,
-                      const Py_ssize_t* colrun, Py_ssize_t TW, Py_ssize_t u_ld,
+                      const Py_ssize_t* colrun, Py_ssize_t TW, Py_ssize_t n_tiles,
+                      Py_ssize_t x_img, Py_ssize_t out_img, Py_ssize_t u_ld,
                       floating pad, bint has_bias, bint relu, int stages) noexcept nogil:
-    # xn: cin_g input planes (H*W); u: U[a] rows for this group, U[a] at u + a*u_ld,
-    # row stride cin_g; outn: cout_g output planes (OH*OW); tiles q0 <= q < q1.
+    # xg: the group's first input plane (H*W), images x_img values apart; u: U[a] rows
+    # for this group, U[a] at u + a*u_ld, row stride cin_g; outg: the group's first
+    # output plane (OH*OW), images out_img apart. Tiles q0 <= q < q1 are numbered
+    # across images (n_tiles per image), so small images share one GEMM.
     cdef Py_ssize_t alpha = mt + 2
     cdef Py_ssize_t A2 = alpha * alpha
     cdef Py_ssize_t nt = q1 - q0
     cdef Py_ssize_t ldv = cin_g * chunk + SKEW
     cdef Py_ssize_t ldm = cout_g * chunk + SKEW
-    cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol
+    cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol, img, ql
     cdef floating rbuf[6 * LDC]
     cdef floating tc[6 * LDC]
     cdef floating tp[36 * BLK]
@@ -385,17 +389,19 @@ cdef inline void unit(const floating* xn, const floating* u, const floating* bia
     # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
     #    row segments it spans
     for c in range(cin_g if stages & 1 else 0):
-        xp = xn + c * H * W
         qb = q0
         while qb < q1:
             qb_end = qb + BLK if q1 - qb > BLK else q1
             q = qb
             while q < qb_end:
-                th = q // TW
-                tw = q - th * TW
+                img = q // n_tiles
+                ql = q - img * n_tiles
+                th = ql // TW
+                tw = ql - th * TW
                 tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
                 nb = tw_end - tw
                 ncol = nb * mt + 2
+                xp = xg + img * x_img + c * H * W
                 for r in range(alpha):
                     rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, ncol,
                                         colidx, colrun, pad, rbuf + r * LDC)
@@ -427,8 +433,10 @@ cdef inline void unit(const floating* xn, const floating* u, const floating* bia
                 output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
             q = qb
             while q < qb_end:
-                th = q // TW
-                tw = q - th * TW
+                img = q // n_tiles
+                ql = q - img * n_tiles
+                th = ql // TW
+                tw = ql - th * TW
                 tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
                 nb = tw_end - tw
                 ni = OH - th * mt
@@ -438,7 +446,8 @@ cdef inline void unit(const floating* xn, const floating* u, const floating* bia
                 if nj > mt:
                     nj = mt
                 store_rows(y + (q - qb), mt, nb, ni, nj,
-                           outn + c * OH * OW + th * mt * OW + tw * mt, OW, b, relu)
+                           outg + img * out_img + c * OH * OW + th * mt * OW + tw * mt,
+                           OW, b, relu)
                 q = q + nb
             qb = qb_end
 
@@ -458,7 +467,8 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     colidx, colrun: (TW*mt + 2,) the same for columns, and the length of the run
     of consecutive input columns starting at each padded column.
     ``work`` has one row of at least ``workspace_row(mt, cin_g, cout_g, chunk)``
-    values per thread; a unit covers ``chunk`` consecutive tiles of one image and group.
+    values per thread; a unit covers ``chunk`` consecutive tiles of one group, numbered
+    image after image (a chunk may span images).
     ``stages`` (a bit mask of the three steps) exists for profiling only.
     """
     cdef Py_ssize_t N = x.shape[0]
@@ -472,10 +482,10 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     cdef Py_ssize_t cout_g = C_out // groups
     cdef Py_ssize_t alpha = mt + 2
     cdef Py_ssize_t n_tiles = TH * TW
-    cdef Py_ssize_t n_chunks = (n_tiles + chunk - 1) // chunk
-    cdef Py_ssize_t n_units = N * groups * n_chunks
+    cdef Py_ssize_t n_chunks = (N * n_tiles + chunk - 1) // chunk
+    cdef Py_ssize_t n_units = groups * n_chunks
     cdef Py_ssize_t u_ld = C_out * cin_g
-    cdef Py_ssize_t uu, n, g, k, q0, q1
+    cdef Py_ssize_t uu, g, k, q0, q1
     cdef floating* vbuf = NULL
     cdef floating* mbuf = NULL
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
@@ -489,14 +499,14 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
         mbuf = vbuf + alpha * alpha * (cin_g * chunk + SKEW)
         for uu in prange(n_units, schedule='static'):
             k = uu % n_chunks
-            g = (uu // n_chunks) % groups
-            n = uu // (n_chunks * groups)
+            g = uu // n_chunks
             q0 = k * chunk
             q1 = q0 + chunk
-            if q1 > n_tiles:
-                q1 = n_tiles
-            unit(&x[n, g * cin_g, 0, 0], &u[0, g * cout_g, 0],
+            if q1 > N * n_tiles:
+                q1 = N * n_tiles
+            unit(&x[0, g * cin_g, 0, 0], &u[0, g * cout_g, 0],
                  bias_ptr + g * cout_g if has_bias else NULL,
-                 &out[n, g * cout_g, 0, 0], vbuf, mbuf, mt, cin_g, cout_g,
+                 &out[0, g * cout_g, 0, 0], vbuf, mbuf, mt, cin_g, cout_g,
                  H, W, OH, OW, q0, q1, chunk, &rowidx[0], &colidx[0], &colrun[0],
-                 TW, u_ld, pad_value, has_bias, relu, stages)
+                 TW, n_tiles, C_in * H * W, C_out * OH * OW, u_ld, pad_value,
+                 has_bias, relu, stages)
