@@ -1,0 +1,512 @@
+"""Winograd minimal filtering F(2x2, 3x3) and F(4x4, 3x3) for 3x3 stride-1 convolution.
+
+Per work unit (group, chunk of output tiles, numbered image after image so that small
+images share GEMMs):
+
+1. input transform: each alpha x alpha input tile (alpha = m + 2) of each channel is
+   transformed, ``V[a, c, t] = (B^T d B)[a]``;
+2. ``alpha**2`` GEMMs ``M[a] = U[a] @ V[a]`` with the pre-transformed filter
+   ``U[a] = (G g G^T)[a]`` of shape ``(C_out/groups, C_in/groups)``;
+3. output transform ``Y = A^T M A`` (m x m outputs per tile), bias and ReLU fused,
+   only the outputs inside ``(OH, OW)`` written (partial edge tiles).
+
+Inputs are addressed in "virtual" (padded) coordinates: ``rowidx[j]`` / ``colidx[j]``
+give the input row / column read at padded position ``j`` (-1: a pad, filled with
+``pad_value``; -2: past the padded extent, read as 0, since it only feeds outputs
+that are never written). ``colrun[j]`` is the length of the run of consecutive input
+columns starting at ``j``, so interior stretches are read in place, with no copy.
+
+The transforms run over blocks of up to ``BLK`` tiles of one tile row with the tile
+index innermost (so the compiler can vectorise them): the vertical pass over the
+alpha input rows is shared by horizontally overlapping tiles and written
+phase-split (``T[p][k][i]`` = column ``m*i + p``), so the horizontal pass reads
+contiguous data and writes each V[a] stream contiguously.
+
+Units write disjoint output tiles, so they run under one ``prange`` with
+single-threaded BLAS inside. A unit's arithmetic does not depend on which thread runs
+it nor on the thread count, so results are bit-identical for any ``n_threads``.
+Each thread owns one row of the caller's workspace of ``workspace_row(...)`` values
+(V and M of one chunk).
+"""
+from cython cimport floating
+from cython.parallel cimport parallel, prange
+
+from pyconv._kernels._blas cimport gemm_rm
+from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
+
+
+cdef enum:
+    # Tiles per transform block (packed across tile rows).
+    BLK = 64
+    # Leading dimension of the vertical-pass scratch: the columns of BLK 4x4 tiles.
+    LDC = 4 * BLK + 4
+    # The alpha**2 matrices V[a] (and M[a]) are written (read) together, one value
+    # each per tile; with a plain cin_g*chunk stride (often a multiple of 4 KiB) they
+    # would all fall in the same L1 cache sets and evict each other. A skew of one
+    # cache line per matrix spreads them over the sets.
+    SKEW = 16
+
+
+def workspace_row(Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t chunk):
+    """Values one thread's workspace row needs: V and M of one chunk, skewed."""
+    return (mt + 2) ** 2 * ((cin_g + cout_g) * chunk + 2 * SKEW)
+
+
+# ---- input side ----------------------------------------------------------------------
+
+cdef inline const floating* row_pointer(const floating* xp, Py_ssize_t W, Py_ssize_t h,
+                                        Py_ssize_t j0, Py_ssize_t ncol,
+                                        const Py_ssize_t* colidx, const Py_ssize_t* colrun,
+                                        floating pad, floating* buf) noexcept nogil:
+    # Pointer to ``ncol`` values of input row h at padded columns j0 .. j0+ncol-1:
+    # in place when they are consecutive input columns, else gathered into buf.
+    cdef Py_ssize_t j, w
+    cdef floating fill
+    if h >= 0 and colrun[j0] >= ncol:
+        return xp + h * W + colidx[j0]
+    if h < 0:
+        fill = pad if h == -1 else 0
+        for j in range(ncol):
+            buf[j] = fill
+        return buf
+    for j in range(ncol):
+        w = colidx[j0 + j]
+        if w >= 0:
+            buf[j] = xp[h * W + w]
+        else:
+            buf[j] = pad if w == -1 else 0
+    return buf
+
+
+# Each input block goes through three passes over local scratch:
+#   vertical: tc[k][j] = (B^T d[:, j])[k] over whole (contiguous) rows of one tile row;
+#   split:    tp[s][k][i] = tc[k][m*i + s], so tile i's alpha columns are contiguous
+#             over i (tiles of several tile rows are packed one after another);
+#   horizontal: v[(alpha*k + s)*ldv + i] = (B^T tp[:, k, i])[s], one V stream per loop.
+
+# F(2x2, 3x3): B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]
+
+cdef inline void vertical_f2(const floating** rp, Py_ssize_t ncol,
+                             floating* tc) noexcept nogil:
+    cdef const floating* r0 = rp[0]
+    cdef const floating* r1 = rp[1]
+    cdef const floating* r2 = rp[2]
+    cdef const floating* r3 = rp[3]
+    cdef Py_ssize_t j
+    for j in range(ncol):
+        tc[j] = r0[j] - r2[j]
+        tc[LDC + j] = r1[j] + r2[j]
+        tc[2 * LDC + j] = r2[j] - r1[j]
+        tc[3 * LDC + j] = r1[j] - r3[j]
+
+
+cdef inline void split_f2(const floating* tc, Py_ssize_t nb, floating* tp) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* src
+    cdef floating* dst
+    for k in range(4):
+        src = tc + k * LDC
+        dst = tp + k * BLK
+        for i in range(nb):
+            dst[i] = src[2 * i]
+            dst[4 * BLK + i] = src[2 * i + 1]
+            dst[8 * BLK + i] = src[2 * i + 2]
+            dst[12 * BLK + i] = src[2 * i + 3]
+
+
+cdef inline void horizontal_f2(const floating* tp, Py_ssize_t n, floating* v,
+                               Py_ssize_t ldv) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* d0
+    cdef const floating* d1
+    cdef const floating* d2
+    cdef const floating* d3
+    cdef floating* o
+    for k in range(4):
+        d0 = tp + k * BLK
+        d1 = d0 + 4 * BLK
+        d2 = d1 + 4 * BLK
+        d3 = d2 + 4 * BLK
+        o = v + 4 * k * ldv
+        for i in range(n):
+            o[i] = d0[i] - d2[i]
+        o = o + ldv
+        for i in range(n):
+            o[i] = d1[i] + d2[i]
+        o = o + ldv
+        for i in range(n):
+            o[i] = d2[i] - d1[i]
+        o = o + ldv
+        for i in range(n):
+            o[i] = d1[i] - d3[i]
+
+
+# F(4x4, 3x3), points 0, +-1, +-2, inf:
+# B^T = [[4,0,-5,0,1,0],[0,-4,-4,1,1,0],[0,4,-4,-1,1,0],
+#        [0,-2,-1,2,1,0],[0,2,-1,-2,1,0],[0,4,0,-5,0,1]]
+
+cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
+                             floating* tc) noexcept nogil:
+    cdef const floating* r0 = rp[0]
+    cdef const floating* r1 = rp[1]
+    cdef const floating* r2 = rp[2]
+    cdef const floating* r3 = rp[3]
+    cdef const floating* r4 = rp[4]
+    cdef const floating* r5 = rp[5]
+    cdef Py_ssize_t j
+    cdef floating d0, d1, d2, d3, d4, d5
+    for j in range(ncol):
+        d0 = r0[j]
+        d1 = r1[j]
+        d2 = r2[j]
+        d3 = r3[j]
+        d4 = r4[j]
+        d5 = r5[j]
+        tc[j] = 4 * d0 - 5 * d2 + d4
+        tc[LDC + j] = (d4 - 4 * d2) + (d3 - 4 * d1)
+        tc[2 * LDC + j] = (d4 - 4 * d2) - (d3 - 4 * d1)
+        tc[3 * LDC + j] = (d4 - d2) + 2 * (d3 - d1)
+        tc[4 * LDC + j] = (d4 - d2) - 2 * (d3 - d1)
+        tc[5 * LDC + j] = 4 * d1 - 5 * d3 + d5
+
+
+cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* src
+    cdef floating* dst
+    for k in range(6):
+        src = tc + k * LDC
+        dst = tp + k * BLK
+        for i in range(nb):
+            dst[i] = src[4 * i]
+            dst[6 * BLK + i] = src[4 * i + 1]
+            dst[12 * BLK + i] = src[4 * i + 2]
+            dst[18 * BLK + i] = src[4 * i + 3]
+            dst[24 * BLK + i] = src[4 * i + 4]
+            dst[30 * BLK + i] = src[4 * i + 5]
+
+
+cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
+                               Py_ssize_t ldv) noexcept nogil:
+    cdef Py_ssize_t k, i
+    cdef const floating* d0
+    cdef const floating* d1
+    cdef const floating* d2
+    cdef const floating* d3
+    cdef const floating* d4
+    cdef const floating* d5
+    cdef floating* o
+    for k in range(6):
+        d0 = tp + k * BLK
+        d1 = d0 + 6 * BLK
+        d2 = d1 + 6 * BLK
+        d3 = d2 + 6 * BLK
+        d4 = d3 + 6 * BLK
+        d5 = d4 + 6 * BLK
+        o = v + 6 * k * ldv
+        for i in range(n):
+            o[i] = 4 * d0[i] - 5 * d2[i] + d4[i]
+        o = o + ldv
+        for i in range(n):
+            o[i] = (d4[i] - 4 * d2[i]) + (d3[i] - 4 * d1[i])
+        o = o + ldv
+        for i in range(n):
+            o[i] = (d4[i] - 4 * d2[i]) - (d3[i] - 4 * d1[i])
+        o = o + ldv
+        for i in range(n):
+            o[i] = (d4[i] - d2[i]) + 2 * (d3[i] - d1[i])
+        o = o + ldv
+        for i in range(n):
+            o[i] = (d4[i] - d2[i]) - 2 * (d3[i] - d1[i])
+        o = o + ldv
+        for i in range(n):
+            o[i] = 4 * d1[i] - 5 * d3[i] + d5[i]
+
+
+# ---- output side ---------------------------------------------------------------------
+
+# F(2x2, 3x3): A^T = [[1,1,1,0],[0,1,-1,-1]]
+
+cdef inline void output_block_f2(const floating* mm, Py_ssize_t ldm, Py_ssize_t nb,
+                                 floating* y) noexcept nogil:
+    # y[(2*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i].
+    cdef floating pbuf[4 * 2 * BLK]
+    cdef const floating* m0
+    cdef const floating* m1
+    cdef const floating* m2
+    cdef const floating* m3
+    cdef floating* q0
+    cdef floating* q1
+    cdef floating* q2
+    cdef floating* q3
+    cdef floating* o
+    cdef Py_ssize_t k, c, i
+    for k in range(4):              # rows of M: A^T along the columns s
+        m0 = mm + 4 * k * ldm
+        m1 = m0 + ldm
+        m2 = m1 + ldm
+        m3 = m2 + ldm
+        o = pbuf + 2 * k * BLK
+        for i in range(nb):
+            o[i] = m0[i] + m1[i] + m2[i]
+        o = o + BLK
+        for i in range(nb):
+            o[i] = m1[i] - m2[i] - m3[i]
+    for c in range(2):              # then along the rows
+        q0 = pbuf + c * BLK
+        q1 = q0 + 2 * BLK
+        q2 = q1 + 2 * BLK
+        q3 = q2 + 2 * BLK
+        o = y + c * BLK
+        for i in range(nb):
+            o[i] = q0[i] + q1[i] + q2[i]
+        o = y + (2 + c) * BLK
+        for i in range(nb):
+            o[i] = q1[i] - q2[i] - q3[i]
+
+
+# F(4x4, 3x3): A^T = [[1,1,1,1,1,0],[0,1,-1,2,-2,0],[0,1,1,4,4,0],[0,1,-1,8,-8,1]]
+
+cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t nb,
+                                 floating* y) noexcept nogil:
+    # y[(4*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i].
+    cdef floating pbuf[6 * 4 * BLK]
+    cdef const floating* m0
+    cdef const floating* m1
+    cdef const floating* m2
+    cdef const floating* m3
+    cdef const floating* m4
+    cdef const floating* m5
+    cdef floating* o
+    cdef Py_ssize_t k, c, i
+    for k in range(6):              # rows of M: A^T along the columns s
+        m0 = mm + 6 * k * ldm
+        m1 = m0 + ldm
+        m2 = m1 + ldm
+        m3 = m2 + ldm
+        m4 = m3 + ldm
+        m5 = m4 + ldm
+        o = pbuf + 4 * k * BLK
+        for i in range(nb):
+            o[i] = m0[i] + (m1[i] + m2[i]) + (m3[i] + m4[i])
+        o = o + BLK
+        for i in range(nb):
+            o[i] = (m1[i] - m2[i]) + 2 * (m3[i] - m4[i])
+        o = o + BLK
+        for i in range(nb):
+            o[i] = (m1[i] + m2[i]) + 4 * (m3[i] + m4[i])
+        o = o + BLK
+        for i in range(nb):
+            o[i] = (m1[i] - m2[i]) + 8 * (m3[i] - m4[i]) + m5[i]
+    for c in range(4):              # then along the rows
+        m0 = pbuf + c * BLK
+        m1 = m0 + 4 * BLK
+        m2 = m1 + 4 * BLK
+        m3 = m2 + 4 * BLK
+        m4 = m3 + 4 * BLK
+        m5 = m4 + 4 * BLK
+        o = y + c * BLK
+        for i in range(nb):
+            o[i] = m0[i] + (m1[i] + m2[i]) + (m3[i] + m4[i])
+        o = y + (4 + c) * BLK
+        for i in range(nb):
+            o[i] = (m1[i] - m2[i]) + 2 * (m3[i] - m4[i])
+        o = y + (8 + c) * BLK
+        for i in range(nb):
+            o[i] = (m1[i] + m2[i]) + 4 * (m3[i] + m4[i])
+        o = y + (12 + c) * BLK
+        for i in range(nb):
+            o[i] = (m1[i] - m2[i]) + 8 * (m3[i] - m4[i]) + m5[i]
+
+
+cdef inline floating act(floating v, bint relu) noexcept nogil:
+    # ReLU maps NaN to 0, as the im2col kernel's epilogue does.
+    if relu:
+        return v if v > 0 else 0
+    return v
+
+
+cdef inline void store_rows(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
+                            Py_ssize_t ni, Py_ssize_t nj_last, floating* orow,
+                            Py_ssize_t OW, floating b, bint relu) noexcept nogil:
+    # Output rows r < ni of nb tiles: orow[r*OW + mt*i + c] = act(y[(mt*r + c)*BLK + i]
+    # + b); the last tile keeps only nj_last columns.
+    cdef Py_ssize_t r, c, i, nfull
+    cdef floating* o
+    cdef const floating* y0
+    cdef const floating* y1
+    cdef const floating* y2
+    cdef const floating* y3
+    nfull = nb if nj_last == mt else nb - 1
+    for r in range(ni):
+        o = orow + r * OW
+        y0 = y + mt * r * BLK
+        y1 = y0 + BLK
+        if mt == 2:
+            for i in range(nfull):
+                o[2 * i] = act(y0[i] + b, relu)
+                o[2 * i + 1] = act(y1[i] + b, relu)
+        else:
+            y2 = y1 + BLK
+            y3 = y2 + BLK
+            for i in range(nfull):
+                o[4 * i] = act(y0[i] + b, relu)
+                o[4 * i + 1] = act(y1[i] + b, relu)
+                o[4 * i + 2] = act(y2[i] + b, relu)
+                o[4 * i + 3] = act(y3[i] + b, relu)
+        for c in range(nj_last if nfull < nb else 0):
+            o[mt * nfull + c] = act(y0[c * BLK + nfull] + b, relu)
+
+
+# ---- one work unit -------------------------------------------------------------------
+
+cdef inline void unit(const floating* xg, const floating* u, const floating* bias,
+                      floating* outg, floating* vbuf, floating* mbuf,
+                      Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g,
+                      Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                      Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t chunk,
+                      const Py_ssize_t* rowidx, const Py_ssize_t* colidx,
+                      const Py_ssize_t* colrun, Py_ssize_t TW, Py_ssize_t n_tiles,
+                      Py_ssize_t x_img, Py_ssize_t out_img, Py_ssize_t u_ld,
+                      floating pad, bint has_bias, bint relu, int stages) noexcept nogil:
+    # xg: the group's first input plane (H*W), images x_img values apart; u: U[a] rows
+    # for this group, U[a] at u + a*u_ld, row stride cin_g; outg: the group's first
+    # output plane (OH*OW), images out_img apart. Tiles q0 <= q < q1 are numbered
+    # across images (n_tiles per image), so small images share one GEMM.
+    cdef Py_ssize_t alpha = mt + 2
+    cdef Py_ssize_t A2 = alpha * alpha
+    cdef Py_ssize_t nt = q1 - q0
+    cdef Py_ssize_t ldv = cin_g * chunk + SKEW
+    cdef Py_ssize_t ldm = cout_g * chunk + SKEW
+    cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol, img, ql
+    cdef floating rbuf[6 * LDC]
+    cdef floating tc[6 * LDC]
+    cdef floating tp[36 * BLK]
+    cdef floating y[16 * BLK]
+    cdef const floating* rp[6]
+    cdef floating b
+    cdef const floating* xp
+    # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
+    #    row segments it spans
+    for c in range(cin_g if stages & 1 else 0):
+        qb = q0
+        while qb < q1:
+            qb_end = qb + BLK if q1 - qb > BLK else q1
+            q = qb
+            while q < qb_end:
+                img = q // n_tiles
+                ql = q - img * n_tiles
+                th = ql // TW
+                tw = ql - th * TW
+                tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
+                nb = tw_end - tw
+                ncol = nb * mt + 2
+                xp = xg + img * x_img + c * H * W
+                for r in range(alpha):
+                    rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, ncol,
+                                        colidx, colrun, pad, rbuf + r * LDC)
+                if mt == 2:
+                    vertical_f2(rp, ncol, tc)
+                    split_f2(tc, nb, tp + (q - qb))
+                else:
+                    vertical_f4(rp, ncol, tc)
+                    split_f4(tc, nb, tp + (q - qb))
+                q = q + nb
+            if mt == 2:
+                horizontal_f2(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
+            else:
+                horizontal_f4(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
+            qb = qb_end
+    # 2. alpha^2 GEMMs: M[a] (cout_g x nt) = U[a] (cout_g x cin_g) @ V[a] (cin_g x nt)
+    for a in range(A2 if stages & 2 else 0):
+        gemm_rm(u + a * u_ld, vbuf + a * ldv, mbuf + a * ldm, cout_g, nt, cin_g,
+                cin_g, chunk, chunk, 0)
+    # 3. output transform, bias, ReLU; only valid outputs of edge tiles are written
+    for c in range(cout_g if stages & 4 else 0):
+        b = bias[c] if has_bias else 0
+        qb = q0
+        while qb < q1:
+            qb_end = qb + BLK if q1 - qb > BLK else q1
+            if mt == 2:
+                output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+            else:
+                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+            q = qb
+            while q < qb_end:
+                img = q // n_tiles
+                ql = q - img * n_tiles
+                th = ql // TW
+                tw = ql - th * TW
+                tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
+                nb = tw_end - tw
+                ni = OH - th * mt
+                if ni > mt:
+                    ni = mt
+                nj = OW - (tw_end - 1) * mt
+                if nj > mt:
+                    nj = mt
+                store_rows(y + (q - qb), mt, nb, ni, nj,
+                           outg + img * out_img + c * OH * OW + th * mt * OW + tw * mt,
+                           OW, b, relu)
+                q = q + nb
+            qb = qb_end
+
+
+def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
+                const floating[::1] bias, floating[:, :, :, ::1] out,
+                const Py_ssize_t[::1] rowidx, const Py_ssize_t[::1] colidx,
+                const Py_ssize_t[::1] colrun, Py_ssize_t TH, Py_ssize_t TW,
+                Py_ssize_t mt, Py_ssize_t groups, floating pad_value,
+                bint has_bias, bint relu, Py_ssize_t chunk,
+                floating[:, ::1] work, int n_threads, int stages=7):
+    """out = conv3x3(x, g) + bias by Winograd F(mt x mt, 3x3), mt in {2, 4}.
+
+    x: (N, C_in, H, W); u: ((mt+2)**2, C_out, C_in/groups), the transformed filter;
+    out: (N, C_out, OH, OW) with TH = ceil(OH/mt), TW = ceil(OW/mt) tiles;
+    rowidx: (TH*mt + 2,) input row at each padded row (-1 pad, -2 zero);
+    colidx, colrun: (TW*mt + 2,) the same for columns, and the length of the run
+    of consecutive input columns starting at each padded column.
+    ``work`` has one row of at least ``workspace_row(mt, cin_g, cout_g, chunk)``
+    values per thread; a unit covers ``chunk`` consecutive tiles of one group, numbered
+    image after image (a chunk may span images).
+    ``stages`` (a bit mask of the three steps) exists for profiling only.
+    """
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C_in = x.shape[1]
+    cdef Py_ssize_t H = x.shape[2]
+    cdef Py_ssize_t W = x.shape[3]
+    cdef Py_ssize_t C_out = out.shape[1]
+    cdef Py_ssize_t OH = out.shape[2]
+    cdef Py_ssize_t OW = out.shape[3]
+    cdef Py_ssize_t cin_g = C_in // groups
+    cdef Py_ssize_t cout_g = C_out // groups
+    cdef Py_ssize_t alpha = mt + 2
+    cdef Py_ssize_t n_tiles = TH * TW
+    cdef Py_ssize_t n_chunks = (N * n_tiles + chunk - 1) // chunk
+    cdef Py_ssize_t n_units = groups * n_chunks
+    cdef Py_ssize_t u_ld = C_out * cin_g
+    cdef Py_ssize_t uu, g, k, q0, q1
+    cdef floating* vbuf = NULL
+    cdef floating* mbuf = NULL
+    cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
+    if n_units == 0 or OH == 0 or OW == 0:
+        return
+    if rowidx.shape[0] < TH * mt + 2 or colidx.shape[0] < TW * mt + 2 \
+            or colrun.shape[0] < colidx.shape[0] or mt not in (2, 4):
+        raise ValueError("winograd_2d: inconsistent tables")
+    with nogil, parallel(num_threads=n_threads):
+        vbuf = &work[omp_get_thread_num(), 0]
+        mbuf = vbuf + alpha * alpha * (cin_g * chunk + SKEW)
+        for uu in prange(n_units, schedule='static'):
+            k = uu % n_chunks
+            g = uu // n_chunks
+            q0 = k * chunk
+            q1 = q0 + chunk
+            if q1 > N * n_tiles:
+                q1 = N * n_tiles
+            unit(&x[0, g * cin_g, 0, 0], &u[0, g * cout_g, 0],
+                 bias_ptr + g * cout_g if has_bias else NULL,
+                 &out[0, g * cout_g, 0, 0], vbuf, mbuf, mt, cin_g, cout_g,
+                 H, W, OH, OW, q0, q1, chunk, &rowidx[0], &colidx[0], &colrun[0],
+                 TW, n_tiles, C_in * H * W, C_out * OH * OW, u_ld, pad_value,
+                 has_bias, relu, stages)

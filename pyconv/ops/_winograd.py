@@ -1,0 +1,311 @@
+"""Winograd 3x3 stride-1 2-D convolution: F(2x2, 3x3) and F(4x4, 3x3) over OpenBLAS GEMMs.
+
+A private helper of ``conv2d`` (not an op module): :func:`winograd_supported` says when
+the algorithm applies (3x3 kernel, stride 1, dilation 1), :func:`winograd_preferred`
+when it is expected to beat im2col + GEMM, :func:`winograd_filter` transforms a weight
+once (callers cache the result), and :func:`winograd_conv2d` runs the kernel.
+
+Winograd minimal filtering computes an ``m x m`` output tile from an
+``(m+2) x (m+2)`` input tile with ``(m+2)**2`` multiplies per (input, output) channel
+pair instead of ``9 m**2``: 2.25x fewer for F(2x2, 3x3) ("F2"), 4x fewer for
+F(4x4, 3x3) ("F4"). The multiplies become ``(m+2)**2`` independent GEMMs
+``M[a] = U[a] @ V[a]`` between the transformed filter ``U = G g G^T`` and the
+transformed input tiles ``V = B^T d B``; the output transform ``A^T M A`` adds the
+bias and applies the fused ReLU.
+
+Input tiles are read through per-axis index tables giving the input row / column at
+each padded position (:func:`pyconv._geometry.tap_index_table`), so every padding
+mode works without a padded copy of the input; stretches of consecutive columns are
+read in place. Output tiles that hang over the bottom/right edge are computed whole
+and only their valid outputs written. Work units are chunks of tiles numbered image
+after image, so the tiles of small images share GEMMs.
+
+Numerics
+--------
+The transforms add rounding on top of the GEMM's. Measured in float32 against a
+float64 reference, as the largest error relative to ``max(conv(|x|, |w|))``, on
+8x64x56x56, 2x256x28x28 and 1x512x14x14 layers: im2col 0.3-1.6e-7, torch 2.3-2.7e-7,
+F2 0.5-1.0e-7, F4 0.9-2.2e-6 (RMS error relative to RMS output: torch 0.4-1.2e-6,
+F4 1.6-3.2e-6). float64: F2 ~5e-16, F4 1.4-3.9e-15. A non-finite input value turns
+the whole output tile(s) that read it into NaN (inherent to the transform), where a
+direct convolution gives inf or NaN only at the outputs whose window holds it.
+
+Memory
+------
+Beyond the output, one workspace row per thread of
+``(m+2)**2 * (chunk * (C_in + C_out) / groups + 32)`` values (the transformed input V
+and the GEMM result M of one chunk of ``chunk`` tiles), plus ~64 KiB of stack
+scratch per thread. ``chunk`` is at most :data:`TILES_PER_CHUNK` (64) and is cut so
+that a row stays within :data:`BYTES_PER_THREAD` (it holds at least one tile). The
+transformed filter adds ``(m+2)**2 * C_out * C_in / groups`` values (1.8x / 4x the
+weight), and the index tables ``O(H + W)`` integers.
+
+Examples
+--------
+>>> import numpy as np
+>>> from pyconv.ops._winograd import winograd_conv2d
+>>> x = np.random.default_rng(0).standard_normal((1, 4, 9, 9))
+>>> w = np.random.default_rng(1).standard_normal((8, 4, 3, 3))
+>>> out = np.empty((1, 8, 9, 9))
+>>> y = winograd_conv2d(x, w, None, out, [(1, 1), (1, 1)], "zeros", 0.0, False, 1,
+...                     n_threads=1, variant="F4")
+>>> y.shape
+(1, 8, 9, 9)
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from pyconv import _geometry, _threads
+from pyconv._workspace import workspace
+
+#: Output tile size per variant name.
+VARIANTS = {"F2": 2, "F4": 4}
+#: Tiles per work unit: enough columns for an efficient GEMM, small enough that V and
+#: M of one unit stay in the per-core cache while the output transform reads them.
+TILES_PER_CHUNK = 64
+#: Hard cap on one thread's workspace row (V and M of one chunk).
+BYTES_PER_THREAD = 4 << 20
+#: Below this many units the tiles of an image are split further (fixed, so the
+#: split does not depend on the thread count and results stay bit-identical).
+MIN_UNITS = 8
+_INT32_MAX = 2**31 - 1
+
+# Filter transforms G (alpha x 3) of the Cook-Toom / Lavin construction.
+_G = {
+    2: np.array([[1.0, 0.0, 0.0],
+                 [0.5, 0.5, 0.5],
+                 [0.5, -0.5, 0.5],
+                 [0.0, 0.0, 1.0]]),
+    4: np.array([[1 / 4, 0.0, 0.0],
+                 [-1 / 6, -1 / 6, -1 / 6],
+                 [-1 / 6, 1 / 6, -1 / 6],
+                 [1 / 24, 1 / 12, 1 / 6],
+                 [1 / 24, -1 / 12, 1 / 6],
+                 [0.0, 0.0, 1.0]]),
+}
+
+
+def _tile_size(variant):
+    try:
+        return VARIANTS[variant]
+    except (KeyError, TypeError):
+        raise ValueError(f"winograd: variant must be one of {sorted(VARIANTS)}; "
+                         f"got {variant!r}") from None
+
+
+def winograd_supported(spec, input_shape):
+    """Whether a normalised ``conv2d`` spec on ``input_shape`` can run as Winograd.
+
+    Needs a 3x3 kernel, stride 1 and dilation 1 (any padding, mode, groups, bias).
+
+    Examples
+    --------
+    >>> winograd_supported({"kernel_size": (3, 3), "stride": (1, 1),
+    ...                     "dilation": (1, 1)}, (1, 8, 16, 16))
+    True
+    """
+    if tuple(spec["kernel_size"]) != (3, 3) or tuple(spec["stride"]) != (1, 1):
+        return False
+    if tuple(spec["dilation"]) != (1, 1) or len(input_shape) != 4:
+        return False
+    return all(n >= 1 for n in input_shape[2:])
+
+
+def winograd_preferred(spec, input_shape, dtype):
+    """Best algorithm for a normalised ``conv2d`` spec by this machine's measurements.
+
+    Returns ``"F4"``, ``"F2"`` or ``None`` (im2col + GEMM is expected to be as fast).
+    Winograd pays once the GEMMs are large enough for their savings to outweigh the
+    transforms: at least :data:`MIN_CHANNELS` input channels per group (fewer for
+    float64, whose GEMMs are slower) and :data:`MIN_OUT_CHANNELS` output channels per
+    group; and enough tiles over the whole batch (:data:`MIN_TILES`) that each GEMM
+    has columns to amortise reading the transformed filter, which is 1.8x (F2) or 4x
+    (F4) the weight. F4 is used where it has enough tiles, else F2; float32 uses
+    :data:`FLOAT32_VARIANT` at most (see the Numerics section).
+
+    Examples
+    --------
+    >>> spec = {"kernel_size": (3, 3), "stride": (1, 1), "dilation": (1, 1),
+    ...         "groups": 1, "in_channels": 64, "out_channels": 64, "padding": 1}
+    >>> winograd_preferred(spec, (8, 64, 56, 56), "float64")
+    'F4'
+    >>> winograd_preferred({**spec, "in_channels": 3}, (8, 3, 56, 56), "float32") is None
+    True
+    """
+    if not winograd_supported(spec, input_shape):
+        return None
+    dtype = np.dtype(dtype)
+    groups = spec["groups"]
+    cin_g = spec["in_channels"] // groups
+    cout_g = spec["out_channels"] // groups
+    if cin_g < MIN_CHANNELS.get(dtype.name, 16) or cout_g < MIN_OUT_CHANNELS:
+        return None
+    padding = spec["padding"]
+    if isinstance(padding, int):
+        padding = ((padding, padding), (padding, padding))
+    pads = _geometry.resolve_padding(padding, input_shape[2:], (3, 3), (1, 1), (1, 1))
+    oh, ow = (n + lo + hi - 2 for n, (lo, hi) in zip(input_shape[2:], pads))
+    if oh < 1 or ow < 1:
+        return None
+    order = ("F4", "F2") if dtype == np.float64 or FLOAT32_VARIANT == "F4" else ("F2",)
+    for variant in order:
+        m = VARIANTS[variant]
+        if input_shape[0] * -(-oh // m) * -(-ow // m) >= MIN_TILES:
+            return variant
+    return None
+
+
+#: Input channels per group below which im2col is as fast (measured: at 8 channels
+#: float32 ties, float64 F4 still gains 1.2-1.4x; at 3 im2col wins by 1.3x).
+MIN_CHANNELS = {"float32": 16, "float64": 8}
+#: Output channels per group below which the input transform dominates.
+MIN_OUT_CHANNELS = 8
+#: Tiles over the batch below which the GEMMs are too thin (measured: one 4x4 image
+#: with 512 channels, a single F4 tile, runs at 0.6x im2col; 4 F2 tiles at 1.1x).
+MIN_TILES = 16
+#: The variant "auto" may use for float32: "F4" (error ~1e-6 of the magnitude,
+#: 1.3-1.8x faster than F2) or "F2" (error at direct-convolution level).
+FLOAT32_VARIANT = "F4"
+
+
+def winograd_filter(weight, variant="F2"):
+    """The transformed filter ``U[a] = (G g G^T)[a]``: shape ``((m+2)**2, C_out, C_in/g)``.
+
+    Computed in float64 and rounded once to ``weight``'s dtype (float32 or float64).
+    Pass it to :func:`winograd_conv2d` as ``filter_transform`` to skip the transform.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> winograd_filter(np.ones((8, 4, 3, 3), np.float32), "F4").shape
+    (36, 8, 4)
+    """
+    m = _tile_size(variant)
+    w = np.asarray(weight)
+    if w.ndim != 4 or w.shape[2:] != (3, 3):
+        raise ValueError(f"winograd: weight must have shape (C_out, C_in/groups, 3, 3); "
+                         f"got {w.shape}")
+    if w.dtype not in (np.float32, np.float64):
+        raise TypeError(f"winograd: weight dtype must be float32 or float64; got {w.dtype}")
+    g = _G[m]
+    alpha = m + 2
+    # U[a*alpha + b, o, i] = sum_{k,l} G[a,k] G[b,l] w[o,i,k,l]: one GEMM with the
+    # Kronecker product, straight into the (alpha**2, C_out, C_in/g) layout.
+    w9 = w.reshape(-1, 9).astype(np.float64)
+    u = np.kron(g, g) @ w9.T
+    return np.ascontiguousarray(u, dtype=w.dtype).reshape(alpha * alpha, *w.shape[:2])
+
+
+def _axis_index(length, n_virtual, lo, hi, mode):
+    """Input index at each padded position ``0 .. n_virtual-1`` of one axis.
+
+    -1 marks a pad (``padding_value``), -2 a position past the padded extent, which
+    only feeds outputs that are never written (read as 0, so that a huge pad value
+    cannot leak rounding error into valid outputs).
+    """
+    table = _geometry.tap_index_table(length, 1, n_virtual, 1, 1, lo, mode)[:, 0].copy()
+    table[np.arange(n_virtual) - lo >= length + hi] = -2
+    return table
+
+
+def _runs(idx):
+    """``run[j]``: how many positions from ``j`` on read consecutive input indices."""
+    run = np.zeros(len(idx), dtype=np.intp)
+    for j in range(len(idx) - 1, -1, -1):
+        if idx[j] >= 0:
+            run[j] = 1
+            if j + 1 < len(idx) and idx[j + 1] == idx[j] + 1:
+                run[j] += run[j + 1]
+    return run
+
+
+def chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize):
+    """Tiles per work unit for ``n_tiles`` tiles (all images) per group.
+
+    About :data:`TILES_PER_CHUNK` (measured best: GEMMs of 64 columns re-pack the
+    filter often enough to matter below, and V/M outgrow the cache above), balanced
+    so that the last chunk is not a sliver, within :data:`BYTES_PER_THREAD`, and split
+    further when there are fewer than :data:`MIN_UNITS` units. Depends on the shape
+    only, never on the thread count.
+    """
+    per_tile = (m + 2) ** 2 * (cin_g + cout_g) * itemsize
+    target = max(1, min(TILES_PER_CHUNK, BYTES_PER_THREAD // per_tile))
+    n_chunks = -(-n_tiles // target)
+    if units_outside * n_chunks < MIN_UNITS:
+        n_chunks = max(n_chunks, min(-(-MIN_UNITS // units_outside), -(-n_tiles // 16)))
+    return max(1, -(-n_tiles // n_chunks))
+
+
+def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, relu,
+                    groups, n_threads=None, variant="F2", filter_transform=None):
+    """3x3 stride-1 dilation-1 convolution of ``x`` into ``out`` by Winograd.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C_in, H, W), C-contiguous float32 or float64
+    weight : ndarray, (C_out, C_in/groups, 3, 3), x's dtype
+        Unused (may be None) when ``filter_transform`` is given.
+    bias : ndarray (C_out,) or None
+    out : ndarray, (N, C_out, OH, OW), C-contiguous, x's dtype; written and returned.
+    pads : sequence of two (lo, hi) pairs, already resolved ("same" included).
+    padding_mode : str
+        Any of pyconv's modes; ``"constant"`` fills ``padding_value``.
+    padding_value : float
+    relu : bool
+        Fused ReLU after the bias.
+    groups : int
+    n_threads : int or None
+        Resolved by :func:`pyconv._threads.resolve`; results are bit-identical for
+        any value.
+    variant : {"F2", "F4"}
+        Output tile 2x2 or 4x4.
+    filter_transform : ndarray, optional
+        ``winograd_filter(weight, variant)`` in x's dtype, to skip the filter transform.
+
+    Returns
+    -------
+    out : ndarray
+    """
+    from pyconv._kernels import _winograd
+
+    m = _tile_size(variant)
+    alpha = m + 2
+    N, C_in, H, W = x.shape
+    C_out, OH, OW = out.shape[1:]
+    cin_g, cout_g = C_in // groups, C_out // groups
+    (lo_h, hi_h), (lo_w, hi_w) = pads
+    if OH != H + lo_h + hi_h - 2 or OW != W + lo_w + hi_w - 2:
+        raise ValueError(f"winograd: out spatial shape {(OH, OW)} does not match a 3x3 "
+                         f"stride-1 convolution of {(H, W)} with pads {pads}")
+    if filter_transform is None:
+        u = winograd_filter(weight, variant).astype(x.dtype, copy=False)
+    else:
+        u = filter_transform
+        if u.shape != (alpha * alpha, C_out, cin_g) or u.dtype != x.dtype:
+            raise ValueError(f"winograd: filter_transform must be a "
+                             f"{(alpha * alpha, C_out, cin_g)} {x.dtype} array; got "
+                             f"{u.shape} {u.dtype}")
+        u = np.ascontiguousarray(u)
+    if max(C_in, C_out, H * W) > _INT32_MAX:
+        raise ValueError("winograd: sizes exceed the 2**31 - 1 limit of the BLAS interface")
+    if N == 0 or C_out == 0:
+        return out
+    TH, TW = -(-OH // m), -(-OW // m)
+    rowidx = _axis_index(H, TH * m + 2, lo_h, hi_h, padding_mode)
+    colidx = _axis_index(W, TW * m + 2, lo_w, hi_w, padding_mode)
+    colrun = _runs(colidx)
+    n_tiles = TH * TW
+    chunk = chunk_tiles(N * n_tiles, groups, cin_g, cout_g, m, x.dtype.itemsize)
+    n_units = groups * -(-(N * n_tiles) // chunk)
+    flops = 2 * N * n_tiles * alpha * alpha * C_out * cin_g
+    n_threads = _threads.resolve(n_threads, flops, n_units)
+    work = workspace((n_threads, _winograd.workspace_row(m, cin_g, cout_g, chunk)),
+                     x.dtype)
+    pad_value = padding_value if padding_mode == "constant" else 0.0
+    bias_arr = np.zeros(1, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    with _threads.blas_pinned:
+        _winograd.winograd_2d(x, u, bias_arr, out, rowidx, colidx, colrun, TH, TW, m,
+                              groups, pad_value, bias is not None, bool(relu), chunk,
+                              work, n_threads)
+    return out
