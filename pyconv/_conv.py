@@ -123,6 +123,8 @@ class Conv:
         cached = self._cast_cache.get(dtype)
         if cached is None:
             cached = {k: v.astype(dtype) for k, v in self._params.items()}
+            for arr in cached.values():
+                arr.setflags(write=False)
             self._cast_cache[dtype] = cached
         return cached
 

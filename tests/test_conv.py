@@ -448,3 +448,36 @@ class TestThreads:
                 assert n == 1
             else:
                 assert n == before.get(path, n), path  # NumPy's BLAS is left alone
+
+
+class TestAlgorithms:
+    base = {"op": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
+            "padding": "same", "padding_mode": "reflect"}
+
+    @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+    def test_every_algorithm_agrees_with_the_reference(self, dtype, tol):
+        rng = np.random.default_rng(15)
+        x = rng.standard_normal((2, 16, 13, 11)).astype(dtype)
+        ref = None
+        for algo in ("im2col", "direct", "winograd", "winograd_f2", "winograd_f4", "auto"):
+            conv = pyconv.Conv({**self.base, "algorithm": algo}, seed=0, dtype=dtype)
+            if ref is None:
+                ref = reference(conv, x.astype(np.float64))
+                scale = np.abs(ref).max()
+            np.testing.assert_allclose(conv.apply(x), ref, rtol=0, atol=tol * scale,
+                                       err_msg=algo)
+
+    def test_auto_keeps_nan_local(self):
+        conv = pyconv.Conv({**self.base, "padding_mode": "zeros"}, seed=0, dtype=np.float64)
+        x = np.random.default_rng(16).standard_normal((8, 16, 20, 20))
+        x[0, 0, 10, 10] = np.nan
+        y = conv.apply(x)
+        assert np.isnan(y[0, :, 9:12, 9:12]).all()
+        assert np.isnan(y).sum() == 16 * 9  # only the outputs whose window holds it
+
+    def test_winograd_needs_a_3x3_stride_1_conv2d(self):
+        with pytest.raises(pyconv.SpecError, match="algorithm"):
+            pyconv.Conv({**self.base, "kernel_size": 5, "algorithm": "winograd"})
+        with pytest.raises(pyconv.SpecError, match="algorithm"):
+            pyconv.Conv({"op": "conv1d", "in_channels": 1, "out_channels": 1,
+                         "kernel_size": 3, "algorithm": "winograd_f2"})

@@ -11,27 +11,9 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from pyconv._kernels._blas cimport gemm_rm
+from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._im2col cimport im2col_rows
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
-
-
-cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
-                                Py_ssize_t ldc, const floating* bias, bint has_bias,
-                                bint relu) noexcept nogil:
-    # Epilogue on a tile that is still in cache: bias add, then the fused activation.
-    cdef Py_ssize_t i, j
-    cdef floating b, v
-    cdef floating* row
-    for i in range(rows):
-        row = c + i * ldc
-        b = bias[i] if has_bias else 0
-        if relu:
-            for j in range(cols):
-                v = row[j] + b
-                row[j] = 0 if v < 0 else v  # NaN stays NaN, as in torch.relu
-        elif has_bias:
-            for j in range(cols):
-                row[j] = row[j] + b
 
 
 def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,

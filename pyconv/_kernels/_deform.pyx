@@ -29,6 +29,7 @@ from libc.math cimport exp
 from libc.string cimport memcpy, memset
 
 from pyconv._kernels._blas cimport gemm_rm
+from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
 
@@ -245,25 +246,6 @@ cdef inline void gather_rows(const floating* x0, Py_ssize_t plane, Py_ssize_t nc
                          + corner_sum2(xa, b + sz, w[8 * q + 4], w[8 * q + 5],
                                        w[8 * q + 6], w[8 * q + 7], sy))
             j += 1
-
-
-cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
-                                Py_ssize_t ldc, const floating* bias, bint has_bias,
-                                bint relu) noexcept nogil:
-    # Epilogue on a tile that is still in cache: bias add, then the fused activation.
-    cdef Py_ssize_t i, j
-    cdef floating b, v
-    cdef floating* row
-    for i in range(rows):
-        row = c + i * ldc
-        b = bias[i] if has_bias else 0
-        if relu:
-            for j in range(cols):
-                v = row[j] + b
-                row[j] = v if v > 0 else 0
-        elif has_bias:
-            for j in range(cols):
-                row[j] = row[j] + b
 
 
 def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,

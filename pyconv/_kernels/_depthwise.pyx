@@ -266,7 +266,7 @@ cdef inline void relu_row(floating* acc, Py_ssize_t OW) noexcept nogil:
     cdef floating v
     for ow in range(OW):
         v = acc[ow]
-        acc[ow] = v if v > 0 else 0
+        acc[ow] = 0 if v < 0 else v  # NaN stays NaN, as in torch.relu
 
 
 cdef void conv_rows(const floating* xg, Py_ssize_t cin_g, Py_ssize_t plane,

@@ -320,9 +320,9 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
 
 
 cdef inline floating act(floating v, bint relu) noexcept nogil:
-    # ReLU maps NaN to 0, as the im2col kernel's epilogue does.
+    # ReLU keeps NaN, as torch.relu and every other pyconv epilogue do.
     if relu:
-        return v if v > 0 else 0
+        return 0 if v < 0 else v
     return v
 
 

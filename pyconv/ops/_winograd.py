@@ -267,7 +267,8 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
     -------
     out : ndarray
     """
-    from pyconv._kernels import _winograd
+    from pyconv import _kernels
+    _winograd = _kernels.load("_winograd")
 
     m = _tile_size(variant)
     alpha = m + 2

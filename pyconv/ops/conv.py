@@ -6,6 +6,8 @@ and a fused ReLU. Weights use PyTorch's layout ``(C_out, C_in/groups, *k)``.
 """
 from __future__ import annotations
 
+import weakref
+
 import numpy as np
 
 from pyconv import _geometry, _threads
@@ -70,6 +72,11 @@ class ConvND(Op):
             key("bias", boolean(), True, "Add a learned bias per output channel."),
             key("activation", optional(choice("relu")), None,
                 "Activation fused into the kernel's epilogue: None or 'relu'."),
+            key("algorithm", choice(*ALGORITHMS), "auto",
+                "Kernel: 'auto' (chosen by shape and dtype), 'im2col' (im2col + GEMM), "
+                "'direct' (direct loops, for few channels per group), 'winograd' / "
+                "'winograd_f2' / 'winograd_f4' (2-D 3x3 stride-1 dilation-1 only; "
+                "'winograd' picks F(4x4,3x3) or F(2x2,3x3) by shape)."),
         )
         self.formulas = {
             "output": "out = floor((in + lo + hi - dilation*(k-1) - 1) / stride) + 1; "
@@ -82,6 +89,13 @@ class ConvND(Op):
     def check(self, spec):
         check_groups(self.name, spec)
         check_padding_value(self.name, spec)
+        algo = spec["algorithm"]
+        if algo.startswith("winograd") and (
+                self.rank != 2 or spec["kernel_size"] != [3, 3]
+                or spec["stride"] != [1, 1] or spec["dilation"] != [1, 1]):
+            raise SpecError(self.name, "algorithm", "'auto', 'im2col' or 'direct' unless "
+                            "the op is conv2d with a 3x3 kernel, stride 1 and dilation 1",
+                            algo)
 
     # -- declared rules ---------------------------------------------------------
     def geometry(self, spec, input_shape):
@@ -123,12 +137,57 @@ class ConvND(Op):
     # -- computation --------------------------------------------------------------
     def forward(self, spec, x, params, out, n_threads):
         shape, pads, out_spatial = self.geometry(spec, x.shape)
-        from pyconv.ops import depthwise  # direct kernel: few channels per group
+        from pyconv.ops import _winograd, depthwise
 
-        run = (depthwise.grouped_direct_forward if depthwise.prefers_direct(spec, shape)
-               else conv_forward)
-        return run(self.name, x, params["weight"], params.get("bias"), out,
-                   spec, pads, out_spatial, n_threads)
+        weight, bias = params["weight"], params.get("bias")
+        algo = spec["algorithm"]
+        variant = None
+        if algo == "auto":
+            variant = (_winograd.winograd_preferred(spec, shape, x.dtype)
+                       if self.rank == 2 else None)
+            # Winograd spreads one NaN or inf over its whole output tile; the direct
+            # methods keep it to the outputs whose window holds it.
+            if variant is not None and not np.isfinite(x).all():
+                variant = None
+        elif algo == "winograd":
+            variant = (_winograd.winograd_preferred(spec, shape, x.dtype)
+                       or ("F4" if x.dtype == np.float64 else _winograd.FLOAT32_VARIANT))
+        elif algo.startswith("winograd_"):
+            variant = algo[-2:].upper()
+        if variant is not None:
+            return _winograd.winograd_conv2d(
+                x, weight, bias, out, pads, spec["padding_mode"], spec["padding_value"],
+                spec["activation"] == "relu", spec["groups"], n_threads, variant=variant,
+                filter_transform=cached_winograd_filter(weight, variant))
+        if algo == "direct" or (algo == "auto" and depthwise.prefers_direct(spec, shape)):
+            run = depthwise.grouped_direct_forward
+        else:
+            run = conv_forward
+        return run(self.name, x, weight, bias, out, spec, pads, out_spatial, n_threads)
+
+
+ALGORITHMS = ("auto", "im2col", "direct", "winograd", "winograd_f2", "winograd_f4")
+_winograd_filters = {}
+
+
+def cached_winograd_filter(weight, variant):
+    """The Winograd filter transform of a read-only weight, computed once per array.
+
+    ``Conv`` keeps its parameters (and their dtype conversions) read-only, so an
+    array's identity stands for its values; the entry goes when the array does.
+    """
+    from pyconv.ops import _winograd
+
+    if weight.flags.writeable:
+        return _winograd.winograd_filter(weight, variant)
+    key = (id(weight), variant)
+    hit = _winograd_filters.get(key)
+    if hit is not None and hit[0]() is weight:
+        return hit[1]
+    transform = _winograd.winograd_filter(weight, variant)
+    ref = weakref.ref(weight, lambda _, key=key: _winograd_filters.pop(key, None))
+    _winograd_filters[key] = (ref, transform)
+    return transform
 
 
 #: Fewer (image, group) pairs than this and each image is split into row tiles, so
