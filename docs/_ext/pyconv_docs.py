@@ -147,13 +147,14 @@ def derive_input_shape(conv, rank):
     spec = conv.spec
     channels = spec.get("in_channels") or spec.get("channels") or spec.get(
         "num_channels") or 4
-    for size in ((8, 16) if rank < 3 else (6, 12)):
-        shape = (1, int(channels)) + (size,) * rank
-        try:
-            conv.output_shape(shape)
-            return shape
-        except Exception:
-            continue
+    for r in [rank] + [r for r in (2, 1, 3) if r != rank]:  # the name's rank first
+        for size in ((8, 16) if r < 3 else (6, 12)):
+            shape = (1, int(channels)) + (size,) * r
+            try:
+                conv.output_shape(shape)
+                return shape
+            except Exception:
+                continue
     return None
 
 
@@ -317,7 +318,10 @@ def rst_problems(text):
     """Warnings and errors docutils reports for ``text`` (an empty list if clean)."""
     import io
 
-    from docutils.core import publish_doctree
+    try:
+        from docutils.core import publish_doctree
+    except ImportError:  # generating without Sphinx: nothing to check with
+        return []
 
     stream = io.StringIO()
     publish_doctree(text, settings_overrides={"report_level": 2, "halt_level": 5,
