@@ -139,24 +139,46 @@ class _BlasPin:
         self._lock = threading.Lock()
         self._done = False
 
-    def _find_libs(self):
+    def _pin_bundled_openblas(self):
+        """Fast path: call ``scipy_openblas_set_num_threads`` in SciPy's bundled copy.
+
+        Returns False where SciPy has no bundled OpenBLAS (e.g. a distribution build
+        against a system BLAS); threadpoolctl then finds the library (~0.3 s).
+        """
+        import ctypes
+        import glob
+
+        import scipy
+
+        libs = os.path.join(os.path.dirname(os.path.dirname(scipy.__file__)), "scipy.libs")
+        found = False
+        for path in glob.glob(os.path.join(libs, "libscipy_openblas*.so*")):
+            lib = ctypes.CDLL(path)  # already loaded by cython_blas: the same handle
+            setter = getattr(lib, "scipy_openblas_set_num_threads", None)
+            if setter is not None:
+                setter(ctypes.c_int(1))
+                found = True
+        return found
+
+    def _pin_with_threadpoolctl(self):
         try:
-            import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's OpenBLAS)
             from threadpoolctl import ThreadpoolController
         except ImportError:  # pragma: no cover - threadpoolctl is a dependency
-            return []
-        libs = [lib for lib in ThreadpoolController().lib_controllers
-                if lib.user_api == "blas"]
-        return [lib for lib in libs if "scipy.libs" in lib.filepath
-                or os.path.basename(os.path.dirname(lib.filepath)) == "scipy"]
+            return
+        for lib in ThreadpoolController().lib_controllers:
+            if lib.user_api == "blas" and (
+                    "scipy.libs" in lib.filepath
+                    or os.path.basename(os.path.dirname(lib.filepath)) == "scipy"):
+                lib.set_num_threads(1)
 
     def __enter__(self):
         if not self._done:
             with self._lock:
                 if not self._done:
-                    for lib in self._find_libs():
-                        if lib.get_num_threads() != 1:
-                            lib.set_num_threads(1)
+                    import scipy.linalg.cython_blas  # noqa: F401  (loads scipy's BLAS)
+
+                    if not self._pin_bundled_openblas():
+                        self._pin_with_threadpoolctl()
                     self._done = True
         return self
 
