@@ -51,7 +51,8 @@ def avx2_flags():
     """Flags for the AVX2 copy of each kernel, or None where there is no such level.
 
     FMA contraction stays off so that both builds round identically: the AVX2 copy
-    gains its speed from 8-wide vectors, and results never depend on the CPU.
+    gains its speed from 8-wide vectors, and pyconv's own loops give the same bits
+    on any x86-64 CPU.
     """
     machine = platform.machine().lower()
     if machine not in ("x86_64", "amd64") or DEBUG:
