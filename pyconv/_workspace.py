@@ -2,8 +2,8 @@
 
 A fresh multi-megabyte buffer costs a page fault per 4 KiB on first touch (about
 2.5 us each here), which is a sizeable share of a convolution; reusing the buffer
-avoids it. Each Python thread keeps its own buffer, so concurrent ``apply`` calls never
-share scratch memory. A buffer only grows; :func:`release_workspaces` frees it.
+avoids it. Each Python thread keeps its own buffers, so concurrent ``apply`` calls never
+share scratch memory. A buffer only grows; :func:`release_workspaces` frees them.
 """
 import threading
 
@@ -12,26 +12,33 @@ import numpy as np
 _local = threading.local()
 
 
-def workspace(shape, dtype):
-    """An uninitialised C-contiguous array of ``shape``/``dtype`` backed by the cache."""
+def workspace(shape, dtype, slot="kernel"):
+    """An uninitialised C-contiguous array of ``shape``/``dtype`` backed by the cache.
+
+    ``slot`` names independent buffers, for callers that need more than one at a time
+    (a kernel's scratch and the operands prepared for it).
+    """
     dtype = np.dtype(dtype)
     count = 1
     for n in shape:
         count *= int(n)
     nbytes = max(count * dtype.itemsize, 1)
-    buf = getattr(_local, "buffer", None)
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    buf = buffers.get(slot)
     if buf is None or buf.nbytes < nbytes:
         buf = np.empty(nbytes, dtype=np.uint8)
-        _local.buffer = buf
+        buffers[slot] = buf
     return buf[:count * dtype.itemsize].view(dtype).reshape(shape)
 
 
 def release_workspaces():
-    """Free the scratch buffer of the calling Python thread.
+    """Free the scratch buffers of the calling Python thread.
 
     Examples
     --------
     >>> import pyconv
     >>> pyconv.release_workspaces()
     """
-    _local.buffer = None
+    _local.buffers = {}

@@ -481,3 +481,35 @@ class TestAlgorithms:
         with pytest.raises(pyconv.SpecError, match="algorithm"):
             pyconv.Conv({"op": "conv1d", "in_channels": 1, "out_channels": 1,
                          "kernel_size": 3, "algorithm": "winograd_f2"})
+
+    @pytest.mark.parametrize("extra", [
+        {"padding": 1},
+        {"padding": "same", "padding_mode": "reflect", "groups": 2},
+        {"padding": [[2, 0], [1, 1], [0, 2]], "padding_mode": "constant",
+         "padding_value": 0.5, "kernel_size": [2, 3, 3]},
+        {"padding": [1, 1, 1], "stride": [2, 1, 1], "dilation": [2, 1, 1],
+         "padding_mode": "circular", "bias": False, "activation": "relu"},
+        {"padding": [0, 1, 1], "padding_mode": "replicate", "kernel_size": [1, 3, 3]},
+    ])
+    @pytest.mark.parametrize("algo", ["winograd_f2", "winograd_f4"])
+    def test_conv3d_by_stacked_winograd(self, extra, algo):
+        rng = np.random.default_rng(17)
+        spec = {"op": "conv3d", "in_channels": 4, "out_channels": 6, "kernel_size": 3,
+                "algorithm": algo, **extra}
+        conv = pyconv.Conv(spec, seed=0, dtype=np.float64)
+        x = rng.standard_normal((2, 4, 5, 9, 7))
+        ref = reference(conv, x)
+        np.testing.assert_allclose(conv.apply(x), ref, rtol=0,
+                                   atol=1e-12 * np.abs(ref).max())
+        np.testing.assert_array_equal(conv.apply(x, n_threads=1), conv.apply(x, n_threads=2))
+
+    def test_conv3d_auto_takes_winograd_and_agrees(self):
+        rng = np.random.default_rng(18)
+        spec = {"op": "conv3d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
+                "padding": 1}
+        x = rng.standard_normal((1, 16, 6, 12, 12)).astype(np.float32)
+        auto = pyconv.Conv(spec, seed=0)
+        im2col = pyconv.Conv({**spec, "algorithm": "im2col"}, params=auto.params)
+        a, b = auto.apply(x), im2col.apply(x)
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
+        assert not np.array_equal(a, b)  # really a different algorithm

@@ -90,11 +90,10 @@ class ConvND(Op):
         check_groups(self.name, spec)
         check_padding_value(self.name, spec)
         algo = spec["algorithm"]
-        if algo.startswith("winograd") and (
-                self.rank != 2 or spec["kernel_size"] != [3, 3]
-                or spec["stride"] != [1, 1] or spec["dilation"] != [1, 1]):
+        if algo.startswith("winograd") and not winograd_applies(self.rank, spec):
             raise SpecError(self.name, "algorithm", "'auto', 'im2col' or 'direct' unless "
-                            "the op is conv2d with a 3x3 kernel, stride 1 and dilation 1",
+                            "the op is conv2d with a 3x3 kernel, stride 1 and dilation 1, "
+                            "or conv3d with a (kd, 3, 3) kernel, H/W stride and dilation 1",
                             algo)
 
     # -- declared rules ---------------------------------------------------------
@@ -141,19 +140,22 @@ class ConvND(Op):
 
         weight, bias = params["weight"], params.get("bias")
         algo = spec["algorithm"]
+        winograd_shape = _winograd_shape(self.rank, spec, shape)
         variant = None
-        if algo == "auto":
-            variant = (_winograd.winograd_preferred(spec, shape, x.dtype)
-                       if self.rank == 2 else None)
+        if algo == "auto" and winograd_shape is not None:
+            variant = _winograd.winograd_preferred(*winograd_shape, x.dtype)
             # Winograd spreads one NaN or inf over its whole output tile; the direct
             # methods keep it to the outputs whose window holds it.
             if variant is not None and not np.isfinite(x).all():
                 variant = None
         elif algo == "winograd":
-            variant = (_winograd.winograd_preferred(spec, shape, x.dtype)
+            variant = (_winograd.winograd_preferred(*winograd_shape, x.dtype)
                        or ("F4" if x.dtype == np.float64 else _winograd.FLOAT32_VARIANT))
         elif algo.startswith("winograd_"):
             variant = algo[-2:].upper()
+        if variant is not None and self.rank == 3:
+            return conv3d_stacked_winograd(x, weight, bias, out, spec, pads, out_spatial,
+                                           variant, n_threads)
         if variant is not None:
             return _winograd.winograd_conv2d(
                 x, weight, bias, out, pads, spec["padding_mode"], spec["padding_value"],
@@ -167,27 +169,119 @@ class ConvND(Op):
 
 
 ALGORITHMS = ("auto", "im2col", "direct", "winograd", "winograd_f2", "winograd_f4")
+
+
+def winograd_applies(rank, spec):
+    """conv2d 3x3 stride 1 dilation 1, or conv3d (kd, 3, 3) with H/W stride and
+    dilation 1 (any depth kernel, stride and dilation)."""
+    if rank == 2:
+        return (spec["kernel_size"] == [3, 3] and spec["stride"] == [1, 1]
+                and spec["dilation"] == [1, 1])
+    if rank == 3:
+        return (spec["kernel_size"][1:] == [3, 3] and spec["stride"][1:] == [1, 1]
+                and spec["dilation"][1:] == [1, 1])
+    return False
+
+
+def _winograd_shape(rank, spec, shape):
+    """``(spec, input_shape)`` of the conv2d that Winograd would run, or None."""
+    if not winograd_applies(rank, spec):
+        return None
+    return (spec, shape) if rank == 2 else stacked_2d_spec(spec, shape)
 _winograd_filters = {}
 
 
-def cached_winograd_filter(weight, variant):
+def cached_winograd_filter(weight, variant, depth_stacked=False):
     """The Winograd filter transform of a read-only weight, computed once per array.
 
     ``Conv`` keeps its parameters (and their dtype conversions) read-only, so an
     array's identity stands for its values; the entry goes when the array does.
+    ``depth_stacked``: the weight is a conv3d ``(C_out, C_in/g, kd, 3, 3)`` weight,
+    transformed as the conv2d weight of :func:`conv3d_stacked_winograd`.
     """
     from pyconv.ops import _winograd
 
+    def make():
+        w = weight
+        if depth_stacked:
+            co, cin_g, kd = w.shape[:3]
+            w = w.transpose(0, 2, 1, 3, 4).reshape(co, kd * cin_g, 3, 3)
+        return _winograd.winograd_filter(w, variant)
+
     if weight.flags.writeable:
-        return _winograd.winograd_filter(weight, variant)
-    key = (id(weight), variant)
+        return make()
+    key = (id(weight), variant, depth_stacked)
     hit = _winograd_filters.get(key)
     if hit is not None and hit[0]() is weight:
         return hit[1]
-    transform = _winograd.winograd_filter(weight, variant)
+    transform = make()
     ref = weakref.ref(weight, lambda _, key=key: _winograd_filters.pop(key, None))
     _winograd_filters[key] = (ref, transform)
     return transform
+
+
+#: Bound on the stacked input slab of :func:`conv3d_stacked_winograd`.
+STACKED_SLAB_BYTES = 32 << 20
+
+
+def stacked_2d_spec(spec, input_shape):
+    """The conv2d that one output depth slice of a (kd, 3, 3) conv3d amounts to."""
+    kd = spec["kernel_size"][0]
+    g = spec["groups"]
+    return ({**spec, "kernel_size": [3, 3], "stride": [1, 1], "dilation": [1, 1],
+             "padding": spec["padding"] if isinstance(spec["padding"], str)
+             else spec["padding"][1:], "in_channels": kd * spec["in_channels"],
+             "groups": g},
+            (input_shape[0] * input_shape[2], kd * input_shape[1], *input_shape[3:]))
+
+
+def conv3d_stacked_winograd(x, weight, bias, out, spec, pads, out_spatial, variant,
+                            n_threads):
+    """conv3d with a ``(kd, 3, 3)`` kernel, H/W stride and dilation 1, by Winograd.
+
+    Output depth slice ``od`` is a conv2d of the ``kd`` input slices it reads, stacked
+    as ``kd * C_in`` channels (per group), with the weight reshaped to match: the depth
+    taps become GEMM depth, so one Winograd conv2d over (image, output slice) pairs
+    computes everything. Depth padding follows the padding mode through the same tap
+    tables as im2col. Extra memory: a slab of stacked slices (at most
+    ``STACKED_SLAB_BYTES``, or one output slice's worth) and the matching output
+    block, plus the Winograd workspace.
+    """
+    from pyconv.ops import _winograd
+
+    N, C, D, H, W = x.shape
+    Co, cin_g, kd = weight.shape[:3]
+    g = spec["groups"]
+    OD, OH, OW = out_spatial
+    mode = spec["padding_mode"]
+    table = _geometry.tap_index_table(D, OD, kd, spec["stride"][0], spec["dilation"][0],
+                                      pads[0][0], mode)
+    fill = spec["padding_value"] if mode == "constant" else 0.0
+    u = cached_winograd_filter(weight, variant, depth_stacked=True)
+    xr = x.reshape(N, g, cin_g, D, H, W)
+    slice_bytes = N * kd * C * H * W * x.dtype.itemsize
+    per_chunk = max(1, min(OD, STACKED_SLAB_BYTES // max(1, slice_bytes)))
+    for od0 in range(0, OD, per_chunk):
+        od1 = min(OD, od0 + per_chunk)
+        nod = od1 - od0
+        slab = workspace((N, nod, g, kd, cin_g, H, W), x.dtype, slot="stacked_input")
+        for t in range(kd):
+            ids = table[t, od0:od1]
+            valid = ids >= 0
+            tap = slab[:, :, :, t]  # view (N, nod, g, cin_g, H, W)
+            if valid.all():
+                tap[...] = np.moveaxis(xr[:, :, :, ids], 3, 1)
+            else:
+                tap[...] = fill
+                if valid.any():
+                    tap[:, valid] = np.moveaxis(xr[:, :, :, ids[valid]], 3, 1)
+        block = workspace((N * nod, Co, OH, OW), x.dtype, slot="stacked_output")
+        _winograd.winograd_conv2d(
+            slab.reshape(N * nod, g * kd * cin_g, H, W), None, bias, block, pads[1:],
+            mode, spec["padding_value"], spec["activation"] == "relu", g, n_threads,
+            variant=variant, filter_transform=u)
+        out[:, :, od0:od1] = np.moveaxis(block.reshape(N, nod, Co, OH, OW), 1, 2)
+    return out
 
 
 #: Fewer (image, group) pairs than this and each image is split into row tiles, so
