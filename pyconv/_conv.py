@@ -226,6 +226,10 @@ class Conv:
         if out is None:
             out = np.empty(out_shape, dtype=dtype)
         if out.size == 0 and not getattr(self._op, "forward_when_empty", False):
+            # Nothing to compute, but extra inputs are still validated.
+            check_inputs = getattr(self._op, "check_inputs", None)
+            if check_inputs is not None:
+                check_inputs(self._spec, xc.shape, dtype, **inputs)
             return out
         return self._op.forward(self._spec, xc, self._params_as(dtype), out, n_threads,
                                 **inputs)

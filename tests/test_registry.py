@@ -190,3 +190,13 @@ def test_public_names():
     for name in pyconv.__all__:
         assert getattr(pyconv, name) is not None
     assert issubclass(pyconv.SpecError, ValueError)
+
+
+def test_extra_inputs_checked_even_for_an_empty_batch():
+    unpool = pyconv.Conv({"op": "max_unpool2d", "kernel_size": 2})
+    x = np.zeros((0, 3, 4, 4))
+    assert unpool.apply(x, indices=np.zeros((0, 3, 4, 4), np.int64)).shape == (0, 3, 8, 8)
+    with pytest.raises(ValueError, match="indices must have the input's shape"):
+        unpool.apply(x, indices=np.zeros((0, 3, 4, 5), np.int64))
+    with pytest.raises(TypeError, match="needs indices="):
+        unpool.apply(x)

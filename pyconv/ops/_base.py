@@ -96,6 +96,13 @@ class Op:
     def forward(self, spec, x, params, out, n_threads, **inputs):
         raise NotImplementedError
 
+    def check_inputs(self, spec, input_shape, dtype, **inputs):
+        """Validate the extra inputs without computing (used when the output is empty).
+
+        ``forward`` validates them too; ops with ``inputs`` override this so that a
+        bad ``offset=`` or ``indices=`` is reported even for an empty batch.
+        """
+
     # -- helpers for subclasses --------------------------------------------------
     def check_input_shape(self, input_shape, rank, channels=None):
         """Validate ``(N, C, *spatial)`` with ``rank`` spatial axes; return it as a tuple."""

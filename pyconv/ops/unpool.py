@@ -116,6 +116,9 @@ class MaxUnpoolND(Op):
                              f"{tuple(shape)}; got {idx.shape}")
         return idx
 
+    def check_inputs(self, spec, input_shape, dtype, indices=None, output_size=None):
+        self._check_indices(indices, tuple(input_shape))
+
     def output_shape(self, spec, input_shape, indices=None, output_size=None):
         shape = self.check_input_shape(input_shape, self.rank)
         if indices is not None:
