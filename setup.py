@@ -105,9 +105,15 @@ if avx2_flags() is not None:
             write_avx2_sources(name)
             extensions.append(kernel_extension(f"{name}_avx2", avx2_flags()))
 
+JOBS = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+           else (os.cpu_count() or 1))
+
 setup(
     ext_modules=cythonize(
         extensions,
         compiler_directives=directives,
+        nthreads=JOBS if sys.platform != "win32" else 0,
     ),
+    # compile the C files in parallel too (build_ext --parallel)
+    options={"build_ext": {"parallel": JOBS}},
 )
