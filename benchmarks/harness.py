@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -101,12 +102,10 @@ def peak_extra_mib(fn):
 
 
 def set_peer_threads(n):
-    try:
-        import torch
-
+    """Give PyTorch ``n`` threads, if a case has imported it (no peer needs it else)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(n)
-    except ImportError:
-        pass
 
 
 def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
@@ -188,10 +187,12 @@ def machine_line(ceilings=None):
         parts.append(f"1-thread GEMM {rates['float32']:.0f} GFLOP/s float32, "
                      f"{rates['float64']:.0f} float64")
         parts.append(f"copy {ceilings['copy_gbs']:.1f} GB/s")
-    for name in ("numpy", "torch", "scipy"):
-        try:
-            parts.append(f"{name} {__import__(name).__version__}")
-        except ImportError:
+    from importlib import metadata
+
+    for name in ("numpy", "torch", "torchvision", "scipy"):
+        try:  # the installed version, without importing the package
+            parts.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
             pass
     return "; ".join(parts)
 
