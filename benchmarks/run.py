@@ -56,7 +56,7 @@ def plot_ratios(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['case']} {r['dtype']} ({r['threads']}t)" for r in results]
+    labels = [f"{r['case']}  {r['shape']} {r['dtype']} ({r['threads']}t)" for r in results]
     ratios = [r["ratio"] for r in results]
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(labels) + 1.2))
     colors = ["tab:green" if v >= 1 else "tab:red" for v in ratios]
