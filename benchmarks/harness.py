@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -99,12 +102,10 @@ def peak_extra_mib(fn):
 
 
 def set_peer_threads(n):
-    try:
-        import torch
-
+    """Give PyTorch ``n`` threads, if a case has imported it (no peer needs it else)."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
         torch.set_num_threads(n)
-    except ImportError:
-        pass
 
 
 def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
@@ -115,8 +116,8 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
     GB/s over the copy bandwidth for memory-bound ones.
     """
     results = []
-    header = (f"{'case':<34} {'shape':<22} {'dtype':<8} {'thr':>3} {'pyconv ms':>10} "
-              f"{'peer ms':>9} {'peer':<11} {'ratio':>6} {'GFLOP/s':>8} {'GB/s':>7} "
+    header = (f"{'case':<40} {'shape':<22} {'dtype':<8} {'thr':>3} {'pyconv ms':>10} "
+              f"{'peer ms':>9} {'peer':<13} {'ratio':>6} {'GFLOP/s':>8} {'GB/s':>7} "
               f"{'ceil%':>6} {'MiB':>7} {'agree':>8}")
     out(header)
     out("-" * len(header))
@@ -158,10 +159,91 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
                    "ratio": ratio, "gflops": gflops, "gbs": gbs, "ceiling_fraction": ceiling,
                    "peak_extra_mib": mib, "agreement": err}
             results.append(row)
-            out(f"{case.name:<34} {case.shape:<22} {case.dtype:<8} {n:>3} {ms:>10.2f} "
-                f"{peer_ms:>9.2f} {case.peer_name:<11} {ratio:>6.2f} {gflops:>8.1f} "
+            out(f"{case.name:<40} {case.shape:<22} {case.dtype:<8} {n:>3} {ms:>10.2f} "
+                f"{peer_ms:>9.2f} {case.peer_name:<13} {ratio:>6.2f} {gflops:>8.1f} "
                 f"{gbs:>7.1f} {ceiling * 100:>6.0f} {mib:>7.1f} {err:>8.1e}")
     return results
+
+
+def cpu_model():
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def machine_line(ceilings=None):
+    """One line naming what the numbers were measured with and on."""
+    import pyconv
+
+    parts = [f"pyconv {pyconv.__version__}", cpu_model(), f"{os.cpu_count()} CPUs"]
+    if ceilings:
+        rates = ceilings["gemm_gflops_1thread"]
+        parts.append(f"1-thread GEMM {rates['float32']:.0f} GFLOP/s float32, "
+                     f"{rates['float64']:.0f} float64")
+        parts.append(f"copy {ceilings['copy_gbs']:.1f} GB/s")
+    from importlib import metadata
+
+    for name in ("numpy", "torch", "torchvision", "scipy"):
+        try:  # the installed version, without importing the package
+            parts.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return "; ".join(parts)
+
+
+def _rst_text(text):
+    """``text`` as literal reStructuredText inline content (markup characters escaped)."""
+    text = str(text).replace("\\", "\\\\")
+    for ch in "*`|_[]<>:":
+        text = text.replace(ch, "\\" + ch)
+    return text or " "
+
+
+def _fmt(value, spec, suffix=""):
+    return f"{value:{spec}}{suffix}" if value == value else "n/a"  # NaN: not measured
+
+
+RST_HEAD = ("case", "shape", "dtype", "threads", "pyconv ms", "peer", "peer ms",
+            "ratio", "GFLOP/s or GB/s", "ceil%", "MiB")
+
+
+def rst_table(results, machine=None, date=None):
+    """The results as a reStructuredText ``list-table`` with the machine line on top.
+
+    ``ratio`` is peer time / pyconv time; the rate column is GB/s for memory-bound
+    cases (those with a byte count), GFLOP/s otherwise; ``ceil%`` and ``MiB`` as in
+    :func:`run_cases`.
+    """
+    rows = []
+    for r in results:
+        if r.get("gbs") == r.get("gbs"):
+            rate = _fmt(r["gbs"], ".1f", " GB/s")
+        else:
+            rate = _fmt(r.get("gflops", float("nan")), ".1f", " GFLOP/s")
+        ceiling = r.get("ceiling_fraction", float("nan"))
+        rows.append((r["case"], r["shape"], r["dtype"], str(r["threads"]),
+                     _fmt(r["pyconv_ms"], ".2f"), r["peer"], _fmt(r["peer_ms"], ".2f"),
+                     _fmt(r["ratio"], ".2f"), rate, _fmt(ceiling * 100, ".0f"),
+                     _fmt(r.get("peak_extra_mib", float("nan")), ".1f")))
+    date = date or time.strftime("%Y-%m-%d")
+    lines = [f"Measured {date} with {_rst_text(machine or machine_line())}.", "",
+             ".. list-table::", "   :header-rows: 1", ""]
+    for row in (RST_HEAD, *rows):
+        lines.append("   * - " + _rst_text(row[0]))
+        lines += [f"     - {_rst_text(cell)}" for cell in row[1:]]
+    return "\n".join(lines) + "\n"
+
+
+def write_rst(path, results, machine=None, date=None):
+    """Write :func:`rst_table` to ``path``."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(rst_table(results, machine, date))
 
 
 def main_for(make_cases, description):
@@ -170,12 +252,17 @@ def main_for(make_cases, description):
     parser.add_argument("--threads", default="1,2", help="comma-separated thread counts")
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--json", help="write the results to this JSON file")
+    parser.add_argument("--rst", help="write the results as a reStructuredText table")
     parser.add_argument("--only", help="run only cases whose name contains this text")
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     cases = [c for c in make_cases() if not args.only or args.only in c.name]
-    results = run_cases(cases, threads, repeats=args.repeats, ceilings=measure_ceilings())
+    ceilings = measure_ceilings()
+    print("# " + machine_line(ceilings))
+    results = run_cases(cases, threads, repeats=args.repeats, ceilings=ceilings)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)
+    if args.rst:
+        write_rst(args.rst, results, machine_line(ceilings))
     return results

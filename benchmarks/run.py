@@ -6,6 +6,10 @@ objects. Cases whose peer is not installed are skipped with a note.
 Run from the repository root::
 
     python -m benchmarks.run --threads 1,2 --json results.json --png ratios.png
+    python -m benchmarks.run --threads 1,2 --rst docs/performance_table.rst
+
+``--from-json results.json`` renders ``--rst``/``--png`` from an earlier run's file
+without timing anything again.
 """
 from __future__ import annotations
 
@@ -14,13 +18,14 @@ import importlib
 import json
 import os
 import pkgutil
-import platform
 import sys
+import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.harness import measure_ceilings, run_cases  # noqa: E402
+from benchmarks.harness import (machine_line, measure_ceilings, run_cases,  # noqa: E402
+                                write_rst)
 
 
 def collect_cases(only=None, modules=None):
@@ -51,7 +56,7 @@ def plot_ratios(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    labels = [f"{r['case']} {r['dtype']} ({r['threads']}t)" for r in results]
+    labels = [f"{r['case']}  {r['shape']} {r['dtype']} ({r['threads']}t)" for r in results]
     ratios = [r["ratio"] for r in results]
     fig, ax = plt.subplots(figsize=(8, 0.28 * len(labels) + 1.2))
     colors = ["tab:green" if v >= 1 else "tab:red" for v in ratios]
@@ -73,22 +78,33 @@ def main(argv=None):
     parser.add_argument("--modules", help="comma-separated families (conv, pooling, ...)")
     parser.add_argument("--json", help="write results (and ceilings) to this file")
     parser.add_argument("--png", help="write a bar chart of the ratios (matplotlib)")
+    parser.add_argument("--rst", help="write the results as a reStructuredText table "
+                        "(e.g. docs/performance_table.rst)")
+    parser.add_argument("--from-json", metavar="FILE",
+                        help="time nothing: take the results (and machine line) from "
+                        "this file written by --json, for --rst/--png")
     args = parser.parse_args(argv)
-    import pyconv
 
-    threads = [int(t) for t in args.threads.split(",")]
-    ceilings = measure_ceilings()
-    print(f"# pyconv {pyconv.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} CPUs; 1-thread GEMM "
-          f"{ceilings['gemm_gflops_1thread']['float32']:.0f} GFLOP/s float32, "
-          f"{ceilings['gemm_gflops_1thread']['float64']:.0f} float64; copy "
-          f"{ceilings['copy_gbs']:.1f} GB/s")
-    modules = args.modules.split(",") if args.modules else None
-    cases = collect_cases(args.only, modules)
-    results = run_cases(cases, threads, repeats=args.repeats, ceilings=ceilings)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"ceilings": ceilings, "results": results}, f, indent=1)
+    if args.from_json:
+        with open(args.from_json, encoding="utf-8") as f:
+            saved = json.load(f)
+        if isinstance(saved, list):  # a family script's --json: results only
+            saved = {"results": saved}
+        results, machine, date = saved["results"], saved.get("machine"), saved.get("date")
+    else:
+        threads = [int(t) for t in args.threads.split(",")]
+        ceilings = measure_ceilings()
+        machine, date = machine_line(ceilings), time.strftime("%Y-%m-%d")
+        print("# " + machine)
+        modules = args.modules.split(",") if args.modules else None
+        cases = collect_cases(args.only, modules)
+        results = run_cases(cases, threads, repeats=args.repeats, ceilings=ceilings)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine, "date": date, "ceilings": ceilings, "results": results},
+                          f, indent=1)
+    if args.rst:
+        write_rst(args.rst, results, machine, date)
     if args.png:
         plot_ratios(results, args.png)
     finite = [r["ratio"] for r in results if np.isfinite(r["ratio"])]

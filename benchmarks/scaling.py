@@ -1,0 +1,150 @@
+"""Thread scaling: pyconv conv2d and max_pool2d at 1, 2, 4, 8, 16 threads.
+
+Two layers of a ResNet-style network, float32:
+
+* ``conv2d`` 16x64x56x56 -> 64, 3x3, padding 1 (compute-bound; ``algorithm="auto"``),
+* ``max_pool2d`` 16x64x112x112, kernel 3, stride 2, padding 1 (memory-bound).
+
+For every thread count up to the CPUs this process may use (``--threads`` to choose),
+each op runs twice to warm up and then ``--repeats`` times; the table gives the median
+time, the speed-up over one thread (t1 / tn) and the parallel efficiency
+(speed-up / n); with ``--threads`` not starting at 1, both are relative to the
+first count given. PyTorch, when installed, is timed the same way at the same thread
+count for reference (``--no-torch`` skips it). Every result is checked bit for bit
+against the one-thread result (pyconv's kernels promise identical results at any
+thread count) and, once, against PyTorch.
+
+Logical CPUs include SMT siblings: efficiency past the number of physical cores says
+little. On a machine shared with other work, use it only as a rough guide.
+
+Run: ``python benchmarks/scaling.py --json scaling.json`` (well under a minute on
+16 cores; about half a minute at 1 and 2 threads on a 2-core machine).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import agreement, machine_line  # noqa: E402
+
+import pyconv  # noqa: E402
+from pyconv._threads import cpu_count  # noqa: E402
+
+LAYERS = [
+    # name, input shape, spec, torch.nn.functional call (needs the weights by name)
+    ("conv2d 3x3 p1", (16, 64, 56, 56),
+     {"op": "conv2d", "in_channels": 64, "out_channels": 64, "kernel_size": 3,
+      "padding": 1},
+     lambda F, x, p: F.conv2d(x, p["weight"], p["bias"], padding=1)),
+    ("max_pool2d k3 s2 p1", (16, 64, 112, 112),
+     {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
+     lambda F, x, p: F.max_pool2d(x, 3, 2, 1)),
+]
+THREADS = (1, 2, 4, 8, 16)
+
+
+def default_threads():
+    """1, 2, 4, 8, 16 up to the usable CPUs, and the CPU count itself if in between."""
+    n = cpu_count()
+    chosen = [t for t in THREADS if t <= n]
+    if n < THREADS[-1] and n not in chosen:
+        chosen.append(n)
+    return chosen
+
+
+def median_ms(fn, repeats, warmup=2):
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
+def measure(threads, repeats=5, use_torch=True, out=print):
+    """Time every layer at every thread count; return the result rows."""
+    torch = F = None
+    if use_torch:
+        try:
+            import torch
+            import torch.nn.functional as F
+        except ImportError:
+            out("# torch is not installed: timing pyconv only")
+    rows = []
+    head = (f"{'layer':<20} {'shape':<16} {'thr':>3} {'pyconv ms':>10} {'speed-up':>8} "
+            f"{'effic.':>7} {'torch ms':>9} {'speed-up':>8} {'effic.':>7}")
+    out(head)
+    out("-" * len(head))
+    for name, shape, spec, torch_fn in LAYERS:
+        layer = pyconv.Conv(spec, seed=0, dtype=np.float32)
+        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        out_buf = np.empty(layer.output_shape(shape), np.float32)
+        if torch is not None:
+            xt = torch.from_numpy(x)
+            pt = {k: torch.from_numpy(np.array(v)) for k, v in layer.params.items()}
+        first = base_ms = base_torch = None
+        for n in threads:
+            y = layer.apply(x, n_threads=n)
+            if first is None:
+                first = y
+            elif not np.array_equal(y, first):
+                raise AssertionError(f"{name}: {n} threads changed the result")
+            ms = median_ms(lambda: layer.apply(x, out=out_buf, n_threads=n), repeats)
+            base_ms = base_ms or ms
+            row = {"layer": name, "shape": "x".join(map(str, shape)), "dtype": "float32",
+                   "threads": n, "pyconv_ms": ms, "speedup": base_ms / ms,
+                   "efficiency": base_ms / ms * threads[0] / n, "torch_ms": float("nan"),
+                   "torch_speedup": float("nan"), "torch_efficiency": float("nan")}
+            if torch is not None:
+                torch.set_num_threads(n)
+                with torch.no_grad():
+                    if n == threads[-1]:
+                        err = agreement(y, torch_fn(F, xt, pt))
+                        if not err <= 1e-4:
+                            raise AssertionError(f"{name}: pyconv and torch disagree "
+                                                 f"(relative error {err:.1e})")
+                    t_ms = median_ms(lambda: torch_fn(F, xt, pt), repeats)
+                base_torch = base_torch or t_ms
+                row.update(torch_ms=t_ms, torch_speedup=base_torch / t_ms,
+                           torch_efficiency=base_torch / t_ms * threads[0] / n)
+            rows.append(row)
+            out(f"{name:<20} {row['shape']:<16} {n:>3} {ms:>10.2f} {row['speedup']:>8.2f} "
+                f"{row['efficiency']:>7.0%} {row['torch_ms']:>9.2f} "
+                f"{row['torch_speedup']:>8.2f} {row['torch_efficiency']:>7.0%}", flush=True)
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", help="comma-separated thread counts (default: "
+                        "1,2,4,8,16 up to the usable CPUs)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-torch", action="store_true", help="time pyconv only")
+    parser.add_argument("--json", help="write the rows and the machine line to this file")
+    args = parser.parse_args(argv)
+    threads = ([int(t) for t in args.threads.split(",")] if args.threads
+               else default_threads())
+    if any(t < 1 for t in threads):
+        parser.error("--threads expects positive ints")
+    machine = machine_line()
+    print("# " + machine)
+    t0 = time.perf_counter()
+    rows = measure(threads, args.repeats, use_torch=not args.no_torch)
+    print(f"# {time.perf_counter() - t0:.0f} s")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "date": time.strftime("%Y-%m-%d"),
+                       "rows": rows}, f, indent=1)
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""The benchmark suite's machinery: harness, RST/JSON output, the scripts' structure.
+
+Nothing here times a real case (that is the benchmarks' job, not the tests'): the
+harness runs on tiny synthetic cases, and each ``bench_*.py`` is checked to define
+``make_cases`` and to import.
+"""
+import ast
+import glob
+import importlib
+import json
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH_DIR = os.path.join(ROOT, "benchmarks")
+if not os.path.isfile(os.path.join(BENCH_DIR, "harness.py")):
+    pytest.skip("benchmarks/ is not beside tests/ (installed-package run)",
+                allow_module_level=True)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+from benchmarks import harness, run  # noqa: E402
+from benchmarks.harness import Case  # noqa: E402
+
+BENCH_FILES = sorted(glob.glob(os.path.join(BENCH_DIR, "bench_*.py")))
+CEILINGS = {"gemm_gflops_1thread": {"float32": 100.0, "float64": 50.0}, "copy_gbs": 10.0}
+
+
+def synthetic_cases():
+    x = np.arange(12.0)
+    return [
+        Case("agreeing double*", "12", "float64", lambda n: x * 2, lambda n: x + x,
+             flops=1e6, peer_name="numpy"),
+        Case("memory_bound_", "12", "float32", lambda n: x.astype(np.float32),
+             lambda n: x, nbytes=2e6, peer_name="numpy"),
+        Case("no peer", "12", "float64", lambda n: x, None, flops=1e6),
+    ]
+
+
+# -- the scripts ------------------------------------------------------------------------
+def test_there_are_benchmark_scripts():
+    names = {os.path.basename(f) for f in BENCH_FILES}
+    assert {"bench_conv.py", "bench_winograd.py", "bench_filters.py"} <= names
+
+
+@pytest.mark.parametrize("path", BENCH_FILES, ids=os.path.basename)
+def test_every_bench_module_defines_make_cases_and_a_main(path):
+    tree = ast.parse(open(path, encoding="utf-8").read(), path)
+    functions = {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+    assert "make_cases" in functions, f"{os.path.basename(path)} has no make_cases()"
+    assert any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test)
+               for node in tree.body), "no `if __name__ == '__main__':` entry point"
+    assert ast.get_docstring(tree), "no module docstring (the scripts' --help text)"
+
+
+@pytest.mark.parametrize("name", ["bench_conv", "bench_winograd", "bench_filters",
+                                  "bench_transposed", "bench_activations"])
+def test_suite_modules_import_and_expose_make_cases(name):
+    module = importlib.import_module(f"benchmarks.{name}")
+    assert callable(module.make_cases)
+
+
+def test_filter_peers_use_the_matching_padding_modes():
+    """pyconv 'symmetric' == ndimage 'reflect', pyconv 'reflect' == ndimage 'mirror'."""
+    pytest.importorskip("scipy")
+    import pyconv
+    from benchmarks import bench_filters
+
+    rng = np.random.default_rng(0)
+    image = rng.standard_normal((23, 19))
+    for k in (3, 5):
+        kernel = rng.standard_normal((k, k))  # not symmetric: a flip would show
+        for mode in bench_filters.MODES:
+            conv = pyconv.Conv({"op": "conv2d", "in_channels": 1, "out_channels": 1,
+                                "kernel_size": k, "padding": "same", "padding_mode": mode,
+                                "bias": False}, params={"weight": kernel[None, None]})
+            mine = conv.apply(image[None, None])[0, 0]
+            for peer in ("scipy.ndimage", "scipy fftconv", "scipy oaconv"):
+                theirs = bench_filters._peer(peer, image, kernel, mode)(1)
+                assert theirs.shape == mine.shape
+                np.testing.assert_allclose(mine, theirs, rtol=0, atol=1e-12,
+                                           err_msg=f"{k}x{k} {mode} vs {peer}")
+    other = {"symmetric": "reflect", "reflect": "symmetric"}
+    wrong = bench_filters._peer("scipy.ndimage", image, kernel, other[mode])(1)
+    assert harness.agreement(mine, wrong) > 1e-3  # the agreement check can fail
+
+
+# -- the harness ------------------------------------------------------------------------
+def test_run_cases_rows_rates_and_ceilings():
+    lines = []
+    rows = harness.run_cases(synthetic_cases(), [1, 2], repeats=3, warmup=1,
+                             out=lines.append, ceilings=CEILINGS)
+    assert [(r["case"], r["threads"]) for r in rows] == [
+        ("agreeing double*", 1), ("agreeing double*", 2), ("memory_bound_", 1),
+        ("memory_bound_", 2), ("no peer", 1), ("no peer", 2)]
+    for r in rows:
+        assert r["pyconv_ms"] > 0
+        assert r["peak_extra_mib"] >= 0
+    compute, memory, alone = rows[1], rows[2], rows[4]
+    assert compute["ratio"] == pytest.approx(compute["peer_ms"] / compute["pyconv_ms"])
+    assert compute["gflops"] == pytest.approx(1e6 / compute["pyconv_ms"] / 1e6)
+    assert compute["ceiling_fraction"] == pytest.approx(compute["gflops"] / (50.0 * 2))
+    assert memory["ceiling_fraction"] == pytest.approx(memory["gbs"] / 10.0)
+    assert compute["agreement"] == 0.0
+    assert math.isnan(alone["peer_ms"]) and math.isnan(alone["ratio"])
+    assert math.isnan(alone["agreement"])
+    assert len(lines) == 2 + len(rows) and "ratio" in lines[0]
+
+
+def test_run_cases_stops_when_pyconv_and_the_peer_disagree():
+    x = np.ones(5)
+    bad = Case("off by 1e-3", "5", "float64", lambda n: x, lambda n: x * (1 + 1e-3),
+               peer_name="numpy", rtol=1e-4)
+    with pytest.raises(AssertionError, match="off by 1e-3: pyconv and numpy disagree"):
+        harness.run_cases([bad], [1], repeats=1, out=lambda s: None)
+    nan = Case("nan", "5", "float64", lambda n: x * np.nan, lambda n: x, peer_name="numpy")
+    with pytest.raises(AssertionError, match="disagree"):
+        harness.run_cases([nan], [1], repeats=1, out=lambda s: None)
+
+
+def test_agreement_is_relative_to_the_peer_magnitude():
+    assert harness.agreement(np.array([100.0, 1.0]), np.array([100.0, 2.0])) == 0.01
+    assert harness.agreement(np.empty(0), np.empty(0)) == 0.0
+
+
+# -- RST and JSON output ----------------------------------------------------------------
+def rows_of_synthetic_cases():
+    return harness.run_cases(synthetic_cases(), [1], repeats=1, warmup=0,
+                             out=lambda s: None, ceilings=CEILINGS)
+
+
+def test_rst_table_has_the_machine_line_every_column_and_escaped_names():
+    rows = rows_of_synthetic_cases()
+    text = harness.rst_table(rows, machine="pyconv 9.9; Some CPU; 2 CPUs",
+                             date="2001-02-03")
+    lines = text.splitlines()
+    assert lines[0] == "Measured 2001-02-03 with pyconv 9.9; Some CPU; 2 CPUs."
+    assert ".. list-table::" in lines and "   :header-rows: 1" in lines
+    cells = [line.split("- ", 1)[1] for line in lines if line.lstrip().startswith(("* -",
+                                                                                     "- "))]
+    assert cells[:len(harness.RST_HEAD)] == list(harness.RST_HEAD)
+    assert len(cells) == len(harness.RST_HEAD) * (1 + len(rows))
+    by_row = [cells[i:i + len(harness.RST_HEAD)] for i in range(0, len(cells),
+                                                                 len(harness.RST_HEAD))]
+    assert by_row[1][0] == r"agreeing double\*" and by_row[2][0] == r"memory\_bound\_"
+    assert by_row[1][8].endswith(" GFLOP/s") and by_row[2][8].endswith(" GB/s")
+    assert by_row[3][5:8] == ["torch", "n/a", "n/a"]  # no peer: nothing to report
+    assert float(by_row[1][7]) > 0 and float(by_row[1][9]) >= 0
+
+
+def test_rst_table_is_valid_restructuredtext():
+    docutils_core = pytest.importorskip("docutils.core")
+    text = harness.rst_table(rows_of_synthetic_cases(), machine="m")
+    messages = []
+    doctree = docutils_core.publish_doctree(
+        text, settings_overrides={"report_level": 1, "halt_level": 5,
+                                  "warning_stream": False})
+    messages = [m for m in doctree.findall() if m.tagname == "system_message"]
+    assert not messages, [m.astext() for m in messages]
+    table = [n for n in doctree.findall() if n.tagname == "table"]
+    assert len(table) == 1
+    assert "agreeing double*" in table[0].astext()
+
+
+def fake_suite(monkeypatch):
+    monkeypatch.setattr(run, "measure_ceilings", lambda: CEILINGS)
+    monkeypatch.setattr(run, "collect_cases", lambda only, modules: synthetic_cases())
+
+
+def test_run_writes_json_and_rst_and_rerenders_from_json(tmp_path, monkeypatch, capsys):
+    fake_suite(monkeypatch)
+    results = run.main(["--threads", "1", "--repeats", "1", "--json",
+                        str(tmp_path / "r.json"), "--rst", str(tmp_path / "t.rst")])
+    saved = json.loads((tmp_path / "r.json").read_text())
+    assert saved["ceilings"] == CEILINGS and saved["results"] == json.loads(
+        json.dumps(results))
+    assert saved["machine"].startswith("pyconv ") and "GEMM 100 GFLOP/s" in saved["machine"]
+    table = (tmp_path / "t.rst").read_text()
+    assert table.startswith(f"Measured {saved['date']} with pyconv ")
+    assert "agreeing double\\*" in table
+    # Re-rendering from the file times nothing and gives the same table.
+    monkeypatch.setattr(run, "run_cases", lambda *a, **k: pytest.fail("timed again"))
+    run.main(["--from-json", str(tmp_path / "r.json"), "--rst", str(tmp_path / "u.rst")])
+    assert (tmp_path / "u.rst").read_text() == table
+    # A family script's --json (a plain list of rows) renders too.
+    (tmp_path / "rows.json").write_text(json.dumps(saved["results"]))
+    run.main(["--from-json", str(tmp_path / "rows.json"), "--rst", str(tmp_path / "v.rst")])
+    assert "memory\\_bound\\_" in (tmp_path / "v.rst").read_text()
+    assert "# geometric mean ratio" in capsys.readouterr().out
+
+
+def test_run_png_chart(tmp_path, monkeypatch):
+    pytest.importorskip("matplotlib")
+    fake_suite(monkeypatch)
+    run.main(["--threads", "1", "--repeats", "1", "--png", str(tmp_path / "r.png")])
+    assert (tmp_path / "r.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# -- scaling script ---------------------------------------------------------------------
+@pytest.mark.parametrize("cpus, expected", [(1, [1]), (2, [1, 2]), (12, [1, 2, 4, 8, 12]),
+                                            (16, [1, 2, 4, 8, 16]),
+                                            (64, [1, 2, 4, 8, 16])])
+def test_scaling_thread_counts_are_capped_at_the_cpus(monkeypatch, cpus, expected):
+    from benchmarks import scaling
+
+    monkeypatch.setattr(scaling, "cpu_count", lambda: cpus)
+    assert scaling.default_threads() == expected
