@@ -15,6 +15,13 @@ def pytest_report_header(config):
             f"openmp={pyconv.config()['openmp']} threads={pyconv.get_num_threads()}"]
 
 
+@pytest.fixture(autouse=True)
+def _outside_the_source_tree(tmp_path, monkeypatch):
+    """Run every test from an empty folder, so subprocesses (``python -m pyconv``,
+    ``python -c``) import the installed pyconv, never a source checkout in the cwd."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def rng(request):
     """A generator seeded from the test's name, so every test is reproducible."""
