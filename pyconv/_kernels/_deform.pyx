@@ -15,9 +15,8 @@ The work is split in three steps:
    DCNv2 mask folded in. It is computed once and shared by every channel of the
    offset group.
 3. A gather of every input channel into a column buffer ``(C_in * K, chunk)`` for a
-   chunk of output positions, then one GEMM per weight group into a small
-   position-major tile (see ``gemm_tile``), copied into the output with bias and
-   ReLU while it is in cache.
+   chunk of output positions, then one GEMM per weight group straight into the
+   output, with bias and ReLU applied while the tile is in cache.
 
 Units of work are ``(image, chunk of output positions)``; they write disjoint
 output columns, so they run under one ``prange`` with single-threaded BLAS inside
@@ -29,7 +28,8 @@ from cython.parallel cimport parallel, prange
 from libc.math cimport exp
 from libc.string cimport memcpy, memset
 
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from pyconv._kernels._blas cimport gemm_rm
+from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
 
@@ -345,59 +345,13 @@ cdef inline void gather_rows(const floating* x0, Py_ssize_t plane, Py_ssize_t nc
                                 dstride, pc, sy, rows, 1)
 
 
-cdef inline void gemm_tile(const floating* w, const floating* col, floating* tile,
-                           Py_ssize_t m, Py_ssize_t n, Py_ssize_t k) noexcept nogil:
-    # tile[q*m + o] = sum_j w[o*k + j] * col[j*n + q]: the column-major product
-    # (m x n) = W (m x k, row-major, so transposed) @ col (k x n, row-major, so
-    # transposed). With the m = C_out rows on BLAS's M side OpenBLAS packs the small
-    # weight matrix as A and streams the column buffer as B, measured about a third
-    # faster than the row-major product straight into the output.
-    cdef char t = b'T'
-    cdef int im = <int>m, in_ = <int>n, ik = <int>k
-    cdef floating one = 1, zero = 0
-    if floating is float:
-        sgemm(&t, &t, &im, &in_, &ik, &one, <float*>w, &ik, <float*>col, &in_, &zero,
-              tile, &im)
-    else:
-        dgemm(&t, &t, &im, &in_, &ik, &one, <double*>w, &ik, <double*>col, &in_, &zero,
-              tile, &im)
-
-
-cdef inline void store_tile(const floating* tile, floating* c, Py_ssize_t rows,
-                            Py_ssize_t cols, Py_ssize_t ldc, const floating* bias,
-                            bint has_bias, bint relu) noexcept nogil:
-    # c[i*ldc + j] = tile[j*rows + i] (+ bias[i], then ReLU, which keeps NaN as
-    # torch.relu does), in blocks of 16 columns so the reads stay in L1.
-    cdef Py_ssize_t i, j, j0, j1
-    cdef floating b, v
-    cdef floating* row
-    for j0 in range(0, cols, 16):
-        j1 = j0 + 16
-        if j1 > cols:
-            j1 = cols
-        for i in range(rows):
-            row = c + i * ldc
-            b = bias[i] if has_bias else 0
-            if relu:
-                for j in range(j0, j1):
-                    v = tile[j * rows + i] + b
-                    row[j] = 0 if v < 0 else v
-            elif has_bias:
-                for j in range(j0, j1):
-                    row[j] = tile[j * rows + i] + b
-            else:
-                for j in range(j0, j1):
-                    row[j] = tile[j * rows + i]
-
-
 def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
               const floating[:, :, :] mask, const floating[:, ::1] weight,
               const floating[::1] bias, floating[:, :, ::1] out,
               const Py_ssize_t[::1] geom, int rank, Py_ssize_t groups,
               Py_ssize_t offset_groups, int mask_mode, bint has_bias, bint relu,
               Py_ssize_t zero_idx, Py_ssize_t chunk, floating[:, ::1] col,
-              Py_ssize_t[:, ::1] pidx, floating[:, ::1] pw, floating[:, ::1] tiles,
-              int n_threads):
+              Py_ssize_t[:, ::1] pidx, floating[:, ::1] pw, int n_threads):
     """Deformable convolution of zero-bordered planes.
 
     xpad: (N*C_in, bordered plane) from :func:`pad_planes`; offset: (N, rank*og*K, P)
@@ -406,7 +360,7 @@ def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
     input size, output size, kernel, stride, leading padding, dilation, bordered
     strides, 3 per quantity in (D, H, W) order. zero_idx: an index whose 2**rank
     corners are all zeros in every bordered plane. Per thread: col >= C_in*K*chunk,
-    pidx >= K*chunk, pw >= K*chunk*2**rank, tiles >= C_out/groups*chunk values.
+    pidx >= K*chunk, pw >= K*chunk*2**rank values.
     """
     cdef Geom g
     cdef int a
@@ -440,7 +394,6 @@ def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
     cdef Py_ssize_t* ip
     cdef floating* wp
     cdef floating* c_ptr
-    cdef floating* tp
     cdef const floating* offp
     cdef const floating* mskp
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
@@ -451,7 +404,6 @@ def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
         colp = &col[tid, 0]
         ip = &pidx[tid, 0]
         wp = &pw[tid, 0]
-        tp = &tiles[tid, 0]
         for u in prange(n_units, schedule='static'):
             n = u // n_chunks
             p0 = (u % n_chunks) * chunk
@@ -469,7 +421,9 @@ def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
                                 rank, sy, sz)
             for gr in range(groups):
                 c_ptr = &out[n, gr * cout_g, p0]
-                gemm_tile(&weight[gr * cout_g, 0], colp + gr * ck * pc, tp, cout_g, pc,
-                          ck)
-                store_tile(tp, c_ptr, cout_g, pc, P,
-                           bias_ptr + gr * cout_g if has_bias else NULL, has_bias, relu)
+                gemm_rm(&weight[gr * cout_g, 0], colp + gr * ck * pc, c_ptr,
+                        cout_g, pc, ck, ck, pc, P, 0)
+                if has_bias or relu:
+                    bias_relu_tile(c_ptr, cout_g, pc, P,
+                                   bias_ptr + gr * cout_g if has_bias else NULL,
+                                   has_bias, relu)

@@ -363,8 +363,7 @@ def deform_forward(op_name, x, offset, mask, mask_mode, weight, bias, out, spec,
     sizes = [aligned(N * C_in * plane * itemsize),
              aligned(n_threads * C_in * K * chunk * itemsize),
              aligned(n_threads * K * chunk * 8),
-             aligned(n_threads * K * chunk * nc * itemsize),
-             aligned(n_threads * (C_out // groups) * chunk * itemsize)]
+             aligned(n_threads * K * chunk * nc * itemsize)]
     buf = workspace((sum(sizes) + 64,), np.uint8)
     start = (-buf.ctypes.data) % 64
     views = []
@@ -378,8 +377,6 @@ def deform_forward(op_name, x, offset, mask, mask_mode, weight, bias, out, spec,
         n_threads, K * chunk)
     pw = views[3][:n_threads * K * chunk * nc * itemsize].view(dtype).reshape(
         n_threads, K * chunk * nc)
-    tiles = views[4][:n_threads * (C_out // groups) * chunk * itemsize].view(
-        dtype).reshape(n_threads, (C_out // groups) * chunk)
 
     _deform.pad_planes(x.reshape(N * C_in, -1), xpad, size3[0], size3[1], size3[2],
                        bp[0], bp[1], bp[2], border[0], border[1], n_threads)
@@ -408,7 +405,7 @@ def deform_forward(op_name, x, offset, mask, mask_mode, weight, bias, out, spec,
         _deform.deform_nd(xpad, off3, msk3, weight.reshape(C_out, ck), bias_arr,
                           out.reshape(N, C_out, P), geom, rank, groups, og, mask_mode,
                           bias is not None, spec["activation"] == "relu", zero_idx, chunk,
-                          col, pidx, pw, tiles, n_threads)
+                          col, pidx, pw, n_threads)
     return out
 
 
