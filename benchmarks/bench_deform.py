@@ -1,52 +1,38 @@
-"""Benchmark pyconv's deformable convolution against torchvision's CPU kernel.
+"""Deformable convolution: pyconv vs torchvision.ops.deform_conv2d (CPU).
 
-Both run in this process at the same thread count (``torch.set_num_threads(n)``,
-``n_threads=n``), after a warm-up; the script prints medians of several repeats,
-the ratio torchvision/pyconv (above 1: pyconv is faster) and the largest difference
-between the two outputs relative to the output's magnitude.
+Cases: DCNv2 (with mask) and DCNv1 on 4x64x56x56 -> 64, 3x3, pad 1, float32 and
+float64; offset and weight groups; stride 2; the learned ("Pack") form against
+torch's conv2d + torchvision. Both run in one process at the same thread count
+(``torch.set_num_threads(n)``, ``n_threads=n``). torchvision is not a dependency of
+pyconv: without it ``make_cases`` raises ImportError and the suite skips this file.
+Run it with an interpreter that has torch, torchvision and pyconv's dependencies::
 
-torchvision is not a dependency of pyconv; run this with an interpreter that has
-torch, torchvision and pyconv's runtime dependencies (numpy, scipy, threadpoolctl)::
-
-    PYTHONPATH=. python benchmarks/bench_deform.py --threads 2
+    PYTHONPATH=. python benchmarks/bench_deform.py --threads 1,2
 """
-from __future__ import annotations
-
-import argparse
-import statistics
-import time
+import os
+import sys
 
 import numpy as np
 
-import pyconv
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import Case, main_for  # noqa: E402
 
+import pyconv  # noqa: E402
 
-def median_time(fn, repeats):
-    fn()  # warm-up (workspaces, thread pools, BLAS packing buffers)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-# (label, N, C_in, C_out, H, W, k, stride, pad, groups, offset_groups, v2, learned, dtype)
-CASES = [
-    ("v2 4x64x56x56->64 3x3", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, True, False, "float32"),
-    ("v1 4x64x56x56->64 3x3", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, False, False, "float32"),
-    ("v2 float64", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, True, False, "float64"),
-    ("v2 og4 g2 1x128x28x28->128", 1, 128, 128, 28, 28, 3, 1, 1, 2, 4, True, False,
-     "float32"),
-    ("v2 stride 2 2x64x56x56->128", 2, 64, 128, 56, 56, 3, 2, 1, 1, 1, True, False,
-     "float32"),
-    ("v2 learned (Pack) 4x64x56x56", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, True, True,
-     "float32"),
+# name, N, C_in, C_out, H, W, k, stride, pad, groups, offset_groups, v2, learned, dtype
+CONFIGS = [
+    ("deform v2 3x3 p1", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, True, False, np.float32),
+    ("deform v1 3x3 p1", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, False, False, np.float32),
+    ("deform v2 3x3 p1", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, True, False, np.float64),
+    ("deform v2 og4 g2", 1, 128, 128, 28, 28, 3, 1, 1, 2, 4, True, False, np.float32),
+    ("deform v2 s2", 2, 64, 128, 56, 56, 3, 2, 1, 1, 1, True, False, np.float32),
+    ("deform v2 learned (Pack)", 4, 64, 64, 56, 56, 3, 1, 1, 1, 1, True, True,
+     np.float32),
 ]
 
 
-def run_case(case, threads, repeats, torch, tv_deform):
-    label, N, C, Co, H, W, k, s, p, g, og, v2, learned, dtype = case
+def _case(cfg, torch, tv_deform):
+    name, N, C, Co, H, W, k, s, p, g, og, v2, learned, dtype = cfg
     rng = np.random.default_rng(0)
     spec = {"op": "deform_conv2d", "in_channels": C, "out_channels": Co,
             "kernel_size": k, "stride": s, "padding": p, "groups": g,
@@ -60,26 +46,30 @@ def run_case(case, threads, repeats, torch, tv_deform):
               "bias": rng.standard_normal(Co)}
     inputs = {}
     if learned:
-        M = 3 * og * K if v2 else 2 * og * K
+        M = (3 if v2 else 2) * og * K
         params["offset_weight"] = rng.standard_normal((M, C, k, k)) * 0.01
         params["offset_bias"] = rng.standard_normal(M) * 0.5
     else:
         inputs["offset"] = (rng.standard_normal((N, 2 * og * K, Ho, Wo)) * 2).astype(dtype)
         if v2:
             inputs["mask"] = rng.uniform(0, 1, (N, og * K, Ho, Wo)).astype(dtype)
-    conv = pyconv.Conv(spec, params={n: a.astype(dtype) for n, a in params.items()})
+    params = {n: a.astype(dtype) for n, a in params.items()}
+    conv = pyconv.Conv(spec, params=params)
     out = np.empty(conv.output_shape(x.shape), dtype)
-    t_pc = median_time(lambda: conv.apply(x, out=out, n_threads=threads, **inputs),
-                       repeats)
-    y = conv.apply(x, n_threads=threads, **inputs)
-    line = f"{label:32s} {dtype:8s} pyconv {t_pc * 1e3:8.2f} ms"
-    if tv_deform is None:
-        return line + "   (torchvision not available)"
 
-    tt = {n: torch.from_numpy(np.ascontiguousarray(a, dtype)) for n, a in params.items()}
+    def run(n):
+        return conv.apply(x, out=out, n_threads=n, **inputs)
+
+    tt = {n: torch.from_numpy(a.copy()) for n, a in params.items()}
     tx = torch.from_numpy(x)
-    if learned:
-        def peer():
+    toff = torch.from_numpy(inputs["offset"]) if "offset" in inputs else None
+    tmask = torch.from_numpy(inputs["mask"]) if "mask" in inputs else None
+
+    def peer(n):
+        with torch.no_grad():
+            if not learned:
+                return tv_deform(tx, toff, tt["weight"], tt["bias"], stride=s, padding=p,
+                                 mask=tmask)
             o = torch.nn.functional.conv2d(tx, tt["offset_weight"], tt["offset_bias"],
                                            stride=s, padding=p)
             if v2:
@@ -87,41 +77,19 @@ def run_case(case, threads, repeats, torch, tv_deform):
                 return tv_deform(tx, torch.cat((o1, o2), dim=1), tt["weight"],
                                  tt["bias"], stride=s, padding=p, mask=torch.sigmoid(m))
             return tv_deform(tx, o, tt["weight"], tt["bias"], stride=s, padding=p)
-    else:
-        toff = torch.from_numpy(inputs["offset"])
-        tmask = torch.from_numpy(inputs["mask"]) if v2 else None
 
-        def peer():
-            return tv_deform(tx, toff, tt["weight"], tt["bias"], stride=s, padding=p,
-                             mask=tmask)
-    with torch.no_grad():
-        t_tv = median_time(peer, repeats)
-        ref = peer().numpy()
-    err = float(np.max(np.abs(y.astype(np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))
-    tol = 1e-4 if dtype == "float32" else 1e-10
-    status = "ok" if err <= tol else "MISMATCH"
-    return (line + f"  torchvision {t_tv * 1e3:8.2f} ms  ratio {t_tv / t_pc:6.2f}x"
-            f"  rel.err {err:.1e} {status}")
+    shape = f"{N}x{C}x{H}x{W}->{Co}"
+    return Case(name, shape, np.dtype(dtype).name, run, peer,
+                flops=conv.flops(x.shape), peer_name="torchvision",
+                rtol=1e-4 if dtype == np.float32 else 1e-10)
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    try:
-        import torch
-        from torchvision.ops import deform_conv2d as tv_deform
-        torch.set_num_threads(args.threads)
-        peer = f"torch {torch.__version__}"
-    except ImportError:
-        torch = tv_deform = None
-        peer = "no torchvision"
-    print(f"pyconv {pyconv.__version__}, {peer}, threads={args.threads}, "
-          f"median of {args.repeats}")
-    for case in CASES:
-        print(run_case(case, args.threads, args.repeats, torch, tv_deform), flush=True)
+def make_cases():
+    import torch
+    from torchvision.ops import deform_conv2d as tv_deform
+
+    return [_case(cfg, torch, tv_deform) for cfg in CONFIGS]
 
 
 if __name__ == "__main__":
-    main()
+    main_for(make_cases, __doc__)

@@ -83,8 +83,10 @@ cdef inline void plan_chunk(const Geom* g, const floating* off, Py_ssize_t ocs,
     # Plan for output positions p0 <= p < p0 + pc and every tap of one offset group.
     # off[(rank*t + a)*ocs + p]: offset of tap t along used axis a (dz, dy, dx order);
     # msk[t*mcs + p]: mask (mask_mode 1: as given, 2: sigmoid of it, 0: no mask).
-    # Writes pidx[t*pc + q] and pw[(t*pc + q)*nc + corner], corner bits ordered with
-    # the first used axis most significant (2-D: y0x0, y0x1, y1x0, y1x1, as torchvision).
+    # Writes pidx[t*pc + q] and the weights of tap t as nc/2 rows of 2*pc values:
+    # corner c's weight at pw[t*pc*nc + (c >> 1)*2*pc + 2*q + (c & 1)], corner bits
+    # ordered with the first used axis most significant (2-D: y0x0, y0x1, y1x0, y1x1,
+    # as torchvision), so x-adjacent corners sit side by side for the gather.
     # Samples outside the image point at zero_idx, whose 2**rank corners are all
     # border zeros, so their zero weights never meet an inf or NaN pixel.
     cdef int first = g.first
@@ -128,16 +130,16 @@ cdef inline void plan_chunk(const Geom* g, const floating* off, Py_ssize_t ocs,
                     wlo[a] = 1 - l
                     whi[a] = l
                     base = base + (c0 + 1) * g.ps[a]
-            dw = pw + (t * pc + q) * nc
+            dw = pw + t * pc * nc + 2 * q
             if outside:
                 pidx[t * pc + q] = zero_idx
                 for c in range(nc):
-                    dw[c] = 0
+                    dw[(c >> 1) * 2 * pc + (c & 1)] = 0
             elif nan:
                 # A NaN offset makes the sample NaN (as a NaN input would).
                 pidx[t * pc + q] = zero_idx
                 for c in range(nc):
-                    dw[c] = nanv
+                    dw[(c >> 1) * 2 * pc + (c & 1)] = nanv
             else:
                 if mask_mode == 0:
                     m = 1
@@ -153,7 +155,7 @@ cdef inline void plan_chunk(const Geom* g, const floating* off, Py_ssize_t ocs,
                             w = w * whi[a]
                         else:
                             w = w * wlo[a]
-                    dw[c] = w * m if mask_mode != 0 else w
+                    dw[(c >> 1) * 2 * pc + (c & 1)] = w * m if mask_mode != 0 else w
             # Next tap, last axis fastest.
             tap[2] += 1
             if tap[2] == g.k[2]:
@@ -164,88 +166,183 @@ cdef inline void plan_chunk(const Geom* g, const floating* off, Py_ssize_t ocs,
                     tap[0] += 1
 
 
-cdef inline floating corner_sum2(const floating* xc, Py_ssize_t b, floating w0,
-                                 floating w1, floating w2, floating w3,
-                                 Py_ssize_t sy) noexcept nogil:
-    # torchvision's order: w1*v1 + w2*v2 + w3*v3 + w4*v4 (y0x0, y0x1, y1x0, y1x1).
-    return w0 * xc[b] + w1 * xc[b + 1] + w2 * xc[b + sy] + w3 * xc[b + sy + 1]
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #ifdef __AVX2__
+    #include <immintrin.h>
+    #endif
+    /* Interpolated samples of nch channels (planes x0 + j*plane) at positions
+       q < pc of one tap, into dst[j*dstride + q]. The lowest corner of position q is
+       idx[q]; wt[2q], wt[2q+1] weigh the corners idx[q] and idx[q]+1, and with
+       rows == 2, wb[2q], wb[2q+1] the corners one row (sy) further. The sum runs
+       in torchvision's order, ((c0 + c1) + c2) + c3, in every build; acc adds the
+       result to dst instead (3-D: the second z-slab of corners).
+
+       The AVX2 build does four positions per step: each pair of x-adjacent corners
+       is one 64-bit load, a horizontal add gives c0 + c1 and two shuffles split
+       c2 and c3 out of the second row's products, so the rounding is that of the
+       scalar loop. Channels go four at a time to reuse the plan's registers. */
+    #define PYCONV_DEF_SCALAR(T, NAME)                                              \
+    static inline T NAME(const T* x, Py_ssize_t b, const T* wt, const T* wb,     \
+                         Py_ssize_t q, Py_ssize_t sy, int rows) {                 \
+        T s = wt[2 * q] * x[b] + wt[2 * q + 1] * x[b + 1];                        \
+        if (rows == 2) {                                                          \
+            s = s + wb[2 * q] * x[b + sy];                                        \
+            s = s + wb[2 * q + 1] * x[b + sy + 1];                                \
+        }                                                                         \
+        return s;                                                                 \
+    }
+    PYCONV_DEF_SCALAR(float, pyconv_dfm_one_f)
+    PYCONV_DEF_SCALAR(double, pyconv_dfm_one_d)
+
+    #ifdef __AVX2__
+    #define PYCONV_LD2(p0, p1) _mm_loadh_pi(_mm_loadl_pi(_mm_setzero_ps(),         \
+                                 (const __m64*)(p0)), (const __m64*)(p1))
+    static inline __m128 pyconv_dfm_four_f(const float* x, const Py_ssize_t* b,
+                                           Py_ssize_t sy, int rows, __m128 t01,
+                                           __m128 t23, __m128 b01, __m128 b23) {
+        __m128 h = _mm_hadd_ps(_mm_mul_ps(PYCONV_LD2(x + b[0], x + b[1]), t01),
+                               _mm_mul_ps(PYCONV_LD2(x + b[2], x + b[3]), t23));
+        if (rows == 2) {
+            const float* y = x + sy;
+            __m128 pa = _mm_mul_ps(PYCONV_LD2(y + b[0], y + b[1]), b01);
+            __m128 pb = _mm_mul_ps(PYCONV_LD2(y + b[2], y + b[3]), b23);
+            h = _mm_add_ps(h, _mm_shuffle_ps(pa, pb, _MM_SHUFFLE(2, 0, 2, 0)));
+            h = _mm_add_ps(h, _mm_shuffle_ps(pa, pb, _MM_SHUFFLE(3, 1, 3, 1)));
+        }
+        return h;
+    }
+    static inline __m128d pyconv_dfm_two_d(const double* x, const Py_ssize_t* b,
+                                           Py_ssize_t sy, int rows, __m128d t0,
+                                           __m128d t1, __m128d b0, __m128d b1) {
+        __m128d h = _mm_hadd_pd(_mm_mul_pd(_mm_loadu_pd(x + b[0]), t0),
+                                _mm_mul_pd(_mm_loadu_pd(x + b[1]), t1));
+        if (rows == 2) {
+            const double* y = x + sy;
+            __m128d pa = _mm_mul_pd(_mm_loadu_pd(y + b[0]), b0);
+            __m128d pb = _mm_mul_pd(_mm_loadu_pd(y + b[1]), b1);
+            h = _mm_add_pd(h, _mm_unpacklo_pd(pa, pb));
+            h = _mm_add_pd(h, _mm_unpackhi_pd(pa, pb));
+        }
+        return h;
+    }
+    #endif
+
+    static void pyconv_dfm_gather_f(const float* x0, Py_ssize_t plane, Py_ssize_t nch,
+                                    const Py_ssize_t* idx, const float* wt,
+                                    const float* wb, float* dst, Py_ssize_t dstride,
+                                    Py_ssize_t pc, Py_ssize_t sy, int rows, int acc) {
+        Py_ssize_t j = 0, q, c;
+        for (; j < nch; j += 4) {
+            Py_ssize_t nb = nch - j < 4 ? nch - j : 4;
+            const float* xj = x0 + j * plane;
+            float* dj = dst + j * dstride;
+            q = 0;
+    #ifdef __AVX2__
+            if (nb == 4) {
+                for (; q + 4 <= pc; q += 4) {
+                    __m128 t01 = _mm_loadu_ps(wt + 2 * q), t23 = _mm_loadu_ps(wt + 2 * q + 4);
+                    __m128 b01 = t01, b23 = t23;
+                    if (rows == 2) {
+                        b01 = _mm_loadu_ps(wb + 2 * q);
+                        b23 = _mm_loadu_ps(wb + 2 * q + 4);
+                    }
+                    for (c = 0; c < 4; c++) {
+                        __m128 r = pyconv_dfm_four_f(xj + c * plane, idx + q, sy, rows,
+                                                     t01, t23, b01, b23);
+                        float* d = dj + c * dstride + q;
+                        if (acc)
+                            r = _mm_add_ps(_mm_loadu_ps(d), r);
+                        _mm_storeu_ps(d, r);
+                    }
+                }
+            }
+    #endif
+            for (c = 0; c < nb; c++) {
+                const float* x = xj + c * plane;
+                float* d = dj + c * dstride;
+                Py_ssize_t qq;
+                for (qq = q; qq < pc; qq++) {
+                    float s = pyconv_dfm_one_f(x, idx[qq], wt, wb, qq, sy, rows);
+                    d[qq] = acc ? d[qq] + s : s;
+                }
+            }
+        }
+    }
+
+    static void pyconv_dfm_gather_d(const double* x0, Py_ssize_t plane, Py_ssize_t nch,
+                                    const Py_ssize_t* idx, const double* wt,
+                                    const double* wb, double* dst, Py_ssize_t dstride,
+                                    Py_ssize_t pc, Py_ssize_t sy, int rows, int acc) {
+        Py_ssize_t j = 0, q, c;
+        for (; j < nch; j += 4) {
+            Py_ssize_t nb = nch - j < 4 ? nch - j : 4;
+            const double* xj = x0 + j * plane;
+            double* dj = dst + j * dstride;
+            q = 0;
+    #ifdef __AVX2__
+            if (nb == 4) {
+                for (; q + 2 <= pc; q += 2) {
+                    __m128d t0 = _mm_loadu_pd(wt + 2 * q), t1 = _mm_loadu_pd(wt + 2 * q + 2);
+                    __m128d b0 = t0, b1 = t1;
+                    if (rows == 2) {
+                        b0 = _mm_loadu_pd(wb + 2 * q);
+                        b1 = _mm_loadu_pd(wb + 2 * q + 2);
+                    }
+                    for (c = 0; c < 4; c++) {
+                        __m128d r = pyconv_dfm_two_d(xj + c * plane, idx + q, sy, rows,
+                                                     t0, t1, b0, b1);
+                        double* d = dj + c * dstride + q;
+                        if (acc)
+                            r = _mm_add_pd(_mm_loadu_pd(d), r);
+                        _mm_storeu_pd(d, r);
+                    }
+                }
+            }
+    #endif
+            for (c = 0; c < nb; c++) {
+                const double* x = xj + c * plane;
+                double* d = dj + c * dstride;
+                Py_ssize_t qq;
+                for (qq = q; qq < pc; qq++) {
+                    double s = pyconv_dfm_one_d(x, idx[qq], wt, wb, qq, sy, rows);
+                    d[qq] = acc ? d[qq] + s : s;
+                }
+            }
+        }
+    }
+    """
+    void pyconv_dfm_gather_f(const float* x0, Py_ssize_t plane, Py_ssize_t nch,
+                             const Py_ssize_t* idx, const float* wt, const float* wb,
+                             float* dst, Py_ssize_t dstride, Py_ssize_t pc,
+                             Py_ssize_t sy, int rows, int acc) noexcept nogil
+    void pyconv_dfm_gather_d(const double* x0, Py_ssize_t plane, Py_ssize_t nch,
+                             const Py_ssize_t* idx, const double* wt, const double* wb,
+                             double* dst, Py_ssize_t dstride, Py_ssize_t pc,
+                             Py_ssize_t sy, int rows, int acc) noexcept nogil
 
 
 cdef inline void gather_rows(const floating* x0, Py_ssize_t plane, Py_ssize_t nch,
                              const Py_ssize_t* idx, const floating* w, floating* dst,
                              Py_ssize_t dstride, Py_ssize_t pc, int rank,
                              Py_ssize_t sy, Py_ssize_t sz) noexcept nogil:
-    # For channels j < nch (planes x0 + j*plane): dst[j*dstride + q] = sum over the
-    # corners of w[q, corner] * x[j][idx[q] + corner offset]. Channels go four at a
-    # time so that one read of the plan serves four samples (the loop is bound by
-    # loads, not arithmetic).
-    cdef Py_ssize_t q, b, j = 0
-    cdef floating w0, w1, w2, w3
-    cdef const floating* xa
-    cdef const floating* xb
-    cdef const floating* xc
-    cdef const floating* xd
-    cdef floating* da
-    if rank == 2:
-        while j + 4 <= nch:
-            xa = x0 + j * plane
-            xb = xa + plane
-            xc = xb + plane
-            xd = xc + plane
-            da = dst + j * dstride
-            for q in range(pc):
-                b = idx[q]
-                w0 = w[4 * q]
-                w1 = w[4 * q + 1]
-                w2 = w[4 * q + 2]
-                w3 = w[4 * q + 3]
-                da[q] = corner_sum2(xa, b, w0, w1, w2, w3, sy)
-                da[dstride + q] = corner_sum2(xb, b, w0, w1, w2, w3, sy)
-                da[2 * dstride + q] = corner_sum2(xc, b, w0, w1, w2, w3, sy)
-                da[3 * dstride + q] = corner_sum2(xd, b, w0, w1, w2, w3, sy)
-            j += 4
-        while j < nch:
-            xa = x0 + j * plane
-            da = dst + j * dstride
-            for q in range(pc):
-                da[q] = corner_sum2(xa, idx[q], w[4 * q], w[4 * q + 1], w[4 * q + 2],
-                                    w[4 * q + 3], sy)
-            j += 1
-    elif rank == 1:
-        while j + 4 <= nch:
-            xa = x0 + j * plane
-            xb = xa + plane
-            xc = xb + plane
-            xd = xc + plane
-            da = dst + j * dstride
-            for q in range(pc):
-                b = idx[q]
-                w0 = w[2 * q]
-                w1 = w[2 * q + 1]
-                da[q] = w0 * xa[b] + w1 * xa[b + 1]
-                da[dstride + q] = w0 * xb[b] + w1 * xb[b + 1]
-                da[2 * dstride + q] = w0 * xc[b] + w1 * xc[b + 1]
-                da[3 * dstride + q] = w0 * xd[b] + w1 * xd[b + 1]
-            j += 4
-        while j < nch:
-            xa = x0 + j * plane
-            da = dst + j * dstride
-            for q in range(pc):
-                b = idx[q]
-                da[q] = w[2 * q] * xa[b] + w[2 * q + 1] * xa[b + 1]
-            j += 1
+    # One tap's samples of channels j < nch into dst[j*dstride + q]. w holds the
+    # plan's weights as 2**rank / 2 rows of 2*pc values (see plan_chunk); 3-D adds
+    # the second z-slab onto the first, as (z0 corners) + (z1 corners).
+    cdef int rows = 1 if rank == 1 else 2
+    if floating is float:
+        pyconv_dfm_gather_f(x0, plane, nch, idx, w, w + 2 * pc, dst, dstride, pc, sy,
+                            rows, 0)
+        if rank == 3:
+            pyconv_dfm_gather_f(x0 + sz, plane, nch, idx, w + 4 * pc, w + 6 * pc, dst,
+                                dstride, pc, sy, rows, 1)
     else:
-        # 3-D: eight corners; the plan is already amortised over eight loads each.
-        while j < nch:
-            xa = x0 + j * plane
-            da = dst + j * dstride
-            for q in range(pc):
-                b = idx[q]
-                da[q] = (corner_sum2(xa, b, w[8 * q], w[8 * q + 1], w[8 * q + 2],
-                                     w[8 * q + 3], sy)
-                         + corner_sum2(xa, b + sz, w[8 * q + 4], w[8 * q + 5],
-                                       w[8 * q + 6], w[8 * q + 7], sy))
-            j += 1
+        pyconv_dfm_gather_d(x0, plane, nch, idx, w, w + 2 * pc, dst, dstride, pc, sy,
+                            rows, 0)
+        if rank == 3:
+            pyconv_dfm_gather_d(x0 + sz, plane, nch, idx, w + 4 * pc, w + 6 * pc, dst,
+                                dstride, pc, sy, rows, 1)
 
 
 def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
@@ -253,8 +350,8 @@ def deform_nd(const floating[:, ::1] xpad, const floating[:, :, :] offset,
               const floating[::1] bias, floating[:, :, ::1] out,
               const Py_ssize_t[::1] geom, int rank, Py_ssize_t groups,
               Py_ssize_t offset_groups, int mask_mode, bint has_bias, bint relu,
-              Py_ssize_t zero_idx, Py_ssize_t chunk, floating[:, ::1] col, Py_ssize_t[:, ::1] pidx,
-              floating[:, ::1] pw, int n_threads):
+              Py_ssize_t zero_idx, Py_ssize_t chunk, floating[:, ::1] col,
+              Py_ssize_t[:, ::1] pidx, floating[:, ::1] pw, int n_threads):
     """Deformable convolution of zero-bordered planes.
 
     xpad: (N*C_in, bordered plane) from :func:`pad_planes`; offset: (N, rank*og*K, P)

@@ -55,9 +55,9 @@ GEMM per weight group). Per thread, the column buffer holds
 ``C_in * K * chunk`` values, at most :data:`COLUMN_BYTES_PER_THREAD` (8 MiB) unless
 one output position alone needs more, and the plan ``K * chunk`` indices plus
 ``K * chunk * 2**rank`` weights. The learned form also allocates the offset conv's
-output, ``(rank + modulated)*og*K`` channels of the output size; that conv runs on
-at most ``N`` threads, because the dense kernel tiles an image differently when it
-has more threads than images, and results must not depend on the thread count.
+output, ``(rank + modulated)*og*K`` channels of the output size, computed by the
+dense ``conv{rank}d`` op with its automatic algorithm choice (Winograd for large
+enough 2-D 3x3 problems, plus that algorithm's own scratch).
 Units of work are (image, chunk of output positions) with a chunk size that depends
 on the problem only, so the output is bit-identical for any thread count.
 
@@ -89,7 +89,7 @@ from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding
 from pyconv._workspace import workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
-from pyconv.ops.conv import conv_forward
+from pyconv.ops.conv import OPS as _DENSE_OPS
 
 #: A unit of work aims at a column buffer of about one core's L2 cache, within
 #: MIN/MAX_COLUMNS output positions for the GEMM (measured on 4x64x56x56, 3x3:
@@ -105,6 +105,7 @@ COLUMN_BYTES_PER_THREAD = 8 << 20
 MIN_UNITS = 16
 MIN_COLUMNS = 32
 _INT32_MAX = 2**31 - 1
+_CONV_OPS = {op.rank: op for op in _DENSE_OPS}
 _AXES = {1: ("L",), 2: ("H", "W"), 3: ("D", "H", "W")}
 _OFFSET_AXES = {1: "dx", 2: "dy, dx", 3: "dz, dy, dx"}
 
@@ -284,19 +285,18 @@ class DeformConvND(Op):
         mask_mode = 1 if msk is not None else 0
         if spec["offsets"] == "learned":
             # mmcv's Pack: one dense conv gives the offsets, then the mask logits.
+            # It goes through conv2d's own algorithm choice (Winograd where it pays);
+            # every dense kernel tiles by the problem alone, so the result does not
+            # depend on the thread count.
             m = self.offset_channels(spec)
             pred = np.empty((N, m, *out_spatial), dtype=x.dtype)
-            conv_spec = {"groups": 1, "kernel_size": spec["kernel_size"],
-                         "stride": spec["stride"], "dilation": spec["dilation"],
-                         "padding_mode": "zeros", "padding_value": 0.0,
-                         "activation": None}
-            # conv_forward splits images into more tiles when it has more threads
-            # than images, and GEMMs of other widths round differently; never giving
-            # it more threads than images keeps the result independent of n_threads.
-            offset_flops = 2 * N * m * P * C_in * K
-            conv_threads = _threads.resolve(n_threads, offset_flops, N)
-            conv_forward(self.name, x, params["offset_weight"], params["offset_bias"],
-                         pred, conv_spec, pads, out_spatial, conv_threads)
+            conv_op = _CONV_OPS[rank]
+            conv_spec = conv_op.normalize({
+                "in_channels": C_in, "out_channels": m,
+                "kernel_size": spec["kernel_size"], "stride": spec["stride"],
+                "padding": spec["padding"], "dilation": spec["dilation"]})
+            conv_op.forward(conv_spec, x, {"weight": params["offset_weight"],
+                                           "bias": params["offset_bias"]}, pred, n_threads)
             pred = pred.reshape(N, m, P)
             off = pred[:, :rank * og * K]
             if spec["modulated"]:
