@@ -200,3 +200,14 @@ def test_extra_inputs_checked_even_for_an_empty_batch():
         unpool.apply(x, indices=np.zeros((0, 3, 4, 5), np.int64))
     with pytest.raises(TypeError, match="needs indices="):
         unpool.apply(x)
+
+
+def test_deform_offsets_checked_even_for_an_empty_batch():
+    conv = pyconv.Conv({"op": "deform_conv2d", "in_channels": 2, "out_channels": 2,
+                        "kernel_size": 3, "padding": 1}, seed=0)
+    x = np.zeros((0, 2, 5, 5))
+    assert conv.apply(x, offset=np.zeros((0, 18, 5, 5))).shape == (0, 2, 5, 5)
+    with pytest.raises(ValueError, match="offset"):
+        conv.apply(x, offset=np.zeros((0, 18, 5, 4)))
+    with pytest.raises(TypeError, match="offset="):
+        conv.apply(x)

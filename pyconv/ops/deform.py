@@ -242,9 +242,12 @@ class DeformConvND(Op):
                              f"{arr.shape}")
         return np.ascontiguousarray(arr, dtype=dtype)
 
-    def _inputs(self, spec, x, out_spatial, offset, mask):
-        """Validated ``(offset, mask)`` as C-contiguous arrays of ``x.dtype``."""
-        N = x.shape[0]
+    def check_inputs(self, spec, input_shape, dtype, offset=None, mask=None):
+        _, _, out_spatial = self.geometry(spec, input_shape)
+        self._inputs(spec, input_shape[0], dtype, out_spatial, offset, mask)
+
+    def _inputs(self, spec, N, dtype, out_spatial, offset, mask):
+        """Validated ``(offset, mask)`` as C-contiguous arrays of ``dtype``."""
         og = spec["offset_groups"]
         K = prod(spec["kernel_size"])
         axes = ", ".join(a + "_out" for a in _AXES[self.rank])
@@ -258,14 +261,14 @@ class DeformConvND(Op):
                             f"of shape (N, {self.rank}*offset_groups*K, {axes}) = "
                             f"{(N, self.rank * og * K, *out_spatial)}")
         off = self._extra(f"offset (N, {self.rank}*offset_groups*K, {axes})", offset,
-                          (N, self.rank * og * K, *out_spatial), x.dtype)
+                          (N, self.rank * og * K, *out_spatial), dtype)
         if spec["modulated"]:
             if mask is None:
                 raise TypeError(f"{self.name}: modulated=True needs apply(..., mask=...) "
                                 f"of shape (N, offset_groups*K, {axes}) = "
                                 f"{(N, og * K, *out_spatial)}")
             msk = self._extra(f"mask (N, offset_groups*K, {axes})", mask,
-                              (N, og * K, *out_spatial), x.dtype)
+                              (N, og * K, *out_spatial), dtype)
         else:
             if mask is not None:
                 raise TypeError(f"{self.name}: got mask= but the spec has "
@@ -276,7 +279,7 @@ class DeformConvND(Op):
     # -- computation --------------------------------------------------------------
     def forward(self, spec, x, params, out, n_threads, offset=None, mask=None):
         shape, pads, out_spatial = self.geometry(spec, x.shape)
-        off, msk = self._inputs(spec, x, out_spatial, offset, mask)
+        off, msk = self._inputs(spec, x.shape[0], x.dtype, out_spatial, offset, mask)
         N, C_in = shape[:2]
         rank = self.rank
         og = spec["offset_groups"]
