@@ -176,8 +176,10 @@ def test_example_plugin_is_found_through_its_entry_point(docs, tmp_path):
                                    f"Version: {project['version']}\n")
     (info / "entry_points.txt").write_text(
         "[pyconv.ops]\n" + "".join(f"{k} = {v}\n" for k, v in eps.items()))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(tmp_path), PLUGIN] + [p for p in sys.path if p]))
+    # Keep the caller's PYTHONPATH (if any) but add nothing from this process's
+    # sys.path, which may hold the source checkout.
+    inherited = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), PLUGIN] + inherited))
     r = subprocess.run([sys.executable, "-m", "pyconv", "describe", "box_blur2d"],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode == 0, r.stderr
