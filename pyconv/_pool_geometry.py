@@ -22,6 +22,9 @@ from pyconv._geometry import effective_kernel, tap_index_table
 
 PAD = -1
 SKIP = -2
+#: Extra row-buffer entries per thread: the kernels' vector loads may read (never use)
+#: a little past the padded row.
+ROW_SLACK = 16
 #: Padding modes whose padded cells are copies of input elements.
 DATA_MODES = ("reflect", "symmetric", "replicate", "circular")
 
@@ -127,3 +130,57 @@ def adaptive_axis_table(length, out_len):
     table = start[:, None] + np.arange(width, dtype=np.int64)[None, :]
     table = np.where(table < end[:, None], table, SKIP)
     return np.ascontiguousarray(table, dtype=np.int64)
+
+
+class Plan:
+    """Everything a pooling kernel call needs for one (spec, input shape), read-only.
+
+    ``tab_d``, ``tab_h``, ``tab_w``: per-axis tap tables (3 axes, see the module doc);
+    ``wsrc``: source index of each position of the padded W axis; ``lo_w``: left W
+    padding; ``wstart``/``wcnt``/``dw``: each output column's taps in row-buffer
+    coordinates, ``wstart + t*dw`` for ``t < wcnt``; the first ``n_uniform`` columns
+    are full windows ``ow*sw + t``, ``t < kw``; ``divs``: per-axis divisor factors
+    (float64); ``pads_skipped``: padding cells never take part (-inf padding, or
+    none), so max pooling with indices may use the order-free kernel.
+    """
+
+    __slots__ = ("out_shape", "tab_d", "tab_h", "tab_w", "wsrc", "lo_w", "wstart", "wcnt",
+                 "dw", "n_uniform", "kw", "sw", "divs", "flops_per_output", "pads_skipped")
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            setattr(self, name, value)
+        self.divs = tuple(np.ascontiguousarray(d, dtype=np.float64) for d in self.divs)
+        for d in self.divs:
+            d.flags.writeable = False
+
+
+_CACHE = {}
+_CACHE_SIZE = 256
+
+
+def cached(key, build):
+    """``build()``, remembered under ``key`` (a few hundred entries at most).
+
+    Shape rules and plans depend only on the spec's geometry and the input shape, and
+    rebuilding them costs far more than a small pooling call; the values are
+    read-only, so sharing them between calls and threads is safe.
+    """
+    try:
+        return _CACHE[key]
+    except KeyError:
+        pass
+    value = build()
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = value
+    return value
+
+
+def freeze(value):
+    """A hashable copy of a spec value (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value
