@@ -16,6 +16,8 @@ Plan conventions (``int64`` tables of shape ``(out, taps)``):
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from pyconv._geometry import effective_kernel, tap_index_table
@@ -141,10 +143,12 @@ class Plan:
     coordinates, ``wstart + t*dw`` for ``t < wcnt``; the first ``n_uniform`` columns
     are full windows ``ow*sw + t``, ``t < kw``; ``divs``: per-axis divisor factors
     (float64); ``pads_skipped``: padding cells never take part (-inf padding, or
-    none), so max pooling with indices may use the order-free kernel.
+    none), so max pooling with indices may use the order-free kernel. ``x4_shape``
+    and ``out4_shape`` are the input and output seen as ``(planes, D, H, W)``;
+    ``rows`` is the output rows per plane, ``units`` the output rows in all.
     """
 
-    __slots__ = ("out_shape", "tab_d", "tab_h", "tab_w", "wsrc", "lo_w", "wstart", "wcnt",
+    __slots__ = ("in_shape", "out_shape", "x4_shape", "out4_shape", "rows", "units", "tab_d", "tab_h", "tab_w", "wsrc", "lo_w", "wstart", "wcnt",
                  "dw", "n_uniform", "kw", "sw", "divs", "flops_per_output", "pads_skipped")
 
     def __init__(self, **fields):
@@ -153,6 +157,11 @@ class Plan:
                 value.flags.writeable = False
             setattr(self, name, value)
         self.divs = tuple(np.ascontiguousarray(d, dtype=np.float64) for d in self.divs)
+        planes = self.in_shape[0] * self.in_shape[1]
+        self.x4_shape = (planes, *(1,) * (5 - len(self.in_shape)), *self.in_shape[2:])
+        self.out4_shape = (planes, *(1,) * (5 - len(self.out_shape)), *self.out_shape[2:])
+        self.rows = self.out4_shape[1] * self.out4_shape[2]
+        self.units = planes * self.rows
         for d in self.divs:
             d.flags.writeable = False
 
@@ -177,6 +186,26 @@ def cached(key, build):
         _CACHE.clear()
     _CACHE[key] = value
     return value
+
+
+_SPEC_KEYS = {}
+
+
+def spec_key(spec):
+    """A hashable key for a normalised spec dict, remembered per dict object.
+
+    An op receives the same spec dict on every call of one ``Conv``; the key is
+    rebuilt only if that dict is a new one or has changed since (compared with a
+    private copy), so a call costs one lookup and one dict comparison.
+    """
+    entry = _SPEC_KEYS.get(id(spec))
+    if entry is not None and entry[0] is spec and entry[1] == spec:
+        return entry[2]
+    key = freeze(sorted(spec.items()))
+    if len(_SPEC_KEYS) >= _CACHE_SIZE:
+        _SPEC_KEYS.clear()
+    _SPEC_KEYS[id(spec)] = (spec, copy.deepcopy(spec), key)
+    return key
 
 
 def freeze(value):

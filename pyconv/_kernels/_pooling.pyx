@@ -524,16 +524,16 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
             orow[i] = v
 
 
-def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                   const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
-                   const int64_t[::1] wsrc, Py_ssize_t lo_w,
-                   const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
-                   Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw,
-                   const double[::1] div_d, const double[::1] div_h,
-                   const double[::1] div_w, int kind, bint has_pad_value,
-                   double pad_value, double norm, double scale, bint use_override,
-                   double divisor_override, floating[:, ::1] work, Py_ssize_t block,
-                   int n_threads):
+cdef void pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                         const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+                         const int64_t[::1] wsrc, Py_ssize_t lo_w,
+                         const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+                         Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw,
+                         const double[::1] div_d, const double[::1] div_h,
+                         const double[::1] div_w, int kind, bint has_pad_value,
+                         double pad_value, double norm, double scale, bint use_override,
+                         double divisor_override, floating[:, ::1] work, Py_ssize_t block,
+                         int n_threads) noexcept:
     """Window reduction of every plane, rows first then columns.
 
     For each output row the (d, h) taps are combined elementwise into a row buffer
@@ -581,6 +581,34 @@ def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
                          norm, scale, use_override, override_f, base_div, &div_w[0])
 
 
+def pool_separable_f32(
+        const float[:, :, :, ::1] x, float[:, :, :, ::1] out, const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+        const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
+        const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
+        Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
+        const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
+        double norm, double scale, bint use_override, double divisor_override,
+        float[:, ::1] work, Py_ssize_t block, int n_threads):
+    """:func:`pool_separable` for float arrays (no fused-type dispatch per call)."""
+    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw, div_d,
+                    div_h, div_w, kind, has_pad_value, pad_value, norm, scale, use_override,
+                    divisor_override, work, block, n_threads)
+
+
+def pool_separable_f64(
+        const double[:, :, :, ::1] x, double[:, :, :, ::1] out, const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+        const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
+        const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
+        Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
+        const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
+        double norm, double scale, bint use_override, double divisor_override,
+        double[:, ::1] work, Py_ssize_t block, int n_threads):
+    """:func:`pool_separable` for double arrays (no fused-type dispatch per call)."""
+    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw, div_d,
+                    div_h, div_w, kind, has_pad_value, pad_value, norm, scale, use_override,
+                    divisor_override, work, block, n_threads)
+
+
 cdef inline bint better(floating a, int32_t ai, floating b, int32_t bi) noexcept nogil:
     # Order-free form of the row-major scan's winner: the NaN with the largest index,
     # else the largest value with the smallest index.
@@ -597,16 +625,16 @@ cdef inline void ivert_init(floating* m, int32_t* mi, const floating* r0, int32_
     cdef floating v
     if floating is float:
         pc_ivert_init_f(m, mi, r0, b0, r1, b1, n)
-        return
-    for i in range(n):
-        m[i] = r0[i]
-        mi[i] = b0 + <int32_t>i
-    if r1 != NULL:
+    else:
         for i in range(n):
-            v = r1[i]
-            if (v > m[i]) | (v != v):
-                m[i] = v
-                mi[i] = b1 + <int32_t>i
+            m[i] = r0[i]
+            mi[i] = b0 + <int32_t>i
+        if r1 != NULL:
+            for i in range(n):
+                v = r1[i]
+                if (v > m[i]) | (v != v):
+                    m[i] = v
+                    mi[i] = b1 + <int32_t>i
 
 
 cdef inline void ivert_acc(floating* m, int32_t* mi, const floating* r0, int32_t b0,
@@ -615,27 +643,27 @@ cdef inline void ivert_acc(floating* m, int32_t* mi, const floating* r0, int32_t
     cdef floating v
     if floating is float:
         pc_ivert_acc_f(m, mi, r0, b0, r1, b1, n)
-        return
-    for i in range(n):
-        v = r0[i]
-        if (v > m[i]) | (v != v):
-            m[i] = v
-            mi[i] = b0 + <int32_t>i
-    if r1 != NULL:
+    else:
         for i in range(n):
-            v = r1[i]
+            v = r0[i]
             if (v > m[i]) | (v != v):
                 m[i] = v
-                mi[i] = b1 + <int32_t>i
+                mi[i] = b0 + <int32_t>i
+        if r1 != NULL:
+            for i in range(n):
+                v = r1[i]
+                if (v > m[i]) | (v != v):
+                    m[i] = v
+                    mi[i] = b1 + <int32_t>i
 
 
-def max_pool_indices_fast(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                          int64_t[:, :, :, ::1] indices, const int64_t[:, ::1] tab_d,
-                          const int64_t[:, ::1] tab_h, Py_ssize_t lo_w, Py_ssize_t Wp,
-                          const int64_t[::1] wstart, const int64_t[::1] wcnt,
-                          Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
-                          Py_ssize_t sw, floating[:, ::1] work, int32_t[:, ::1] iwork,
-                          Py_ssize_t block, int n_threads):
+cdef void max_pool_indices_fast(
+        const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+        int64_t[:, :, :, ::1] indices, const int64_t[:, ::1] tab_d,
+        const int64_t[:, ::1] tab_h, Py_ssize_t lo_w, Py_ssize_t Wp,
+        const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+        Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, floating[:, ::1] work,
+        int32_t[:, ::1] iwork, Py_ssize_t block, int n_threads) noexcept:
     """Max pooling with argmax indices where padding cells never take part.
 
     For padding that is -inf (skipped, as PyTorch's) and no padding mode, the taps of
@@ -753,6 +781,28 @@ def max_pool_indices_fast(const floating[:, :, :, ::1] x, floating[:, :, :, ::1]
                             ai = bi
                     orow[ow] = av
                     irow[ow] = -1 if ai == PC_NOIDX else ai
+
+
+def max_pool_indices_fast_f32(
+        const float[:, :, :, ::1] x, float[:, :, :, ::1] out, int64_t[:, :, :, ::1] indices,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h, Py_ssize_t lo_w,
+        Py_ssize_t Wp, const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+        Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, float[:, ::1] work,
+        int32_t[:, ::1] iwork, Py_ssize_t block, int n_threads):
+    """:func:`max_pool_indices_fast` for float arrays (no fused-type dispatch per call)."""
+    max_pool_indices_fast(x, out, indices, tab_d, tab_h, lo_w, Wp, wstart, wcnt, dw,
+                          n_uniform, kw, sw, work, iwork, block, n_threads)
+
+
+def max_pool_indices_fast_f64(
+        const double[:, :, :, ::1] x, double[:, :, :, ::1] out, int64_t[:, :, :, ::1] indices,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h, Py_ssize_t lo_w,
+        Py_ssize_t Wp, const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+        Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, double[:, ::1] work,
+        int32_t[:, ::1] iwork, Py_ssize_t block, int n_threads):
+    """:func:`max_pool_indices_fast` for double arrays (no fused-type dispatch per call)."""
+    max_pool_indices_fast(x, out, indices, tab_d, tab_h, lo_w, Wp, wstart, wcnt, dw,
+                          n_uniform, kw, sw, work, iwork, block, n_threads)
 
 
 def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,

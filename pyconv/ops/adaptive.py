@@ -73,7 +73,7 @@ def adaptive_plan(shape, out_spatial):
     flops = shape[0] * shape[1] * prod(int(n.sum()) for n in lengths)
     size = shape[0] * shape[1] * prod(outs)
     return pg.Plan(
-        out_shape=(shape[0], shape[1], *out_spatial),
+        in_shape=tuple(shape), out_shape=(shape[0], shape[1], *out_spatial),
         tab_d=tables[0], tab_h=tables[1], tab_w=tables[2],
         wsrc=np.arange(W, dtype=np.int64), lo_w=0,
         wstart=np.ascontiguousarray(bounds[2][0], dtype=np.int64), wcnt=lengths[2], dw=1,
@@ -109,8 +109,8 @@ class AdaptivePoolND(Op):
 
     def geometry(self, spec, input_shape):
         """``(shape, out_spatial)`` for an input shape; validates it."""
-        return pg.cached(("geometry", self.name, pg.freeze(spec["output_size"]),
-                          tuple(input_shape)), lambda: self._geometry(spec, input_shape))
+        return pg.cached(("geometry", self.name, pg.spec_key(spec), tuple(input_shape)),
+                         lambda: self._geometry(spec, input_shape))
 
     def _geometry(self, spec, input_shape):
         shape = self.check_input_shape(input_shape, self.rank)

@@ -141,20 +141,19 @@ def unit_rows(planes, rows, n):
 def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, scale=1.0,
                   divisor_override=None):
     """Call the separable kernel on ``x``/``out`` seen as 3-D planes (see ``pg.Plan``)."""
-    N, C = x.shape[:2]
-    x4 = x.reshape(N * C, *as3(x.shape[2:], 1))
-    out4 = out.reshape(N * C, *as3(out.shape[2:], 1))
-    rows = out4.shape[1] * out4.shape[2]
-    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, out4.shape[0] * rows)
+    x4 = x.reshape(plan.x4_shape)
+    out4 = out.reshape(plan.out4_shape)
+    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
     work = workspace((n, plan.wsrc.shape[0] + pg.ROW_SLACK), x.dtype)
     d = plan.divs
-    kernel().pool_separable(x4, out4, plan.tab_d, plan.tab_h, plan.wsrc, plan.lo_w,
+    run = kernel().pool_separable_f32 if x.dtype == np.float32 else kernel().pool_separable_f64
+    run(x4, out4, plan.tab_d, plan.tab_h, plan.wsrc, plan.lo_w,
                             plan.wstart, plan.wcnt, plan.dw, plan.n_uniform, plan.kw,
                             plan.sw, d[0], d[1], d[2], KINDS[kind], pad_value is not None,
                             0.0 if pad_value is None else pad_value, norm, scale,
                             divisor_override is not None,
                             0.0 if divisor_override is None else divisor_override,
-                            work, unit_rows(out4.shape[0], rows, n), n)
+                            work, unit_rows(x4.shape[0], plan.rows, n), n)
     return out
 
 
@@ -164,24 +163,23 @@ def run_max_indices(x, out, plan, n_threads, *, pad_value=None):
     Where padding cells never take part (``plan.pads_skipped``) and plane indices fit
     in int32, the vectorised kernel runs; otherwise the general scan in tap order.
     """
-    N, C = x.shape[:2]
     indices = np.empty(out.shape, dtype=np.int64)
-    x4 = x.reshape(N * C, *as3(x.shape[2:], 1))
-    out4 = out.reshape(N * C, *as3(out.shape[2:], 1))
-    idx4 = indices.reshape(out4.shape)
-    rows = out4.shape[1] * out4.shape[2]
-    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, out4.shape[0] * rows)
-    plane = x4.shape[1] * x4.shape[2] * x4.shape[3]
-    if plan.pads_skipped and plane < 2**31 - 1:
+    x4 = x.reshape(plan.x4_shape)
+    out4 = out.reshape(plan.out4_shape)
+    idx4 = indices.reshape(plan.out4_shape)
+    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
+    if plan.pads_skipped and prod(plan.x4_shape[1:]) < 2**31 - 1:
         length = plan.wsrc.shape[0] + pg.ROW_SLACK
         size = n * length * x.dtype.itemsize
         buf = workspace((size + n * length * 4,), np.uint8)
         work = buf[:size].view(x.dtype).reshape(n, length)
         iwork = buf[size:].view(np.int32).reshape(n, length)
-        kernel().max_pool_indices_fast(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.lo_w,
+        run = (kernel().max_pool_indices_fast_f32 if x.dtype == np.float32
+               else kernel().max_pool_indices_fast_f64)
+        run(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.lo_w,
                                        plan.wsrc.shape[0], plan.wstart, plan.wcnt, plan.dw,
                                        plan.n_uniform, plan.kw, plan.sw, work, iwork,
-                                       unit_rows(out4.shape[0], rows, n), n)
+                                       unit_rows(x4.shape[0], plan.rows, n), n)
         return out, indices
     kernel().max_pool_indices(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.tab_w,
                               pad_value is not None, 0.0 if pad_value is None else pad_value,
@@ -256,9 +254,7 @@ class SlidingPool(Op):
                                spec["stride"], self._dilation(spec))
 
     def _geometry_key(self, spec, input_shape):
-        return (self.name, pg.freeze(spec["kernel_size"]), pg.freeze(spec["stride"]),
-                pg.freeze(spec.get("padding")), pg.freeze(spec.get("dilation")),
-                spec["ceil_mode"], tuple(input_shape))
+        return (self.name, pg.spec_key(spec), tuple(input_shape))
 
     def geometry(self, spec, input_shape):
         """``(shape, pads, out_spatial)`` for an input shape; validates it."""
@@ -299,8 +295,7 @@ class SlidingPool(Op):
 
     def plan(self, spec, x_shape):
         """The kernel plan (``pg.Plan``) for an input shape, cached."""
-        key = ("plan", *self._geometry_key(spec, x_shape), self.padding_mode(spec),
-               spec.get("count_include_pad"))
+        key = ("plan", *self._geometry_key(spec, x_shape))
         return pg.cached(key, lambda: self._build_plan(spec, x_shape))
 
     def _build_plan(self, spec, x_shape):
@@ -327,7 +322,7 @@ class SlidingPool(Op):
         n_uniform = int(np.count_nonzero(wcnt == kw)) if dw == 1 else 0
         no_padding = all(p == (0, 0) for p in map(tuple, pads3))
         return pg.Plan(
-            out_shape=(x_shape[0], x_shape[1], *out_spatial),
+            in_shape=tuple(x_shape), out_shape=(x_shape[0], x_shape[1], *out_spatial),
             tab_d=tables[0], tab_h=tables[1], tab_w=tables[2], wsrc=wsrc, lo_w=lo,
             wstart=wstart, wcnt=wcnt, dw=dw, n_uniform=n_uniform, kw=kw, sw=sw,
             divs=self.divisors(spec, spatial, outs, kernel, stride, pads3),
