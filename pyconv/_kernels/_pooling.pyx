@@ -39,6 +39,15 @@ cdef extern from *:
     #define PC_AVX2 0
     #endif
 
+    /* Ask for the bytes [p, p + n) ahead of their use (a hint: never faults). */
+    static inline void pc_prefetch(const void* p, ptrdiff_t n) {
+    #if defined(__GNUC__)
+        const char* c = (const char*)p;
+        ptrdiff_t i;
+        for (i = 0; i < n; i += 64) __builtin_prefetch(c + i, 0, 3);
+    #endif
+    }
+
     /* PyTorch's max rule: v replaces m if v > m or v is NaN. */
     static inline float pc_fmax(float m, float v) { return (v > m || v != v) ? v : m; }
 
@@ -154,8 +163,11 @@ cdef extern from *:
         __m256 eq = _mm256_cmp_ps(b, *a, _CMP_EQ_OQ);
         __m256 ilt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(*ai, bi));
         __m256 igt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bi, *ai));
-        __m256 t = _mm256_or_ps(_mm256_andnot_ps(_mm256_andnot_ps(igt, na), nb),
-                                _mm256_andnot_ps(na, _mm256_or_ps(gt, _mm256_and_ps(eq, ilt))));
+        /* b wins: (b NaN and (a not NaN or bi > ai)) or
+                   (a not NaN and (b > a or (b == a and bi < ai))) */
+        __m256 t1 = _mm256_andnot_ps(_mm256_andnot_ps(igt, na), nb);
+        __m256 t2 = _mm256_andnot_ps(na, _mm256_or_ps(gt, _mm256_and_ps(eq, ilt)));
+        __m256 t = _mm256_or_ps(t1, t2);
         *a = _mm256_blendv_ps(*a, b, t);
         *ai = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*ai),
                                                    _mm256_castsi256_ps(bi), t));
@@ -251,6 +263,7 @@ cdef extern from *:
     """
     bint PC_AVX2
     int32_t PC_NOIDX
+    void pc_prefetch(const void* p, Py_ssize_t n) noexcept nogil
     void pc_vert_init_f(float* acc, const float* r0, const float* r1, const float* r2,
                         Py_ssize_t n, int is_sum) noexcept nogil
     void pc_vert_acc_f(float* acc, const float* r0, const float* r1, Py_ssize_t n,
@@ -429,8 +442,12 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
                    Py_ssize_t kw, Py_ssize_t sw, int kind, bint has_pad_value,
                    floating padv, double norm, double scale, bint use_override,
                    floating override_f, double base_div,
-                   const double* div_w) noexcept nogil:
-    """One output row: rows pass into ``rb`` (padded coordinates), then columns."""
+                   const double* div_w, Py_ssize_t prefetch) noexcept nogil:
+    """One output row: rows pass into ``rb`` (padded coordinates), then columns.
+
+    Each input row read is also prefetched ``prefetch`` values ahead (0: none), where
+    a later output row will read it.
+    """
     cdef bint is_max = kind == K_MAX or kind == K_LPINF
     cdef floating identity = -INFINITY if is_max else 0
     cdef floating* inner = rb + lo_w
@@ -456,6 +473,8 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
                 n_pad = n_pad + 1
                 continue
             row = xp + (sd * H + sh) * W
+            if prefetch != 0:
+                pc_prefetch(row + prefetch, W * sizeof(floating))
             if n_real == 0:
                 pend0 = row
             elif n_real == 1:
@@ -533,7 +552,7 @@ cdef void pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                          const double[::1] div_w, int kind, bint has_pad_value,
                          double pad_value, double norm, double scale, bint use_override,
                          double divisor_override, floating[:, ::1] work, Py_ssize_t block,
-                         int n_threads) noexcept:
+                         Py_ssize_t prefetch, int n_threads) noexcept:
     """Window reduction of every plane, rows first then columns.
 
     For each output row the (d, h) taps are combined elementwise into a row buffer
@@ -578,35 +597,38 @@ cdef void pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                 pool_row(&x[p, 0, 0, 0], H, W, &tab_d[od, 0], KD, &tab_h[oh, 0], KH,
                          rb, &wsrc[0], Wp, lo_w, &out[p, od, oh, 0], OW, &wstart[0],
                          &wcnt[0], dw, n_uniform, kw, sw, kind, has_pad_value, padv,
-                         norm, scale, use_override, override_f, base_div, &div_w[0])
+                         norm, scale, use_override, override_f, base_div, &div_w[0],
+                         prefetch)
 
 
 def pool_separable_f32(
-        const float[:, :, :, ::1] x, float[:, :, :, ::1] out, const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+        const float[:, :, :, ::1] x, float[:, :, :, ::1] out,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
         const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
         const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
         Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
         const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
         double norm, double scale, bint use_override, double divisor_override,
-        float[:, ::1] work, Py_ssize_t block, int n_threads):
+        float[:, ::1] work, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
     """:func:`pool_separable` for float arrays (no fused-type dispatch per call)."""
-    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw, div_d,
-                    div_h, div_w, kind, has_pad_value, pad_value, norm, scale, use_override,
-                    divisor_override, work, block, n_threads)
+    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw,
+                   div_d, div_h, div_w, kind, has_pad_value, pad_value, norm, scale,
+                   use_override, divisor_override, work, block, prefetch, n_threads)
 
 
 def pool_separable_f64(
-        const double[:, :, :, ::1] x, double[:, :, :, ::1] out, const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+        const double[:, :, :, ::1] x, double[:, :, :, ::1] out,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
         const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
         const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
         Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
         const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
         double norm, double scale, bint use_override, double divisor_override,
-        double[:, ::1] work, Py_ssize_t block, int n_threads):
+        double[:, ::1] work, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
     """:func:`pool_separable` for double arrays (no fused-type dispatch per call)."""
-    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw, div_d,
-                    div_h, div_w, kind, has_pad_value, pad_value, norm, scale, use_override,
-                    divisor_override, work, block, n_threads)
+    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw,
+                   div_d, div_h, div_w, kind, has_pad_value, pad_value, norm, scale,
+                   use_override, divisor_override, work, block, prefetch, n_threads)
 
 
 cdef inline bint better(floating a, int32_t ai, floating b, int32_t bi) noexcept nogil:
@@ -663,7 +685,8 @@ cdef void max_pool_indices_fast(
         const int64_t[:, ::1] tab_h, Py_ssize_t lo_w, Py_ssize_t Wp,
         const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
         Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, floating[:, ::1] work,
-        int32_t[:, ::1] iwork, Py_ssize_t block, int n_threads) noexcept:
+        int32_t[:, ::1] iwork, Py_ssize_t block, Py_ssize_t prefetch,
+        int n_threads) noexcept:
     """Max pooling with argmax indices where padding cells never take part.
 
     For padding that is -inf (skipped, as PyTorch's) and no padding mode, the taps of
@@ -733,6 +756,8 @@ cdef void max_pool_indices_fast(
                             continue
                         base = <int32_t>((sd * H + sh) * W)
                         row = xp + base
+                        if prefetch != 0:
+                            pc_prefetch(row + prefetch, W * sizeof(floating))
                         if n_real == 0:
                             pend0 = row
                             pb0 = base
@@ -784,25 +809,27 @@ cdef void max_pool_indices_fast(
 
 
 def max_pool_indices_fast_f32(
-        const float[:, :, :, ::1] x, float[:, :, :, ::1] out, int64_t[:, :, :, ::1] indices,
+        const float[:, :, :, ::1] x, float[:, :, :, ::1] out,
+        int64_t[:, :, :, ::1] indices,
         const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h, Py_ssize_t lo_w,
         Py_ssize_t Wp, const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
         Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, float[:, ::1] work,
-        int32_t[:, ::1] iwork, Py_ssize_t block, int n_threads):
+        int32_t[:, ::1] iwork, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
     """:func:`max_pool_indices_fast` for float arrays (no fused-type dispatch per call)."""
     max_pool_indices_fast(x, out, indices, tab_d, tab_h, lo_w, Wp, wstart, wcnt, dw,
-                          n_uniform, kw, sw, work, iwork, block, n_threads)
+                          n_uniform, kw, sw, work, iwork, block, prefetch, n_threads)
 
 
 def max_pool_indices_fast_f64(
-        const double[:, :, :, ::1] x, double[:, :, :, ::1] out, int64_t[:, :, :, ::1] indices,
+        const double[:, :, :, ::1] x, double[:, :, :, ::1] out,
+        int64_t[:, :, :, ::1] indices,
         const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h, Py_ssize_t lo_w,
         Py_ssize_t Wp, const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
         Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, double[:, ::1] work,
-        int32_t[:, ::1] iwork, Py_ssize_t block, int n_threads):
+        int32_t[:, ::1] iwork, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
     """:func:`max_pool_indices_fast` for double arrays (no fused-type dispatch per call)."""
     max_pool_indices_fast(x, out, indices, tab_d, tab_h, lo_w, Wp, wstart, wcnt, dw,
-                          n_uniform, kw, sw, work, iwork, block, n_threads)
+                          n_uniform, kw, sw, work, iwork, block, prefetch, n_threads)
 
 
 def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,

@@ -146,14 +146,13 @@ def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, sc
     n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
     work = workspace((n, plan.wsrc.shape[0] + pg.ROW_SLACK), x.dtype)
     d = plan.divs
-    run = kernel().pool_separable_f32 if x.dtype == np.float32 else kernel().pool_separable_f64
-    run(x4, out4, plan.tab_d, plan.tab_h, plan.wsrc, plan.lo_w,
-                            plan.wstart, plan.wcnt, plan.dw, plan.n_uniform, plan.kw,
-                            plan.sw, d[0], d[1], d[2], KINDS[kind], pad_value is not None,
-                            0.0 if pad_value is None else pad_value, norm, scale,
-                            divisor_override is not None,
-                            0.0 if divisor_override is None else divisor_override,
-                            work, unit_rows(x4.shape[0], plan.rows, n), n)
+    k = kernel()
+    run = k.pool_separable_f32 if x.dtype == np.float32 else k.pool_separable_f64
+    run(x4, out4, plan.tab_d, plan.tab_h, plan.wsrc, plan.lo_w, plan.wstart, plan.wcnt,
+        plan.dw, plan.n_uniform, plan.kw, plan.sw, d[0], d[1], d[2], KINDS[kind],
+        pad_value is not None, 0.0 if pad_value is None else pad_value, norm, scale,
+        divisor_override is not None, 0.0 if divisor_override is None else divisor_override,
+        work, unit_rows(x4.shape[0], plan.rows, n), plan.prefetch, n)
     return out
 
 
@@ -174,16 +173,16 @@ def run_max_indices(x, out, plan, n_threads, *, pad_value=None):
         buf = workspace((size + n * length * 4,), np.uint8)
         work = buf[:size].view(x.dtype).reshape(n, length)
         iwork = buf[size:].view(np.int32).reshape(n, length)
-        run = (kernel().max_pool_indices_fast_f32 if x.dtype == np.float32
-               else kernel().max_pool_indices_fast_f64)
-        run(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.lo_w,
-                                       plan.wsrc.shape[0], plan.wstart, plan.wcnt, plan.dw,
-                                       plan.n_uniform, plan.kw, plan.sw, work, iwork,
-                                       unit_rows(x4.shape[0], plan.rows, n), n)
+        k = kernel()
+        run = (k.max_pool_indices_fast_f32 if x.dtype == np.float32
+               else k.max_pool_indices_fast_f64)
+        run(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.lo_w, plan.wsrc.shape[0],
+            plan.wstart, plan.wcnt, plan.dw, plan.n_uniform, plan.kw, plan.sw, work, iwork,
+            unit_rows(x4.shape[0], plan.rows, n), plan.prefetch, n)
         return out, indices
     kernel().max_pool_indices(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.tab_w,
-                              pad_value is not None, 0.0 if pad_value is None else pad_value,
-                              n)
+                              pad_value is not None,
+                              0.0 if pad_value is None else pad_value, n)
     return out, indices
 
 
