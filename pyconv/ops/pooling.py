@@ -47,7 +47,19 @@ returns for ``p = inf``).
 Counts: ``macs`` is 0; ``flops`` counts one operation (compare or add) per window cell
 and output, ``N*C*prod(out)*K`` (``2*K`` for lp: the power and the add).
 
-Memory: besides the output (and the indices), one padded input row per thread.
+Memory: besides the output (and the indices), one padded input row per thread (with
+``return_indices``, also one int32 row of indices per thread). Shape rules and kernel
+plans (small per-axis tables) are cached per (spec, input shape), a few hundred
+entries at most, so repeated calls skip rebuilding them.
+
+Speed: each output row is computed rows first (the window's input rows combined
+elementwise, in tap order) and then columns; the AVX2 build runs the float32 passes
+8 wide (stride-2 windows through an even/odd split of the row), prefetches input
+rows ahead of use, and splits the work over (n, c) planes. With indices, where
+padding cells never take part (-inf padding or none), the winner is computed
+order-free (the NaN with the largest index, else the largest value with the smallest
+index), which is the row-major scan's winner; other padding modes scan each window
+in tap order.
 
 Examples
 --------
@@ -144,7 +156,7 @@ def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, sc
     x4 = x.reshape(plan.x4_shape)
     out4 = out.reshape(plan.out4_shape)
     n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
-    work = workspace((n, plan.wsrc.shape[0] + pg.ROW_SLACK), x.dtype)
+    work = workspace((n, pg.thread_row_length(plan.wsrc.shape[0])), x.dtype)
     d = plan.divs
     k = kernel()
     run = k.pool_separable_f32 if x.dtype == np.float32 else k.pool_separable_f64
@@ -168,7 +180,7 @@ def run_max_indices(x, out, plan, n_threads, *, pad_value=None):
     idx4 = indices.reshape(plan.out4_shape)
     n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
     if plan.pads_skipped and prod(plan.x4_shape[1:]) < 2**31 - 1:
-        length = plan.wsrc.shape[0] + pg.ROW_SLACK
+        length = pg.thread_row_length(plan.wsrc.shape[0])
         size = n * length * x.dtype.itemsize
         buf = workspace((size + n * length * 4,), np.uint8)
         work = buf[:size].view(x.dtype).reshape(n, length)
