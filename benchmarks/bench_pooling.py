@@ -1,89 +1,93 @@
-"""Pooling benchmarks: pyconv against PyTorch at equal thread counts.
+"""Pooling: pyconv vs torch.nn.functional (max/avg/lp/adaptive pools, with indices).
 
-Run: ``python benchmarks/bench_pooling.py --threads 2``. Prints, per case, the median
-time of each library, the ratio torch/pyconv (> 1: pyconv faster) and the largest
-difference between the two results.
+Pooling is memory-bound: every case counts bytes moved (input read + output written,
+plus the int64 indices where returned), so the table shows GB/s and the fraction of
+the measured copy bandwidth. Outputs are preallocated (``out=``) on pyconv's side.
+
+Run: ``python benchmarks/bench_pooling.py --threads 1,2``
 """
-import argparse
-import time
+import os
+import sys
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-import pyconv
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks.harness import Case, main_for  # noqa: E402
 
-CASES = [
-    ("max_pool2d 8x64x112x112 k3 s2 p1", (8, 64, 112, 112),
+import pyconv  # noqa: E402
+
+CONFIGS = [
+    # name, input shape, pyconv spec, torch.nn.functional call
+    ("max_pool2d k3 s2 p1", (8, 64, 112, 112),
      {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
-     lambda t: F.max_pool2d(t, 3, 2, 1)),
-    ("max_pool2d 8x64x112x112 k3 s2 p1 +indices", (8, 64, 112, 112),
+     lambda F, t: F.max_pool2d(t, 3, 2, 1)),
+    ("max_pool2d k3 s2 p1 +indices", (8, 64, 112, 112),
      {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1,
       "return_indices": True},
-     lambda t: F.max_pool2d(t, 3, 2, 1, return_indices=True)),
-    ("max_pool2d 8x64x56x56 k2 s2", (8, 64, 56, 56),
-     {"op": "max_pool2d", "kernel_size": 2}, lambda t: F.max_pool2d(t, 2)),
-    ("avg_pool2d 8x64x112x112 k2 s2", (8, 64, 112, 112),
-     {"op": "avg_pool2d", "kernel_size": 2}, lambda t: F.avg_pool2d(t, 2)),
-    ("avg_pool2d 8x64x56x56 k3 s1 p1", (8, 64, 56, 56),
+     lambda F, t: F.max_pool2d(t, 3, 2, 1, return_indices=True)),
+    ("max_pool2d k2 s2", (8, 64, 56, 56),
+     {"op": "max_pool2d", "kernel_size": 2}, lambda F, t: F.max_pool2d(t, 2)),
+    ("avg_pool2d k2 s2", (8, 64, 112, 112),
+     {"op": "avg_pool2d", "kernel_size": 2}, lambda F, t: F.avg_pool2d(t, 2)),
+    ("avg_pool2d k3 s1 p1", (8, 64, 56, 56),
      {"op": "avg_pool2d", "kernel_size": 3, "stride": 1, "padding": 1},
-     lambda t: F.avg_pool2d(t, 3, 1, 1)),
-    ("lp_pool2d p=2 8x64x56x56 k2", (8, 64, 56, 56),
+     lambda F, t: F.avg_pool2d(t, 3, 1, 1)),
+    ("lp_pool2d p2 k2", (8, 64, 56, 56),
      {"op": "lp_pool2d", "norm_type": 2.0, "kernel_size": 2},
-     lambda t: F.lp_pool2d(t, 2.0, 2)),
-    ("adaptive_avg_pool2d 8x64x112x112 -> 7x7", (8, 64, 112, 112),
+     lambda F, t: F.lp_pool2d(t, 2.0, 2)),
+    ("adaptive_avg_pool2d ->7x7", (8, 64, 112, 112),
      {"op": "adaptive_avg_pool2d", "output_size": 7},
-     lambda t: F.adaptive_avg_pool2d(t, 7)),
-    ("adaptive_max_pool2d 8x64x112x112 -> 7x7", (8, 64, 112, 112),
+     lambda F, t: F.adaptive_avg_pool2d(t, 7)),
+    ("adaptive_max_pool2d ->7x7", (8, 64, 112, 112),
      {"op": "adaptive_max_pool2d", "output_size": 7},
-     lambda t: F.adaptive_max_pool2d(t, 7)),
-    ("global_avg_pool 32x512x7x7", (32, 512, 7, 7),
-     {"op": "global_avg_pool"}, lambda t: F.adaptive_avg_pool2d(t, 1)),
-    ("max_pool3d 2x32x32x56x56 k3 s2 p1", (2, 32, 32, 56, 56),
+     lambda F, t: F.adaptive_max_pool2d(t, 7)),
+    ("global_avg_pool", (32, 512, 7, 7),
+     {"op": "global_avg_pool"}, lambda F, t: F.adaptive_avg_pool2d(t, 1)),
+    ("max_pool3d k3 s2 p1", (2, 32, 32, 56, 56),
      {"op": "max_pool3d", "kernel_size": 3, "stride": 2, "padding": 1},
-     lambda t: F.max_pool3d(t, 3, 2, 1)),
-    ("avg_pool1d 64x64x4096 k4 s4", (64, 64, 4096),
-     {"op": "avg_pool1d", "kernel_size": 4}, lambda t: F.avg_pool1d(t, 4)),
+     lambda F, t: F.max_pool3d(t, 3, 2, 1)),
+    ("avg_pool3d k2 s2", (2, 32, 32, 56, 56),
+     {"op": "avg_pool3d", "kernel_size": 2}, lambda F, t: F.avg_pool3d(t, 2)),
+    ("avg_pool1d k4 s4", (64, 64, 4096),
+     {"op": "avg_pool1d", "kernel_size": 4}, lambda F, t: F.avg_pool1d(t, 4)),
+    ("max_pool2d k2 tiny (call overhead)", (1, 1, 4, 4),
+     {"op": "max_pool2d", "kernel_size": 2}, lambda F, t: F.max_pool2d(t, 2)),
 ]
 
 
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+def make_cases(dtypes=(np.float32,)):
+    import torch
+    import torch.nn.functional as F
 
-
-def first(r):
-    return r[0] if isinstance(r, tuple) else r
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--dtype", default="float32", choices=("float32", "float64"))
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    cases = []
     rng = np.random.default_rng(0)
-    print(f"threads={args.threads} dtype={args.dtype} repeats={args.repeats} "
-          f"torch={torch.__version__} pyconv={pyconv.__version__}")
-    print(f"{'case':44s} {'torch ms':>9s} {'pyconv ms':>9s} {'ratio':>6s} {'maxdiff':>9s}")
-    for label, shape, spec, peer in CASES:
-        x = rng.standard_normal(shape).astype(args.dtype)
-        t = torch.from_numpy(x)
-        op = pyconv.Conv(spec)
-        ours = first(op.apply(x, n_threads=args.threads))
-        theirs = first(peer(t)).numpy()
-        diff = float(np.max(np.abs(ours - theirs)))
-        t_torch = median_time(lambda: peer(t), args.repeats)
-        t_ours = median_time(lambda: op.apply(x, n_threads=args.threads), args.repeats)
-        print(f"{label:44s} {t_torch * 1e3:9.2f} {t_ours * 1e3:9.2f} "
-              f"{t_torch / t_ours:6.1f} {diff:9.2e}")
+    for name, shape, spec, peer_fn in CONFIGS:
+        for dtype in dtypes:
+            pool = pyconv.Conv(spec)
+            x = rng.standard_normal(shape).astype(dtype)
+            out = np.empty(pool.output_shape(shape), dtype)
+            xt = torch.from_numpy(x)
+            nbytes = x.nbytes + out.nbytes
+            if spec.get("return_indices"):
+                nbytes += out.size * 8
+                # the harness compares values; the indices are checked here
+                with torch.no_grad():
+                    expected = peer_fn(F, xt)[1].numpy()
+                if not np.array_equal(pool.apply(x)[1], expected):
+                    raise AssertionError(f"{name}: indices differ from torch")
+
+            def run(n, pool=pool, x=x, out=out):
+                return pool.apply(x, out=out, n_threads=n)
+
+            def peer(n, peer_fn=peer_fn, xt=xt):
+                with torch.no_grad():
+                    return peer_fn(F, xt)
+
+            cases.append(Case(name, "x".join(map(str, shape)), np.dtype(dtype).name, run,
+                              peer, nbytes=nbytes,
+                              rtol=1e-5 if dtype == np.float32 else 1e-12))
+    return cases
 
 
 if __name__ == "__main__":
-    main()
+    main_for(make_cases, __doc__)

@@ -16,12 +16,27 @@ Plan conventions (``int64`` tables of shape ``(out, taps)``):
 """
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 
 from pyconv._geometry import effective_kernel, tap_index_table
 
 PAD = -1
 SKIP = -2
+#: Extra row-buffer entries per thread: the kernels' vector loads may read (never use)
+#: a little past the padded row.
+ROW_SLACK = 16
+
+
+def thread_row_length(padded):
+    """Entries per thread of a kernel's row buffer for a padded row of ``padded``.
+
+    The row, its slack, rounded up to 16 entries, and 16 more: whatever the buffer's
+    alignment, two threads' rows then never share a 64-byte cache line (measured:
+    a shared line made 2 threads 3x slower than 1).
+    """
+    return -(-(padded + ROW_SLACK) // 16) * 16 + 16
 #: Padding modes whose padded cells are copies of input elements.
 DATA_MODES = ("reflect", "symmetric", "replicate", "circular")
 
@@ -127,3 +142,94 @@ def adaptive_axis_table(length, out_len):
     table = start[:, None] + np.arange(width, dtype=np.int64)[None, :]
     table = np.where(table < end[:, None], table, SKIP)
     return np.ascontiguousarray(table, dtype=np.int64)
+
+
+class Plan:
+    """Everything a pooling kernel call needs for one (spec, input shape), read-only.
+
+    ``tab_d``, ``tab_h``, ``tab_w``: per-axis tap tables (3 axes, see the module doc);
+    ``wsrc``: source index of each position of the padded W axis; ``lo_w``: left W
+    padding; ``wstart``/``wcnt``/``dw``: each output column's taps in row-buffer
+    coordinates, ``wstart + t*dw`` for ``t < wcnt``; the first ``n_uniform`` columns
+    are full windows ``ow*sw + t``, ``t < kw``; ``divs``: per-axis divisor factors
+    (float64); ``pads_skipped``: padding cells never take part (-inf padding, or
+    none), so max pooling with indices may use the order-free kernel. ``x4_shape``
+    and ``out4_shape`` are the input and output seen as ``(planes, D, H, W)``;
+    ``rows`` is the output rows per plane, ``units`` the output rows in all;
+    ``prefetch`` is how far ahead (in values) the kernel prefetches the input rows.
+    """
+
+    __slots__ = ("in_shape", "out_shape", "x4_shape", "out4_shape", "rows", "units",
+                 "prefetch", "tab_d", "tab_h", "tab_w", "wsrc", "lo_w", "wstart", "wcnt",
+                 "dw", "n_uniform", "kw", "sw", "divs", "flops_per_output", "pads_skipped")
+
+    def __init__(self, **fields):
+        for name, value in fields.items():
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+            setattr(self, name, value)
+        self.divs = tuple(np.ascontiguousarray(d, dtype=np.float64) for d in self.divs)
+        planes = self.in_shape[0] * self.in_shape[1]
+        self.x4_shape = (planes, *(1,) * (5 - len(self.in_shape)), *self.in_shape[2:])
+        self.out4_shape = (planes, *(1,) * (5 - len(self.out_shape)), *self.out_shape[2:])
+        self.rows = self.out4_shape[1] * self.out4_shape[2]
+        self.units = planes * self.rows
+        # the kernel prefetches each input row it reads this far ahead (in values):
+        # about where the same tap of the output row after next will read
+        in_rows = self.x4_shape[1] * self.x4_shape[2]
+        # (measured: 2 output rows ahead gives about 1.5x over none; farther is no
+        # better, and at most 16 rows)
+        # (3-D windows read many rows per output row: prefetching them was slower)
+        self.prefetch = 0 if self.x4_shape[1] > 1 else (
+            min(16, max(1, round(2 * in_rows / self.rows))) * self.x4_shape[3])
+        for d in self.divs:
+            d.flags.writeable = False
+
+
+_CACHE = {}
+_CACHE_SIZE = 256
+
+
+def cached(key, build):
+    """``build()``, remembered under ``key`` (a few hundred entries at most).
+
+    Shape rules and plans depend only on the spec's geometry and the input shape, and
+    rebuilding them costs far more than a small pooling call; the values are
+    read-only, so sharing them between calls and threads is safe.
+    """
+    try:
+        return _CACHE[key]
+    except KeyError:
+        pass
+    value = build()
+    if len(_CACHE) >= _CACHE_SIZE:
+        _CACHE.clear()
+    _CACHE[key] = value
+    return value
+
+
+_SPEC_KEYS = {}
+
+
+def spec_key(spec):
+    """A hashable key for a normalised spec dict, remembered per dict object.
+
+    An op receives the same spec dict on every call of one ``Conv``; the key is
+    rebuilt only if that dict is a new one or has changed since (compared with a
+    private copy), so a call costs one lookup and one dict comparison.
+    """
+    entry = _SPEC_KEYS.get(id(spec))
+    if entry is not None and entry[0] is spec and entry[1] == spec:
+        return entry[2]
+    key = freeze(sorted(spec.items()))
+    if len(_SPEC_KEYS) >= _CACHE_SIZE:
+        _SPEC_KEYS.clear()
+    _SPEC_KEYS[id(spec)] = (spec, copy.deepcopy(spec), key)
+    return key
+
+
+def freeze(value):
+    """A hashable copy of a spec value (lists become tuples)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(freeze(v) for v in value)
+    return value

@@ -447,6 +447,110 @@ def test_bad_inputs():
             (1, 1, 1))
 
 
+# -- vectorised paths -------------------------------------------------------------------
+def _hard_data(rng, shape, dtype):
+    """Few distinct values (many ties), signed zeros, NaN and infinities."""
+    x = rng.integers(-3, 4, size=shape).astype(dtype)
+    u = rng.random(shape)
+    x[u < 0.15] = -0.0
+    x[(u > 0.50) & (u < 0.52)] = np.nan
+    x[(u > 0.60) & (u < 0.62)] = -np.inf
+    x[(u > 0.70) & (u < 0.71)] = np.inf
+    return x
+
+
+# Rows long enough that 8-wide loops run (the kernels' stride-1 and stride-2 fast
+# paths), with a scalar tail and ceil-mode cut windows at the end.
+VECTOR_WINDOWS = [(3, 2, 1, False), (3, 2, 1, True), (2, 2, 0, False), (2, 2, 1, True),
+                  (3, 1, 1, False), (4, 2, 2, True), (5, 1, 2, False), (3, 2, 0, True)]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k,s,p,ceil", VECTOR_WINDOWS)
+def test_vector_paths_match_reference(rng, dtype, k, s, p, ceil):
+    for rank, spatial in ((1, (53,)), (2, (9, 53)), (3, (3, 5, 45))):
+        x = _hard_data(rng, (1, 2, *spatial), dtype)
+        win = dict(kernel_size=k, stride=s, ceil_mode=ceil)
+        pads = [(p, p)] * rank
+        ev, ei = ref.max_pool(x, [k] * rank, [s] * rank, [1] * rank, pads, ceil)
+        spec = {"op": f"max_pool{rank}d", "padding": p, "return_indices": True, **win}
+        v, i = run(spec, x)
+        np.testing.assert_array_equal(v, ev, err_msg=str(spec))  # NaN where expected
+        np.testing.assert_array_equal(i, ei, err_msg=str(spec))
+        spec["return_indices"] = False
+        np.testing.assert_array_equal(run(spec, x), ev, err_msg=str(spec))
+        spec = {"op": f"avg_pool{rank}d", "padding": p, **win}
+        with np.errstate(invalid="ignore"):
+            expected = ref.avg_pool(x, [k] * rank, [s] * rank, pads, ceil)
+        np.testing.assert_allclose(run(spec, x), expected, rtol=1e-6, err_msg=str(spec))
+        if p == 0:
+            spec = {"op": f"lp_pool{rank}d", "norm_type": 2.0, **win}
+            expected = ref.lp_pool(x, 2.0, [k] * rank, [s] * rank, ceil)
+            np.testing.assert_allclose(run(spec, x), expected, rtol=1e-6, err_msg=str(spec))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_indices_fast_kernel_equals_scan_in_tap_order(rng, dtype):
+    """The order-free kernel (used where padding never takes part) against the kernel
+    that scans each window in row-major tap order: same value bits, same indices."""
+    import copy
+
+    from pyconv.ops import pooling
+
+    specs = [{"op": "max_pool2d", "kernel_size": k, "stride": s, "padding": p,
+              "dilation": d, "ceil_mode": ceil, "return_indices": True}
+             for k, s, p, d, ceil in [(3, 2, 1, 1, False), (2, 2, 0, 1, True),
+                                      (3, 1, 1, 1, False), (3, 2, 2, 2, True),
+                                      (4, 3, 2, 1, True)]]
+    specs.append({"op": "max_pool3d", "kernel_size": 3, "stride": 2, "padding": 1,
+                  "return_indices": True})
+    for spec in specs:
+        rank = int(spec["op"][-2])
+        x = _hard_data(rng, (2, 3, *((7, 9, 37) if rank == 3 else (19, 41))), dtype)
+        conv = pyconv.Conv(spec)
+        plan = conv.op.plan(conv.spec, x.shape)
+        assert plan.pads_skipped
+        slow = copy.copy(plan)
+        slow.pads_skipped = False
+        for n_threads in (1, 2):
+            v, i = conv.apply(x, n_threads=n_threads)
+            sv, si = pooling.run_max_indices(x, np.empty_like(v), slow, n_threads)
+            np.testing.assert_array_equal(v.view(np.uint8), sv.view(np.uint8), str(spec))
+            np.testing.assert_array_equal(i, si, err_msg=str(spec))
+
+
+def test_adaptive_hard_data_and_few_planes(rng, monkeypatch):
+    from pyconv import _threads
+
+    monkeypatch.setattr(_threads, "SERIAL_WORK_FLOPS", 0)
+    x = _hard_data(rng, (1, 1, 37, 61), np.float32)
+    ev, ei = ref.adaptive_pool(x, (5, 9), "max")
+    for n_threads in (1, 2):  # one plane: the parallel units are pieces of it
+        v, i = run({"op": "adaptive_max_pool2d", "output_size": (5, 9),
+                    "return_indices": True}, x, n_threads=n_threads)
+        np.testing.assert_array_equal(v, ev)
+        np.testing.assert_array_equal(i, ei)
+    for spec in ({"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
+                 {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1,
+                  "return_indices": True},
+                 {"op": "avg_pool2d", "kernel_size": 2, "ceil_mode": True}):
+        for planes in (1, 3):
+            y = _hard_data(rng, (1, planes, 40, 70), np.float32)
+            a, b = run(spec, y, n_threads=1), run(spec, y, n_threads=2)
+            for u, w in zip(a if isinstance(a, tuple) else (a,),
+                            b if isinstance(b, tuple) else (b,)):
+                assert np.array_equal(u.view(np.uint8), w.view(np.uint8)), spec
+
+
+def test_plans_follow_the_input_shape():
+    """Shape rules and plans are cached per (spec, shape): new shapes get new plans."""
+    pool = pyconv.Conv({"op": "avg_pool2d", "kernel_size": 2, "ceil_mode": True})
+    for h, w in [(4, 4), (5, 7), (4, 4), (3, 9)]:
+        x = np.arange(h * w, dtype=float).reshape(1, 1, h, w)
+        expected = ref.avg_pool(x, [2, 2], [2, 2], [(0, 0)] * 2, True)
+        np.testing.assert_array_equal(pool.apply(x), expected)
+
+
 # -- threads, layouts, empty, dtype ---------------------------------------------------
 @pytest.mark.parametrize("spec", [
     {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},

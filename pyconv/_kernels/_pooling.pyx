@@ -5,18 +5,277 @@ leading axes). Per-axis plans built in Python (``pyconv._pool_geometry``) say wh
 input rows/columns each window reads, with -1 for a padding cell and -2 for "not in
 the window"; padding modes, ceil mode and adaptive windows are all resolved there.
 
-The parallel loop runs over output rows ``(p, od, oh)``: each iteration writes one
-row of the output and nothing else, so results are bit-identical for any thread
-count. The only scratch is one padded input row per thread (the caller's
-workspace, ``W + lo + hi`` values).
+The parallel loop runs over units of ``block`` output rows of one plane (a whole
+plane per unit when there are enough planes): each unit writes its own rows of the
+output and nothing else, so results are bit-identical for any thread count. Each
+output row is computed rows first (the window's input rows combined elementwise into
+a row buffer, in tap order), then columns (each output reduces its taps of that
+buffer left to right); the order of the operations is fixed, whatever the split or
+the instruction set. The only scratch is one padded row buffer per thread (the
+caller's workspace, ``W + lo + hi`` values plus 16 of slack that vector loads may
+touch but never use).
+
+In the AVX2 build, float32 max/sum passes use 8-wide intrinsics: stride-2 windows
+read their taps through an even/odd deinterleave of the row buffer. ``max_ps(v, m)``
+is ``v > m ? v : m``, so ``blend(max_ps(v, m), v, isnan(v))`` is bit for bit the
+scalar rule ``v > m || isnan(v) ? v : m``.
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
 from libc.math cimport INFINITY, fabs, pow, sqrt
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 from libc.string cimport memcpy
 
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
+
+cdef extern from *:
+    """
+    #include <stddef.h>
+    #include <stdint.h>
+    #ifdef __AVX2__
+    #include <immintrin.h>
+    #define PC_AVX2 1
+    #else
+    #define PC_AVX2 0
+    #endif
+
+    /* Ask for the bytes [p, p + n) ahead of their use (a hint: never faults). */
+    static inline void pc_prefetch(const void* p, ptrdiff_t n) {
+    #if defined(__GNUC__)
+        const char* c = (const char*)p;
+        ptrdiff_t i;
+        for (i = 0; i < n; i += 64) __builtin_prefetch(c + i, 0, 3);
+    #endif
+    }
+
+    /* PyTorch's max rule: v replaces m if v > m or v is NaN. */
+    static inline float pc_fmax(float m, float v) { return (v > m || v != v) ? v : m; }
+
+    #ifdef __AVX2__
+    static inline __m256 pc_vmax(__m256 m, __m256 v) {
+        /* max_ps(v, m) is v > m ? v : m (m on ties and on NaN); then a NaN v wins. */
+        return _mm256_blendv_ps(_mm256_max_ps(v, m), v, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+    }
+    /* p[0], p[2], ..., p[14] (reads p[0..15]) */
+    static inline __m256 pc_evens(const float* p) {
+        __m256 a = _mm256_loadu_ps(p), b = _mm256_loadu_ps(p + 8);
+        __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0));
+        return _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e),
+                                                      _MM_SHUFFLE(3, 1, 2, 0)));
+    }
+    static inline __m256 pc_ld(const float* p) { return _mm256_loadu_ps(p); }
+    #define PC_OP(m, v) (is_sum ? _mm256_add_ps((m), (v)) : pc_vmax((m), (v)))
+    #endif
+    #define PC_SOP(m, v) (is_sum ? (m) + (v) : pc_fmax((m), (v)))
+
+    /* acc = (r0 op r1) [op r2]; r2 may be NULL. op: sum or max. */
+    static void pc_vert_init_f(float* acc, const float* r0, const float* r1,
+                               const float* r2, ptrdiff_t n, int is_sum) {
+        ptrdiff_t i = 0;
+    #ifdef __AVX2__
+        if (r2) {
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(acc + i, PC_OP(PC_OP(pc_ld(r0 + i), pc_ld(r1 + i)),
+                                                pc_ld(r2 + i)));
+        } else {
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(acc + i, PC_OP(pc_ld(r0 + i), pc_ld(r1 + i)));
+        }
+    #endif
+        if (r2) {
+            for (; i < n; i++) acc[i] = PC_SOP(PC_SOP(r0[i], r1[i]), r2[i]);
+        } else {
+            for (; i < n; i++) acc[i] = PC_SOP(r0[i], r1[i]);
+        }
+    }
+
+    /* acc = (acc op r0) [op r1]; r1 may be NULL. */
+    static void pc_vert_acc_f(float* acc, const float* r0, const float* r1, ptrdiff_t n,
+                              int is_sum) {
+        ptrdiff_t i = 0;
+    #ifdef __AVX2__
+        if (r1) {
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(acc + i, PC_OP(PC_OP(pc_ld(acc + i), pc_ld(r0 + i)),
+                                                pc_ld(r1 + i)));
+        } else {
+            for (; i + 8 <= n; i += 8)
+                _mm256_storeu_ps(acc + i, PC_OP(pc_ld(acc + i), pc_ld(r0 + i)));
+        }
+    #endif
+        if (r1) {
+            for (; i < n; i++) acc[i] = PC_SOP(PC_SOP(acc[i], r0[i]), r1[i]);
+        } else {
+            for (; i < n; i++) acc[i] = PC_SOP(acc[i], r0[i]);
+        }
+    }
+
+    /* out[ow] = rb[ow*s] op rb[ow*s + 1] op ... (k taps, left to right) for the
+       leading multiple of 8 outputs below n, s in {1, 2}; returns how many were done
+       (0 without AVX2). Reads up to rb[(n-1)*s + k] (one past the last tap). */
+    static ptrdiff_t pc_horiz_f(float* out, const float* rb, ptrdiff_t n, ptrdiff_t k,
+                                ptrdiff_t s, int is_sum) {
+        ptrdiff_t ow = 0;
+    #ifdef __AVX2__
+        ptrdiff_t t;
+        __m256 m;
+        if (s == 1) {
+            for (; ow + 8 <= n; ow += 8) {
+                const float* p = rb + ow;
+                m = pc_ld(p);
+                for (t = 1; t < k; t++) m = PC_OP(m, pc_ld(p + t));
+                _mm256_storeu_ps(out + ow, m);
+            }
+        } else if (s == 2) {
+            for (; ow + 8 <= n; ow += 8) {
+                const float* p = rb + 2 * ow;
+                m = pc_evens(p);
+                for (t = 1; t < k; t++) m = PC_OP(m, pc_evens(p + t));
+                _mm256_storeu_ps(out + ow, m);
+            }
+        }
+    #endif
+        return ow;
+    }
+
+    /* ---- max with indices (int32 flat indices in the plane, PC_NOIDX = padding) ---- */
+    #define PC_NOIDX 2147483647
+
+    #ifdef __AVX2__
+    static inline __m256i pc_iota(ptrdiff_t i, int32_t base) {
+        return _mm256_add_epi32(_mm256_set1_epi32((int32_t)(base + i)),
+                                _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    }
+    /* sequential rule: (v, vi) replaces (m, mi) if v > m or v is NaN */
+    static inline void pc_vseq(__m256* m, __m256i* mi, __m256 v, __m256i vi) {
+        __m256 t = _mm256_or_ps(_mm256_cmp_ps(v, *m, _CMP_GT_OQ),
+                                _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
+        *m = _mm256_blendv_ps(*m, v, t);
+        *mi = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*mi),
+                                                   _mm256_castsi256_ps(vi), t));
+    }
+    /* order-free rule (same winner as a row-major scan): the NaN with the largest
+       index, else the largest value with the smallest index */
+    static inline void pc_vbest(__m256* a, __m256i* ai, __m256 b, __m256i bi) {
+        __m256 na = _mm256_cmp_ps(*a, *a, _CMP_UNORD_Q);
+        __m256 nb = _mm256_cmp_ps(b, b, _CMP_UNORD_Q);
+        __m256 gt = _mm256_cmp_ps(b, *a, _CMP_GT_OQ);
+        __m256 eq = _mm256_cmp_ps(b, *a, _CMP_EQ_OQ);
+        __m256 ilt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(*ai, bi));
+        __m256 igt = _mm256_castsi256_ps(_mm256_cmpgt_epi32(bi, *ai));
+        /* b wins: (b NaN and (a not NaN or bi > ai)) or
+                   (a not NaN and (b > a or (b == a and bi < ai))) */
+        __m256 t1 = _mm256_andnot_ps(_mm256_andnot_ps(igt, na), nb);
+        __m256 t2 = _mm256_andnot_ps(na, _mm256_or_ps(gt, _mm256_and_ps(eq, ilt)));
+        __m256 t = _mm256_or_ps(t1, t2);
+        *a = _mm256_blendv_ps(*a, b, t);
+        *ai = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(*ai),
+                                                   _mm256_castsi256_ps(bi), t));
+    }
+    #endif
+
+    /* first rows of a window: (m, mi) = r0 [then r1 by the sequential rule] */
+    static void pc_ivert_init_f(float* m, int32_t* mi, const float* r0, int32_t b0,
+                                const float* r1, int32_t b1, ptrdiff_t n) {
+        ptrdiff_t i = 0;
+    #ifdef __AVX2__
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = pc_ld(r0 + i);
+            __m256i vi = pc_iota(i, b0);
+            if (r1) pc_vseq(&v, &vi, pc_ld(r1 + i), pc_iota(i, b1));
+            _mm256_storeu_ps(m + i, v);
+            _mm256_storeu_si256((__m256i*)(mi + i), vi);
+        }
+    #endif
+        for (; i < n; i++) {
+            float v = r0[i];
+            int32_t vi = b0 + (int32_t)i;
+            if (r1 && (r1[i] > v || r1[i] != r1[i])) { v = r1[i]; vi = b1 + (int32_t)i; }
+            m[i] = v;
+            mi[i] = vi;
+        }
+    }
+
+    /* later rows, in order: r0 [then r1] by the sequential rule */
+    static void pc_ivert_acc_f(float* m, int32_t* mi, const float* r0, int32_t b0,
+                               const float* r1, int32_t b1, ptrdiff_t n) {
+        ptrdiff_t i = 0;
+    #ifdef __AVX2__
+        for (; i + 8 <= n; i += 8) {
+            __m256 v = pc_ld(m + i);
+            __m256i vi = _mm256_loadu_si256((const __m256i*)(mi + i));
+            pc_vseq(&v, &vi, pc_ld(r0 + i), pc_iota(i, b0));
+            if (r1) pc_vseq(&v, &vi, pc_ld(r1 + i), pc_iota(i, b1));
+            _mm256_storeu_ps(m + i, v);
+            _mm256_storeu_si256((__m256i*)(mi + i), vi);
+        }
+    #endif
+        for (; i < n; i++) {
+            float v = m[i];
+            int32_t vi = mi[i];
+            if (r0[i] > v || r0[i] != r0[i]) { v = r0[i]; vi = b0 + (int32_t)i; }
+            if (r1 && (r1[i] > v || r1[i] != r1[i])) { v = r1[i]; vi = b1 + (int32_t)i; }
+            m[i] = v;
+            mi[i] = vi;
+        }
+    }
+
+    /* columns pass with indices for the leading multiple of 8 uniform windows
+       (ow*s + t, t < k, s in {1, 2}); returns how many were done (0 without AVX2). */
+    static ptrdiff_t pc_ihoriz_f(float* out, int64_t* iout, const float* m,
+                                 const int32_t* mi, ptrdiff_t n, ptrdiff_t k, ptrdiff_t s) {
+        ptrdiff_t ow = 0;
+    #ifdef __AVX2__
+        ptrdiff_t t;
+        const __m256i noidx = _mm256_set1_epi32(PC_NOIDX), minus1 = _mm256_set1_epi32(-1);
+        const float* mif = (const float*)mi;
+        if (s != 1 && s != 2) return 0;
+        for (; ow + 8 <= n; ow += 8) {
+            __m256 a, b;
+            __m256i ai, bi;
+            if (s == 1) {
+                a = pc_ld(m + ow);
+                ai = _mm256_loadu_si256((const __m256i*)(mi + ow));
+            } else {
+                a = pc_evens(m + 2 * ow);
+                ai = _mm256_castps_si256(pc_evens(mif + 2 * ow));
+            }
+            for (t = 1; t < k; t++) {
+                if (s == 1) {
+                    b = pc_ld(m + ow + t);
+                    bi = _mm256_loadu_si256((const __m256i*)(mi + ow + t));
+                } else {
+                    b = pc_evens(m + 2 * ow + t);
+                    bi = _mm256_castps_si256(pc_evens(mif + 2 * ow + t));
+                }
+                pc_vbest(&a, &ai, b, bi);
+            }
+            ai = _mm256_blendv_epi8(ai, minus1, _mm256_cmpeq_epi32(ai, noidx));
+            _mm256_storeu_ps(out + ow, a);
+            _mm256_storeu_si256((__m256i*)(iout + ow),
+                                _mm256_cvtepi32_epi64(_mm256_castsi256_si128(ai)));
+            _mm256_storeu_si256((__m256i*)(iout + ow + 4),
+                                _mm256_cvtepi32_epi64(_mm256_extracti128_si256(ai, 1)));
+        }
+    #endif
+        return ow;
+    }
+    """
+    bint PC_AVX2
+    int32_t PC_NOIDX
+    void pc_prefetch(const void* p, Py_ssize_t n) noexcept nogil
+    void pc_vert_init_f(float* acc, const float* r0, const float* r1, const float* r2,
+                        Py_ssize_t n, int is_sum) noexcept nogil
+    void pc_vert_acc_f(float* acc, const float* r0, const float* r1, Py_ssize_t n,
+                       int is_sum) noexcept nogil
+    Py_ssize_t pc_horiz_f(float* out, const float* rb, Py_ssize_t n, Py_ssize_t k,
+                          Py_ssize_t s, int is_sum) noexcept nogil
+    void pc_ivert_init_f(float* m, int32_t* mi, const float* r0, int32_t b0,
+                         const float* r1, int32_t b1, Py_ssize_t n) noexcept nogil
+    void pc_ivert_acc_f(float* m, int32_t* mi, const float* r0, int32_t b0,
+                        const float* r1, int32_t b1, Py_ssize_t n) noexcept nogil
+    Py_ssize_t pc_ihoriz_f(float* out, int64_t* iout, const float* m, const int32_t* mi,
+                           Py_ssize_t n, Py_ssize_t k, Py_ssize_t s) noexcept nogil
 
 # Reduction kinds (kept in sync with pyconv.ops.pooling.KINDS).
 cdef enum:
@@ -82,25 +341,53 @@ cdef inline void accum_row(floating* acc, const floating* row, Py_ssize_t n, int
             acc[i] = acc[i] + lp_power(row[i], norm)
 
 
-cdef inline void reduce_uniform(floating* orow, const floating* rb, Py_ssize_t n,
-                                Py_ssize_t k, Py_ssize_t sw, bint is_max) noexcept nogil:
-    # Full windows at a uniform stride with adjacent taps: the common shapes get
+cdef inline void vert_init(floating* acc, const floating* r0, const floating* r1,
+                           const floating* r2, Py_ssize_t n, int kind,
+                           double norm) noexcept nogil:
+    # acc = r0 (op r1) (op r2), in that order; r1/r2 may be NULL.
+    if floating is float:
+        if r1 != NULL and (kind == K_MAX or kind == K_AVG):
+            pc_vert_init_f(acc, r0, r1, r2, n, kind == K_AVG)
+            return
+    init_row(acc, r0, n, kind, norm)
+    if r1 != NULL:
+        accum_row(acc, r1, n, kind, norm)
+    if r2 != NULL:
+        accum_row(acc, r2, n, kind, norm)
+
+
+cdef inline void vert_acc(floating* acc, const floating* r0, const floating* r1,
+                          Py_ssize_t n, int kind, double norm) noexcept nogil:
+    # acc = (acc op r0) (op r1); r1 may be NULL.
+    if floating is float:
+        if kind == K_MAX or kind == K_AVG:
+            pc_vert_acc_f(acc, r0, r1, n, kind == K_AVG)
+            return
+    accum_row(acc, r0, n, kind, norm)
+    if r1 != NULL:
+        accum_row(acc, r1, n, kind, norm)
+
+
+cdef inline void reduce_uniform(floating* orow, const floating* rb, Py_ssize_t ow0,
+                                Py_ssize_t n, Py_ssize_t k, Py_ssize_t sw,
+                                bint is_max) noexcept nogil:
+    # Full windows ow*sw + t (t < k), outputs ow0 <= ow < n: the common shapes get
     # loops with constant offsets, which the compiler vectorises (strided loads).
     cdef Py_ssize_t ow, t
     cdef const floating* src
     cdef floating m
     if is_max:
         if k == 2 and sw == 2:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 orow[ow] = nanmax(rb[2 * ow], rb[2 * ow + 1])
         elif k == 3 and sw == 2:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 orow[ow] = nanmax(nanmax(rb[2 * ow], rb[2 * ow + 1]), rb[2 * ow + 2])
         elif k == 3 and sw == 1:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 orow[ow] = nanmax(nanmax(rb[ow], rb[ow + 1]), rb[ow + 2])
         else:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 src = rb + ow * sw
                 m = src[0]
                 for t in range(1, k):
@@ -108,16 +395,16 @@ cdef inline void reduce_uniform(floating* orow, const floating* rb, Py_ssize_t n
                 orow[ow] = m
     else:
         if k == 2 and sw == 2:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 orow[ow] = rb[2 * ow] + rb[2 * ow + 1]
         elif k == 3 and sw == 2:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 orow[ow] = rb[2 * ow] + rb[2 * ow + 1] + rb[2 * ow + 2]
         elif k == 3 and sw == 1:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 orow[ow] = rb[ow] + rb[ow + 1] + rb[ow + 2]
         else:
-            for ow in range(n):
+            for ow in range(ow0, n):
                 src = rb + ow * sw
                 m = src[0]
                 for t in range(1, k):
@@ -147,15 +434,125 @@ cdef inline void reduce_windows(floating* orow, const floating* rb, Py_ssize_t o
         orow[ow] = m
 
 
-def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
-                   const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
-                   const int64_t[::1] wsrc, Py_ssize_t lo_w,
-                   const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
-                   Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw,
-                   const double[::1] div_d, const double[::1] div_h,
-                   const double[::1] div_w, int kind, bint has_pad_value,
-                   double pad_value, double norm, double scale, bint use_override,
-                   double divisor_override, floating[:, ::1] work, int n_threads):
+cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
+                   const int64_t* td, Py_ssize_t KD, const int64_t* th, Py_ssize_t KH,
+                   floating* rb, const int64_t* wsrc, Py_ssize_t Wp, Py_ssize_t lo_w,
+                   floating* orow, Py_ssize_t OW, const int64_t* wstart,
+                   const int64_t* wcnt, Py_ssize_t dw, Py_ssize_t n_uniform,
+                   Py_ssize_t kw, Py_ssize_t sw, int kind, bint has_pad_value,
+                   floating padv, double norm, double scale, bint use_override,
+                   floating override_f, double base_div,
+                   const double* div_w, Py_ssize_t prefetch) noexcept nogil:
+    """One output row: rows pass into ``rb`` (padded coordinates), then columns.
+
+    Each input row read is also prefetched ``prefetch`` values ahead (0: none), where
+    a later output row will read it.
+    """
+    cdef bint is_max = kind == K_MAX or kind == K_LPINF
+    cdef floating identity = -INFINITY if is_max else 0
+    cdef floating* inner = rb + lo_w
+    cdef Py_ssize_t a, b, i, j, n_real = 0, n_pad = 0, done = 0
+    cdef int64_t sd, sh, src
+    cdef const floating* row
+    cdef const floating* pend0 = NULL
+    cdef const floating* pend1 = NULL
+    cdef floating fill, v
+    cdef floating scale_f = <floating>scale
+    cdef double inv_norm = 1.0 / norm if norm != 0 else 0.0
+    # rows pass: the window's input rows in tap order, combined two or three at a
+    # time (acc = ((r0 op r1) op r2) op r3 ..., the same order as one at a time)
+    for a in range(KD):
+        sd = td[a]
+        if sd == -2:
+            break
+        for b in range(KH):
+            sh = th[b]
+            if sh == -2:
+                break
+            if sd < 0 or sh < 0:
+                n_pad = n_pad + 1
+                continue
+            row = xp + (sd * H + sh) * W
+            if prefetch != 0:
+                pc_prefetch(row + prefetch, W * sizeof(floating))
+            if n_real == 0:
+                pend0 = row
+            elif n_real == 1:
+                pend1 = row
+            elif n_real == 2:
+                vert_init(inner, pend0, pend1, row, W, kind, norm)
+                pend0 = NULL
+            elif pend0 == NULL:
+                pend0 = row
+            else:
+                vert_acc(inner, pend0, row, W, kind, norm)
+                pend0 = NULL
+            n_real = n_real + 1
+    if n_real == 1:
+        vert_init(inner, pend0, <const floating*>NULL, <const floating*>NULL, W, kind,
+                  norm)
+    elif n_real == 2:
+        vert_init(inner, pend0, pend1, <const floating*>NULL, W, kind, norm)
+    elif pend0 != NULL:
+        vert_acc(inner, pend0, <const floating*>NULL, W, kind, norm)
+    # padding rows that hold a value (constant mode)
+    if has_pad_value and n_pad > 0:
+        fill = padv if is_max else padv * n_pad
+        if n_real == 0:
+            for i in range(W):
+                inner[i] = fill
+        elif is_max:
+            for i in range(W):
+                inner[i] = nanmax(inner[i], fill)
+        else:
+            for i in range(W):
+                inner[i] = inner[i] + fill
+    elif n_real == 0:
+        for i in range(W):
+            inner[i] = identity
+    # padding columns: copies of the reduced source column, or the pad value
+    fill = identity
+    if has_pad_value:
+        fill = padv if is_max else padv * (n_real + n_pad)
+    for j in range(lo_w):
+        src = wsrc[j]
+        rb[j] = rb[lo_w + src] if src >= 0 else fill
+    for j in range(lo_w + W, Wp):
+        src = wsrc[j]
+        rb[j] = rb[lo_w + src] if src >= 0 else fill
+    # columns pass
+    if floating is float:
+        if n_uniform >= 8:
+            done = pc_horiz_f(orow, rb, n_uniform, kw, sw, not is_max)
+    reduce_uniform(orow, rb, done, n_uniform, kw, sw, is_max)
+    reduce_windows(orow, rb, n_uniform, OW, wstart, wcnt, dw, is_max)
+    if kind == K_AVG or kind == K_LP:
+        if use_override:
+            for i in range(OW):
+                orow[i] = orow[i] / override_f
+        else:
+            for i in range(OW):
+                orow[i] = orow[i] / <floating>(base_div * div_w[i])
+    if kind == K_LP:
+        for i in range(OW):
+            v = orow[i] * scale_f
+            if norm == 2.0:
+                v = sqrt(v)
+            elif norm != 1.0:
+                v = <floating>pow(v, inv_norm)
+            orow[i] = v
+
+
+cdef void pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+                         const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+                         const int64_t[::1] wsrc, Py_ssize_t lo_w,
+                         const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+                         Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw,
+                         const double[::1] div_d, const double[::1] div_h,
+                         const double[::1] div_w, int kind, bint has_pad_value,
+                         double pad_value, double norm, double scale, bint use_override,
+                         double divisor_override, floating[:, ::1] work, Py_ssize_t block,
+                         Py_ssize_t prefetch, int n_threads) noexcept:
     """Window reduction of every plane, rows first then columns.
 
     For each output row the (d, h) taps are combined elementwise into a row buffer
@@ -165,97 +562,274 @@ def pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
     columns are known to be full windows ``ow*sw + t``, ``t < kw`` (``dw == 1``), which
     take a faster loop. Divisors (integers held as doubles) (avg, lp) are
     ``divisor_override`` if ``use_override``, else ``div_d[od] * div_h[oh] * div_w[ow]``.
+    ``work`` has at least ``Wp + 16`` values per thread; each parallel unit is
+    ``block`` consecutive output rows (``od*OH + oh``) of one plane.
     """
-    cdef Py_ssize_t P = x.shape[0], D = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[2], W = x.shape[3]
     cdef Py_ssize_t OD = out.shape[1], OH = out.shape[2], OW = out.shape[3]
     cdef Py_ssize_t KD = tab_d.shape[1], KH = tab_h.shape[1]
     cdef Py_ssize_t Wp = wsrc.shape[0]
-    cdef Py_ssize_t n_units = P * OD * OH
-    cdef bint is_max = kind == K_MAX or kind == K_LPINF
-    cdef floating identity = -INFINITY if is_max else 0
-    cdef floating padv = <floating>pad_value
-    cdef Py_ssize_t u, p, od, oh, a, b, i, j, n_real, n_pad
-    cdef int64_t sd, sh, src
+    cdef Py_ssize_t rows = OD * OH
+    cdef Py_ssize_t nblk, n_units, u, p, r, r0, r1, od, oh
     cdef floating* rb
-    cdef floating* inner
-    cdef floating* orow
-    cdef floating fill, v, scale_f = <floating>scale
+    cdef floating padv = <floating>pad_value
     cdef floating override_f = <floating>divisor_override
+    cdef bint avg_like = kind == K_AVG or kind == K_LP
     cdef double base_div
-    cdef double inv_norm = 1.0 / norm if norm != 0 else 0.0
-    if n_units == 0 or OW == 0:
+    if P == 0 or rows == 0 or OW == 0:
         return
+    if block < 1:
+        block = rows
+    nblk = (rows + block - 1) // block
+    n_units = P * nblk
     with nogil, parallel(num_threads=n_threads):
         rb = &work[omp_get_thread_num(), 0]
         for u in prange(n_units, schedule='static'):
-            p = u // (OD * OH)
-            od = (u // OH) % OD
-            oh = u % OH
-            inner = rb + lo_w
-            n_real = 0
-            n_pad = 0
-            # vertical pass: combine the window's input rows elementwise
-            for a in range(KD):
-                sd = tab_d[od, a]
-                if sd == -2:
-                    break
-                for b in range(KH):
-                    sh = tab_h[oh, b]
-                    if sh == -2:
+            p = u // nblk
+            r0 = (u % nblk) * block
+            r1 = r0 + block
+            if r1 > rows:
+                r1 = rows
+            for r in range(r0, r1):
+                od = r // OH
+                oh = r - od * OH
+                base_div = div_d[od] * div_h[oh] if avg_like and not use_override else 1.0
+                pool_row(&x[p, 0, 0, 0], H, W, &tab_d[od, 0], KD, &tab_h[oh, 0], KH,
+                         rb, &wsrc[0], Wp, lo_w, &out[p, od, oh, 0], OW, &wstart[0],
+                         &wcnt[0], dw, n_uniform, kw, sw, kind, has_pad_value, padv,
+                         norm, scale, use_override, override_f, base_div, &div_w[0],
+                         prefetch)
+
+
+def pool_separable_f32(
+        const float[:, :, :, ::1] x, float[:, :, :, ::1] out,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+        const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
+        const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
+        Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
+        const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
+        double norm, double scale, bint use_override, double divisor_override,
+        float[:, ::1] work, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
+    """:func:`pool_separable` for float arrays (no fused-type dispatch per call)."""
+    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw,
+                   div_d, div_h, div_w, kind, has_pad_value, pad_value, norm, scale,
+                   use_override, divisor_override, work, block, prefetch, n_threads)
+
+
+def pool_separable_f64(
+        const double[:, :, :, ::1] x, double[:, :, :, ::1] out,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h,
+        const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
+        const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
+        Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
+        const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
+        double norm, double scale, bint use_override, double divisor_override,
+        double[:, ::1] work, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
+    """:func:`pool_separable` for double arrays (no fused-type dispatch per call)."""
+    pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw,
+                   div_d, div_h, div_w, kind, has_pad_value, pad_value, norm, scale,
+                   use_override, divisor_override, work, block, prefetch, n_threads)
+
+
+cdef inline bint better(floating a, int32_t ai, floating b, int32_t bi) noexcept nogil:
+    # Order-free form of the row-major scan's winner: the NaN with the largest index,
+    # else the largest value with the smallest index.
+    if b != b:
+        return (a == a) or (bi > ai)
+    if a != a:
+        return False
+    return (b > a) or (b == a and bi < ai)
+
+
+cdef inline void ivert_init(floating* m, int32_t* mi, const floating* r0, int32_t b0,
+                            const floating* r1, int32_t b1, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    if floating is float:
+        pc_ivert_init_f(m, mi, r0, b0, r1, b1, n)
+    else:
+        for i in range(n):
+            m[i] = r0[i]
+            mi[i] = b0 + <int32_t>i
+        if r1 != NULL:
+            for i in range(n):
+                v = r1[i]
+                if (v > m[i]) | (v != v):
+                    m[i] = v
+                    mi[i] = b1 + <int32_t>i
+
+
+cdef inline void ivert_acc(floating* m, int32_t* mi, const floating* r0, int32_t b0,
+                           const floating* r1, int32_t b1, Py_ssize_t n) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef floating v
+    if floating is float:
+        pc_ivert_acc_f(m, mi, r0, b0, r1, b1, n)
+    else:
+        for i in range(n):
+            v = r0[i]
+            if (v > m[i]) | (v != v):
+                m[i] = v
+                mi[i] = b0 + <int32_t>i
+        if r1 != NULL:
+            for i in range(n):
+                v = r1[i]
+                if (v > m[i]) | (v != v):
+                    m[i] = v
+                    mi[i] = b1 + <int32_t>i
+
+
+cdef void max_pool_indices_fast(
+        const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,
+        int64_t[:, :, :, ::1] indices, const int64_t[:, ::1] tab_d,
+        const int64_t[:, ::1] tab_h, Py_ssize_t lo_w, Py_ssize_t Wp,
+        const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+        Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, floating[:, ::1] work,
+        int32_t[:, ::1] iwork, Py_ssize_t block, Py_ssize_t prefetch,
+        int n_threads) noexcept:
+    """Max pooling with argmax indices where padding cells never take part.
+
+    For padding that is -inf (skipped, as PyTorch's) and no padding mode, the taps of
+    a window in row-major order are also in increasing order of their plane index, so
+    the scan's winner is order-free: the NaN with the largest index if there is one,
+    else the largest value with the smallest index (the first maximum). The rows pass
+    keeps, per column of the padded row buffer, the running winner and its int32
+    index (sequential rule, rows in increasing order); the columns pass combines the
+    column winners of each window by the order-free rule. Padding cells are (-inf,
+    PC_NOIDX), which any input element beats; a window of padding only gives -inf
+    and index -1. The caller checks ``D*H*W < 2**31 - 1``; ``work``/``iwork`` have
+    ``Wp + 16`` entries per thread.
+    """
+    cdef Py_ssize_t P = x.shape[0], H = x.shape[2], W = x.shape[3]
+    cdef Py_ssize_t OD = out.shape[1], OH = out.shape[2], OW = out.shape[3]
+    cdef Py_ssize_t KD = tab_d.shape[1], KH = tab_h.shape[1]
+    cdef Py_ssize_t rows = OD * OH
+    cdef Py_ssize_t nblk, n_units, u, p, r, r0, r1, od, oh, a, b, j, ow, t, n_real, done
+    cdef int64_t sd, sh
+    cdef int32_t base, pb0, pb1, ai, bi
+    cdef const floating* xp
+    cdef const floating* row
+    cdef const floating* pend0
+    cdef const floating* pend1
+    cdef const int64_t* td
+    cdef const int64_t* th
+    cdef floating* vb
+    cdef int32_t* ib
+    cdef floating* orow
+    cdef int64_t* irow
+    cdef floating av, bv
+    if P == 0 or rows == 0 or OW == 0:
+        return
+    if block < 1:
+        block = rows
+    nblk = (rows + block - 1) // block
+    n_units = P * nblk
+    with nogil, parallel(num_threads=n_threads):
+        vb = &work[omp_get_thread_num(), 0]
+        ib = &iwork[omp_get_thread_num(), 0]
+        for u in prange(n_units, schedule='static'):
+            p = u // nblk
+            r0 = (u % nblk) * block
+            r1 = r0 + block
+            if r1 > rows:
+                r1 = rows
+            xp = &x[p, 0, 0, 0]
+            for r in range(r0, r1):
+                od = r // OH
+                oh = r - od * OH
+                td = &tab_d[od, 0]
+                th = &tab_h[oh, 0]
+                n_real = 0
+                pend0 = NULL
+                pend1 = NULL
+                pb0 = 0
+                pb1 = 0
+                for a in range(KD):
+                    sd = td[a]
+                    if sd == -2:
                         break
-                    if sd < 0 or sh < 0:
-                        n_pad = n_pad + 1
-                        continue
-                    if n_real == 0:
-                        init_row(inner, &x[p, sd, sh, 0], W, kind, norm)
-                    else:
-                        accum_row(inner, &x[p, sd, sh, 0], W, kind, norm)
-                    n_real = n_real + 1
-            # padding rows that hold a value (constant mode)
-            if has_pad_value and n_pad > 0:
-                fill = padv if is_max else padv * n_pad
-                if n_real == 0:
-                    for i in range(W):
-                        inner[i] = fill
-                elif is_max:
-                    for i in range(W):
-                        inner[i] = nanmax(inner[i], fill)
-                else:
-                    for i in range(W):
-                        inner[i] = inner[i] + fill
-            elif n_real == 0:
-                for i in range(W):
-                    inner[i] = identity
-            # padding columns: copies of the reduced source column, or the pad value
-            fill = identity
-            if has_pad_value:
-                fill = padv if is_max else padv * (n_real + n_pad)
-            for j in range(lo_w):
-                src = wsrc[j]
-                rb[j] = rb[lo_w + src] if src >= 0 else fill
-            for j in range(lo_w + W, Wp):
-                src = wsrc[j]
-                rb[j] = rb[lo_w + src] if src >= 0 else fill
-            # horizontal pass
-            orow = &out[p, od, oh, 0]
-            reduce_uniform(orow, rb, n_uniform, kw, sw, is_max)
-            reduce_windows(orow, rb, n_uniform, OW, &wstart[0], &wcnt[0], dw, is_max)
-            if kind == K_AVG or kind == K_LP:
-                if use_override:
-                    for i in range(OW):
-                        orow[i] = orow[i] / override_f
-                else:
-                    base_div = div_d[od] * div_h[oh]
-                    for i in range(OW):
-                        orow[i] = orow[i] / <floating>(base_div * div_w[i])
-            if kind == K_LP:
-                for i in range(OW):
-                    v = orow[i] * scale_f
-                    if norm == 2.0:
-                        v = sqrt(v)
-                    elif norm != 1.0:
-                        v = <floating>pow(v, inv_norm)
-                    orow[i] = v
+                    for b in range(KH):
+                        sh = th[b]
+                        if sh == -2:
+                            break
+                        if sd < 0 or sh < 0:
+                            continue
+                        base = <int32_t>((sd * H + sh) * W)
+                        row = xp + base
+                        if prefetch != 0:
+                            pc_prefetch(row + prefetch, W * sizeof(floating))
+                        if n_real == 0:
+                            pend0 = row
+                            pb0 = base
+                        elif n_real == 1:
+                            ivert_init(vb + lo_w, ib + lo_w, pend0, pb0, row, base, W)
+                            pend0 = NULL
+                        elif pend0 == NULL:
+                            pend0 = row
+                            pb0 = base
+                        else:
+                            ivert_acc(vb + lo_w, ib + lo_w, pend0, pb0, row, base, W)
+                            pend0 = NULL
+                        n_real = n_real + 1
+                if n_real == 1:
+                    ivert_init(vb + lo_w, ib + lo_w, pend0, pb0, <const floating*>NULL,
+                               0, W)
+                elif pend0 != NULL:
+                    ivert_acc(vb + lo_w, ib + lo_w, pend0, pb0, <const floating*>NULL,
+                              0, W)
+                elif n_real == 0:
+                    for j in range(lo_w, lo_w + W):
+                        vb[j] = -INFINITY
+                        ib[j] = PC_NOIDX
+                for j in range(lo_w):
+                    vb[j] = -INFINITY
+                    ib[j] = PC_NOIDX
+                for j in range(lo_w + W, Wp):
+                    vb[j] = -INFINITY
+                    ib[j] = PC_NOIDX
+                # columns pass
+                orow = &out[p, od, oh, 0]
+                irow = &indices[p, od, oh, 0]
+                done = 0
+                if floating is float:
+                    if n_uniform >= 8:
+                        done = pc_ihoriz_f(orow, irow, vb, ib, n_uniform, kw, sw)
+                for ow in range(done, OW):
+                    j = wstart[ow]
+                    av = vb[j]
+                    ai = ib[j]
+                    for t in range(1, wcnt[ow]):
+                        bv = vb[j + t * dw]
+                        bi = ib[j + t * dw]
+                        if better(av, ai, bv, bi):
+                            av = bv
+                            ai = bi
+                    orow[ow] = av
+                    irow[ow] = -1 if ai == PC_NOIDX else ai
+
+
+def max_pool_indices_fast_f32(
+        const float[:, :, :, ::1] x, float[:, :, :, ::1] out,
+        int64_t[:, :, :, ::1] indices,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h, Py_ssize_t lo_w,
+        Py_ssize_t Wp, const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+        Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, float[:, ::1] work,
+        int32_t[:, ::1] iwork, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
+    """:func:`max_pool_indices_fast` for float arrays (no fused-type dispatch per call)."""
+    max_pool_indices_fast(x, out, indices, tab_d, tab_h, lo_w, Wp, wstart, wcnt, dw,
+                          n_uniform, kw, sw, work, iwork, block, prefetch, n_threads)
+
+
+def max_pool_indices_fast_f64(
+        const double[:, :, :, ::1] x, double[:, :, :, ::1] out,
+        int64_t[:, :, :, ::1] indices,
+        const int64_t[:, ::1] tab_d, const int64_t[:, ::1] tab_h, Py_ssize_t lo_w,
+        Py_ssize_t Wp, const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
+        Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw, double[:, ::1] work,
+        int32_t[:, ::1] iwork, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
+    """:func:`max_pool_indices_fast` for double arrays (no fused-type dispatch per call)."""
+    max_pool_indices_fast(x, out, indices, tab_d, tab_h, lo_w, Wp, wstart, wcnt, dw,
+                          n_uniform, kw, sw, work, iwork, block, prefetch, n_threads)
 
 
 def max_pool_indices(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] out,

@@ -38,7 +38,7 @@ from pyconv import _pool_geometry as pg
 from pyconv import _threads
 from pyconv._spec import Invalid, boolean, key
 from pyconv.ops._base import Op, prod
-from pyconv.ops.pooling import as3, run_max_indices, run_separable
+from pyconv.ops.pooling import as3, kernel, run_max_indices, run_separable
 
 
 def output_size_value(rank):
@@ -61,17 +61,24 @@ def output_size_value(rank):
     return check
 
 
-def adaptive_plan(spatial, out_spatial):
-    """Tables for the (D, H) axes, the W-axis plan and window lengths (3 axes)."""
-    spatial = as3(spatial, 1)
+def adaptive_plan(shape, out_spatial):
+    """The kernel plan (``pg.Plan``) of an adaptive pool: tables for the three axes,
+    the W-axis windows and the window lengths as divisor factors."""
+    spatial = as3(shape[2:], 1)
     outs = as3(out_spatial, 1)
     tables = [pg.adaptive_axis_table(n, o) for n, o in zip(spatial, outs)]
     bounds = [pg.adaptive_bounds(n, o) for n, o in zip(spatial, outs)]
     lengths = [np.ascontiguousarray(e - s, dtype=np.int64) for s, e in bounds]
     W = spatial[2]
-    wsrc = np.arange(W, dtype=np.int64)
-    wstart = np.ascontiguousarray(bounds[2][0], dtype=np.int64)
-    return tables, wsrc, wstart, lengths
+    flops = shape[0] * shape[1] * prod(int(n.sum()) for n in lengths)
+    size = shape[0] * shape[1] * prod(outs)
+    return pg.Plan(
+        in_shape=tuple(shape), out_shape=(shape[0], shape[1], *out_spatial),
+        tab_d=tables[0], tab_h=tables[1], tab_w=tables[2],
+        wsrc=np.arange(W, dtype=np.int64), lo_w=0,
+        wstart=np.ascontiguousarray(bounds[2][0], dtype=np.int64), wcnt=lengths[2], dw=1,
+        n_uniform=0, kw=1, sw=1, divs=lengths,
+        flops_per_output=max(1, flops // max(1, size)), pads_skipped=True)
 
 
 class AdaptivePoolND(Op):
@@ -101,6 +108,11 @@ class AdaptivePoolND(Op):
         }
 
     def geometry(self, spec, input_shape):
+        """``(shape, out_spatial)`` for an input shape; validates it."""
+        return pg.cached(("geometry", self.name, pg.spec_key(spec), tuple(input_shape)),
+                         lambda: self._geometry(spec, input_shape))
+
+    def _geometry(self, spec, input_shape):
         shape = self.check_input_shape(input_shape, self.rank)
         out = tuple(n if o is None else o for n, o in zip(shape[2:], spec["output_size"]))
         return shape, out
@@ -123,12 +135,11 @@ class AdaptivePoolND(Op):
 
     def forward(self, spec, x, params, out, n_threads):
         shape, out_spatial = self.geometry(spec, x.shape)
-        tables, wsrc, wstart, lengths = adaptive_plan(shape[2:], out_spatial)
-        fpo = max(1, self.flops(spec, x.shape) // max(1, out.size))
+        plan = pg.cached(("plan", self.name, out_spatial, shape),
+                         lambda: adaptive_plan(shape, out_spatial))
         if self.kind == "max" and spec["return_indices"]:
-            return run_max_indices(x, out, tables, n_threads, flops_per_output=fpo)
-        return run_separable(x, out, tables[0], tables[1], wsrc, 0, wstart, lengths[2], 1,
-                             lengths, self.kind, n_threads, flops_per_output=fpo)
+            return run_max_indices(x, out, plan, n_threads)
+        return run_separable(x, out, plan, self.kind, n_threads)
 
 
 class GlobalPool(Op):
@@ -176,13 +187,10 @@ class GlobalPool(Op):
         return prod(self.check_shape(input_shape))
 
     def forward(self, spec, x, params, out, n_threads):
-        from pyconv import _kernels
-        _pooling = _kernels.load("_pooling")
-
         shape = self.check_shape(x.shape)
         planes, length = shape[0] * shape[1], prod(shape[2:])
         n = _threads.resolve(n_threads, planes * length, planes)
-        _pooling.global_pool(x.reshape(planes, length), out.reshape(planes),
+        kernel().global_pool(x.reshape(planes, length), out.reshape(planes),
                              self.kind == "max", n)
         return out
 

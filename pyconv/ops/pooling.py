@@ -47,7 +47,19 @@ returns for ``p = inf``).
 Counts: ``macs`` is 0; ``flops`` counts one operation (compare or add) per window cell
 and output, ``N*C*prod(out)*K`` (``2*K`` for lp: the power and the add).
 
-Memory: besides the output (and the indices), one padded input row per thread.
+Memory: besides the output (and the indices), one padded input row per thread (with
+``return_indices``, also one int32 row of indices per thread). Shape rules and kernel
+plans (small per-axis tables) are cached per (spec, input shape), a few hundred
+entries at most, so repeated calls skip rebuilding them.
+
+Speed: each output row is computed rows first (the window's input rows combined
+elementwise, in tap order) and then columns; the AVX2 build runs the float32 passes
+8 wide (stride-2 windows through an even/odd split of the row), prefetches input
+rows ahead of use, and splits the work over (n, c) planes. With indices, where
+padding cells never take part (-inf padding or none), the winner is computed
+order-free (the NaN with the largest index, else the largest value with the smallest
+index), which is the row-major scan's winner; other padding modes scan each window
+in tap order.
 
 Examples
 --------
@@ -117,51 +129,70 @@ def as3(values, fill):
     return [fill] * (3 - len(values)) + values
 
 
-def run_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, divs, kind,
-                  n_threads, *, pad_value=None, norm=1.0, scale=1.0,
-                  divisor_override=None, flops_per_output=1, uniform=None):
-    """Call the separable kernel on ``x``/``out`` seen as 3-D planes.
+_KERNEL = None
 
-    ``uniform=(kw, sw)`` says the windows along W are ``ow*sw + t``, ``t < kw`` (no
-    dilation), so the leading full ones may take the kernel's fast loops.
-    """
-    from pyconv import _kernels
-    _pooling = _kernels.load("_pooling")
 
-    N, C = x.shape[:2]
-    x4 = x.reshape(N * C, *as3(x.shape[2:], 1))
-    out4 = out.reshape(N * C, *as3(out.shape[2:], 1))
-    units = out4.shape[0] * out4.shape[1] * out4.shape[2]
-    n = _threads.resolve(n_threads, out.size * flops_per_output, units)
-    work = workspace((n, wsrc.shape[0]), x.dtype)
-    n_uniform, kw, sw = 0, 1, 1
-    if uniform is not None and dw == 1:
-        kw, sw = uniform
-        n_uniform = int(np.count_nonzero(wcnt == kw))  # a prefix: only the end is cut
-    divs = [np.ascontiguousarray(d, dtype=np.float64) for d in divs]
-    _pooling.pool_separable(x4, out4, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw,
-                            n_uniform, kw, sw, divs[0], divs[1], divs[2], KINDS[kind],
-                            pad_value is not None,
-                            0.0 if pad_value is None else pad_value, norm, scale,
-                            divisor_override is not None,
-                            0.0 if divisor_override is None else divisor_override,
-                            work, n)
+def kernel():
+    """The pooling kernel module (AVX2 build where the CPU has it), loaded once."""
+    global _KERNEL
+    if _KERNEL is None:
+        from pyconv import _kernels
+        _KERNEL = _kernels.load("_pooling")
+    return _KERNEL
+
+
+def unit_rows(planes, rows, n):
+    """Output rows per parallel unit: whole planes when they split evenly or are many,
+    else pieces of planes, so that every thread gets a near-equal share."""
+    if n <= 1 or planes % n == 0 or planes >= 8 * n:
+        return rows
+    pieces = -(-8 * n // max(planes, 1))
+    return max(1, -(-rows // pieces))
+
+
+def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, scale=1.0,
+                  divisor_override=None):
+    """Call the separable kernel on ``x``/``out`` seen as 3-D planes (see ``pg.Plan``)."""
+    x4 = x.reshape(plan.x4_shape)
+    out4 = out.reshape(plan.out4_shape)
+    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
+    work = workspace((n, pg.thread_row_length(plan.wsrc.shape[0])), x.dtype)
+    d = plan.divs
+    k = kernel()
+    run = k.pool_separable_f32 if x.dtype == np.float32 else k.pool_separable_f64
+    run(x4, out4, plan.tab_d, plan.tab_h, plan.wsrc, plan.lo_w, plan.wstart, plan.wcnt,
+        plan.dw, plan.n_uniform, plan.kw, plan.sw, d[0], d[1], d[2], KINDS[kind],
+        pad_value is not None, 0.0 if pad_value is None else pad_value, norm, scale,
+        divisor_override is not None, 0.0 if divisor_override is None else divisor_override,
+        work, unit_rows(x4.shape[0], plan.rows, n), plan.prefetch, n)
     return out
 
 
-def run_max_indices(x, out, tables, n_threads, *, pad_value=None, flops_per_output=1):
-    """Max pool with argmax indices; returns ``(out, indices)``."""
-    from pyconv import _kernels
-    _pooling = _kernels.load("_pooling")
+def run_max_indices(x, out, plan, n_threads, *, pad_value=None):
+    """Max pool with argmax indices; returns ``(out, indices)``.
 
-    N, C = x.shape[:2]
+    Where padding cells never take part (``plan.pads_skipped``) and plane indices fit
+    in int32, the vectorised kernel runs; otherwise the general scan in tap order.
+    """
     indices = np.empty(out.shape, dtype=np.int64)
-    x4 = x.reshape(N * C, *as3(x.shape[2:], 1))
-    out4 = out.reshape(N * C, *as3(out.shape[2:], 1))
-    idx4 = indices.reshape(out4.shape)
-    units = out4.shape[0] * out4.shape[1] * out4.shape[2]
-    n = _threads.resolve(n_threads, out.size * flops_per_output, units)
-    _pooling.max_pool_indices(x4, out4, idx4, tables[0], tables[1], tables[2],
+    x4 = x.reshape(plan.x4_shape)
+    out4 = out.reshape(plan.out4_shape)
+    idx4 = indices.reshape(plan.out4_shape)
+    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
+    if plan.pads_skipped and prod(plan.x4_shape[1:]) < 2**31 - 1:
+        length = pg.thread_row_length(plan.wsrc.shape[0])
+        size = n * length * x.dtype.itemsize
+        buf = workspace((size + n * length * 4,), np.uint8)
+        work = buf[:size].view(x.dtype).reshape(n, length)
+        iwork = buf[size:].view(np.int32).reshape(n, length)
+        k = kernel()
+        run = (k.max_pool_indices_fast_f32 if x.dtype == np.float32
+               else k.max_pool_indices_fast_f64)
+        run(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.lo_w, plan.wsrc.shape[0],
+            plan.wstart, plan.wcnt, plan.dw, plan.n_uniform, plan.kw, plan.sw, work, iwork,
+            unit_rows(x4.shape[0], plan.rows, n), plan.prefetch, n)
+        return out, indices
+    kernel().max_pool_indices(x4, out4, idx4, plan.tab_d, plan.tab_h, plan.tab_w,
                               pad_value is not None,
                               0.0 if pad_value is None else pad_value, n)
     return out, indices
@@ -233,8 +264,15 @@ class SlidingPool(Op):
         return resolve_padding(spec["padding"], spatial, spec["kernel_size"],
                                spec["stride"], self._dilation(spec))
 
+    def _geometry_key(self, spec, input_shape):
+        return (self.name, pg.spec_key(spec), tuple(input_shape))
+
     def geometry(self, spec, input_shape):
         """``(shape, pads, out_spatial)`` for an input shape; validates it."""
+        return pg.cached(("geometry", *self._geometry_key(spec, input_shape)),
+                         lambda: self._geometry(spec, input_shape))
+
+    def _geometry(self, spec, input_shape):
         shape = self.check_input_shape(input_shape, self.rank)
         spatial = shape[2:]
         pads = self._pads(spec, spatial)
@@ -258,8 +296,23 @@ class SlidingPool(Op):
         self.output_shape(spec, input_shape)
         return 0
 
-    def _plan(self, spec, x_shape, pads, out_spatial, mode):
+    def padding_mode(self, spec):
+        return spec["padding_mode"]
+
+    def divisors(self, spec, spatial, outs, kernel, stride, pads3):
+        """Per-axis divisor factors (3 axes); max pooling has none."""
+        ones = np.ones(1, dtype=np.int64)
+        return (ones, ones, ones)
+
+    def plan(self, spec, x_shape):
+        """The kernel plan (``pg.Plan``) for an input shape, cached."""
+        key = ("plan", *self._geometry_key(spec, x_shape))
+        return pg.cached(key, lambda: self._build_plan(spec, x_shape))
+
+    def _build_plan(self, spec, x_shape):
         """Per-axis tables (3 axes), W-axis row-buffer plan and divisor factors."""
+        mode = self.padding_mode(spec)
+        _, pads, out_spatial = self.geometry(spec, x_shape)
         spatial = as3(x_shape[2:], 1)
         kernel = as3(spec["kernel_size"], 1)
         stride = as3(spec["stride"], 1)
@@ -275,11 +328,17 @@ class SlidingPool(Op):
         pos = pg.window_positions(OW, kw, sw, dw, 0)  # row-buffer coordinates
         wstart = np.ascontiguousarray(pos[:, 0])
         wcnt = np.ascontiguousarray((pos < W + lo + hi).sum(axis=1), dtype=np.int64)
-        return tables, wsrc, lo, wstart, wcnt, dw, spatial, outs, kernel, stride, pads3
-
-    def _uniform(self, spec):
-        """W-axis window shape ``(kw, sw)`` for the kernel's fast loops."""
-        return (spec["kernel_size"][-1], spec["stride"][-1])
+        # full windows (W-axis stride and kernel, no dilation) take the kernel's fast
+        # loops; they are a prefix: only the end of the axis is cut (ceil mode)
+        n_uniform = int(np.count_nonzero(wcnt == kw)) if dw == 1 else 0
+        no_padding = all(p == (0, 0) for p in map(tuple, pads3))
+        return pg.Plan(
+            in_shape=tuple(x_shape), out_shape=(x_shape[0], x_shape[1], *out_spatial),
+            tab_d=tables[0], tab_h=tables[1], tab_w=tables[2], wsrc=wsrc, lo_w=lo,
+            wstart=wstart, wcnt=wcnt, dw=dw, n_uniform=n_uniform, kw=kw, sw=sw,
+            divs=self.divisors(spec, spatial, outs, kernel, stride, pads3),
+            flops_per_output=self.flops_per_output(spec),
+            pads_skipped=mode == "neg_inf" or no_padding)
 
 
 class MaxPoolND(SlidingPool):
@@ -307,19 +366,13 @@ class MaxPoolND(SlidingPool):
         }
 
     def forward(self, spec, x, params, out, n_threads):
-        _, pads, out_spatial = self.geometry(spec, x.shape)
+        plan = self.plan(spec, x.shape)
         mode = spec["padding_mode"]
-        pad_value = {"constant": spec["padding_value"], "zeros": 0.0}.get(mode)
-        (tables, wsrc, lo, wstart, wcnt, dw, *_) = self._plan(spec, x.shape, pads,
-                                                             out_spatial, mode)
-        fpo = self.flops_per_output(spec)
+        pad_value = spec["padding_value"] if mode == "constant" else (
+            0.0 if mode == "zeros" else None)
         if spec["return_indices"]:
-            return run_max_indices(x, out, tables, n_threads, pad_value=pad_value,
-                                   flops_per_output=fpo)
-        ones = np.ones(1, dtype=np.int64)
-        return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
-                             (ones, ones, ones), "max", n_threads, pad_value=pad_value,
-                             flops_per_output=fpo, uniform=self._uniform(spec))
+            return run_max_indices(x, out, plan, n_threads, pad_value=pad_value)
+        return run_separable(x, out, plan, "max", n_threads, pad_value=pad_value)
 
 
 class AvgPoolND(SlidingPool):
@@ -354,19 +407,16 @@ class AvgPoolND(SlidingPool):
                             "hold values and are part of the average)",
                             spec["count_include_pad"])
 
+    def divisors(self, spec, spatial, outs, kernel, stride, pads3):
+        return [pg.avg_divisor_factors(n, o, k, s, plo, phi, spec["count_include_pad"])
+                for n, o, k, s, (plo, phi) in zip(spatial, outs, kernel, stride, pads3)]
+
     def forward(self, spec, x, params, out, n_threads):
-        _, pads, out_spatial = self.geometry(spec, x.shape)
+        plan = self.plan(spec, x.shape)
         mode = spec["padding_mode"]
         pad_value = spec["padding_value"] if mode == "constant" else None
-        (tables, wsrc, lo, wstart, wcnt, dw, spatial, outs, kernel, stride,
-         pads3) = self._plan(spec, x.shape, pads, out_spatial, mode)
-        divs = [pg.avg_divisor_factors(n, o, k, s, plo, phi, spec["count_include_pad"])
-                for n, o, k, s, (plo, phi) in zip(spatial, outs, kernel, stride, pads3)]
-        return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
-                             divs, "avg", n_threads, pad_value=pad_value,
-                             divisor_override=spec["divisor_override"],
-                             flops_per_output=self.flops_per_output(spec),
-                             uniform=self._uniform(spec))
+        return run_separable(x, out, plan, "avg", n_threads, pad_value=pad_value,
+                             divisor_override=spec["divisor_override"])
 
 
 class LPPoolND(SlidingPool):
@@ -393,22 +443,20 @@ class LPPoolND(SlidingPool):
     def flops_per_output(self, spec):
         return 2 * prod(spec["kernel_size"])
 
-    def forward(self, spec, x, params, out, n_threads):
-        _, pads, out_spatial = self.geometry(spec, x.shape)
-        (tables, wsrc, lo, wstart, wcnt, dw, spatial, outs, kernel, stride,
-         pads3) = self._plan(spec, x.shape, pads, out_spatial, "zeros")
-        p = spec["norm_type"]
-        fpo = self.flops_per_output(spec)
-        if math.isinf(p):
-            ones = np.ones(1, dtype=np.int64)
-            return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
-                                 (ones, ones, ones), "lpinf", n_threads,
-                                 flops_per_output=fpo, uniform=self._uniform(spec))
-        divs = [pg.avg_divisor_factors(n, o, k, s, 0, 0, True)
+    def padding_mode(self, spec):
+        return "zeros"
+
+    def divisors(self, spec, spatial, outs, kernel, stride, pads3):
+        return [pg.avg_divisor_factors(n, o, k, s, 0, 0, True)
                 for n, o, k, s in zip(spatial, outs, kernel, stride)]
-        return run_separable(x, out, tables[0], tables[1], wsrc, lo, wstart, wcnt, dw,
-                             divs, "lp", n_threads, norm=p, scale=float(prod(kernel)),
-                             flops_per_output=fpo, uniform=self._uniform(spec))
+
+    def forward(self, spec, x, params, out, n_threads):
+        plan = self.plan(spec, x.shape)
+        p = spec["norm_type"]
+        if math.isinf(p):
+            return run_separable(x, out, plan, "lpinf", n_threads)
+        return run_separable(x, out, plan, "lp", n_threads, norm=p,
+                             scale=float(prod(spec["kernel_size"])))
 
 
 OPS = [*(MaxPoolND(r) for r in (1, 2, 3)), *(AvgPoolND(r) for r in (1, 2, 3)),

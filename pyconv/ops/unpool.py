@@ -126,8 +126,7 @@ class MaxUnpoolND(Op):
         return (shape[0], shape[1], *self._output_size(spec, shape, output_size))
 
     def forward(self, spec, x, params, out, n_threads, indices=None, output_size=None):
-        from pyconv import _kernels
-        _pooling = _kernels.load("_pooling")
+        from pyconv.ops.pooling import kernel
 
         idx = self._check_indices(indices, x.shape)
         plane = prod(out.shape[2:])
@@ -143,7 +142,7 @@ class MaxUnpoolND(Op):
         if np.may_share_memory(idx2, out):  # never read indices the scatter overwrites
             idx2 = idx2.copy()
         n = _threads.resolve(n_threads, out.size, N * C)
-        _pooling.max_unpool(x.reshape(N * C, -1), idx2, out.reshape(N * C, plane), n)
+        kernel().max_unpool(x.reshape(N * C, -1), idx2, out.reshape(N * C, plane), n)
         return out
 
     def macs(self, spec, input_shape):
