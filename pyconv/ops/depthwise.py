@@ -62,6 +62,8 @@ Examples
 """
 from __future__ import annotations
 
+import numpy as np
+
 from pyconv import _geometry, _threads
 from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional
@@ -73,6 +75,8 @@ from pyconv.ops.conv import check_padding_value, conv_forward, window_keys
 BAND_BYTES = 256 << 10
 #: A band aims at this many output columns, enough for an efficient pointwise GEMM.
 BAND_COLUMNS = 512
+#: Upper bound on one thread's padded input rows in the direct kernels (L2-resident).
+ROW_SCRATCH_BYTES = 128 << 10
 #: The direct grouped kernel beats im2col + GEMM while a group has at most this many
 #: input and at most this many output channels. Measured (3x3, 56x56, one thread):
 #: 8 in / 8 out is a tie-to-1.1x win for direct, 1 in / 1 out a 4-5x win; 16 in / 16
@@ -106,7 +110,15 @@ def _window_geometry(op, spec, input_shape, channels):
 
 
 class _Plan:
-    """Index tables and 3-D geometry for the direct kernel (1-D/2-D: unit leading axes)."""
+    """Index tables and 3-D geometry for the direct kernels (1-D/2-D: unit leading axes).
+
+    Besides the depth and height tap tables, the kernels get the padded row the
+    width taps see: padded column ``j = ow*sw + kw*dw`` holds input column
+    ``jmap[j]`` (-1: the pad value; columns no tap reads are -1 too), columns
+    ``[jl, jr)`` are input columns ``j - lo`` (copied in one piece). A padded row is
+    stored split into ``sw`` phases of ``Mq`` values, so tap ``kw`` of column ``ow``
+    sits at ``qoff[kw] + ow``: unit stride for any stride and dilation.
+    """
 
     def __init__(self, spatial, spec, pads, out_spatial):
         self.spatial = _as3(spatial, 1)
@@ -116,31 +128,65 @@ class _Plan:
         p3 = [(0, 0)] * (3 - len(pads)) + [tuple(p) for p in pads]
         self.out = _as3(out_spatial, 1)
         mode = spec["padding_mode"]
-        tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode).ravel()
+        tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode)
                   for n, o, k, s, d, (lo, _) in zip(self.spatial, self.out, self.k, s3,
                                                      d3, p3)]
-        self.idx_d, self.idx_h, self.idx_w = tables
-        self.span = _geometry.interior_spans(self.spatial[2], self.out[2], self.k[2],
-                                             s3[2], d3[2], p3[2][0])
-        spans = self.span.reshape(-1, 3)
-        # Common interior of all width taps: every tap lands inside the image there.
-        self.L = int(spans[:, 0].max())
-        self.R = int(spans[:, 1].min())
-        self.sw, self.dw = s3[2], d3[2]
+        self.idx_d, self.idx_h = (t.ravel() for t in tables[:2])
+        W, OW, KW = self.spatial[2], self.out[2], self.k[2]
+        sw, dw, lo = s3[2], d3[2], p3[2][0]
+        # Padded width read by the taps, and its phase-split layout.
+        Wp = max(1, (OW - 1) * sw + (KW - 1) * dw + 1) if OW else 1
+        Mq = -(-Wp // sw)
+        self.qoff = np.array([(kw * dw) % sw * Mq + (kw * dw) // sw for kw in range(KW)],
+                             dtype=np.intp)
+        jmap = np.full(Wp, -1, dtype=np.intp)
+        if OW:
+            j = (np.arange(OW)[None, :] * sw + np.arange(KW)[:, None] * dw).ravel()
+            jmap[j] = tables[2].ravel()
+        jl = min(max(lo, 0), Wp)
+        jr = max(min(lo + W, Wp), jl)
+        # Inside the image every padding mode reads the pixel itself.
+        inside = jmap[jl:jr]
+        assert ((inside == np.arange(jl, jr) - lo) | (inside < 0)).all()
+        self.jmap = jmap
+        # Per phase r: padded columns m*sw + r for m in [ma, mb) are inside the image.
+        self.phase = np.array([(min(max(-(-(jl - r) // sw), 0), Mq),
+                                min(max(-(-(jr - r) // sw), 0), Mq),
+                                min(max(-(-(Wp - r) // sw), 0), Mq)) for r in range(sw)],
+                              dtype=np.intp).ravel()
+        self.phase[1::3] = np.maximum(self.phase[1::3], self.phase[0::3])
+        self.QS = -(-(sw * Mq) // 8) * 8  # rows 32/64-byte aligned relative to each other
+        self.sw = sw
         self.pad_value = spec["padding_value"]
         self.rows = self.out[0] * self.out[1]
-        self.P = self.rows * self.out[2]
+        self.P = self.rows * OW
         self.plane = prod(self.spatial)
+        self._dims = [*self.spatial, *self.out, *self.k, sw, Wp, Mq, self.QS, lo]
 
-    def args(self):
+    def scratch(self, cin_g, itemsize):
+        """``(cached, batch, values, ints)``: how the kernels hold padded rows.
+
+        Cached: every input row of a group has a slot (``cin_g*D*H + 1`` rows of
+        ``QS`` values, the last one padding), the rows a unit reads filled once at its
+        start; used while that is at most ``ROW_SCRATCH_BYTES``. Otherwise the rows of
+        one output row are filled for it, ``batch`` at a time (as many as fit, at
+        least one). ``values``/``ints``: scratch per thread in the compute dtype and
+        in intp (row offsets).
+        """
+        nrows = cin_g * self.k[0] * self.k[1]
+        slots = cin_g * self.spatial[0] * self.spatial[1]
+        if (slots + 1) * self.QS * itemsize <= ROW_SCRATCH_BYTES:
+            return True, nrows, (slots + 1) * self.QS, nrows
+        batch = min(nrows, max(1, ROW_SCRATCH_BYTES // (self.QS * itemsize)))
+        return False, batch, batch * self.QS, nrows
+
+    def args(self, cached, batch):
         """Geometry arguments shared by the kernels, in their order."""
-        return (self.idx_d, self.idx_h, self.idx_w, self.span, self.L, self.R,
-                self.spatial[1], self.spatial[2], *self.out, *self.k, self.sw, self.dw)
+        dims = np.array(self._dims + [batch, int(cached)], dtype=np.intp)
+        return self.idx_d, self.idx_h, self.jmap, self.qoff, self.phase, dims
 
 
 def _bias_or_dummy(bias, dtype):
-    import numpy as np
-
     return np.zeros(1, dtype=dtype) if bias is None else bias
 
 
@@ -162,17 +208,20 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     plan = _Plan(x.shape[2:], spec, pads, out_spatial)
     cin_g = C_in // groups
     flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
-    n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
-    # Whole planes per unit, unless there are fewer planes than threads.
-    rows_per_tile = plan.rows
-    if N * C_out < n_threads:
-        split = -(-n_threads // (N * C_out))
+    n_threads = _threads.resolve(n_threads, flops, N * groups * plan.rows)
+    # Whole planes per unit, unless there are fewer (image, group) pairs than threads.
+    rows_per_tile = max(plan.rows, 1)
+    if N * groups < n_threads:
+        split = -(-n_threads // (N * groups))
         rows_per_tile = max(1, -(-plan.rows // split))
+    cached, batch, values, ints = plan.scratch(cin_g, x.dtype.itemsize)
+    work = workspace((n_threads, values), x.dtype)
+    iwork = np.empty((n_threads, ints), dtype=np.intp)
     _depthwise.grouped_direct(
         x.reshape(N, C_in, -1), weight.reshape(C_out, -1),
-        _bias_or_dummy(bias, x.dtype), out.reshape(N, C_out, -1), *plan.args(),
-        groups, plan.pad_value, bias is not None, spec["activation"] == "relu",
-        rows_per_tile, n_threads)
+        _bias_or_dummy(bias, x.dtype), out.reshape(N, C_out, -1),
+        *plan.args(cached, batch), groups, plan.pad_value, bias is not None,
+        spec["activation"] == "relu", rows_per_tile, work, iwork, n_threads)
     return out
 
 
@@ -418,12 +467,14 @@ class SeparableConvND(Op):
         flops = 2 * self.macs(spec, x.shape)
         n_threads = _threads.resolve(n_threads, flops, N * plan.rows)
         itemsize = x.dtype.itemsize
-        rows_per_band = min(-(-BAND_COLUMNS // OW),
-                            max(1, BAND_BYTES // (mid * OW * itemsize)))
+        rows_per_band = min(-(-BAND_COLUMNS // max(OW, 1)),
+                            max(1, BAND_BYTES // (mid * max(OW, 1) * itemsize)))
         if N < n_threads:
             rows_per_band = min(rows_per_band, -(-plan.rows // -(-n_threads // N)))
         rows_per_band = max(1, min(rows_per_band, plan.rows))
-        work = workspace((n_threads, mid * rows_per_band * OW), x.dtype)
+        cached, batch, values, ints = plan.scratch(1, itemsize)
+        work = workspace((n_threads, mid * rows_per_band * OW + values), x.dtype)
+        iwork = np.empty((n_threads, ints), dtype=np.intp)
         dw_bias = params.get("depthwise_bias")
         pw_bias = params.get("pointwise_bias")
         with _threads.blas_pinned:
@@ -432,11 +483,10 @@ class SeparableConvND(Op):
                 _bias_or_dummy(dw_bias, x.dtype),
                 params["pointwise_weight"].reshape(c_out, mid),
                 _bias_or_dummy(pw_bias, x.dtype), out.reshape(N, c_out, -1),
-                *plan.args(), spec["depth_multiplier"], plan.pad_value,
+                *plan.args(cached, batch), spec["depth_multiplier"], plan.pad_value,
                 dw_bias is not None, pw_bias is not None, spec["activation"] == "relu",
-                rows_per_band, work, n_threads)
+                rows_per_band, work, iwork, n_threads)
         return out
-
 
 OPS = [
     *(DepthwiseConvND(r) for r in (1, 2, 3)),
