@@ -62,6 +62,8 @@ Examples
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pyconv import _geometry, _threads
@@ -131,9 +133,16 @@ class _Plan:
         tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode)
                   for n, o, k, s, d, (lo, _) in zip(self.spatial, self.out, self.k, s3,
                                                      d3, p3)]
-        self.idx_d, self.idx_h = (t.ravel() for t in tables[:2])
+        self.idx_d, self.idx_h, self.idx_w = (t.ravel() for t in tables)
         W, OW, KW = self.spatial[2], self.out[2], self.k[2]
         sw, dw, lo = s3[2], d3[2], p3[2][0]
+        # The row kernel's width geometry: per-tap interior spans and their common
+        # interior [L, R), where every tap lands inside the image.
+        self.span = _geometry.interior_spans(W, OW, KW, sw, dw, lo)
+        spans = self.span.reshape(-1, 3)
+        self.L = int(spans[:, 0].max())
+        self.R = int(spans[:, 1].min())
+        self.dw = dw
         # Padded width read by the taps, and its phase-split layout.
         Wp = max(1, (OW - 1) * sw + (KW - 1) * dw + 1) if OW else 1
         Mq = -(-Wp // sw)
@@ -162,6 +171,9 @@ class _Plan:
         self.P = self.rows * OW
         self.plane = prod(self.spatial)
         self._dims = [*self.spatial, *self.out, *self.k, sw, Wp, Mq, self.QS, lo]
+        for table in (self.idx_d, self.idx_h, self.idx_w, self.span, self.jmap,
+                      self.qoff, self.phase):
+            table.flags.writeable = False  # plans are cached and shared
 
     def scratch(self, cin_g, itemsize):
         """``(cached, batch, values, ints)``: how the kernels hold padded rows.
@@ -180,10 +192,31 @@ class _Plan:
         batch = min(nrows, max(1, ROW_SCRATCH_BYTES // (self.QS * itemsize)))
         return False, batch, batch * self.QS, nrows
 
+    def row_kernel_args(self):
+        """Geometry arguments of the row kernels (``rows_direct``, ``separable_rows``)."""
+        return (self.idx_d, self.idx_h, self.idx_w, self.span, self.L, self.R,
+                self.spatial[1], self.spatial[2], *self.out, *self.k, self.sw, self.dw)
+
     def args(self, cached, batch):
         """Geometry arguments shared by the kernels, in their order."""
         dims = np.array(self._dims + [batch, int(cached)], dtype=np.intp)
         return self.idx_d, self.idx_h, self.jmap, self.qoff, self.phase, dims
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(spatial, kernel_size, stride, dilation, pads, out_spatial, mode,
+                 pad_value):
+    spec = {"kernel_size": kernel_size, "stride": stride, "dilation": dilation,
+            "padding_mode": mode, "padding_value": pad_value}
+    return _Plan(spatial, spec, pads, out_spatial)
+
+
+def _plan(spatial, spec, pads, out_spatial):
+    """The :class:`_Plan` of a geometry, built once (its tables are read-only)."""
+    return _cached_plan(tuple(spatial), tuple(spec["kernel_size"]), tuple(spec["stride"]),
+                        tuple(spec["dilation"]), tuple(tuple(p) for p in pads),
+                        tuple(out_spatial), spec["padding_mode"],
+                        float(spec["padding_value"]))
 
 
 def _bias_or_dummy(bias, dtype):
@@ -205,24 +238,45 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]
     groups = spec["groups"]
-    plan = _Plan(x.shape[2:], spec, pads, out_spatial)
+    plan = _plan(x.shape[2:], spec, pads, out_spatial)
     cin_g = C_in // groups
+    cout_g = C_out // groups
     flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
+    relu = spec["activation"] == "relu"
+    bias_arg = _bias_or_dummy(bias, x.dtype)
+    if _row_kernel_wins(cin_g, cout_g, plan.sw):
+        n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
+        _depthwise.rows_direct(
+            x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
+            out.reshape(N, C_out, -1), *plan.row_kernel_args(), groups, plan.pad_value,
+            bias is not None, relu, _rows_per_tile(plan.rows, N * C_out, n_threads),
+            n_threads)
+        return out
     n_threads = _threads.resolve(n_threads, flops, N * groups * plan.rows)
-    # Whole planes per unit, unless there are fewer (image, group) pairs than threads.
-    rows_per_tile = max(plan.rows, 1)
-    if N * groups < n_threads:
-        split = -(-n_threads // (N * groups))
-        rows_per_tile = max(1, -(-plan.rows // split))
     cached, batch, values, ints = plan.scratch(cin_g, x.dtype.itemsize)
     work = workspace((n_threads, values), x.dtype)
     iwork = np.empty((n_threads, ints), dtype=np.intp)
     _depthwise.grouped_direct(
-        x.reshape(N, C_in, -1), weight.reshape(C_out, -1),
-        _bias_or_dummy(bias, x.dtype), out.reshape(N, C_out, -1),
-        *plan.args(cached, batch), groups, plan.pad_value, bias is not None,
-        spec["activation"] == "relu", rows_per_tile, work, iwork, n_threads)
+        x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
+        out.reshape(N, C_out, -1), *plan.args(cached, batch), groups, plan.pad_value,
+        bias is not None, relu, _rows_per_tile(plan.rows, N * groups, n_threads), work,
+        iwork, n_threads)
     return out
+
+
+def _rows_per_tile(rows, planes, n_threads):
+    """Whole planes per unit, unless there are fewer planes than threads."""
+    if planes >= n_threads:
+        return max(rows, 1)
+    split = -(-n_threads // planes)
+    return max(1, -(-rows // split))
+
+
+def _row_kernel_wins(cin_g, cout_g, stride_w):
+    # One input and one output channel per group at stride 1: the row kernel reads
+    # the input in place and pairs output rows; with more channels per group the
+    # padded-row kernel's register blocking wins, and at stride > 1 its phase split.
+    return cin_g == 1 and cout_g == 1 and stride_w == 1
 
 
 def _direct_wins(cin_g, cout_g):
@@ -456,7 +510,7 @@ class SeparableConvND(Op):
         _depthwise = _kernels.load("_depthwise")
 
         _, pads, out_spatial = self.geometry(spec, x.shape)
-        plan = _Plan(x.shape[2:], spec, pads, out_spatial)
+        plan = _plan(x.shape[2:], spec, pads, out_spatial)
         N, C_in = x.shape[:2]
         mid, c_out = self.mid_channels(spec), spec["out_channels"]
         OW = plan.out[2]
@@ -472,20 +526,28 @@ class SeparableConvND(Op):
         if N < n_threads:
             rows_per_band = min(rows_per_band, -(-plan.rows // -(-n_threads // N)))
         rows_per_band = max(1, min(rows_per_band, plan.rows))
-        cached, batch, values, ints = plan.scratch(1, itemsize)
-        work = workspace((n_threads, mid * rows_per_band * OW + values), x.dtype)
-        iwork = np.empty((n_threads, ints), dtype=np.intp)
+        band = mid * rows_per_band * OW
         dw_bias = params.get("depthwise_bias")
         pw_bias = params.get("pointwise_bias")
+        common = (x.reshape(N, C_in, -1), params["depthwise_weight"].reshape(mid, -1),
+                  _bias_or_dummy(dw_bias, x.dtype),
+                  params["pointwise_weight"].reshape(c_out, mid),
+                  _bias_or_dummy(pw_bias, x.dtype), out.reshape(N, c_out, -1))
+        flags = (dw_bias is not None, pw_bias is not None, spec["activation"] == "relu",
+                 rows_per_band)
         with _threads.blas_pinned:
-            _depthwise.separable(
-                x.reshape(N, C_in, -1), params["depthwise_weight"].reshape(mid, -1),
-                _bias_or_dummy(dw_bias, x.dtype),
-                params["pointwise_weight"].reshape(c_out, mid),
-                _bias_or_dummy(pw_bias, x.dtype), out.reshape(N, c_out, -1),
-                *plan.args(cached, batch), spec["depth_multiplier"], plan.pad_value,
-                dw_bias is not None, pw_bias is not None, spec["activation"] == "relu",
-                rows_per_band, work, iwork, n_threads)
+            if _row_kernel_wins(1, spec["depth_multiplier"], plan.sw):
+                work = workspace((n_threads, band), x.dtype)
+                _depthwise.separable_rows(*common, *plan.row_kernel_args(),
+                                          spec["depth_multiplier"], plan.pad_value,
+                                          *flags, work, n_threads)
+            else:
+                cached, batch, values, ints = plan.scratch(1, itemsize)
+                work = workspace((n_threads, band + values), x.dtype)
+                iwork = np.empty((n_threads, ints), dtype=np.intp)
+                _depthwise.separable(*common, *plan.args(cached, batch),
+                                     spec["depth_multiplier"], plan.pad_value, *flags,
+                                     work, iwork, n_threads)
         return out
 
 OPS = [
