@@ -28,10 +28,22 @@
 Computation and memory
 ----------------------
 Depthwise convolution (and grouped convolution with few channels per group, see
-:func:`prefers_direct`) runs on a direct kernel
-(``pyconv._kernels._depthwise``): parallel over (image, output channel) planes, each
-output row accumulated in place with vectorised interior loops and table-driven edges
-(3x3 fused into one pass, two output rows at a time). It needs no extra memory.
+:func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
+
+* one input and one output channel per group at stride 1 (plain depthwise): the row
+  kernel, parallel over (image, channel) planes, each output row accumulated in place
+  from the input rows with vectorised interior loops and table-driven edges (3x3 fused
+  into one pass, two output rows at a time). No extra memory.
+* everything else: the padded-row kernel, parallel over (image, group). The input
+  rows a group reads are copied once into per-thread scratch as the padded rows the
+  taps see (pad value, mirrored/clamped/wrapped pixels; split into stride phases), so
+  every tap of every column is a unit-stride vector load; blocks of 4 output channels
+  x 16 columns (float32, AVX2) stay in registers over all input channels and taps.
+  Extra memory per thread: the group's padded input rows, ``(C_in/groups * D * H + 1)
+  * QS`` values where ``QS`` is the padded row length (while that is at most
+  ``ROW_SCRATCH_BYTES``; otherwise only the rows of one output row, at most
+  ``ROW_SCRATCH_BYTES`` or one row), plus ``C_in/groups * KD * KH`` row offsets.
+
 A depth multiplier above ``DIRECT_MAX_CHANNELS_PER_GROUP`` runs on the dense
 convolution's im2col + GEMM path instead (faster there; its column buffer is bounded
 as documented in :mod:`pyconv.ops.conv`).
@@ -40,7 +52,9 @@ The separable op never materialises the whole depthwise result: it works on band
 output rows of one image. Each thread computes the depthwise output of its band
 (``m*C_in * rows * OW`` values, at most ``BAND_BYTES`` unless a single output row of all
 ``m*C_in`` channels is larger) and multiplies it at once by the pointwise weight into the
-output. Extra memory: one such band per thread, reused across calls.
+output. Extra memory: one such band per thread, reused across calls (with a multiplier
+above 1 or a stride above 1 in width, also the padded rows of one input channel, as
+above).
 
 Examples
 --------
@@ -80,11 +94,15 @@ BAND_COLUMNS = 512
 #: Upper bound on one thread's padded input rows in the direct kernels (L2-resident).
 ROW_SCRATCH_BYTES = 128 << 10
 #: The direct grouped kernel beats im2col + GEMM while a group has at most this many
-#: input and at most this many output channels. Measured (3x3, 56x56, one thread):
-#: 8 in / 8 out is a tie-to-1.1x win for direct, 1 in / 1 out a 4-5x win; 16 in / 16
-#: out or 32 outputs per group (even from 1 input) favour the GEMM, whose efficiency
-#: grows with both dimensions while the direct kernel's cost per output does not.
-DIRECT_MAX_CHANNELS_PER_GROUP = 8
+#: input and at most this many output channels (1x1 kernels: at most
+#: ``DIRECT_MAX_CHANNELS_1X1``). Measured (2x(C)x56x56, 3x3 pad 1, one thread,
+#: im2col time / direct time, float32 / float64): 1 in / 1 out 6.1 / 3.2, 8/8 1.9 / 1.2,
+#: 1/16 1.4 / 1.4, 16/8 1.6 / 1.2, 16/16 1.6 / 0.96, 8/32 0.96 / 1.0, 64/64 1.0 / 0.84;
+#: 5x5 8/8 1.9 / 1.3; 1x1 4/4 1.4 / 1.4, 8/8 1.15 / 0.95, 16/16 0.88 / 0.78. The GEMM's
+#: efficiency grows with both dimensions while the direct kernel's cost per
+#: multiply-add does not.
+DIRECT_MAX_CHANNELS_PER_GROUP = 16
+DIRECT_MAX_CHANNELS_1X1 = 8
 _INT32_MAX = 2**31 - 1
 
 
@@ -279,15 +297,18 @@ def _row_kernel_wins(cin_g, cout_g, stride_w):
     return cin_g == 1 and cout_g == 1 and stride_w == 1
 
 
-def _direct_wins(cin_g, cout_g):
-    return max(cin_g, cout_g) <= DIRECT_MAX_CHANNELS_PER_GROUP
+def _direct_wins(cin_g, cout_g, kernel_size=(3,)):
+    limit = (DIRECT_MAX_CHANNELS_1X1 if prod(kernel_size) == 1
+             else DIRECT_MAX_CHANNELS_PER_GROUP)
+    return max(cin_g, cout_g) <= limit
 
 
 def prefers_direct(spec, input_shape):
     """Whether a ``conv`` spec runs faster on the direct grouped kernel than im2col+GEMM.
 
     True for grouped convolutions with at most ``DIRECT_MAX_CHANNELS_PER_GROUP`` input
-    and output channels per group (depthwise with a small multiplier included): the
+    and output channels per group (``DIRECT_MAX_CHANNELS_1X1`` for 1x1 kernels;
+    depthwise with a small multiplier included): the
     GEMM's dimensions ``C_out/groups`` and ``C_in/groups * prod(k)`` are then too small
     for it to pay for the column copy. ``input_shape`` is accepted for future
     size-dependent rules; the measured crossover does not depend on it.
@@ -295,7 +316,8 @@ def prefers_direct(spec, input_shape):
     groups = spec["groups"]
     if groups == 1:
         return False
-    return _direct_wins(spec["in_channels"] // groups, spec["out_channels"] // groups)
+    return _direct_wins(spec["in_channels"] // groups, spec["out_channels"] // groups,
+                        spec["kernel_size"])
 
 
 # -- depthwise ------------------------------------------------------------------------------
@@ -358,7 +380,7 @@ class DepthwiseConvND(Op):
     def forward(self, spec, x, params, out, n_threads):
         _, pads, out_spatial = self.geometry(spec, x.shape)
         conv_spec = dict(spec, groups=spec["in_channels"])
-        if not _direct_wins(1, spec["depth_multiplier"]):
+        if not _direct_wins(1, spec["depth_multiplier"], spec["kernel_size"]):
             # Many filters per channel: a (multiplier x K) GEMM per channel is faster.
             return conv_forward(self.name, x, params["weight"], params.get("bias"), out,
                                 conv_spec, pads, out_spatial, n_threads)
