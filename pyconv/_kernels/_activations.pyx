@@ -264,11 +264,11 @@ cdef void gelu_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil
     cdef floating half = 0.5  # a floating constant: no promotion of float32 to double
     if floating is float:
         pyconv_gelu_loop_f(x, y, n)
-        return
-    for i in range(n):
-        v = x[i]
-        r = half * v * erfc(-v * c)
-        y[i] = -0.0 if v == -INFINITY else r
+    else:
+        for i in range(n):
+            v = x[i]
+            r = half * v * erfc(-v * c)
+            y[i] = -0.0 if v == -INFINITY else r
 
 
 cdef void gelu_tanh_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
