@@ -419,7 +419,7 @@ cdef extern from *:
                           Py_ssize_t npf, const pyconv_dw_geom* g) noexcept nogil
 
 
-# -- row kernel: one input and one output channel per group, stride 1 -------------------
+# -- row kernel: one input and one output channel per group -----------------------------
 # Reads the input rows in place: interior columns in vectorised affine loops, edge
 # columns through the width table, 3x3 fused into one pass two output rows at a time
 # (four input rows feed two outputs, so each loaded vector is used for up to six
@@ -974,7 +974,7 @@ def rows_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                    floating pad_value, bint has_bias, bint relu,
                    Py_ssize_t rows_per_tile, int n_threads):
     """``grouped_direct`` on the row kernel (``conv_rows``), for one input and one
-    output channel per group at stride 1. Units are (image, output channel, tile of
+    output channel per group. Units are (image, output channel, tile of
     rows_per_tile output rows); no scratch.
     """
     cdef Py_ssize_t N = x.shape[0]
@@ -1013,7 +1013,7 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
               Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t multiplier,
               floating pad_value, bint has_dw_bias, bint has_pw_bias, bint relu,
               Py_ssize_t rows_per_band, floating[:, ::1] work, int n_threads):
-    """``separable`` on the row kernel (``conv_rows``), for multiplier 1 at stride 1.
+    """``separable`` on the row kernel (``conv_rows``), for multiplier 1.
 
     ``work`` has one row of at least ``C_in * rows_per_band * OW`` values per thread.
     The caller pins BLAS to one thread.

@@ -30,10 +30,10 @@ Computation and memory
 Depthwise convolution (and grouped convolution with few channels per group, see
 :func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
 
-* one input and one output channel per group at stride 1 (plain depthwise): the row
-  kernel, parallel over (image, channel) planes, each output row accumulated in place
-  from the input rows with vectorised interior loops and table-driven edges (3x3 fused
-  into one pass, two output rows at a time). No extra memory.
+* one input and one output channel per group (plain depthwise): the row kernel,
+  parallel over (image, channel) planes, each output row accumulated in place from the
+  input rows with vectorised interior loops and table-driven edges (3x3 fused into one
+  pass, two output rows at a time at stride 1). No extra memory.
 * everything else: the padded-row kernel, parallel over (image, group). The input
   rows a group reads are copied once into per-thread scratch as the padded rows the
   taps see (pad value, mirrored/clamped/wrapped pixels; split into stride phases), so
@@ -53,8 +53,7 @@ output rows of one image. Each thread computes the depthwise output of its band
 (``m*C_in * rows * OW`` values, at most ``BAND_BYTES`` unless a single output row of all
 ``m*C_in`` channels is larger) and multiplies it at once by the pointwise weight into the
 output. Extra memory: one such band per thread, reused across calls (with a multiplier
-above 1 or a stride above 1 in width, also the padded rows of one input channel, as
-above).
+above 1, also the padded rows of one input channel, as above).
 
 Examples
 --------
@@ -262,7 +261,7 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
     relu = spec["activation"] == "relu"
     bias_arg = _bias_or_dummy(bias, x.dtype)
-    if _row_kernel_wins(cin_g, cout_g, plan.sw):
+    if _row_kernel_wins(cin_g, cout_g):
         n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
         _depthwise.rows_direct(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
@@ -290,11 +289,13 @@ def _rows_per_tile(rows, planes, n_threads):
     return max(1, -(-rows // split))
 
 
-def _row_kernel_wins(cin_g, cout_g, stride_w):
-    # One input and one output channel per group at stride 1: the row kernel reads
-    # the input in place and pairs output rows; with more channels per group the
-    # padded-row kernel's register blocking wins, and at stride > 1 its phase split.
-    return cin_g == 1 and cout_g == 1 and stride_w == 1
+def _row_kernel_wins(cin_g, cout_g):
+    # One input and one output channel per group: the row kernel reads the input in
+    # place (and pairs output rows at stride 1). Measured, 8x256x56x56 3x3, one
+    # thread, row / padded-row kernel: float32 9.9 / 14.1 ms at stride 1, 8.9 / 9.7 ms
+    # at stride 2; float64 within noise of each other. With more channels per group
+    # the padded-row kernel's register blocking wins.
+    return cin_g == 1 and cout_g == 1
 
 
 def _direct_wins(cin_g, cout_g, kernel_size=(3,)):
@@ -558,7 +559,7 @@ class SeparableConvND(Op):
         flags = (dw_bias is not None, pw_bias is not None, spec["activation"] == "relu",
                  rows_per_band)
         with _threads.blas_pinned:
-            if _row_kernel_wins(1, spec["depth_multiplier"], plan.sw):
+            if _row_kernel_wins(1, spec["depth_multiplier"]):
                 work = workspace((n_threads, band), x.dtype)
                 _depthwise.separable_rows(*common, *plan.row_kernel_args(),
                                           spec["depth_multiplier"], plan.pad_value,
