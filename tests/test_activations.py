@@ -182,6 +182,31 @@ def test_accuracy_in_the_tails(name, lo, hi, dtype, mpmath):
         assert rel <= 4 * eps * (1 + cond), (name, xi, yi, float(want), float(cond))
 
 
+def test_float32_gelu_dense_grid_against_float64_erfc():
+    """The inline float32 erfc on a dense grid, against libm's float64 erfc.
+
+    Error within a few ulp times (1 + the condition number x*f'/f), the accuracy of
+    an exact evaluation at a one-ulp perturbation of x (here |x| grows to 13, where
+    gelu's condition number is about x^2).
+    """
+    x = np.concatenate([np.linspace(-13.0, 6.0, 40001), np.linspace(-0.5, 0.5, 2001),
+                        [0.0, -0.0, 1e-30, -1e-30, 1e-45, -1e-45]]).astype(np.float32)
+    y = pyconv.Conv({"op": "gelu"}).apply(x).astype(np.float64)
+    v = x.astype(np.float64)
+    want = np.array([0.5 * t * math.erfc(-t / math.sqrt(2.0)) for t in v])
+    # x f'(x) / f(x) for f = x * Phi(x): 1 + x * phi(x) / Phi(x)
+    phi = np.exp(-v * v / 2) / math.sqrt(2 * math.pi)
+    Phi = np.array([0.5 * math.erfc(-t / math.sqrt(2.0)) for t in v])
+    cond = np.abs(1 + v * phi / np.where(Phi > 0, Phi, 1))
+    eps = float(np.finfo(np.float32).eps)
+    tiny = float(np.finfo(np.float32).tiny)
+    ok = np.abs(want) < tiny
+    assert (np.abs(y[ok]) <= tiny).all()
+    rel = np.abs(y[~ok] - want[~ok]) / np.abs(want[~ok])
+    assert (rel <= 4 * eps * (1 + cond[~ok])).all(), x[~ok][rel > 4 * eps * (1 + cond[~ok])][:5]
+    assert (np.signbit(y) == np.signbit(x)).all()  # zeros keep the sign of x
+
+
 # -- in place, layouts, threads -----------------------------------------------------------
 @pytest.mark.parametrize("spec,tname,tkw", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

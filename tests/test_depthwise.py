@@ -342,15 +342,89 @@ def test_grouped_direct_splits_rows_when_planes_are_few(rng, monkeypatch):
 
 
 def test_prefers_direct():
-    def spec(cin, g, cout=None):
+    def spec(cin, g, cout=None, k=3):
         return pyconv.Conv({"op": "conv2d", "in_channels": cin,
                             "out_channels": cout or cin, "groups": g,
-                            "kernel_size": 3}).spec
+                            "kernel_size": k}).spec
     assert dwmod.prefers_direct(spec(256, 256), (1, 256, 56, 56))
     assert dwmod.prefers_direct(spec(256, 32), (1, 256, 56, 56))
+    assert dwmod.prefers_direct(spec(256, 16), (1, 256, 56, 56))  # 16 per group
     assert not dwmod.prefers_direct(spec(256, 1), (1, 256, 56, 56))
     assert not dwmod.prefers_direct(spec(256, 4), (1, 256, 56, 56))
     assert not dwmod.prefers_direct(spec(8, 8, 256), (1, 8, 56, 56))  # 32 out / group
+    assert dwmod.prefers_direct(spec(256, 32, k=1), (1, 256, 56, 56))
+    assert not dwmod.prefers_direct(spec(256, 16, k=1), (1, 256, 56, 56))
+
+
+# Odd widths (vector tails), 1-3 and 5-6 output channels per group (every register
+# block), strides 2 and 3, dilation, every padding mode, the constant pad value.
+KERNEL_EDGES = [
+    # C_in, C_out, groups, (H, W), k, stride, padding, dilation, mode
+    (6, 15, 3, (7, 37), 3, 1, 1, 1, "zeros"),
+    (4, 12, 2, (6, 19), 3, 2, 1, 1, "reflect"),
+    (6, 9, 3, (5, 23), (3, 5), (1, 3), (1, 2), (1, 2), "circular"),
+    (3, 6, 3, (9, 3), 3, 2, 1, 1, "replicate"),
+    (8, 8, 2, (4, 70), (2, 4), (2, 2), "same", 1, "symmetric"),
+    (2, 4, 2, (5, 1), (3, 1), 1, (1, 0), 1, "constant"),
+]
+
+
+@pytest.mark.parametrize("case", KERNEL_EDGES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padded_row_kernel_edges_match_numpy_loops(rng, case, dtype):
+    cin, cout, g, spatial, k, s, p, d, mode = case
+    spec = {"op": "conv2d", "in_channels": cin, "out_channels": cout, "groups": g,
+            "kernel_size": k, "stride": s, "padding": p, "dilation": d,
+            "padding_mode": mode, "padding_value": -0.5 if mode == "constant" else 0.0,
+            "algorithm": "direct"}
+    conv = pyconv.Conv(spec, seed=3, dtype=dtype)
+    sp = conv.spec
+    x = rng.standard_normal((2, cin, *spatial)).astype(dtype)
+    _, pads, _ = conv.op.geometry(sp, x.shape)
+    ref = ref_conv_nd(x, conv.params["weight"], conv.params["bias"], sp["stride"], pads,
+                      sp["dilation"], g, mode, sp["padding_value"])
+    y = conv.apply(x, n_threads=2)
+    assert_close(y, ref, dtype)
+    assert np.array_equal(y, conv.apply(x, n_threads=1))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_padded_row_kernel_batches_rows_when_scratch_is_small(rng, monkeypatch, dtype):
+    # Scratch for 2 padded rows only: the 4*9 rows of an output row go in batches,
+    # accumulated through the output (with relu applied after the last batch).
+    spec = {"op": "conv2d", "in_channels": 8, "out_channels": 6, "groups": 2,
+            "kernel_size": 3, "stride": (1, 2), "padding": 1, "activation": "relu",
+            "algorithm": "direct", "padding_mode": "reflect"}
+    conv = pyconv.Conv(spec, seed=4, dtype=dtype)
+    x = rng.standard_normal((2, 8, 6, 29)).astype(dtype)
+    want = conv.apply(x)
+    plan = dwmod._plan(x.shape[2:], conv.spec, [(1, 1), (1, 1)], want.shape[2:])
+    monkeypatch.setattr(dwmod, "ROW_SCRATCH_BYTES", 2 * plan.QS * x.dtype.itemsize)
+    assert plan.scratch(4, x.dtype.itemsize)[:2] == (False, 2)
+    got = conv.apply(x, n_threads=2)
+    np.testing.assert_array_equal(got, want)  # same order of operations
+    ref = ref_conv_nd(x, conv.params["weight"], conv.params["bias"], [1, 2],
+                      [(1, 1), (1, 1)], [1, 1], 2, "reflect")
+    assert_close(got, np.maximum(ref, 0), dtype)
+
+
+def test_direct_algorithm_on_a_dense_conv_many_input_channels(rng):
+    # algorithm="direct" with groups=1: 40 input channels per group.
+    spec = {"op": "conv2d", "in_channels": 40, "out_channels": 5, "kernel_size": 3,
+            "padding": 1, "algorithm": "direct"}
+    conv = pyconv.Conv(spec, seed=5, dtype=np.float64)
+    x = rng.standard_normal((1, 40, 9, 13))
+    ref = ref_conv_nd(x, conv.params["weight"], conv.params["bias"], [1, 1],
+                      [(1, 1), (1, 1)], [1, 1], 1, "zeros")
+    assert_close(conv.apply(x), ref, np.float64)
+
+
+def test_cached_plans_are_read_only():
+    conv = pyconv.Conv(dw_spec(2, 3, 2, 1, 1, 1), seed=0)
+    plan = dwmod._plan((9, 11), conv.spec, [(1, 1), (1, 1)], (5, 6))
+    assert plan is dwmod._plan((9, 11), conv.spec, [(1, 1), (1, 1)], (5, 6))
+    for table in (plan.idx_h, plan.idx_w, plan.jmap, plan.qoff, plan.phase):
+        assert not table.flags.writeable
 
 
 def test_depthwise_large_multiplier_uses_gemm_path_correctly(rng):

@@ -1,26 +1,39 @@
 """Direct (no im2col) kernels for depthwise, grouped and separable convolution.
 
 With few input channels per group, im2col + GEMM spends its time copying: the GEMM
-has a tiny inner dimension. These kernels instead accumulate straight into the
-output row, one input row at a time:
+has a tiny inner dimension. These kernels compute one output row of a group's output
+channels at a time, from padded copies of the input rows it reads:
 
-* ``conv_rows`` computes output rows ``r0 <= od*OH + oh < r1`` of one output channel.
-  For each kernel row it reads one input row (chosen through the depth/height index
-  tables, so every padding mode is a table lookup); along the row, the "interior"
-  columns where every tap lands inside the image are a tight affine loop the compiler
-  vectorises, and only the few edge columns go through the width table.
-* The common 3x3 case fuses the three kernel rows and three taps into one pass (nine
-  multiply-adds per output from three input rows, written once); 3-tap rows are fused
-  the same way; anything else runs tap by tap.
-* ``grouped_direct``: ``prange`` over (image, output channel, row tile); depthwise is the
-  case of one input channel per group. No scratch memory.
-* ``separable``: ``prange`` over (image, band of output rows); the depthwise result of a
-  band goes into the thread's row of the caller's workspace and is multiplied at once by
-  the pointwise weight (one single-threaded GEMM per band), so the intermediate never
-  leaves the cache and its size is bounded by the band.
+* **Padded, phase-split rows.** For output row ``(od, oh)`` every input row it reads
+  (one per input channel of the group, kernel depth and kernel row) is copied once
+  into thread-local scratch as the row the taps see: the pad value or the mirrored,
+  clamped or wrapped pixels at the edges (through the precomputed map ``jmap`` of
+  padded column -> input column), and, for stride ``s > 1``, split into ``s`` phases
+  (``q[r][m] = padded[m*s + r]``). Then tap ``kw`` of output column ``ow`` reads
+  ``q[qoff[kw] + ow]``: every tap of every column, edges included, is a unit-stride
+  vector load, for any padding mode, stride and dilation.
+* **Register blocking.** A block of 4 (or 2, 1) output channels times 2 (or 4, 1)
+  vectors of output columns is accumulated in registers over all input channels and
+  taps, then stored once: each loaded input vector feeds all channels of the block.
+  The columns are covered by whole vectors; the last vector of a row overlaps its
+  predecessor rather than falling back to scalar code (the overlap recomputes the
+  same values).
+* Each output value is ``bias + sum`` over (input channel, kd, kh, kw) in that
+  order, one multiply and one add at a time, whatever the blocking: results do not
+  depend on the block, vector width, instruction set or thread count.
 
-Every unit writes a disjoint block of the output, and its arithmetic does not depend on
-which thread runs it: results are bit-identical for any thread count.
+Vectors are GCC/Clang vector extensions (32 bytes where AVX is enabled, else 16),
+with a plain scalar fallback for other compilers; no FMA (the build turns
+contraction off), so the AVX2 and baseline builds round identically.
+
+``grouped_direct``: ``prange`` over (image, group, row tile); depthwise is the case of
+one input channel per group. ``separable``: ``prange`` over (image, band of output
+rows); the depthwise result of a band goes into the thread's row of the caller's
+workspace and is multiplied at once by the pointwise weight (one single-threaded GEMM
+per band), so the intermediate never leaves the cache and its size is bounded by the
+band. Scratch for padded rows: ``batch * QS`` values per thread (see ``row_batch`` in
+``pyconv/ops/depthwise.py``); input channels beyond one batch are accumulated through
+the output row (exact: a stored float reloads unchanged).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -28,7 +41,390 @@ from cython.parallel cimport parallel, prange
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
+cdef extern from *:
+    """
+    #include <string.h>
+    #if defined(_MSC_VER)
+      #define PYCONV_DW_RESTRICT __restrict
+    #else
+      #define PYCONV_DW_RESTRICT restrict
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+      #if defined(__AVX__)
+        #define PYCONV_DW_VBYTES 32
+      #else
+        #define PYCONV_DW_VBYTES 16
+      #endif
+      typedef float pyconv_dw_vf __attribute__((vector_size(PYCONV_DW_VBYTES)));
+      typedef double pyconv_dw_vd __attribute__((vector_size(PYCONV_DW_VBYTES)));
+      typedef int pyconv_dw_mf __attribute__((vector_size(PYCONV_DW_VBYTES)));
+      typedef long long pyconv_dw_md __attribute__((vector_size(PYCONV_DW_VBYTES)));
+      /* the same, for unaligned loads and stores */
+      typedef float pyconv_dw_vfu
+          __attribute__((vector_size(PYCONV_DW_VBYTES), aligned(4), may_alias));
+      typedef double pyconv_dw_vdu
+          __attribute__((vector_size(PYCONV_DW_VBYTES), aligned(8), may_alias));
+      #define PYCONV_DW_VWF (PYCONV_DW_VBYTES / 4)
+      #define PYCONV_DW_VWD (PYCONV_DW_VBYTES / 8)
+      #define PYCONV_DW_UNROLL _Pragma("GCC unroll 16")
+      /* relu keeping NaN and -0.0: clear the lanes where v < 0 (bit select). */
+      #define PYCONV_DW_RELU(V, M, v) do { M m_ = (M)((v) < 0); M b_; \\
+          memcpy(&b_, &(v), sizeof b_); b_ &= ~m_; memcpy(&(v), &b_, sizeof b_); } while (0)
+    #else
+      typedef float pyconv_dw_vf;
+      typedef double pyconv_dw_vd;
+      typedef float pyconv_dw_vfu;
+      typedef double pyconv_dw_vdu;
+      #define PYCONV_DW_VWF 1
+      #define PYCONV_DW_VWD 1
+      #define PYCONV_DW_UNROLL
+      #define PYCONV_DW_RELU(V, M, v) do { if ((v) < 0) (v) = 0; } while (0)
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+      #define PYCONV_DW_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+    #else
+      #define PYCONV_DW_PREFETCH(p) ((void)(p))
+    #endif
+    #define PYCONV_DW_SRELU(V, M, v) do { if ((v) < 0) (v) = 0; } while (0)
+    #define PYCONV_DW_MIN(a, b) ((a) < (b) ? (a) : (b))
 
+    /* Geometry of one call; the kernels trust it (pyconv/ops/depthwise.py builds it). */
+    typedef struct {
+        const Py_ssize_t* idx_d;   /* (KD, OD): input depth of tap kd at od, -1: pad */
+        const Py_ssize_t* idx_h;   /* (KH, OH) */
+        const Py_ssize_t* jmap;    /* (Wp,): input column of padded column j, -1: pad */
+        const Py_ssize_t* qoff;    /* (KW,): offset of tap kw in a phase-split row */
+        const Py_ssize_t* phase;   /* (sw, 3): per phase, [copy from, copy to, length) */
+        Py_ssize_t D, H, W, HW, plane, OD, OH, OW, KD, KH, KW;
+        Py_ssize_t sw, Wp, Mq, QS;  /* stride, padded width, phase length, row stride */
+        Py_ssize_t lo;              /* padded column j is input column j - lo */
+        Py_ssize_t cin_g, batch;    /* input channels per group; rows per scratch batch */
+        int cached;                 /* scratch holds all rows of the group (see below) */
+    } pyconv_dw_geom;
+
+    /* One register block: COB output channels x NV vectors of columns c.. of one
+       output row. Row t of the nrows padded rows is at q + ro[t]; w: weights of the
+       first channel (channel k at w + k*wstride), row t's taps at t*KW; dst: the
+       output row of the first channel (channel k at dst + k*cstride). first: start
+       from the bias (NULL: 0), else from dst (a previous batch of rows). */
+    #define PYCONV_DW_BLOCK(NAME, T, V, VU, VW, M, RELU, COB, NV) \\
+    static inline void NAME(T* dst, Py_ssize_t cstride, Py_ssize_t c, const T* q, \\
+                            const Py_ssize_t* ro, Py_ssize_t nrows, \\
+                            const Py_ssize_t* qoff, Py_ssize_t KW, const T* w, \\
+                            Py_ssize_t wstride, const T* bias, int first, int relu) { \\
+        V acc[COB][NV]; \\
+        V xv[NV]; \\
+        Py_ssize_t t, kw; \\
+        int k, v; \\
+        PYCONV_DW_UNROLL for (k = 0; k < COB; k++) { \\
+            PYCONV_DW_UNROLL for (v = 0; v < NV; v++) { \\
+                if (first) \\
+                    /* b - 0 is b exactly, -0.0 included: a broadcast */ \\
+                    acc[k][v] = (bias ? bias[k] : (T)0) - (V){0}; \\
+                else \\
+                    acc[k][v] = *(const VU*)(dst + k * cstride + c + v * VW); \\
+            } \\
+        } \\
+        for (t = 0; t < nrows; t++) { \\
+            const T* qr = q + ro[t] + c; \\
+            const T* wt = w + t * KW; \\
+            for (kw = 0; kw < KW; kw++) { \\
+                const T* p = qr + qoff[kw]; \\
+                PYCONV_DW_UNROLL for (v = 0; v < NV; v++) xv[v] = *(const VU*)(p + v * VW); \\
+                PYCONV_DW_UNROLL for (k = 0; k < COB; k++) { \\
+                    T wk = wt[k * wstride + kw]; \\
+                    PYCONV_DW_UNROLL for (v = 0; v < NV; v++) \\
+                        acc[k][v] = acc[k][v] + wk * xv[v]; \\
+                } \\
+            } \\
+        } \\
+        if (relu) { \\
+            PYCONV_DW_UNROLL for (k = 0; k < COB; k++) \\
+                PYCONV_DW_UNROLL for (v = 0; v < NV; v++) RELU(V, M, acc[k][v]); \\
+        } \\
+        PYCONV_DW_UNROLL for (k = 0; k < COB; k++) \\
+            PYCONV_DW_UNROLL for (v = 0; v < NV; v++) \\
+                *(VU*)(dst + k * cstride + c + v * VW) = acc[k][v]; \\
+    }
+
+    /* All columns of one output row for COB channels, in blocks of NVBIG, then 2
+       (if NVBIG > 2), then 1 vectors. When the block starts from the bias, the
+       columns left over by the widest blocks are covered by one more widest block
+       ending at OW, overlapping the previous one (it recomputes the same values);
+       from dst that would add twice, so then narrower blocks and scalars follow. */
+    #define PYCONV_DW_COLS(NAME, T, VW, BIG, MID, NVBIG, ONE, SCALAR) \\
+    static void NAME(T* dst, Py_ssize_t cstride, const T* q, const Py_ssize_t* ro, \\
+                     Py_ssize_t nrows, const pyconv_dw_geom* g, const T* w, \\
+                     Py_ssize_t wstride, const T* bias, int first, int relu) { \\
+        Py_ssize_t OW = g->OW, c = 0; \\
+        for (; c + NVBIG * VW <= OW; c += NVBIG * VW) \\
+            BIG(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
+                first, relu); \\
+        if (c < OW && c > 0 && first) { \\
+            BIG(dst, cstride, OW - NVBIG * VW, q, ro, nrows, g->qoff, g->KW, w, wstride, \\
+                bias, first, relu); \\
+            return; \\
+        } \\
+        if (NVBIG > 2) { \\
+            for (; c + 2 * VW <= OW; c += 2 * VW) \\
+                MID(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
+                    first, relu); \\
+            if (c < OW && c > 0 && first) { \\
+                MID(dst, cstride, OW - 2 * VW, q, ro, nrows, g->qoff, g->KW, w, \\
+                    wstride, bias, first, relu); \\
+                return; \\
+            } \\
+        } \\
+        for (; c + VW <= OW; c += VW) \\
+            ONE(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
+                first, relu); \\
+        if (c < OW && c > 0 && first) { \\
+            ONE(dst, cstride, OW - VW, q, ro, nrows, g->qoff, g->KW, w, wstride, \\
+                bias, first, relu); \\
+            return; \\
+        } \\
+        for (; c < OW; c++) \\
+            SCALAR(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
+                   first, relu); \\
+    }
+
+    /* Everything for one element type S (f, d). */
+    #define PYCONV_DW_TYPED(S, T, V, VU, VW, M) \\
+    PYCONV_DW_BLOCK(pyconv_dw_b42_##S, T, V, VU, VW, M, PYCONV_DW_RELU, 4, 2) \\
+    PYCONV_DW_BLOCK(pyconv_dw_b41_##S, T, V, VU, VW, M, PYCONV_DW_RELU, 4, 1) \\
+    PYCONV_DW_BLOCK(pyconv_dw_b22_##S, T, V, VU, VW, M, PYCONV_DW_RELU, 2, 2) \\
+    PYCONV_DW_BLOCK(pyconv_dw_b21_##S, T, V, VU, VW, M, PYCONV_DW_RELU, 2, 1) \\
+    PYCONV_DW_BLOCK(pyconv_dw_b14_##S, T, V, VU, VW, M, PYCONV_DW_RELU, 1, 4) \\
+    PYCONV_DW_BLOCK(pyconv_dw_b12_##S, T, V, VU, VW, M, PYCONV_DW_RELU, 1, 2) \\
+    PYCONV_DW_BLOCK(pyconv_dw_b11_##S, T, V, VU, VW, M, PYCONV_DW_RELU, 1, 1) \\
+    PYCONV_DW_BLOCK(pyconv_dw_s4_##S, T, T, T, 1, M, PYCONV_DW_SRELU, 4, 1) \\
+    PYCONV_DW_BLOCK(pyconv_dw_s2_##S, T, T, T, 1, M, PYCONV_DW_SRELU, 2, 1) \\
+    PYCONV_DW_BLOCK(pyconv_dw_s1_##S, T, T, T, 1, M, PYCONV_DW_SRELU, 1, 1) \\
+    PYCONV_DW_COLS(pyconv_dw_cols4_##S, T, VW, pyconv_dw_b42_##S, pyconv_dw_b42_##S, \\
+                   2, pyconv_dw_b41_##S, pyconv_dw_s4_##S) \\
+    PYCONV_DW_COLS(pyconv_dw_cols2_##S, T, VW, pyconv_dw_b22_##S, pyconv_dw_b22_##S, \\
+                   2, pyconv_dw_b21_##S, pyconv_dw_s2_##S) \\
+    PYCONV_DW_COLS(pyconv_dw_cols1_##S, T, VW, pyconv_dw_b14_##S, pyconv_dw_b12_##S, \\
+                   4, pyconv_dw_b11_##S, pyconv_dw_s1_##S) \\
+    /* One padded input row into q (phase-split for stride > 1); src NULL: a row of \\
+       padding. Phase r holds m in [0, ph[3r+2]); of those, [ph[3r], ph[3r+1]) are \\
+       inside the image (copied), the rest go through jmap. */ \\
+    static void pyconv_dw_fill_##S(T* PYCONV_DW_RESTRICT q, \\
+                                   const T* PYCONV_DW_RESTRICT src, T pad, \\
+                                   const pyconv_dw_geom* g) { \\
+        Py_ssize_t sw = g->sw, m, r, iw, ma, mb, mr; \\
+        const Py_ssize_t* jm; \\
+        T* PYCONV_DW_RESTRICT qr; \\
+        const T* PYCONV_DW_RESTRICT s; \\
+        if (src == NULL) { \\
+            for (m = 0; m < g->QS; m++) q[m] = pad; \\
+            return; \\
+        } \\
+        for (r = 0; r < sw; r++) { \\
+            ma = g->phase[3 * r]; \\
+            mb = g->phase[3 * r + 1]; \\
+            mr = g->phase[3 * r + 2]; \\
+            qr = q + r * g->Mq; \\
+            jm = g->jmap + r; \\
+            for (m = 0; m < ma; m++) { \\
+                iw = jm[m * sw]; \\
+                qr[m] = iw >= 0 ? src[iw] : pad; \\
+            } \\
+            s = src + (r - g->lo); \\
+            if (sw == 1) { \\
+                /* vector copy: a libc memmove call costs more on short rows */ \\
+                for (m = ma; m + VW <= mb; m += VW) *(VU*)(qr + m) = *(const VU*)(s + m); \\
+                for (; m < mb; m++) qr[m] = s[m]; \\
+            } else if (sw != 2) { \\
+                for (m = ma; m < mb; m++) qr[m] = s[m * sw]; \\
+            } else if (r == 1) { \\
+                /* both phases at once where both are inside: a vectorised \\
+                   deinterleave; the (at most two) others one by one */ \\
+                Py_ssize_t a0 = g->phase[0], b0 = g->phase[1], lo2, hi2; \\
+                T* PYCONV_DW_RESTRICT q0 = q; \\
+                const T* PYCONV_DW_RESTRICT s0 = src - g->lo; \\
+                lo2 = a0 > ma ? a0 : ma; \\
+                hi2 = b0 < mb ? b0 : mb; \\
+                if (hi2 < lo2) hi2 = lo2; \\
+                for (m = lo2; m < hi2; m++) { \\
+                    q0[m] = s0[2 * m]; \\
+                    qr[m] = s0[2 * m + 1]; \\
+                } \\
+                for (m = a0; m < PYCONV_DW_MIN(lo2, b0); m++) q0[m] = s0[2 * m]; \\
+                for (m = hi2 > a0 ? hi2 : a0; m < b0; m++) q0[m] = s0[2 * m]; \\
+                for (m = ma; m < PYCONV_DW_MIN(lo2, mb); m++) qr[m] = s0[2 * m + 1]; \\
+                for (m = hi2 > ma ? hi2 : ma; m < mb; m++) qr[m] = s0[2 * m + 1]; \\
+            } \\
+            for (m = mb; m < mr; m++) { \\
+                iw = jm[m * sw]; \\
+                qr[m] = iw >= 0 ? src[iw] : pad; \\
+            } \\
+        } \\
+    } \\
+    static void pyconv_dw_blocks_##S(T* dst, Py_ssize_t cstride, const T* q, \\
+                                     const Py_ssize_t* ro, Py_ssize_t nb, const T* wb, \\
+                                     Py_ssize_t wstride, const T* bias, Py_ssize_t cout_g, \\
+                                     int first, int relu, const pyconv_dw_geom* g) { \\
+        Py_ssize_t co; \\
+        for (co = 0; co + 4 <= cout_g; co += 4) \\
+            pyconv_dw_cols4_##S(dst + co * cstride, cstride, q, ro, nb, g, \\
+                                wb + co * wstride, wstride, bias ? bias + co : NULL, \\
+                                first, relu); \\
+        if (co + 2 <= cout_g) { \\
+            pyconv_dw_cols2_##S(dst + co * cstride, cstride, q, ro, nb, g, \\
+                                wb + co * wstride, wstride, bias ? bias + co : NULL, \\
+                                first, relu); \\
+            co += 2; \\
+        } \\
+        if (co < cout_g) \\
+            pyconv_dw_cols1_##S(dst + co * cstride, cstride, q, ro, nb, g, \\
+                                wb + co * wstride, wstride, bias ? bias + co : NULL, \\
+                                first, relu); \\
+    } \\
+    /* Cached mode, start of a unit (output rows [r0, r1) of one group, whose first \\
+       input plane is xg): every input row (ci, id, ih) has its own slot in q, at \\
+       ((ci*D + id)*H + ih)*QS, and the slot after the last one is a row of \\
+       padding. Fills the slots of the rows these output rows read (the range of \\
+       depths and heights they touch), each once. */ \\
+    static void pyconv_dw_prepare_##S(T* q, const T* xg, T pad, Py_ssize_t r0, \\
+                                      Py_ssize_t r1, const pyconv_dw_geom* g) { \\
+        Py_ssize_t od = r0 / g->OH, oh = r0 - od * g->OH, r, k, v, ci, id, ih; \\
+        Py_ssize_t dlo = g->D, dhi = -1, hlo = g->H, hhi = -1; \\
+        for (r = r0; r < r1; r++) { \\
+            for (k = 0; k < g->KD; k++) { \\
+                v = g->idx_d[k * g->OD + od]; \\
+                if (v >= 0 && v < dlo) dlo = v; \\
+                if (v > dhi) dhi = v; \\
+            } \\
+            for (k = 0; k < g->KH; k++) { \\
+                v = g->idx_h[k * g->OH + oh]; \\
+                if (v >= 0 && v < hlo) hlo = v; \\
+                if (v > hhi) hhi = v; \\
+            } \\
+            if (++oh == g->OH) { oh = 0; od++; } \\
+        } \\
+        pyconv_dw_fill_##S(q + g->cin_g * g->D * g->H * g->QS, NULL, pad, g); \\
+        for (ci = 0; ci < g->cin_g; ci++) \\
+            for (id = dlo; id <= dhi; id++) \\
+                for (ih = hlo; ih <= hhi; ih++) \\
+                    pyconv_dw_fill_##S(q + ((ci * g->D + id) * g->H + ih) * g->QS, \\
+                                       xg + ci * g->plane + id * g->HW + ih * g->W, pad, g); \\
+    } \\
+    /* Output row (od, oh) of the cout_g channels of one group. dst: that row of the \\
+       group's first output channel (the next ones cstride apart); xg: the group's \\
+       first input plane; w: (cout_g, cin_g*KD*KH*KW) weights, wstride apart; ro: \\
+       scratch for cin_g*KD*KH row offsets. Cached mode: the rows are in their \\
+       slots already (pyconv_dw_prepare). Otherwise they are filled here, in weight \\
+       order (ci, kd, kh), into batches of at most g->batch rows, consumed batch by \\
+       batch. */ \\
+    static void pyconv_dw_row_##S(T* dst, Py_ssize_t cstride, T* q, Py_ssize_t* ro, \\
+                                  const T* xg, const T* w, Py_ssize_t wstride, \\
+                                  const T* bias, Py_ssize_t cout_g, Py_ssize_t od, \\
+                                  Py_ssize_t oh, T pad, int relu, \\
+                                  const pyconv_dw_geom* g) { \\
+        Py_ssize_t KH = g->KH, KD = g->KD, KW = g->KW, QS = g->QS; \\
+        Py_ssize_t nk = KD * KH, nrows = g->cin_g * nk; \\
+        Py_ssize_t t = 0, t0 = 0, ci, kd, kh, id, ih, j, o; \\
+        if (g->cached) { \\
+            Py_ssize_t pad_off = g->cin_g * g->D * g->H * QS, cstep = g->D * g->H * QS; \\
+            for (kd = 0; kd < KD; kd++) { \\
+                id = g->idx_d[kd * g->OD + od]; \\
+                for (kh = 0; kh < KH; kh++) { \\
+                    ih = g->idx_h[kh * g->OH + oh]; \\
+                    ro[t++] = (id >= 0 && ih >= 0) ? (id * g->H + ih) * QS : pad_off; \\
+                } \\
+            } \\
+            for (ci = 1; ci < g->cin_g; ci++) \\
+                for (j = 0; j < nk; j++) { \\
+                    o = ro[j]; \\
+                    ro[ci * nk + j] = o == pad_off ? pad_off : o + ci * cstep; \\
+                } \\
+            pyconv_dw_blocks_##S(dst, cstride, q, ro, nrows, w, wstride, bias, cout_g, \\
+                                 1, relu, g); \\
+            return; \\
+        } \\
+        for (ci = 0; ci < g->cin_g; ci++) { \\
+            for (kd = 0; kd < KD; kd++) { \\
+                id = g->idx_d[kd * g->OD + od]; \\
+                for (kh = 0; kh < KH; kh++) { \\
+                    ih = g->idx_h[kh * g->OH + oh]; \\
+                    pyconv_dw_fill_##S(q + t * QS, (id >= 0 && ih >= 0) \\
+                                       ? xg + ci * g->plane + id * g->HW + ih * g->W \\
+                                       : NULL, pad, g); \\
+                    ro[t] = t * QS; \\
+                    t++; \\
+                    if (t == g->batch || t0 + t == nrows) { \\
+                        pyconv_dw_blocks_##S(dst, cstride, q, ro, t, w + t0 * KW, \\
+                                             wstride, bias, cout_g, t0 == 0, \\
+                                             relu && t0 + t == nrows, g); \\
+                        t0 += t; \\
+                        t = 0; \\
+                    } \\
+                } \\
+            } \\
+        } \\
+    } \\
+    /* Output rows [r0, r1) of one group (a unit of work). pf, npf: the input of the \\
+       next unit (NULL: none); while computing a row, the next slice of it is \\
+       prefetched, so that its reading overlaps this unit's arithmetic. */ \\
+    static void pyconv_dw_rows_##S(T* dst, Py_ssize_t cstride, T* q, Py_ssize_t* ro, \\
+                                   const T* xg, const T* w, Py_ssize_t wstride, \\
+                                   const T* bias, Py_ssize_t cout_g, Py_ssize_t r0, \\
+                                   Py_ssize_t r1, T pad, int relu, const T* pf, \\
+                                   Py_ssize_t npf, const pyconv_dw_geom* g) { \\
+        Py_ssize_t od = r0 / g->OH, oh = r0 - od * g->OH, r, b, b1; \\
+        Py_ssize_t line = 64 / (Py_ssize_t)sizeof(T); \\
+        Py_ssize_t chunk = r1 > r0 ? (npf + (r1 - r0) - 1) / (r1 - r0) : 0; \\
+        if (g->cached) pyconv_dw_prepare_##S(q, xg, pad, r0, r1, g); \\
+        for (r = r0; r < r1; r++) { \\
+            if (pf) { \\
+                b1 = PYCONV_DW_MIN((r - r0 + 1) * chunk, npf); \\
+                for (b = (r - r0) * chunk; b < b1; b += line) PYCONV_DW_PREFETCH(pf + b); \\
+            } \\
+            pyconv_dw_row_##S(dst + (r - r0) * g->OW, cstride, q, ro, xg, w, wstride, \\
+                              bias, cout_g, od, oh, pad, relu, g); \\
+            if (++oh == g->OH) { oh = 0; od++; } \\
+        } \\
+    }
+
+    #if defined(__GNUC__) || defined(__clang__)
+    PYCONV_DW_TYPED(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
+    PYCONV_DW_TYPED(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
+    #else
+    PYCONV_DW_TYPED(f, float, float, float, 1, int)
+    PYCONV_DW_TYPED(d, double, double, double, 1, int)
+    #endif
+    """
+    ctypedef struct pyconv_dw_geom:
+        const Py_ssize_t* idx_d
+        const Py_ssize_t* idx_h
+        const Py_ssize_t* jmap
+        const Py_ssize_t* qoff
+        const Py_ssize_t* phase
+        Py_ssize_t D, H, W, HW, plane, OD, OH, OW, KD, KH, KW
+        Py_ssize_t sw, Wp, Mq, QS
+        Py_ssize_t lo
+        Py_ssize_t cin_g, batch
+        int cached
+
+    void pyconv_dw_rows_f(float* dst, Py_ssize_t cstride, float* q, Py_ssize_t* ro,
+                          const float* xg, const float* w, Py_ssize_t wstride,
+                          const float* bias, Py_ssize_t cout_g, Py_ssize_t r0,
+                          Py_ssize_t r1, float pad, int relu, const float* pf,
+                          Py_ssize_t npf, const pyconv_dw_geom* g) noexcept nogil
+    void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
+                          const double* xg, const double* w, Py_ssize_t wstride,
+                          const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
+                          Py_ssize_t r1, double pad, int relu, const double* pf,
+                          Py_ssize_t npf, const pyconv_dw_geom* g) noexcept nogil
+
+
+# -- row kernel: one input and one output channel per group -----------------------------
+# Reads the input rows in place: interior columns in vectorised affine loops, edge
+# columns through the width table, 3x3 fused into one pass two output rows at a time
+# (four input rows feed two outputs, so each loaded vector is used for up to six
+# multiply-adds). Faster than the padded-row kernel there: nothing to copy, and the
+# row pairs halve the loads.
 cdef inline void tap_edges(floating* acc, const floating* src, const Py_ssize_t* wrow,
                            floating wv, Py_ssize_t o0, Py_ssize_t o1,
                            floating pad_value) noexcept nogil:
@@ -349,6 +745,87 @@ cdef void conv_rows(const floating* xg, Py_ssize_t cin_g, Py_ssize_t plane,
             r += 1
 
 
+
+
+# Order of the integers in the ``dims`` argument (see _Plan.args in ops/depthwise.py).
+cdef enum:
+    D_D = 0
+    D_H
+    D_W
+    D_OD
+    D_OH
+    D_OW
+    D_KD
+    D_KH
+    D_KW
+    D_SW
+    D_WP
+    D_MQ
+    D_QS
+    D_LO
+    D_BATCH
+    D_CACHED
+    N_DIMS
+
+
+cdef inline void group_rows(floating* dst, Py_ssize_t cstride, floating* q,
+                            Py_ssize_t* ro, const floating* xg, const floating* w,
+                            Py_ssize_t wstride, const floating* bias, Py_ssize_t cout_g,
+                            Py_ssize_t r0, Py_ssize_t r1, floating pad, bint relu,
+                            const floating* pf, Py_ssize_t npf,
+                            const pyconv_dw_geom* g) noexcept nogil:
+    # Output rows r0 <= r < r1 (r = od*OH + oh) of one group's cout_g channels; dst
+    # is row r0 of the first channel; pf, npf: the next unit's input to prefetch.
+    if floating is float:
+        pyconv_dw_rows_f(dst, cstride, q, ro, xg, w, wstride, bias, cout_g, r0, r1, pad,
+                         relu, pf, npf, g)
+    else:
+        pyconv_dw_rows_d(dst, cstride, q, ro, xg, w, wstride, bias, cout_g, r0, r1, pad,
+                         relu, pf, npf, g)
+
+
+cdef int make_geom(pyconv_dw_geom* g, const Py_ssize_t[::1] idx_d,
+                   const Py_ssize_t[::1] idx_h, const Py_ssize_t[::1] jmap,
+                   const Py_ssize_t[::1] qoff, const Py_ssize_t[::1] phase,
+                   const Py_ssize_t[::1] dims, Py_ssize_t cin_g, Py_ssize_t plane,
+                   Py_ssize_t scratch, Py_ssize_t iscratch) except -1:
+    # Fills g from the tables and dims; checks the scratch sizes against them.
+    if dims.shape[0] != N_DIMS or phase.shape[0] != 3 * dims[D_SW]:
+        raise ValueError("depthwise kernel: malformed geometry")
+    g.idx_d = &idx_d[0]
+    g.idx_h = &idx_h[0]
+    g.jmap = &jmap[0]
+    g.qoff = &qoff[0]
+    g.phase = &phase[0]
+    g.D = dims[D_D]
+    g.H = dims[D_H]
+    g.W = dims[D_W]
+    g.HW = g.H * g.W
+    g.plane = plane
+    g.OD = dims[D_OD]
+    g.OH = dims[D_OH]
+    g.OW = dims[D_OW]
+    g.KD = dims[D_KD]
+    g.KH = dims[D_KH]
+    g.KW = dims[D_KW]
+    g.sw = dims[D_SW]
+    g.Wp = dims[D_WP]
+    g.Mq = dims[D_MQ]
+    g.QS = dims[D_QS]
+    g.lo = dims[D_LO]
+    g.cin_g = cin_g
+    g.batch = dims[D_BATCH]
+    g.cached = dims[D_CACHED] != 0
+    cdef Py_ssize_t slots = cin_g * g.D * g.H
+    cdef Py_ssize_t nrows = cin_g * g.KD * g.KH
+    if g.cached:
+        if scratch < (slots + 1) * g.QS or iscratch < nrows:
+            raise ValueError("depthwise kernel: workspace too small")
+    elif scratch < g.batch * g.QS or iscratch < nrows or g.batch < 1:
+        raise ValueError("depthwise kernel: workspace too small")
+    return 0
+
+
 cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
                                 Py_ssize_t ldc, const floating* bias, bint has_bias,
                                 bint relu) noexcept nogil:
@@ -370,6 +847,125 @@ cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
 def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, ::1] out,
                    const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
+                   const Py_ssize_t[::1] jmap, const Py_ssize_t[::1] qoff,
+                   const Py_ssize_t[::1] phase, const Py_ssize_t[::1] dims,
+                   Py_ssize_t groups, floating pad_value, bint has_bias, bint relu,
+                   Py_ssize_t rows_per_tile, floating[:, ::1] work,
+                   Py_ssize_t[:, ::1] iwork, int n_threads):
+    """out[n, co] = bias[co] + sum_{ci in group(co), taps} weight[co, (ci, tap)] * x[...].
+
+    x: (N, C_in, D*H*W); weight: (C_out, C_in/groups * KD*KH*KW); out: (N, C_out,
+    OD*OH*OW). Units are (image, group, tile of rows_per_tile output rows). ``work``
+    and ``iwork`` have one row of padded-row scratch per thread (sizes: see
+    ``_Plan.scratch`` in pyconv/ops/depthwise.py).
+    """
+    cdef pyconv_dw_geom g
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C_out = out.shape[1]
+    cdef Py_ssize_t P = out.shape[2]
+    cdef Py_ssize_t cin_g = x.shape[1] // groups
+    cdef Py_ssize_t cout_g = C_out // groups
+    cdef Py_ssize_t rows, n_tiles, n_units, u, n, gi, t, r0, r1
+    cdef floating* q = NULL
+    cdef const floating* pf = NULL
+    cdef Py_ssize_t* ro = NULL
+    make_geom(&g, idx_d, idx_h, jmap, qoff, phase, dims, cin_g, x.shape[2],
+              work.shape[1], iwork.shape[1])
+    rows = g.OD * g.OH
+    if N == 0 or C_out == 0 or P == 0 or rows == 0:
+        return
+    if work.shape[0] < n_threads or iwork.shape[0] < n_threads:
+        raise ValueError("grouped_direct: workspace too small")
+    n_tiles = (rows + rows_per_tile - 1) // rows_per_tile
+    n_units = N * groups * n_tiles
+    with nogil, parallel(num_threads=n_threads):
+        q = &work[omp_get_thread_num(), 0]
+        ro = &iwork[omp_get_thread_num(), 0]
+        for u in prange(n_units, schedule='static'):
+            t = u % n_tiles
+            gi = (u // n_tiles) % groups
+            n = u // (n_tiles * groups)
+            r0 = t * rows_per_tile
+            r1 = r0 + rows_per_tile
+            if r1 > rows:
+                r1 = rows
+            # The next unit reads the next group's planes (contiguous in x) unless it
+            # is another tile of this group.
+            pf = &x[n, gi * cin_g, 0] + cin_g * g.plane
+            if t + 1 < n_tiles or u + 1 == n_units:
+                pf = NULL
+            group_rows(&out[n, gi * cout_g, r0 * g.OW], P, q, ro, &x[n, gi * cin_g, 0],
+                       &weight[gi * cout_g, 0], weight.shape[1],
+                       &bias[gi * cout_g] if has_bias else NULL, cout_g, r0, r1,
+                       pad_value, relu, pf, cin_g * g.plane, &g)
+
+
+def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
+              const floating[::1] dw_bias, const floating[:, ::1] pw_weight,
+              const floating[::1] pw_bias, floating[:, :, ::1] out,
+              const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
+              const Py_ssize_t[::1] jmap, const Py_ssize_t[::1] qoff,
+              const Py_ssize_t[::1] phase, const Py_ssize_t[::1] dims,
+              Py_ssize_t multiplier, floating pad_value, bint has_dw_bias,
+              bint has_pw_bias, bint relu, Py_ssize_t rows_per_band,
+              floating[:, ::1] work, Py_ssize_t[:, ::1] iwork, int n_threads):
+    """Depthwise (multiplier m) then pointwise, fused per band of output rows.
+
+    x: (N, C_in, D*H*W); dw_weight: (m*C_in, KD*KH*KW); pw_weight: (C_out, m*C_in);
+    out: (N, C_out, OD*OH*OW). ``work`` has one row per thread: the band
+    (``m*C_in * rows_per_band * OW`` values) then the padded-row scratch; ``iwork``
+    one row per thread. The caller pins BLAS to one thread.
+    """
+    cdef pyconv_dw_geom g
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C_in = x.shape[1]
+    cdef Py_ssize_t C_mid = dw_weight.shape[0]
+    cdef Py_ssize_t C_out = out.shape[1]
+    cdef Py_ssize_t P = out.shape[2]
+    cdef Py_ssize_t rows, n_bands, n_units, band_size
+    cdef Py_ssize_t u, n, t, r0, r1, cols, c
+    cdef floating* buf = NULL
+    cdef floating* q = NULL
+    cdef Py_ssize_t* ro = NULL
+    cdef floating* c_ptr
+    cdef const floating* pw_bias_ptr = &pw_bias[0] if has_pw_bias else NULL
+    band_size = C_mid * rows_per_band * (dims[D_OW] if dims.shape[0] == N_DIMS else 0)
+    make_geom(&g, idx_d, idx_h, jmap, qoff, phase, dims, 1, x.shape[2],
+              work.shape[1] - band_size, iwork.shape[1])
+    rows = g.OD * g.OH
+    if N == 0 or P == 0 or rows == 0:
+        return
+    if work.shape[0] < n_threads or iwork.shape[0] < n_threads:
+        raise ValueError("separable: workspace too small")
+    n_bands = (rows + rows_per_band - 1) // rows_per_band
+    n_units = N * n_bands
+    with nogil, parallel(num_threads=n_threads):
+        buf = &work[omp_get_thread_num(), 0]
+        q = buf + band_size
+        ro = &iwork[omp_get_thread_num(), 0]
+        for u in prange(n_units, schedule='static'):
+            t = u % n_bands
+            n = u // n_bands
+            r0 = t * rows_per_band
+            r1 = r0 + rows_per_band
+            if r1 > rows:
+                r1 = rows
+            cols = (r1 - r0) * g.OW
+            # Channel by channel, so that each input row is padded once per band.
+            for c in range(C_in):
+                group_rows(buf + c * multiplier * cols, cols, q, ro, &x[n, c, 0],
+                           &dw_weight[c * multiplier, 0], dw_weight.shape[1],
+                           &dw_bias[c * multiplier] if has_dw_bias else NULL,
+                           multiplier, r0, r1, pad_value, False, NULL, 0, &g)
+            c_ptr = &out[n, 0, r0 * g.OW]
+            gemm_rm(&pw_weight[0, 0], buf, c_ptr, C_out, cols, C_mid, C_mid, cols, P, 0)
+            if has_pw_bias or relu:
+                bias_relu_tile(c_ptr, C_out, cols, P, pw_bias_ptr, has_pw_bias, relu)
+
+
+def rows_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
+                   const floating[::1] bias, floating[:, :, ::1] out,
+                   const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
                    const Py_ssize_t[::1] idx_w, const Py_ssize_t[::1] span,
                    Py_ssize_t L, Py_ssize_t R, Py_ssize_t H, Py_ssize_t W,
                    Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
@@ -377,10 +973,9 @@ def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                    Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t groups,
                    floating pad_value, bint has_bias, bint relu,
                    Py_ssize_t rows_per_tile, int n_threads):
-    """out[n, co] = bias[co] + sum_{ci in group(co), taps} weight[co, (ci, tap)] * x[...].
-
-    x: (N, C_in, D*H*W); weight: (C_out, C_in/groups * KD*KH*KW); out: (N, C_out,
-    OD*OH*OW). Units are (image, output channel, tile of rows_per_tile output rows).
+    """``grouped_direct`` on the row kernel (``conv_rows``), for one input and one
+    output channel per group. Units are (image, output channel, tile of
+    rows_per_tile output rows); no scratch.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t plane = x.shape[2]
@@ -407,7 +1002,7 @@ def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                   OD, OH, OW, KD, KH, KW, sw, dw, pad_value, relu)
 
 
-def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
+def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
               const floating[::1] dw_bias, const floating[:, ::1] pw_weight,
               const floating[::1] pw_bias, floating[:, :, ::1] out,
               const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
@@ -418,11 +1013,10 @@ def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
               Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t multiplier,
               floating pad_value, bint has_dw_bias, bint has_pw_bias, bint relu,
               Py_ssize_t rows_per_band, floating[:, ::1] work, int n_threads):
-    """Depthwise (multiplier m) then pointwise, fused per band of output rows.
+    """``separable`` on the row kernel (``conv_rows``), for multiplier 1.
 
-    x: (N, C_in, D*H*W); dw_weight: (m*C_in, KD*KH*KW); pw_weight: (C_out, m*C_in);
-    out: (N, C_out, OD*OH*OW). ``work`` has one row of at least
-    ``m*C_in * rows_per_band * OW`` values per thread. The caller pins BLAS to one thread.
+    ``work`` has one row of at least ``C_in * rows_per_band * OW`` values per thread.
+    The caller pins BLAS to one thread.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t plane = x.shape[2]

@@ -19,9 +19,10 @@ tanh                                        ``tanh(x)``
 The kernels evaluate overflow-free, cancellation-free forms of these formulas (see
 ``pyconv/_kernels/_activations.pyx``): sigmoid and the tanh gelu through
 ``exp(-|x|)`` (an inline, branch-free Cephes exp that vectorises in float32, about
-1 ulp), the exact gelu as ``0.5 * x * erfc(-x / sqrt(2))`` (libc ``erfc``/``erfcf``,
-one call per element), so all are accurate to a few ulp times the condition number
-over the whole real line. NaN gives NaN, ``-0.0`` stays ``-0.0`` where
+1 ulp), the exact gelu as ``0.5 * x * erfc(-x / sqrt(2))`` (float32: an inline,
+branch-free erfc that vectorises, at most 3.4 ulp plus erfc's own sensitivity to the
+rounding of its argument; float64: libc ``erfc``), so all are accurate to a few ulp
+times the condition number over the whole real line. NaN gives NaN, ``-0.0`` stays ``-0.0`` where
 PyTorch keeps it, and ``gelu(-inf)`` is ``-0.0`` (its limit; PyTorch returns NaN).
 float32 inputs are computed in float32 (``negative_slope`` and ``alpha`` are rounded
 to float32 first, as PyTorch does).

@@ -28,10 +28,22 @@
 Computation and memory
 ----------------------
 Depthwise convolution (and grouped convolution with few channels per group, see
-:func:`prefers_direct`) runs on a direct kernel
-(``pyconv._kernels._depthwise``): parallel over (image, output channel) planes, each
-output row accumulated in place with vectorised interior loops and table-driven edges
-(3x3 fused into one pass, two output rows at a time). It needs no extra memory.
+:func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
+
+* one input and one output channel per group (plain depthwise): the row kernel,
+  parallel over (image, channel) planes, each output row accumulated in place from the
+  input rows with vectorised interior loops and table-driven edges (3x3 fused into one
+  pass, two output rows at a time at stride 1). No extra memory.
+* everything else: the padded-row kernel, parallel over (image, group). The input
+  rows a group reads are copied once into per-thread scratch as the padded rows the
+  taps see (pad value, mirrored/clamped/wrapped pixels; split into stride phases), so
+  every tap of every column is a unit-stride vector load; blocks of 4 output channels
+  x 16 columns (float32, AVX2) stay in registers over all input channels and taps.
+  Extra memory per thread: the group's padded input rows, ``(C_in/groups * D * H + 1)
+  * QS`` values where ``QS`` is the padded row length (while that is at most
+  ``ROW_SCRATCH_BYTES``; otherwise only the rows of one output row, at most
+  ``ROW_SCRATCH_BYTES`` or one row), plus ``C_in/groups * KD * KH`` row offsets.
+
 A depth multiplier above ``DIRECT_MAX_CHANNELS_PER_GROUP`` runs on the dense
 convolution's im2col + GEMM path instead (faster there; its column buffer is bounded
 as documented in :mod:`pyconv.ops.conv`).
@@ -40,7 +52,8 @@ The separable op never materialises the whole depthwise result: it works on band
 output rows of one image. Each thread computes the depthwise output of its band
 (``m*C_in * rows * OW`` values, at most ``BAND_BYTES`` unless a single output row of all
 ``m*C_in`` channels is larger) and multiplies it at once by the pointwise weight into the
-output. Extra memory: one such band per thread, reused across calls.
+output. Extra memory: one such band per thread, reused across calls (with a multiplier
+above 1, also the padded rows of one input channel, as above).
 
 Examples
 --------
@@ -62,6 +75,10 @@ Examples
 """
 from __future__ import annotations
 
+import functools
+
+import numpy as np
+
 from pyconv import _geometry, _threads
 from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional
@@ -73,12 +90,18 @@ from pyconv.ops.conv import check_padding_value, conv_forward, window_keys
 BAND_BYTES = 256 << 10
 #: A band aims at this many output columns, enough for an efficient pointwise GEMM.
 BAND_COLUMNS = 512
+#: Upper bound on one thread's padded input rows in the direct kernels (L2-resident).
+ROW_SCRATCH_BYTES = 128 << 10
 #: The direct grouped kernel beats im2col + GEMM while a group has at most this many
-#: input and at most this many output channels. Measured (3x3, 56x56, one thread):
-#: 8 in / 8 out is a tie-to-1.1x win for direct, 1 in / 1 out a 4-5x win; 16 in / 16
-#: out or 32 outputs per group (even from 1 input) favour the GEMM, whose efficiency
-#: grows with both dimensions while the direct kernel's cost per output does not.
-DIRECT_MAX_CHANNELS_PER_GROUP = 8
+#: input and at most this many output channels (1x1 kernels: at most
+#: ``DIRECT_MAX_CHANNELS_1X1``). Measured (2x(C)x56x56, 3x3 pad 1, one thread,
+#: im2col time / direct time, float32 / float64): 1 in / 1 out 6.1 / 3.2, 8/8 1.9 / 1.2,
+#: 1/16 1.4 / 1.4, 16/8 1.6 / 1.2, 16/16 1.6 / 0.96, 8/32 0.96 / 1.0, 64/64 1.0 / 0.84;
+#: 5x5 8/8 1.9 / 1.3; 1x1 4/4 1.4 / 1.4, 8/8 1.15 / 0.95, 16/16 0.88 / 0.78. The GEMM's
+#: efficiency grows with both dimensions while the direct kernel's cost per
+#: multiply-add does not.
+DIRECT_MAX_CHANNELS_PER_GROUP = 16
+DIRECT_MAX_CHANNELS_1X1 = 8
 _INT32_MAX = 2**31 - 1
 
 
@@ -106,7 +129,15 @@ def _window_geometry(op, spec, input_shape, channels):
 
 
 class _Plan:
-    """Index tables and 3-D geometry for the direct kernel (1-D/2-D: unit leading axes)."""
+    """Index tables and 3-D geometry for the direct kernels (1-D/2-D: unit leading axes).
+
+    Besides the depth and height tap tables, the kernels get the padded row the
+    width taps see: padded column ``j = ow*sw + kw*dw`` holds input column
+    ``jmap[j]`` (-1: the pad value; columns no tap reads are -1 too), columns
+    ``[jl, jr)`` are input columns ``j - lo`` (copied in one piece). A padded row is
+    stored split into ``sw`` phases of ``Mq`` values, so tap ``kw`` of column ``ow``
+    sits at ``qoff[kw] + ow``: unit stride for any stride and dilation.
+    """
 
     def __init__(self, spatial, spec, pads, out_spatial):
         self.spatial = _as3(spatial, 1)
@@ -116,31 +147,96 @@ class _Plan:
         p3 = [(0, 0)] * (3 - len(pads)) + [tuple(p) for p in pads]
         self.out = _as3(out_spatial, 1)
         mode = spec["padding_mode"]
-        tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode).ravel()
+        tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode)
                   for n, o, k, s, d, (lo, _) in zip(self.spatial, self.out, self.k, s3,
                                                      d3, p3)]
-        self.idx_d, self.idx_h, self.idx_w = tables
-        self.span = _geometry.interior_spans(self.spatial[2], self.out[2], self.k[2],
-                                             s3[2], d3[2], p3[2][0])
+        self.idx_d, self.idx_h, self.idx_w = (t.ravel() for t in tables)
+        W, OW, KW = self.spatial[2], self.out[2], self.k[2]
+        sw, dw, lo = s3[2], d3[2], p3[2][0]
+        # The row kernel's width geometry: per-tap interior spans and their common
+        # interior [L, R), where every tap lands inside the image.
+        self.span = _geometry.interior_spans(W, OW, KW, sw, dw, lo)
         spans = self.span.reshape(-1, 3)
-        # Common interior of all width taps: every tap lands inside the image there.
         self.L = int(spans[:, 0].max())
         self.R = int(spans[:, 1].min())
-        self.sw, self.dw = s3[2], d3[2]
+        self.dw = dw
+        # Padded width read by the taps, and its phase-split layout.
+        Wp = max(1, (OW - 1) * sw + (KW - 1) * dw + 1) if OW else 1
+        Mq = -(-Wp // sw)
+        self.qoff = np.array([(kw * dw) % sw * Mq + (kw * dw) // sw for kw in range(KW)],
+                             dtype=np.intp)
+        jmap = np.full(Wp, -1, dtype=np.intp)
+        if OW:
+            j = (np.arange(OW)[None, :] * sw + np.arange(KW)[:, None] * dw).ravel()
+            jmap[j] = tables[2].ravel()
+        jl = min(max(lo, 0), Wp)
+        jr = max(min(lo + W, Wp), jl)
+        # Inside the image every padding mode reads the pixel itself.
+        inside = jmap[jl:jr]
+        assert ((inside == np.arange(jl, jr) - lo) | (inside < 0)).all()
+        self.jmap = jmap
+        # Per phase r: padded columns m*sw + r for m in [ma, mb) are inside the image.
+        self.phase = np.array([(min(max(-(-(jl - r) // sw), 0), Mq),
+                                min(max(-(-(jr - r) // sw), 0), Mq),
+                                min(max(-(-(Wp - r) // sw), 0), Mq)) for r in range(sw)],
+                              dtype=np.intp).ravel()
+        self.phase[1::3] = np.maximum(self.phase[1::3], self.phase[0::3])
+        self.QS = -(-(sw * Mq) // 8) * 8  # rows 32/64-byte aligned relative to each other
+        self.sw = sw
         self.pad_value = spec["padding_value"]
         self.rows = self.out[0] * self.out[1]
-        self.P = self.rows * self.out[2]
+        self.P = self.rows * OW
         self.plane = prod(self.spatial)
+        self._dims = [*self.spatial, *self.out, *self.k, sw, Wp, Mq, self.QS, lo]
+        for table in (self.idx_d, self.idx_h, self.idx_w, self.span, self.jmap,
+                      self.qoff, self.phase):
+            table.flags.writeable = False  # plans are cached and shared
 
-    def args(self):
-        """Geometry arguments shared by the kernels, in their order."""
+    def scratch(self, cin_g, itemsize):
+        """``(cached, batch, values, ints)``: how the kernels hold padded rows.
+
+        Cached: every input row of a group has a slot (``cin_g*D*H + 1`` rows of
+        ``QS`` values, the last one padding), the rows a unit reads filled once at its
+        start; used while that is at most ``ROW_SCRATCH_BYTES``. Otherwise the rows of
+        one output row are filled for it, ``batch`` at a time (as many as fit, at
+        least one). ``values``/``ints``: scratch per thread in the compute dtype and
+        in intp (row offsets).
+        """
+        nrows = cin_g * self.k[0] * self.k[1]
+        slots = cin_g * self.spatial[0] * self.spatial[1]
+        if (slots + 1) * self.QS * itemsize <= ROW_SCRATCH_BYTES:
+            return True, nrows, (slots + 1) * self.QS, nrows
+        batch = min(nrows, max(1, ROW_SCRATCH_BYTES // (self.QS * itemsize)))
+        return False, batch, batch * self.QS, nrows
+
+    def row_kernel_args(self):
+        """Geometry arguments of the row kernels (``rows_direct``, ``separable_rows``)."""
         return (self.idx_d, self.idx_h, self.idx_w, self.span, self.L, self.R,
                 self.spatial[1], self.spatial[2], *self.out, *self.k, self.sw, self.dw)
 
+    def args(self, cached, batch):
+        """Geometry arguments shared by the kernels, in their order."""
+        dims = np.array(self._dims + [batch, int(cached)], dtype=np.intp)
+        return self.idx_d, self.idx_h, self.jmap, self.qoff, self.phase, dims
+
+
+@functools.lru_cache(maxsize=64)
+def _cached_plan(spatial, kernel_size, stride, dilation, pads, out_spatial, mode,
+                 pad_value):
+    spec = {"kernel_size": kernel_size, "stride": stride, "dilation": dilation,
+            "padding_mode": mode, "padding_value": pad_value}
+    return _Plan(spatial, spec, pads, out_spatial)
+
+
+def _plan(spatial, spec, pads, out_spatial):
+    """The :class:`_Plan` of a geometry, built once (its tables are read-only)."""
+    return _cached_plan(tuple(spatial), tuple(spec["kernel_size"]), tuple(spec["stride"]),
+                        tuple(spec["dilation"]), tuple(tuple(p) for p in pads),
+                        tuple(out_spatial), spec["padding_mode"],
+                        float(spec["padding_value"]))
+
 
 def _bias_or_dummy(bias, dtype):
-    import numpy as np
-
     return np.zeros(1, dtype=dtype) if bias is None else bias
 
 
@@ -159,32 +255,61 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]
     groups = spec["groups"]
-    plan = _Plan(x.shape[2:], spec, pads, out_spatial)
+    plan = _plan(x.shape[2:], spec, pads, out_spatial)
     cin_g = C_in // groups
+    cout_g = C_out // groups
     flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
-    n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
-    # Whole planes per unit, unless there are fewer planes than threads.
-    rows_per_tile = plan.rows
-    if N * C_out < n_threads:
-        split = -(-n_threads // (N * C_out))
-        rows_per_tile = max(1, -(-plan.rows // split))
+    relu = spec["activation"] == "relu"
+    bias_arg = _bias_or_dummy(bias, x.dtype)
+    if _row_kernel_wins(cin_g, cout_g):
+        n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
+        _depthwise.rows_direct(
+            x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
+            out.reshape(N, C_out, -1), *plan.row_kernel_args(), groups, plan.pad_value,
+            bias is not None, relu, _rows_per_tile(plan.rows, N * C_out, n_threads),
+            n_threads)
+        return out
+    n_threads = _threads.resolve(n_threads, flops, N * groups * plan.rows)
+    cached, batch, values, ints = plan.scratch(cin_g, x.dtype.itemsize)
+    work = workspace((n_threads, values), x.dtype)
+    iwork = np.empty((n_threads, ints), dtype=np.intp)
     _depthwise.grouped_direct(
-        x.reshape(N, C_in, -1), weight.reshape(C_out, -1),
-        _bias_or_dummy(bias, x.dtype), out.reshape(N, C_out, -1), *plan.args(),
-        groups, plan.pad_value, bias is not None, spec["activation"] == "relu",
-        rows_per_tile, n_threads)
+        x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
+        out.reshape(N, C_out, -1), *plan.args(cached, batch), groups, plan.pad_value,
+        bias is not None, relu, _rows_per_tile(plan.rows, N * groups, n_threads), work,
+        iwork, n_threads)
     return out
 
 
-def _direct_wins(cin_g, cout_g):
-    return max(cin_g, cout_g) <= DIRECT_MAX_CHANNELS_PER_GROUP
+def _rows_per_tile(rows, planes, n_threads):
+    """Whole planes per unit, unless there are fewer planes than threads."""
+    if planes >= n_threads:
+        return max(rows, 1)
+    split = -(-n_threads // planes)
+    return max(1, -(-rows // split))
+
+
+def _row_kernel_wins(cin_g, cout_g):
+    # One input and one output channel per group: the row kernel reads the input in
+    # place (and pairs output rows at stride 1). Measured, 8x256x56x56 3x3, one
+    # thread, row / padded-row kernel: float32 9.9 / 14.1 ms at stride 1, 8.9 / 9.7 ms
+    # at stride 2; float64 within noise of each other. With more channels per group
+    # the padded-row kernel's register blocking wins.
+    return cin_g == 1 and cout_g == 1
+
+
+def _direct_wins(cin_g, cout_g, kernel_size=(3,)):
+    limit = (DIRECT_MAX_CHANNELS_1X1 if prod(kernel_size) == 1
+             else DIRECT_MAX_CHANNELS_PER_GROUP)
+    return max(cin_g, cout_g) <= limit
 
 
 def prefers_direct(spec, input_shape):
     """Whether a ``conv`` spec runs faster on the direct grouped kernel than im2col+GEMM.
 
     True for grouped convolutions with at most ``DIRECT_MAX_CHANNELS_PER_GROUP`` input
-    and output channels per group (depthwise with a small multiplier included): the
+    and output channels per group (``DIRECT_MAX_CHANNELS_1X1`` for 1x1 kernels;
+    depthwise with a small multiplier included): the
     GEMM's dimensions ``C_out/groups`` and ``C_in/groups * prod(k)`` are then too small
     for it to pay for the column copy. ``input_shape`` is accepted for future
     size-dependent rules; the measured crossover does not depend on it.
@@ -192,7 +317,8 @@ def prefers_direct(spec, input_shape):
     groups = spec["groups"]
     if groups == 1:
         return False
-    return _direct_wins(spec["in_channels"] // groups, spec["out_channels"] // groups)
+    return _direct_wins(spec["in_channels"] // groups, spec["out_channels"] // groups,
+                        spec["kernel_size"])
 
 
 # -- depthwise ------------------------------------------------------------------------------
@@ -255,7 +381,7 @@ class DepthwiseConvND(Op):
     def forward(self, spec, x, params, out, n_threads):
         _, pads, out_spatial = self.geometry(spec, x.shape)
         conv_spec = dict(spec, groups=spec["in_channels"])
-        if not _direct_wins(1, spec["depth_multiplier"]):
+        if not _direct_wins(1, spec["depth_multiplier"], spec["kernel_size"]):
             # Many filters per channel: a (multiplier x K) GEMM per channel is faster.
             return conv_forward(self.name, x, params["weight"], params.get("bias"), out,
                                 conv_spec, pads, out_spatial, n_threads)
@@ -407,7 +533,7 @@ class SeparableConvND(Op):
         _depthwise = _kernels.load("_depthwise")
 
         _, pads, out_spatial = self.geometry(spec, x.shape)
-        plan = _Plan(x.shape[2:], spec, pads, out_spatial)
+        plan = _plan(x.shape[2:], spec, pads, out_spatial)
         N, C_in = x.shape[:2]
         mid, c_out = self.mid_channels(spec), spec["out_channels"]
         OW = plan.out[2]
@@ -418,25 +544,34 @@ class SeparableConvND(Op):
         flops = 2 * self.macs(spec, x.shape)
         n_threads = _threads.resolve(n_threads, flops, N * plan.rows)
         itemsize = x.dtype.itemsize
-        rows_per_band = min(-(-BAND_COLUMNS // OW),
-                            max(1, BAND_BYTES // (mid * OW * itemsize)))
+        rows_per_band = min(-(-BAND_COLUMNS // max(OW, 1)),
+                            max(1, BAND_BYTES // (mid * max(OW, 1) * itemsize)))
         if N < n_threads:
             rows_per_band = min(rows_per_band, -(-plan.rows // -(-n_threads // N)))
         rows_per_band = max(1, min(rows_per_band, plan.rows))
-        work = workspace((n_threads, mid * rows_per_band * OW), x.dtype)
+        band = mid * rows_per_band * OW
         dw_bias = params.get("depthwise_bias")
         pw_bias = params.get("pointwise_bias")
+        common = (x.reshape(N, C_in, -1), params["depthwise_weight"].reshape(mid, -1),
+                  _bias_or_dummy(dw_bias, x.dtype),
+                  params["pointwise_weight"].reshape(c_out, mid),
+                  _bias_or_dummy(pw_bias, x.dtype), out.reshape(N, c_out, -1))
+        flags = (dw_bias is not None, pw_bias is not None, spec["activation"] == "relu",
+                 rows_per_band)
         with _threads.blas_pinned:
-            _depthwise.separable(
-                x.reshape(N, C_in, -1), params["depthwise_weight"].reshape(mid, -1),
-                _bias_or_dummy(dw_bias, x.dtype),
-                params["pointwise_weight"].reshape(c_out, mid),
-                _bias_or_dummy(pw_bias, x.dtype), out.reshape(N, c_out, -1),
-                *plan.args(), spec["depth_multiplier"], plan.pad_value,
-                dw_bias is not None, pw_bias is not None, spec["activation"] == "relu",
-                rows_per_band, work, n_threads)
+            if _row_kernel_wins(1, spec["depth_multiplier"]):
+                work = workspace((n_threads, band), x.dtype)
+                _depthwise.separable_rows(*common, *plan.row_kernel_args(),
+                                          spec["depth_multiplier"], plan.pad_value,
+                                          *flags, work, n_threads)
+            else:
+                cached, batch, values, ints = plan.scratch(1, itemsize)
+                work = workspace((n_threads, band + values), x.dtype)
+                iwork = np.empty((n_threads, ints), dtype=np.intp)
+                _depthwise.separable(*common, *plan.args(cached, batch),
+                                     spec["depth_multiplier"], plan.pad_value, *flags,
+                                     work, iwork, n_threads)
         return out
-
 
 OPS = [
     *(DepthwiseConvND(r) for r in (1, 2, 3)),
