@@ -307,16 +307,15 @@ def _direct_wins(cin_g, cout_g, kernel_size=(3,)):
 def prefers_direct(spec, input_shape):
     """Whether a ``conv`` spec runs faster on the direct grouped kernel than im2col+GEMM.
 
-    True for grouped convolutions with at most ``DIRECT_MAX_CHANNELS_PER_GROUP`` input
-    and output channels per group (``DIRECT_MAX_CHANNELS_1X1`` for 1x1 kernels;
-    depthwise with a small multiplier included): the
+    True for convolutions, grouped or not, with at most
+    ``DIRECT_MAX_CHANNELS_PER_GROUP`` input and output channels per group
+    (``DIRECT_MAX_CHANNELS_1X1`` for 1x1 kernels; depthwise with a small multiplier
+    and single-channel image filtering included): the
     GEMM's dimensions ``C_out/groups`` and ``C_in/groups * prod(k)`` are then too small
     for it to pay for the column copy. ``input_shape`` is accepted for future
     size-dependent rules; the measured crossover does not depend on it.
     """
     groups = spec["groups"]
-    if groups == 1:
-        return False
     return _direct_wins(spec["in_channels"] // groups, spec["out_channels"] // groups,
                         spec["kernel_size"])
 
