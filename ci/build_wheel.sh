@@ -67,6 +67,8 @@ step "fresh venv: install the repaired wheel and the test requirements"
 "$PY" -m venv "$WORK/venv"
 VPY="$WORK/venv/bin/python"
 "$VPY" -m pip install --quiet "$repaired[test,image]"
+# What the optional tests use (RST tables, the ratio chart), so that none is skipped.
+"$VPY" -m pip install --quiet docutils matplotlib
 if [ "$TORCH" != 0 ]; then
     "$VPY" -m pip install --quiet "torch==2.13.0"
 fi
