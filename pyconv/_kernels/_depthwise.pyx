@@ -39,6 +39,7 @@ from cython cimport floating
 from cython.parallel cimport parallel, prange
 
 from pyconv._kernels._blas cimport gemm_rm
+from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
 cdef extern from *:
@@ -824,24 +825,6 @@ cdef int make_geom(pyconv_dw_geom* g, const Py_ssize_t[::1] idx_d,
     elif scratch < g.batch * g.QS or iscratch < nrows or g.batch < 1:
         raise ValueError("depthwise kernel: workspace too small")
     return 0
-
-
-cdef inline void bias_relu_tile(floating* c, Py_ssize_t rows, Py_ssize_t cols,
-                                Py_ssize_t ldc, const floating* bias, bint has_bias,
-                                bint relu) noexcept nogil:
-    cdef Py_ssize_t i, j
-    cdef floating b, v
-    cdef floating* row
-    for i in range(rows):
-        row = c + i * ldc
-        b = bias[i] if has_bias else 0
-        if relu:
-            for j in range(cols):
-                v = row[j] + b
-                row[j] = v if v > 0 else 0
-        elif has_bias:
-            for j in range(cols):
-                row[j] = row[j] + b
 
 
 def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
