@@ -240,6 +240,29 @@ def test_fused_relu_keeps_nan_like_torch():
     np.testing.assert_array_equal(y, [[[np.nan, 0.0, 2.0, np.inf, 0.0]]])
 
 
+@pytest.mark.parametrize("spec", [
+    {"op": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
+     "padding": 1, "algorithm": "winograd_f4"},
+    {"op": "conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 3,
+     "padding": 1, "algorithm": "direct"},
+    {"op": "depthwise_conv2d", "in_channels": 2, "kernel_size": 3, "padding": 1},
+    {"op": "separable_conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3,
+     "padding": 1},
+    {"op": "conv_transpose2d", "in_channels": 2, "out_channels": 2, "kernel_size": 3,
+     "padding": 1},
+    {"op": "deform_conv2d", "in_channels": 2, "out_channels": 2, "kernel_size": 3,
+     "padding": 1, "offsets": "learned"},
+])
+def test_every_fused_relu_keeps_nan(spec):
+    conv = pyconv.Conv({**spec, "activation": "relu"}, seed=0, dtype=np.float64)
+    c = spec["in_channels"]
+    x = np.random.default_rng(19).standard_normal((1, c, 8, 8))
+    x[0, 0, 4, 4] = np.nan
+    y = conv.apply(x)
+    assert np.isnan(y).any()
+    assert (np.nan_to_num(y, nan=0.0) >= 0).all()
+
+
 def test_pointwise_gemm_path_and_large_tiles():
     rng = np.random.default_rng(8)
     conv = pyconv.Conv({"op": "conv2d", "in_channels": 6, "out_channels": 4,
