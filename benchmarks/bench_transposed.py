@@ -11,9 +11,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.harness import Case, main_for  # noqa: E402
+from benchmarks.harness import main_for, torch_conv_cases  # noqa: E402
 
-import pyconv  # noqa: E402
 
 CONFIGS = [
     # name, input shape, spec
@@ -33,34 +32,7 @@ CONFIGS = [
 
 
 def make_cases(dtypes=(np.float32, np.float64)):
-    import torch
-    import torch.nn.functional as F
-
-    cases = []
-    rng = np.random.default_rng(0)
-    for name, shape, spec in CONFIGS:
-        for dtype in dtypes:
-            conv = pyconv.Conv(spec, seed=0, dtype=dtype)
-            x = rng.standard_normal(shape).astype(dtype)
-            out = np.empty(conv.output_shape(shape), dtype)
-            xt = torch.from_numpy(x)
-            w = torch.from_numpy(np.array(conv.params["weight"]))
-            b = torch.from_numpy(np.array(conv.params["bias"]))
-            fn = getattr(F, spec["op"])
-            kw = {k: spec[k] for k in ("stride", "padding", "output_padding", "groups")
-                  if k in spec}
-
-            def run(n, conv=conv, x=x, out=out):
-                return conv.apply(x, out=out, n_threads=n)
-
-            def peer(n, fn=fn, xt=xt, w=w, b=b, kw=kw):
-                with torch.no_grad():
-                    return fn(xt, w, b, **kw)
-
-            cases.append(Case(name, "x".join(map(str, shape)), np.dtype(dtype).name, run,
-                              peer, flops=conv.flops(shape),
-                              rtol=1e-4 if dtype == np.float32 else 1e-10))
-    return cases
+    return torch_conv_cases(CONFIGS, ("stride", "padding", "output_padding", "groups"), dtypes)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,43 @@ class Case:
     extra: dict = field(default_factory=dict)
 
 
+def torch_conv_cases(configs, torch_keys, dtypes=(np.float32, np.float64)):
+    """Cases for ops whose peer is ``torch.nn.functional.<op>(x, weight, bias, **kw)``.
+
+    ``configs``: ``(name, input shape, spec)`` triples; ``torch_keys``: the spec keys
+    passed on to torch as keyword arguments.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    import pyconv
+
+    cases = []
+    rng = np.random.default_rng(0)
+    for name, shape, spec in configs:
+        for dtype in dtypes:
+            conv = pyconv.Conv(spec, seed=0, dtype=dtype)
+            x = rng.standard_normal(shape).astype(dtype)
+            out = np.empty(conv.output_shape(shape), dtype)
+            xt = torch.from_numpy(x)
+            w = torch.from_numpy(np.array(conv.params["weight"]))
+            b = torch.from_numpy(np.array(conv.params["bias"]))
+            fn = getattr(F, spec["op"])
+            kw = {k: spec[k] for k in torch_keys if k in spec}
+
+            def run(n, conv=conv, x=x, out=out):
+                return conv.apply(x, out=out, n_threads=n)
+
+            def peer(n, fn=fn, xt=xt, w=w, b=b, kw=kw):
+                with torch.no_grad():
+                    return fn(xt, w, b, **kw)
+
+            cases.append(Case(name, "x".join(map(str, shape)), np.dtype(dtype).name, run,
+                              peer, flops=conv.flops(shape),
+                              rtol=1e-4 if dtype == np.float32 else 1e-10))
+    return cases
+
+
 def median_time(fn, repeats):
     times = []
     for _ in range(repeats):

@@ -41,6 +41,29 @@ def resolve_padding(padding, spatial, kernel, stride, dilation):
     return [tuple(p) for p in padding]
 
 
+def as_3d(values, fill):
+    """Per-axis values padded in front to three axes (1-D/2-D as 3-D problems)."""
+    values = list(values)
+    return [fill] * (3 - len(values)) + values
+
+
+def window_geometry(op, spec, input_shape, channels):
+    """``(shape, pads, out_spatial)`` of a convolution-like op; validates the input.
+
+    ``spec`` has ``kernel_size``, ``stride``, ``dilation`` and ``padding``; the input
+    must be ``(N, channels, *spatial)`` with ``op.rank`` spatial axes.
+    """
+    shape = op.check_input_shape(input_shape, op.rank, channels)
+    spatial = shape[2:]
+    pads = resolve_padding(spec["padding"], spatial, spec["kernel_size"], spec["stride"],
+                           spec["dilation"])
+    out = tuple(
+        conv_output_length(op.name, axis, n, k, s, d, lo, hi)
+        for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
+            spatial, spec["kernel_size"], spec["stride"], spec["dilation"], pads)))
+    return shape, pads, out
+
+
 def conv_output_length(op, axis, length, k, s, d, lo, hi):
     """``floor((in + lo + hi - d*(k-1) - 1) / s) + 1``, refusing results below 1."""
     padded = length + lo + hi

@@ -16,7 +16,6 @@ from __future__ import annotations
 import difflib
 import math
 
-import numpy as np
 
 from pyconv._errors import SpecError
 from pyconv._spec import Invalid

@@ -36,9 +36,10 @@ import numpy as np
 
 from pyconv import _pool_geometry as pg
 from pyconv import _threads
+from pyconv._geometry import as_3d
 from pyconv._spec import Invalid, boolean, key
 from pyconv.ops._base import Op, prod
-from pyconv.ops.pooling import as3, kernel, run_max_indices, run_separable
+from pyconv.ops.pooling import kernel, run_max_indices, run_separable
 
 
 def output_size_value(rank):
@@ -64,8 +65,8 @@ def output_size_value(rank):
 def adaptive_plan(shape, out_spatial):
     """The kernel plan (``pg.Plan``) of an adaptive pool: tables for the three axes,
     the W-axis windows and the window lengths as divisor factors."""
-    spatial = as3(shape[2:], 1)
-    outs = as3(out_spatial, 1)
+    spatial = as_3d(shape[2:], 1)
+    outs = as_3d(out_spatial, 1)
     tables = [pg.adaptive_axis_table(n, o) for n, o in zip(spatial, outs)]
     bounds = [pg.adaptive_bounds(n, o) for n, o in zip(spatial, outs)]
     lengths = [np.ascontiguousarray(e - s, dtype=np.int64) for s, e in bounds]

@@ -99,15 +99,7 @@ class ConvND(Op):
     # -- declared rules ---------------------------------------------------------
     def geometry(self, spec, input_shape):
         """``(shape, pads, out_spatial)`` for an input shape; validates it."""
-        shape = self.check_input_shape(input_shape, self.rank, spec["in_channels"])
-        spatial = shape[2:]
-        pads = _geometry.resolve_padding(spec["padding"], spatial, spec["kernel_size"],
-                                         spec["stride"], spec["dilation"])
-        out = tuple(
-            _geometry.conv_output_length(self.name, axis, n, k, s, d, lo, hi)
-            for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
-                spatial, spec["kernel_size"], spec["stride"], spec["dilation"], pads)))
-        return shape, pads, out
+        return _geometry.window_geometry(self, spec, input_shape, spec["in_channels"])
 
     def output_shape(self, spec, input_shape):
         shape, _, out = self.geometry(spec, input_shape)
@@ -145,8 +137,10 @@ class ConvND(Op):
         if algo == "auto" and winograd_shape is not None:
             variant = _winograd.winograd_preferred(*winograd_shape, x.dtype)
             # Winograd spreads one NaN or inf over its whole output tile; the direct
-            # methods keep it to the outputs whose window holds it.
-            if variant is not None and not np.isfinite(x).all():
+            # methods keep it to the outputs whose window holds it. A sum is NaN/inf
+            # whenever an element is (and, rarely, on overflow: then im2col runs,
+            # which is correct too), without the boolean temporary of isfinite(x).
+            if variant is not None and not np.isfinite(x.sum()):
                 variant = None
         elif algo == "winograd":
             variant = (_winograd.winograd_preferred(*winograd_shape, x.dtype)
@@ -310,11 +304,6 @@ def tile_rows(rows, ow, bytes_per_column, pairs):
     return max(1, min(per_tile, rows))
 
 
-def _as3(values, fill):
-    values = list(values)
-    return [fill] * (3 - len(values)) + values
-
-
 def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threads):
     """Run the im2col + GEMM kernel for a validated dense convolution."""
     from pyconv import _kernels
@@ -323,12 +312,12 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]
     groups = spec["groups"]
-    spatial = _as3(x.shape[2:], 1)
-    k3 = _as3(spec["kernel_size"], 1)
-    s3 = _as3(spec["stride"], 1)
-    d3 = _as3(spec["dilation"], 1)
+    spatial = _geometry.as_3d(x.shape[2:], 1)
+    k3 = _geometry.as_3d(spec["kernel_size"], 1)
+    s3 = _geometry.as_3d(spec["stride"], 1)
+    d3 = _geometry.as_3d(spec["dilation"], 1)
     p3 = [(0, 0)] * (3 - len(pads)) + list(pads)
-    o3 = _as3(out_spatial, 1)
+    o3 = _geometry.as_3d(out_spatial, 1)
     mode = spec["padding_mode"]
     tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode)
               for n, o, k, s, d, (lo, _) in zip(spatial, o3, k3, s3, d3, p3)]

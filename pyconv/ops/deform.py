@@ -174,15 +174,7 @@ class DeformConvND(Op):
     # -- declared rules ---------------------------------------------------------
     def geometry(self, spec, input_shape):
         """``(shape, pads, out_spatial)`` for an input shape; validates it."""
-        shape = self.check_input_shape(input_shape, self.rank, spec["in_channels"])
-        spatial = shape[2:]
-        pads = _geometry.resolve_padding(spec["padding"], spatial, spec["kernel_size"],
-                                         spec["stride"], spec["dilation"])
-        out = tuple(
-            _geometry.conv_output_length(self.name, axis, n, k, s, d, lo, hi)
-            for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
-                spatial, spec["kernel_size"], spec["stride"], spec["dilation"], pads)))
-        return shape, pads, out
+        return _geometry.window_geometry(self, spec, input_shape, spec["in_channels"])
 
     def output_shape(self, spec, input_shape):
         shape, _, out = self.geometry(spec, input_shape)

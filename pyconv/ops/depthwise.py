@@ -110,24 +110,6 @@ def _activation_key():
                "Activation fused into the kernel's epilogue: None or 'relu'.")
 
 
-def _as3(values, fill):
-    values = list(values)
-    return [fill] * (3 - len(values)) + values
-
-
-def _window_geometry(op, spec, input_shape, channels):
-    """``(shape, pads, out_spatial)`` of a windowed op; validates the input shape."""
-    shape = op.check_input_shape(input_shape, op.rank, channels)
-    spatial = shape[2:]
-    pads = _geometry.resolve_padding(spec["padding"], spatial, spec["kernel_size"],
-                                     spec["stride"], spec["dilation"])
-    out = tuple(
-        _geometry.conv_output_length(op.name, axis, n, k, s, d, lo, hi)
-        for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
-            spatial, spec["kernel_size"], spec["stride"], spec["dilation"], pads)))
-    return shape, pads, out
-
-
 class _Plan:
     """Index tables and 3-D geometry for the direct kernels (1-D/2-D: unit leading axes).
 
@@ -140,12 +122,12 @@ class _Plan:
     """
 
     def __init__(self, spatial, spec, pads, out_spatial):
-        self.spatial = _as3(spatial, 1)
-        self.k = _as3(spec["kernel_size"], 1)
-        s3 = _as3(spec["stride"], 1)
-        d3 = _as3(spec["dilation"], 1)
+        self.spatial = _geometry.as_3d(spatial, 1)
+        self.k = _geometry.as_3d(spec["kernel_size"], 1)
+        s3 = _geometry.as_3d(spec["stride"], 1)
+        d3 = _geometry.as_3d(spec["dilation"], 1)
         p3 = [(0, 0)] * (3 - len(pads)) + [tuple(p) for p in pads]
-        self.out = _as3(out_spatial, 1)
+        self.out = _geometry.as_3d(out_spatial, 1)
         mode = spec["padding_mode"]
         tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode)
                   for n, o, k, s, d, (lo, _) in zip(self.spatial, self.out, self.k, s3,
@@ -352,7 +334,7 @@ class DepthwiseConvND(Op):
         return spec["in_channels"] * spec["depth_multiplier"]
 
     def geometry(self, spec, input_shape):
-        return _window_geometry(self, spec, input_shape, spec["in_channels"])
+        return _geometry.window_geometry(self, spec, input_shape, spec["in_channels"])
 
     def output_shape(self, spec, input_shape):
         shape, _, out = self.geometry(spec, input_shape)
@@ -497,7 +479,7 @@ class SeparableConvND(Op):
         return spec["in_channels"] * spec["depth_multiplier"]
 
     def geometry(self, spec, input_shape):
-        return _window_geometry(self, spec, input_shape, spec["in_channels"])
+        return _geometry.window_geometry(self, spec, input_shape, spec["in_channels"])
 
     def output_shape(self, spec, input_shape):
         shape, _, out = self.geometry(spec, input_shape)

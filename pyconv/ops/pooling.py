@@ -86,6 +86,7 @@ import numpy as np
 
 from pyconv import _pool_geometry as pg
 from pyconv import _threads
+from pyconv._geometry import as_3d
 from pyconv._errors import SpecError
 from pyconv._spec import Invalid, boolean, choice, int_tuple, key, optional, padding, real
 from pyconv._workspace import workspace
@@ -121,12 +122,6 @@ def positive_norm():
 
     check.expected = expected
     return check
-
-
-def as3(values, fill):
-    """Pad a per-axis list on the left to three axes (1-D/2-D as 3-D)."""
-    values = list(values)
-    return [fill] * (3 - len(values)) + values
 
 
 _KERNEL = None
@@ -313,12 +308,12 @@ class SlidingPool(Op):
         """Per-axis tables (3 axes), W-axis row-buffer plan and divisor factors."""
         mode = self.padding_mode(spec)
         _, pads, out_spatial = self.geometry(spec, x_shape)
-        spatial = as3(x_shape[2:], 1)
-        kernel = as3(spec["kernel_size"], 1)
-        stride = as3(spec["stride"], 1)
-        dil = as3(self._dilation(spec), 1)
+        spatial = as_3d(x_shape[2:], 1)
+        kernel = as_3d(spec["kernel_size"], 1)
+        stride = as_3d(spec["stride"], 1)
+        dil = as_3d(self._dilation(spec), 1)
         pads3 = [(0, 0)] * (3 - self.rank) + list(pads)
-        outs = as3(out_spatial, 1)
+        outs = as_3d(out_spatial, 1)
         tables = [pg.pool_axis_table(n, o, k, s, d, lo, hi, mode)
                   for n, o, k, s, d, (lo, hi) in zip(spatial, outs, kernel, stride, dil,
                                                      pads3)]

@@ -73,7 +73,7 @@ import numpy as np
 
 from pyconv import _threads
 from pyconv._errors import SpecError
-from pyconv._geometry import effective_kernel, same_padding
+from pyconv._geometry import as_3d, effective_kernel, same_padding
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding
 from pyconv._workspace import workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
@@ -251,11 +251,6 @@ class ConvTransposeND(Op):
                                       out, spec, crops, lengths, n_threads)
 
 
-def _as3(values, fill):
-    values = list(values)
-    return [fill] * (3 - len(values)) + values
-
-
 def input_spans(n, out_len, k, s, d, lo):
     """Per tap ``t``: ``(i_lo, i_hi, o0)``, inputs ``i_lo <= i < i_hi`` land on output
     ``o0 + i*s`` inside ``[0, out_len)`` (``o0 = t*d - lo``)."""
@@ -277,12 +272,12 @@ def conv_transpose_forward(op_name, x, weight, bias, out, spec, crops, lengths, 
     C_out = out.shape[1]
     groups = spec["groups"]
     cin_g, cout_g = C_in // groups, C_out // groups
-    spatial = _as3(x.shape[2:], 1)
-    o3 = _as3(lengths, 1)
-    k3 = _as3(spec["kernel_size"], 1)
-    s3 = _as3(spec["stride"], 1)
-    d3 = _as3(spec["dilation"], 1)
-    c3 = _as3(crops, 0)
+    spatial = as_3d(x.shape[2:], 1)
+    o3 = as_3d(lengths, 1)
+    k3 = as_3d(spec["kernel_size"], 1)
+    s3 = as_3d(spec["stride"], 1)
+    d3 = as_3d(spec["dilation"], 1)
+    c3 = as_3d(crops, 0)
     K = prod(k3)
     plane = prod(spatial)
     itemsize = x.dtype.itemsize
