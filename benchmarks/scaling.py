@@ -14,6 +14,11 @@ count for reference (``--no-torch`` skips it). Every result is checked bit for b
 against the one-thread result (pyconv's kernels promise identical results at any
 thread count) and, once, against PyTorch.
 
+Memory-bound ops scale only as far as the memory system does: each row also gives the
+copy bandwidth the same number of threads reach (``np.copyto`` of disjoint slices of
+a 256 MiB array from a thread pool; NumPy releases the GIL while copying), and the
+max_pool2d rows the fraction of it that they use.
+
 Logical CPUs include SMT siblings: efficiency past the number of physical cores says
 little. On a machine shared with other work, use it only as a rough guide.
 
@@ -23,6 +28,7 @@ Run: ``python benchmarks/scaling.py --json scaling.json`` (well under a minute o
 from __future__ import annotations
 
 import argparse
+from concurrent.futures import ThreadPoolExecutor
 import json
 import os
 import sys
@@ -37,14 +43,15 @@ import pyconv  # noqa: E402
 from pyconv._threads import cpu_count  # noqa: E402
 
 LAYERS = [
-    # name, input shape, spec, torch.nn.functional call (needs the weights by name)
+    # name, input shape, spec, torch.nn.functional call (needs the weights by name),
+    # memory-bound (GB/s reported) or not
     ("conv2d 3x3 p1", (16, 64, 56, 56),
      {"op": "conv2d", "in_channels": 64, "out_channels": 64, "kernel_size": 3,
       "padding": 1},
-     lambda F, x, p: F.conv2d(x, p["weight"], p["bias"], padding=1)),
+     lambda F, x, p: F.conv2d(x, p["weight"], p["bias"], padding=1), False),
     ("max_pool2d k3 s2 p1", (16, 64, 112, 112),
      {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
-     lambda F, x, p: F.max_pool2d(x, 3, 2, 1)),
+     lambda F, x, p: F.max_pool2d(x, 3, 2, 1), True),
 ]
 THREADS = (1, 2, 4, 8, 16)
 
@@ -69,6 +76,19 @@ def median_ms(fn, repeats, warmup=2):
     return float(np.median(times)) * 1e3
 
 
+def copy_bandwidth(n_threads, repeats=5, nbytes=256 << 20):
+    """GB/s (bytes read + written) of ``n_threads`` threads copying disjoint slices."""
+    src = np.ones(nbytes // 4, np.float32)
+    dst = np.empty_like(src)
+    bounds = np.linspace(0, src.size, n_threads + 1).astype(int)
+    pieces = [(dst[a:b], src[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+    with ThreadPoolExecutor(n_threads) as pool:
+        def copy():
+            list(pool.map(lambda p: np.copyto(*p), pieces))
+        ms = median_ms(copy, repeats)
+    return 2 * nbytes / (ms * 1e-3) / 1e9
+
+
 def measure(threads, repeats=5, use_torch=True, out=print):
     """Time every layer at every thread count; return the result rows."""
     torch = F = None
@@ -79,14 +99,18 @@ def measure(threads, repeats=5, use_torch=True, out=print):
         except ImportError:
             out("# torch is not installed: timing pyconv only")
     rows = []
+    copy_gbs = {n: copy_bandwidth(n, repeats) for n in threads}
     head = (f"{'layer':<20} {'shape':<16} {'thr':>3} {'pyconv ms':>10} {'speed-up':>8} "
-            f"{'effic.':>7} {'torch ms':>9} {'speed-up':>8} {'effic.':>7}")
+            f"{'effic.':>7} {'GB/s':>6} {'copy':>6} {'torch ms':>9} {'speed-up':>8} "
+            f"{'effic.':>7}")
     out(head)
     out("-" * len(head))
-    for name, shape, spec, torch_fn in LAYERS:
+    for name, shape, spec, torch_fn, memory_bound in LAYERS:
         layer = pyconv.Conv(spec, seed=0, dtype=np.float32)
         x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
         out_buf = np.empty(layer.output_shape(shape), np.float32)
+        # each value read or written once; GB/s only where memory is the limit
+        traffic = x.nbytes + out_buf.nbytes if memory_bound else float("nan")
         if torch is not None:
             xt = torch.from_numpy(x)
             pt = {k: torch.from_numpy(np.array(v)) for k, v in layer.params.items()}
@@ -101,7 +125,9 @@ def measure(threads, repeats=5, use_torch=True, out=print):
             base_ms = base_ms or ms
             row = {"layer": name, "shape": "x".join(map(str, shape)), "dtype": "float32",
                    "threads": n, "pyconv_ms": ms, "speedup": base_ms / ms,
-                   "efficiency": base_ms / ms * threads[0] / n, "torch_ms": float("nan"),
+                   "efficiency": base_ms / ms * threads[0] / n,
+                   "gbs": traffic / (ms * 1e-3) / 1e9, "copy_gbs": copy_gbs[n],
+                   "torch_ms": float("nan"),
                    "torch_speedup": float("nan"), "torch_efficiency": float("nan")}
             if torch is not None:
                 torch.set_num_threads(n)
@@ -117,7 +143,8 @@ def measure(threads, repeats=5, use_torch=True, out=print):
                            torch_efficiency=base_torch / t_ms * threads[0] / n)
             rows.append(row)
             out(f"{name:<20} {row['shape']:<16} {n:>3} {ms:>10.2f} {row['speedup']:>8.2f} "
-                f"{row['efficiency']:>7.0%} {row['torch_ms']:>9.2f} "
+                f"{row['efficiency']:>7.0%} {row['gbs']:>6.1f} {copy_gbs[n]:>6.1f} "
+                f"{row['torch_ms']:>9.2f} "
                 f"{row['torch_speedup']:>8.2f} {row['torch_efficiency']:>7.0%}", flush=True)
     return rows
 

@@ -498,6 +498,40 @@ class TestAlgorithms:
         assert np.isnan(y[0, :, 9:12, 9:12]).all()
         assert np.isnan(y).sum() == 16 * 9  # only the outputs whose window holds it
 
+    @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan])
+    @pytest.mark.parametrize("op,shape", [("conv2d", (8, 16, 20, 20)),
+                                          ("conv3d", (2, 16, 4, 20, 20))])
+    def test_auto_keeps_nonfinite_local_in_float32(self, op, shape, value):
+        # The kernel, not a pass over the input, detects it; im2col then reruns.
+        conv = pyconv.Conv({**self.base, "op": op, "padding_mode": "zeros",
+                            "kernel_size": 3, "padding": 1}, seed=0, dtype=np.float32)
+        x = np.random.default_rng(17).standard_normal(shape).astype(np.float32)
+        spot = (1, 3) + tuple(n // 2 for n in shape[2:])
+        x[spot] = value
+        y = conv.apply(x)
+        window = (1, slice(None)) + tuple(slice(i - 1, i + 2) for i in spot[2:])
+        assert not np.isfinite(y[window]).any()
+        assert (~np.isfinite(y)).sum() == 16 * 3 ** (len(shape) - 2)
+        xf = np.where(np.isfinite(x), x, 0).astype(np.float32)
+        fine = np.ones(y.shape, bool)
+        fine[window] = False
+        np.testing.assert_allclose(y[fine], conv.apply(xf)[fine], rtol=0, atol=1e-4)
+
+    def test_auto_survives_a_winograd_overflow(self):
+        # Finite input whose Winograd transform overflows float32 (F4's input
+        # transform scales by up to 25): auto falls back to im2col and stays finite.
+        conv = pyconv.Conv({**self.base, "padding_mode": "zeros"}, seed=0,
+                           params={"weight": np.full((16, 16, 3, 3), 1e-3, np.float32),
+                                   "bias": np.zeros(16, np.float32)})
+        x = np.full((8, 16, 20, 20), 3e37, np.float32)
+        x[:, :, ::2] = -3e37
+        y = conv.apply(x)
+        assert np.isfinite(y).all()
+        ref = reference(conv, x.astype(np.float64))
+        np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+        forced = pyconv.Conv({**conv.spec, "algorithm": "winograd_f4"}, params=conv.params)
+        assert not np.isfinite(forced.apply(x)).all()  # what auto avoided
+
     def test_winograd_needs_a_3x3_stride_1_conv2d(self):
         with pytest.raises(pyconv.SpecError, match="algorithm"):
             pyconv.Conv({**self.base, "kernel_size": 5, "algorithm": "winograd"})

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from reference import conv_nd, pad_input
-from pyconv.ops._winograd import (VARIANTS, chunk_tiles, winograd_conv2d, winograd_filter,
+from pyconv.ops._winograd import (VARIANTS, NonFiniteTiles, chunk_tiles, winograd_conv2d, winograd_filter,
                                   winograd_preferred, winograd_supported)
 
 MODES = ("zeros", "constant", "reflect", "symmetric", "replicate", "circular")
@@ -202,6 +202,31 @@ def test_nan_stays_in_its_tiles(rng):
         assert bad[9:12, 12:15].all()                       # the direct-conv footprint
         assert rows.min() >= (9 // m) * m and rows.max() < (11 // m + 1) * m
         assert cols.min() >= (12 // m) * m and cols.max() < (14 // m + 1) * m
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_check_finite_reports_spoiled_tiles(rng, value):
+    x = rng.standard_normal((2, 3, 17, 19)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    for variant in VARIANTS:
+        run(x, w, None, [(1, 1), (1, 1)], variant=variant, check_finite=True)  # no error
+        bad = x.copy()
+        bad[1, 2, 16, 18] = value                       # the last tile of the last image
+        with pytest.raises(NonFiniteTiles):
+            run(bad, w, None, [(1, 1), (1, 1)], variant=variant, check_finite=True)
+        run(bad, w, None, [(1, 1), (1, 1)], variant=variant)  # unchecked: no error
+    # an infinite pad value spoils the edge tiles too
+    with pytest.raises(NonFiniteTiles):
+        run(x, w, None, [(1, 1), (1, 1)], "constant", np.inf, check_finite=True)
+
+
+def test_chunks_balance_up_to_16_threads():
+    # ResNet-like layers: the unit count is a multiple of 16, chunks stay large
+    for n_tiles in (784, 1568, 3136, 6272, 12544):
+        for groups in (1, 2, 4):
+            c = chunk_tiles(n_tiles, groups, 64, 64, 4, 4)
+            assert 24 <= c <= 64
+            assert groups * -(-n_tiles // c) % 16 == 0, (n_tiles, groups, c)
 
 
 def test_large_constant_pad_does_not_leak_into_unwritten_tail(rng):

@@ -360,7 +360,19 @@ cdef inline void store_rows(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
 
 # ---- one work unit -------------------------------------------------------------------
 
-cdef inline void unit(const floating* xg, const floating* u, const floating* bias,
+cdef inline floating nonfinite_probe(const floating* y, Py_ssize_t mt,
+                                     Py_ssize_t nb) noexcept nogil:
+    # 0 when the block's mt*mt*nb transform outputs are all finite, else NaN: v - v is
+    # NaN exactly for inf and NaN (no -ffast-math, so it is not folded to 0).
+    cdef floating acc = 0
+    cdef Py_ssize_t r, i
+    for r in range(mt * mt):
+        for i in range(nb):
+            acc = acc + (y[r * BLK + i] - y[r * BLK + i])
+    return acc
+
+
+cdef inline bint unit(const floating* xg, const floating* u, const floating* bias,
                       floating* outg, floating* vbuf, floating* mbuf,
                       Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g,
                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
@@ -369,6 +381,7 @@ cdef inline void unit(const floating* xg, const floating* u, const floating* bia
                       const Py_ssize_t* colrun, Py_ssize_t TW, Py_ssize_t n_tiles,
                       Py_ssize_t x_img, Py_ssize_t out_img, Py_ssize_t u_ld,
                       floating pad, bint has_bias, bint relu, int stages) noexcept nogil:
+    # Returns whether every output the unit computed is finite.
     # xg: the group's first input plane (H*W), images x_img values apart; u: U[a] rows
     # for this group, U[a] at u + a*u_ld, row stride cin_g; outg: the group's first
     # output plane (OH*OW), images out_img apart. Tiles q0 <= q < q1 are numbered
@@ -385,6 +398,7 @@ cdef inline void unit(const floating* xg, const floating* u, const floating* bia
     cdef floating y[16 * BLK]
     cdef const floating* rp[6]
     cdef floating b
+    cdef floating probe = 0
     cdef const floating* xp
     # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
     #    row segments it spans
@@ -431,6 +445,7 @@ cdef inline void unit(const floating* xg, const floating* u, const floating* bia
                 output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
             else:
                 output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+            probe = probe + nonfinite_probe(y, mt, qb_end - qb)
             q = qb
             while q < qb_end:
                 img = q // n_tiles
@@ -450,6 +465,7 @@ cdef inline void unit(const floating* xg, const floating* u, const floating* bia
                            OW, b, relu)
                 q = q + nb
             qb = qb_end
+    return probe == probe
 
 
 def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
@@ -470,6 +486,10 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     values per thread; a unit covers ``chunk`` consecutive tiles of one group, numbered
     image after image (a chunk may span images).
     ``stages`` (a bit mask of the three steps) exists for profiling only.
+
+    Returns True when every output computed (before bias and ReLU) is finite, so a
+    caller can tell, without a pass over the input, that a NaN or inf was spread
+    over whole tiles (or a value overflowed).
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t C_in = x.shape[1]
@@ -489,11 +509,13 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
     cdef floating* vbuf = NULL
     cdef floating* mbuf = NULL
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
+    cdef unsigned char[::1] finite
     if n_units == 0 or OH == 0 or OW == 0:
-        return
+        return True
     if rowidx.shape[0] < TH * mt + 2 or colidx.shape[0] < TW * mt + 2 \
             or colrun.shape[0] < colidx.shape[0] or mt not in (2, 4):
         raise ValueError("winograd_2d: inconsistent tables")
+    finite = bytearray(n_units)
     with nogil, parallel(num_threads=n_threads):
         vbuf = &work[omp_get_thread_num(), 0]
         mbuf = vbuf + alpha * alpha * (cin_g * chunk + SKEW)
@@ -504,9 +526,13 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
             q1 = q0 + chunk
             if q1 > N * n_tiles:
                 q1 = N * n_tiles
-            unit(&x[0, g * cin_g, 0, 0], &u[0, g * cout_g, 0],
+            finite[uu] = unit(&x[0, g * cin_g, 0, 0], &u[0, g * cout_g, 0],
                  bias_ptr + g * cout_g if has_bias else NULL,
                  &out[0, g * cout_g, 0, 0], vbuf, mbuf, mt, cin_g, cout_g,
                  H, W, OH, OW, q0, q1, chunk, &rowidx[0], &colidx[0], &colrun[0],
                  TW, n_tiles, C_in * H * W, C_out * OH * OW, u_ld, pad_value,
                  has_bias, relu, stages)
+    for uu in range(n_units):
+        if not finite[uu]:
+            return False
+    return True

@@ -136,25 +136,31 @@ class ConvND(Op):
         variant = None
         if algo == "auto" and winograd_shape is not None:
             variant = _winograd.winograd_preferred(*winograd_shape, x.dtype)
-            # Winograd spreads one NaN or inf over its whole output tile; the direct
-            # methods keep it to the outputs whose window holds it. A sum is NaN/inf
-            # whenever an element is (and, rarely, on overflow: then im2col runs,
-            # which is correct too), without the boolean temporary of isfinite(x).
-            if variant is not None and not np.isfinite(x.sum()):
-                variant = None
         elif algo == "winograd":
             variant = (_winograd.winograd_preferred(*winograd_shape, x.dtype)
                        or ("F4" if x.dtype == np.float64 else _winograd.FLOAT32_VARIANT))
         elif algo.startswith("winograd_"):
             variant = algo[-2:].upper()
-        if variant is not None and self.rank == 3:
-            return conv3d_stacked_winograd(x, weight, bias, out, spec, pads, out_spatial,
-                                           variant, n_threads)
-        if variant is not None:
-            return _winograd.winograd_conv2d(
-                x, weight, bias, out, pads, spec["padding_mode"], spec["padding_value"],
-                spec["activation"] == "relu", spec["groups"], n_threads, variant=variant,
-                filter_transform=cached_winograd_filter(weight, variant))
+        # Winograd spreads one NaN or inf over its whole output tile; the direct
+        # methods keep it to the outputs whose window holds it. Under "auto" the
+        # kernel reports non-finite outputs (no serial pass over the input, which
+        # cost a third of a 16-thread run) and im2col redoes the call: correct too
+        # on the rare overflow that also trips it.
+        check = algo == "auto"
+        try:
+            if variant is not None and self.rank == 3:
+                return conv3d_stacked_winograd(x, weight, bias, out, spec, pads,
+                                               out_spatial, variant, n_threads, check)
+            if variant is not None:
+                return _winograd.winograd_conv2d(
+                    x, weight, bias, out, pads, spec["padding_mode"],
+                    spec["padding_value"], spec["activation"] == "relu", spec["groups"],
+                    n_threads, variant=variant,
+                    filter_transform=cached_winograd_filter(weight, variant),
+                    check_finite=check)
+        except _winograd.NonFiniteTiles:
+            return conv_forward(self.name, x, weight, bias, out, spec, pads, out_spatial,
+                                n_threads)
         if algo == "direct" or (algo == "auto" and depthwise.prefers_direct(spec, shape)):
             run = depthwise.grouped_direct_forward
         else:
@@ -230,7 +236,7 @@ def stacked_2d_spec(spec, input_shape):
 
 
 def conv3d_stacked_winograd(x, weight, bias, out, spec, pads, out_spatial, variant,
-                            n_threads):
+                            n_threads, check_finite=False):
     """conv3d with a ``(kd, 3, 3)`` kernel, H/W stride and dilation 1, by Winograd.
 
     Output depth slice ``od`` is a conv2d of the ``kd`` input slices it reads, stacked
@@ -273,7 +279,7 @@ def conv3d_stacked_winograd(x, weight, bias, out, spec, pads, out_spatial, varia
         _winograd.winograd_conv2d(
             slab.reshape(N * nod, g * kd * cin_g, H, W), None, bias, block, pads[1:],
             mode, spec["padding_value"], spec["activation"] == "relu", g, n_threads,
-            variant=variant, filter_transform=u)
+            variant=variant, filter_transform=u, check_finite=check_finite)
         out[:, :, od0:od1] = np.moveaxis(block.reshape(N, nod, Co, OH, OW), 1, 2)
     return out
 
