@@ -29,6 +29,10 @@ from pyconv._kernels._openmp_helpers import openmp_enabled
 # thread: a parallel region costs ~10 us on an idle machine but milliseconds when the
 # cores are shared, because the team waits for its slowest, descheduled thread.
 SERIAL_WORK_FLOPS = 8_000_000
+# The same for memory-bound kernels (pooling, activations), whose few FLOPs per byte
+# would keep them serial by the count above: below this many bytes read and written
+# (about 0.2 ms at one core's ~10 GB/s) they run on one thread.
+SERIAL_WORK_BYTES = 2 << 20
 
 _global_threads = None
 _scoped_threads = contextvars.ContextVar("pyconv_num_threads", default=None)
@@ -109,15 +113,19 @@ def num_threads(n):
         _scoped_threads.reset(token)
 
 
-def resolve(n_threads, flops, units):
-    """Thread count for one kernel call doing ``flops`` work split into ``units``."""
+def resolve(n_threads, flops, units, nbytes=0):
+    """Thread count for one kernel call doing ``flops`` work split into ``units``.
+
+    ``nbytes``: the bytes the call reads and writes; a call runs serially only when
+    both its FLOPs and its bytes are below the thresholds.
+    """
     if n_threads is None:
         n = get_num_threads()
     else:
         n = _check_count(n_threads, "n_threads")
         if not openmp_enabled():
             n = 1
-    if flops < SERIAL_WORK_FLOPS:
+    if flops < SERIAL_WORK_FLOPS and nbytes < SERIAL_WORK_BYTES:
         n = 1
     return max(1, min(n, max(units, 1)))
 

@@ -404,6 +404,29 @@ class TestThreads:
         np.testing.assert_array_equal(one, conv.apply(x, n_threads=2))
         np.testing.assert_array_equal(one, conv.apply(x, n_threads=4))
 
+    def test_serial_only_when_both_flops_and_bytes_are_small(self):
+        from pyconv import _threads
+        small_flops = _threads.SERIAL_WORK_FLOPS - 1
+        assert _threads.resolve(2, small_flops, 100) == 1
+        assert _threads.resolve(2, small_flops, 100, _threads.SERIAL_WORK_BYTES - 1) == 1
+        # a memory-bound pool: few FLOPs per byte, but megabytes to move
+        assert _threads.resolve(2, small_flops, 100, _threads.SERIAL_WORK_BYTES) == 2
+        assert _threads.resolve(2, _threads.SERIAL_WORK_FLOPS, 100) == 2
+        assert _threads.resolve(4, 10**9, 3) == 3     # never more threads than units
+
+    def test_memory_bound_pool_runs_in_parallel(self, monkeypatch):
+        # avg_pool2d k2 s2 of 8x64x112x112 does 6.4 MFLOP on 32 MB: parallel
+        from pyconv import _threads
+        seen = []
+        real = _threads.resolve
+        monkeypatch.setattr(_threads, "resolve", lambda *a, **k: seen.append(real(*a, **k))
+                            or seen[-1])
+        pool = pyconv.Conv({"op": "avg_pool2d", "kernel_size": 2, "stride": 2})
+        x = np.ones((8, 64, 112, 112), np.float32)
+        assert pool.flops(x.shape) < _threads.SERIAL_WORK_FLOPS
+        np.testing.assert_array_equal(pool.apply(x, n_threads=2), 1.0)
+        assert seen == [2]
+
     def test_big_problem_split_over_threads(self):
         rng = np.random.default_rng(12)
         conv = pyconv.Conv({"op": "conv2d", "in_channels": 16, "out_channels": 16,

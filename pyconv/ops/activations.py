@@ -102,7 +102,8 @@ class Activation(Op):
         _activations = _kernels.load("_activations")
 
         n = x.size
-        n_threads = _threads.resolve(n_threads, self.cost * n, -(-n // 4096))
+        n_threads = _threads.resolve(n_threads, self.cost * n, -(-n // 4096),
+                                     x.nbytes + out.nbytes)
         _activations.unary(x.reshape(-1), out.reshape(-1), self.code(spec),
                            self.param(spec), n_threads)
         return out

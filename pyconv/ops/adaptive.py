@@ -190,7 +190,7 @@ class GlobalPool(Op):
     def forward(self, spec, x, params, out, n_threads):
         shape = self.check_shape(x.shape)
         planes, length = shape[0] * shape[1], prod(shape[2:])
-        n = _threads.resolve(n_threads, planes * length, planes)
+        n = _threads.resolve(n_threads, planes * length, planes, x.nbytes)
         kernel().global_pool(x.reshape(planes, length), out.reshape(planes),
                              self.kind == "max", n)
         return out

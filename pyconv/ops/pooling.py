@@ -150,7 +150,8 @@ def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, sc
     """Call the separable kernel on ``x``/``out`` seen as 3-D planes (see ``pg.Plan``)."""
     x4 = x.reshape(plan.x4_shape)
     out4 = out.reshape(plan.out4_shape)
-    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
+    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units,
+                         x.nbytes + out.nbytes)
     work = workspace((n, pg.thread_row_length(plan.wsrc.shape[0])), x.dtype)
     d = plan.divs
     k = kernel()
@@ -173,7 +174,8 @@ def run_max_indices(x, out, plan, n_threads, *, pad_value=None):
     x4 = x.reshape(plan.x4_shape)
     out4 = out.reshape(plan.out4_shape)
     idx4 = indices.reshape(plan.out4_shape)
-    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units)
+    n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units,
+                         x.nbytes + out.nbytes + indices.nbytes)
     if plan.pads_skipped and prod(plan.x4_shape[1:]) < 2**31 - 1:
         length = pg.thread_row_length(plan.wsrc.shape[0])
         size = n * length * x.dtype.itemsize

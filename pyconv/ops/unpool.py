@@ -141,7 +141,8 @@ class MaxUnpoolND(Op):
         idx2 = np.ascontiguousarray(idx, dtype=np.int64).reshape(N * C, -1)
         if np.may_share_memory(idx2, out):  # never read indices the scatter overwrites
             idx2 = idx2.copy()
-        n = _threads.resolve(n_threads, out.size, N * C)
+        n = _threads.resolve(n_threads, out.size, N * C,
+                             out.nbytes + x.nbytes + idx2.nbytes)
         kernel().max_unpool(x.reshape(N * C, -1), idx2, out.reshape(N * C, plane), n)
         return out
 
