@@ -573,3 +573,51 @@ def test_bad_inputs_raise_clear_errors():
         pyconv.Conv(sep.spec, params={"depthwise_weight": np.zeros((2, 1, 2))})
     with pytest.raises(ValueError, match="unknown parameter"):
         pyconv.Conv(sep.spec, params={"depthwise_bias": np.zeros(2)})
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype):
+    # The 3x3 stride-1 plane kernel (padded planes in scratch): every mode, uneven
+    # pads (wider than the input where the mode allows), odd and even heights, a
+    # channel multiplier, bias, fused ReLU; banding and thread count change nothing.
+    from pyconv import _threads
+
+    monkeypatch.setattr(_threads, "SERIAL_WORK_FLOPS", 0)
+    wide = mode not in ("reflect",)
+    for spatial, pads in [((7, 9), [[1, 1], [1, 1]]), ((6, 5), [[0, 2], [2, 0]]),
+                          ((3, 2), [[3, 1], [2, 4]] if wide else [[2, 1], [1, 1]]),
+                          ((1, 1), [[1, 1], [1, 1]] if wide else [[0, 0], [0, 0]])]:
+        for mult, relu in ((1, False), (2, True)):
+            spec = {"op": "depthwise_conv2d", "in_channels": 3, "kernel_size": 3,
+                    "depth_multiplier": mult, "padding": pads, "padding_mode": mode,
+                    "activation": "relu" if relu else None}
+            if mode == "constant":
+                spec["padding_value"] = -0.75
+            if spatial == (1, 1) and not wide:
+                spec["kernel_size"] = 1  # reflect cannot pad a 1-pixel axis
+            conv = pyconv.Conv(spec, seed=3, dtype=dtype)
+            x = rng.standard_normal((2, 3, *spatial)).astype(dtype)
+            x[1, 2, 0, 0] = np.nan if relu else x[1, 2, 0, 0]
+            y = conv.apply(x, n_threads=1)
+            ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                              conv.params["bias"].astype(np.float64), (1, 1), pads, (1, 1),
+                              3, mode, spec.get("padding_value", 0.0))
+            if relu:
+                ref = np.where(ref < 0, 0, ref)  # NaN stays NaN
+            np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+            ok = ~np.isnan(ref)
+            assert_close(y[ok], ref[ok], dtype)
+            for n in (2, 3, 5):  # fewer planes than threads: planes split into bands
+                np.testing.assert_array_equal(y[:1], conv.apply(x[:1], n_threads=n))
+                np.testing.assert_array_equal(y, conv.apply(x, n_threads=n))
+
+
+def test_plane3x3_kernel_is_the_path_taken():
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 3,
+                        "padding": 1})
+    _, pads, out = conv.op.geometry(conv.spec, (1, 4, 8, 8))
+    assert dwmod._plan((8, 8), conv.spec, pads, out).plane3x3 is not None
+    strided = pyconv.Conv({**conv.spec, "stride": 2})
+    _, pads, out = strided.op.geometry(strided.spec, (1, 4, 8, 8))
+    assert dwmod._plan((8, 8), strided.spec, pads, out).plane3x3 is None

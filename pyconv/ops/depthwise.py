@@ -170,8 +170,17 @@ class _Plan:
         self.P = self.rows * OW
         self.plane = prod(self.spatial)
         self._dims = [*self.spatial, *self.out, *self.k, sw, Wp, Mq, self.QS, lo]
+        # 2-D 3x3 stride 1 dilation 1: the plane kernel's padded-position tables
+        self.plane3x3 = None
+        if (self.spatial[0] == 1 and tuple(self.k) == (1, 3, 3) and tuple(s3[1:]) == (1, 1)
+                and tuple(d3[1:]) == (1, 1)):
+            (lo_h, _), (lo_w, _) = p3[1], p3[2]
+            rowidx, colidx = (_geometry.tap_index_table(n, 1, o + 2, 1, 1, lo, mode)[:, 0]
+                              for n, o, lo in ((self.spatial[1], self.out[1], lo_h),
+                                               (W, OW, lo_w)))
+            self.plane3x3 = (rowidx, colidx, lo_w)
         for table in (self.idx_d, self.idx_h, self.idx_w, self.span, self.jmap,
-                      self.qoff, self.phase):
+                      self.qoff, self.phase, *(self.plane3x3 or ())[:2]):
             table.flags.writeable = False  # plans are cached and shared
 
     def scratch(self, cin_g, itemsize):
@@ -243,6 +252,18 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
     relu = spec["activation"] == "relu"
     bias_arg = _bias_or_dummy(bias, x.dtype)
+    if cin_g == 1 and plan.plane3x3 is not None and plan.out[2] > 0:
+        # 3x3 stride 1: padded planes in scratch, full-width loops (see plane3x3)
+        rowidx, colidx, lo_w = plan.plane3x3
+        OH, OW = plan.out[1], plan.out[2]
+        n_threads = _threads.resolve(n_threads, flops, N * C_out * OH)
+        band = _rows_per_tile(OH, N * C_out, n_threads)
+        work = workspace((n_threads, _depthwise.plane3x3_workspace(band, OW)), x.dtype)
+        _depthwise.plane3x3(
+            x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
+            out.reshape(N, C_out, -1), rowidx, colidx, plan.spatial[1], plan.spatial[2],
+            OH, OW, lo_w, plan.pad_value, bias is not None, relu, band, work, n_threads)
+        return out
     if _row_kernel_wins(cin_g, cout_g):
         n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
         _depthwise.rows_direct(
