@@ -196,20 +196,23 @@ class _BlasPin:
 
 
 def _warm_sgemm():
-    """One 512x512x512 ``sgemm`` (~8 ms, once per process).
+    """One 512x512x512 ``sgemm`` on every OpenMP thread (~8 ms each, once per process).
 
-    Measured with SciPy's OpenBLAS 0.3.30 on Zen 1: until the process had run one
+    Measured with SciPy's OpenBLAS 0.3.30 on Zen 1: until a thread had run one
     single-precision GEMM of about 384**3 or more, GEMMs of pyconv's tile shapes
-    (e.g. 64 x 280 x 256) took 3x the CPU time (the 1x1 8x256x56x56 -> 64 layer:
-    87 ms, then 29 ms), with no page faults to explain it; double precision was not
-    affected. The cause inside OpenBLAS is not established; the warm-up is harmless
-    where there is none.
+    (e.g. 64 x 280 x 256) took 3x the CPU time on that thread (the 1x1
+    8x256x56x56 -> 64 layer: 87 ms, then 29 ms), with no page faults to explain it;
+    double precision was not affected. The cause inside OpenBLAS is not established;
+    the warm-up is harmless where there is none. OpenMP keeps its threads for later
+    parallel regions, so warming the pool once covers later calls.
     """
     import numpy as np
-    from scipy.linalg import blas
 
-    a = np.ones((512, 512), np.float32, order="F")
-    blas.sgemm(1.0, a, a)
+    from pyconv import _kernels
+
+    n = cpu_count()
+    work = np.ones((n, 3 * 512 * 512), np.float32)
+    _kernels.load("_conv").warm_sgemm(work, n)
 
 
 blas_pinned = _BlasPin()

@@ -77,3 +77,17 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                 bias_relu_tile(c_ptr, cout_g, pc, P,
                                bias_ptr + g * cout_g if has_bias else NULL,
                                has_bias, relu)
+
+
+def warm_sgemm(float[:, ::1] work, int n_threads):
+    """One ``n x n x n`` sgemm on each of ``n_threads`` OpenMP threads (``work``:
+    ``(n_threads, 3 * n * n)``): see ``pyconv._threads._warm_sgemm``."""
+    cdef Py_ssize_t t
+    cdef Py_ssize_t n = 1
+    cdef float* w
+    while 3 * (n + 1) * (n + 1) <= work.shape[1]:
+        n += 1
+    with nogil, parallel(num_threads=n_threads):
+        for t in prange(n_threads, schedule='static', chunksize=1):
+            w = &work[t, 0]
+            gemm_rm(w, w + n * n, w + 2 * n * n, n, n, n, n, n, n, 0)
