@@ -19,9 +19,9 @@ Peers:
   (``scipy.fft.set_workers``). Their cost per pixel grows with the logarithm of
   the FFT length rather than with k^2, so they win for large kernels.
 
-The pyconv spec is what a user writes (``algorithm="auto"``) and, for comparison,
-``algorithm="direct"`` (direct loops rather than im2col + GEMM); the case name says
-which. pyconv's GFLOP/s counts 2 * k^2 per output pixel.
+The pyconv spec is what a user writes (``algorithm="auto"``, which takes the FFT
+for the 15x15 and 31x31 kernels) and, for comparison, ``algorithm="direct"`` (direct
+loops rather than im2col + GEMM); the case name says which. pyconv's GFLOP/s counts 2 * k^2 per output pixel.
 
 Run: ``python benchmarks/bench_filters.py --threads 1,2``
 """
@@ -45,7 +45,9 @@ CONFIGS = [
     (5, "symmetric", "auto", "scipy.ndimage"),
     (5, "symmetric", "direct", "scipy.ndimage"),
     (5, "reflect", "direct", "scipy.ndimage"),
+    (15, "symmetric", "auto", "scipy fftconv"),
     (15, "symmetric", "direct", "scipy fftconv"),
+    (31, "reflect", "auto", "scipy oaconv"),
     (31, "reflect", "direct", "scipy oaconv"),
 ]
 TOL = {"float32": 1e-4, "float64": 1e-10}

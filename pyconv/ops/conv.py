@@ -79,7 +79,9 @@ class ConvND(Op):
                 "Kernel: 'auto' (chosen by shape and dtype), 'im2col' (im2col + GEMM), "
                 "'direct' (direct loops, for few channels per group), 'winograd' / "
                 "'winograd_f2' / 'winograd_f4' (2-D 3x3 stride-1 dilation-1 only; "
-                "'winograd' picks F(4x4,3x3) or F(2x2,3x3) by shape)."),
+                "'winograd' picks F(4x4,3x3) or F(2x2,3x3) by shape), 'fft' (FFT "
+                "convolution, for large kernels; 'auto' takes it for large stride-1 "
+                "kernels)."),
         )
         self.formulas = {
             "output": "out = floor((in + lo + hi - dilation*(k-1) - 1) / stride) + 1; "
@@ -131,7 +133,7 @@ class ConvND(Op):
     # -- computation --------------------------------------------------------------
     def forward(self, spec, x, params, out, n_threads):
         shape, pads, out_spatial = self.geometry(spec, x.shape)
-        from pyconv.ops import _winograd, depthwise
+        from pyconv.ops import _fft, _winograd, depthwise
 
         weight, bias = params["weight"], params.get("bias")
         algo = spec["algorithm"]
@@ -164,6 +166,19 @@ class ConvND(Op):
         except _winograd.NonFiniteTiles:
             return conv_forward(self.name, x, weight, bias, out, spec, pads, out_spatial,
                                 n_threads)
+        if algo == "fft" or (algo == "auto" and _fft.fft_preferred(spec, shape, pads)):
+            dilation = tuple(spec["dilation"])
+            y = _fft.fft_conv(
+                x, weight, bias, out, pads, spec["stride"], dilation, spec["groups"],
+                spec["padding_mode"], spec["padding_value"], spec["activation"] == "relu",
+                n_threads, weight_spectrum=lambda shape: cached_transform(
+                    weight, ("fft", shape, dilation),
+                    lambda: _fft.conj_weight_spectrum(weight, shape, dilation)))
+            # As with Winograd: a NaN or inf spreads over whole planes here, so "auto"
+            # redoes such a call with a direct method (a sum is non-finite whenever an
+            # element is, or on overflow, where the direct result is right too).
+            if algo == "fft" or np.isfinite(y.sum()):
+                return y
         if algo == "direct" or (algo == "auto" and depthwise.prefers_direct(spec, shape)):
             run = depthwise.grouped_direct_forward
         else:
@@ -171,7 +186,8 @@ class ConvND(Op):
         return run(self.name, x, weight, bias, out, spec, pads, out_spatial, n_threads)
 
 
-ALGORITHMS = ("auto", "im2col", "direct", "winograd", "winograd_f2", "winograd_f4")
+ALGORITHMS = ("auto", "im2col", "direct", "winograd", "winograd_f2", "winograd_f4",
+              "fft")
 
 
 def winograd_applies(rank, spec):
@@ -191,14 +207,33 @@ def _winograd_shape(rank, spec, shape):
     if not winograd_applies(rank, spec):
         return None
     return (spec, shape) if rank == 2 else stacked_2d_spec(spec, shape)
-_winograd_filters = {}
+_transforms = {}
+
+
+def cached_transform(weight, tag, make):
+    """``make()``, a transform of a read-only ``weight``, computed once per array.
+
+    ``Conv`` keeps its parameters (and their dtype conversions) read-only, so an
+    array's identity stands for its values; the entry goes when the array does. One
+    entry per (array, kind of transform): a new ``tag`` of the same kind (``tag[0]``),
+    e.g. FFT lengths for another input size, replaces the old one, so the cache holds
+    at most one spectrum per weight.
+    """
+    if weight.flags.writeable:
+        return make()
+    key = (id(weight), tag[0])
+    hit = _transforms.get(key)
+    if hit is not None and hit[0]() is weight and hit[1] == tag:
+        return hit[2]
+    transform = make()
+    ref = weakref.ref(weight, lambda _, key=key: _transforms.pop(key, None))
+    _transforms[key] = (ref, tag, transform)
+    return transform
 
 
 def cached_winograd_filter(weight, variant, depth_stacked=False):
     """The Winograd filter transform of a read-only weight, computed once per array.
 
-    ``Conv`` keeps its parameters (and their dtype conversions) read-only, so an
-    array's identity stands for its values; the entry goes when the array does.
     ``depth_stacked``: the weight is a conv3d ``(C_out, C_in/g, kd, 3, 3)`` weight,
     transformed as the conv2d weight of :func:`conv3d_stacked_winograd`.
     """
@@ -211,16 +246,7 @@ def cached_winograd_filter(weight, variant, depth_stacked=False):
             w = w.transpose(0, 2, 1, 3, 4).reshape(co, kd * cin_g, 3, 3)
         return _winograd.winograd_filter(w, variant)
 
-    if weight.flags.writeable:
-        return make()
-    key = (id(weight), variant, depth_stacked)
-    hit = _winograd_filters.get(key)
-    if hit is not None and hit[0]() is weight:
-        return hit[1]
-    transform = make()
-    ref = weakref.ref(weight, lambda _, key=key: _winograd_filters.pop(key, None))
-    _winograd_filters[key] = (ref, transform)
-    return transform
+    return cached_transform(weight, ("winograd_" + variant, depth_stacked), make)
 
 
 #: Bound on the stacked input slab of :func:`conv3d_stacked_winograd`.
