@@ -17,7 +17,13 @@ thread count) and, once, against PyTorch.
 Memory-bound ops scale only as far as the memory system does: each row also gives the
 copy bandwidth the same number of threads reach (``np.copyto`` of disjoint slices of
 a 256 MiB array from a thread pool; NumPy releases the GIL while copying), and the
-max_pool2d rows the fraction of it that they use.
+max_pool2d rows the fraction of it that they use. Compute-bound ops scale only as far
+as the cores do when all are busy (clocks drop as more cores run wide vector code;
+SMT siblings share one core): ``ceil`` is the speed-up that ``n`` threads reach when
+each runs its own single-threaded 512x512x512 ``sgemm`` (pyconv's pinned OpenBLAS,
+from one OpenMP loop, no shared work: ``n * t1 / tn``) for conv2d, and the copy
+bandwidth's gain over one thread for max_pool2d; ``of ceil`` is the layer's speed-up
+as a fraction of it.
 
 Logical CPUs include SMT siblings: efficiency past the number of physical cores says
 little. On a machine shared with other work, use it only as a rough guide.
@@ -89,6 +95,17 @@ def copy_bandwidth(n_threads, repeats=5, nbytes=256 << 20):
     return 2 * nbytes / (ms * 1e-3) / 1e9
 
 
+def gemm_ms(n_threads, repeats=5):
+    """Median ms of ``n_threads`` independent single-threaded 512^3 sgemms, one per
+    OpenMP thread (all start together and the call ends with the slowest)."""
+    from pyconv import _kernels, _threads
+
+    with _threads.blas_pinned:
+        work = np.ones((n_threads, 3 * 512 * 512), np.float32)
+        kernel = _kernels.load("_conv").warm_sgemm
+        return median_ms(lambda: kernel(work, n_threads), repeats)
+
+
 def measure(threads, repeats=5, use_torch=True, out=print):
     """Time every layer at every thread count; return the result rows."""
     torch = F = None
@@ -100,9 +117,12 @@ def measure(threads, repeats=5, use_torch=True, out=print):
             out("# torch is not installed: timing pyconv only")
     rows = []
     copy_gbs = {n: copy_bandwidth(n, repeats) for n in threads}
+    gemm = {n: gemm_ms(n, repeats) for n in threads}
+    ceilings = {True: {n: copy_gbs[n] / copy_gbs[threads[0]] for n in threads},
+                False: {n: n / threads[0] * gemm[threads[0]] / gemm[n] for n in threads}}
     head = (f"{'layer':<20} {'shape':<16} {'thr':>3} {'pyconv ms':>10} {'speed-up':>8} "
-            f"{'effic.':>7} {'GB/s':>6} {'copy':>6} {'torch ms':>9} {'speed-up':>8} "
-            f"{'effic.':>7}")
+            f"{'effic.':>7} {'ceil':>6} {'of ceil':>7} {'GB/s':>6} {'copy':>6} "
+            f"{'torch ms':>9} {'speed-up':>8} {'effic.':>7}")
     out(head)
     out("-" * len(head))
     for name, shape, spec, torch_fn, memory_bound in LAYERS:
@@ -126,6 +146,8 @@ def measure(threads, repeats=5, use_torch=True, out=print):
             row = {"layer": name, "shape": "x".join(map(str, shape)), "dtype": "float32",
                    "threads": n, "pyconv_ms": ms, "speedup": base_ms / ms,
                    "efficiency": base_ms / ms * threads[0] / n,
+                   "ceiling": ceilings[memory_bound][n],
+                   "of_ceiling": base_ms / ms / ceilings[memory_bound][n],
                    "gbs": traffic / (ms * 1e-3) / 1e9, "copy_gbs": copy_gbs[n],
                    "torch_ms": float("nan"),
                    "torch_speedup": float("nan"), "torch_efficiency": float("nan")}
@@ -143,7 +165,8 @@ def measure(threads, repeats=5, use_torch=True, out=print):
                            torch_efficiency=base_torch / t_ms * threads[0] / n)
             rows.append(row)
             out(f"{name:<20} {row['shape']:<16} {n:>3} {ms:>10.2f} {row['speedup']:>8.2f} "
-                f"{row['efficiency']:>7.0%} {row['gbs']:>6.1f} {copy_gbs[n]:>6.1f} "
+                f"{row['efficiency']:>7.0%} {row['ceiling']:>6.2f} "
+                f"{row['of_ceiling']:>7.0%} {row['gbs']:>6.1f} {copy_gbs[n]:>6.1f} "
                 f"{row['torch_ms']:>9.2f} "
                 f"{row['torch_speedup']:>8.2f} {row['torch_efficiency']:>7.0%}", flush=True)
     return rows

@@ -372,26 +372,30 @@ cdef inline floating nonfinite_probe(const floating* y, Py_ssize_t mt,
     return acc
 
 
-cdef inline bint unit(const floating* xg, const floating* u, const floating* bias,
-                      floating* outg, floating* vbuf, floating* mbuf,
+cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
+                      const floating* pad_plane, const floating* u, const floating* bias,
+                      floating* out, const Py_ssize_t* out_off, Py_ssize_t out_ch,
+                      floating* vbuf, floating* mbuf,
                       Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g,
                       Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                       Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t chunk,
                       const Py_ssize_t* rowidx, const Py_ssize_t* colidx,
                       const Py_ssize_t* colrun, Py_ssize_t TW, Py_ssize_t n_tiles,
-                      Py_ssize_t x_img, Py_ssize_t out_img, Py_ssize_t u_ld,
+                      Py_ssize_t in_ld, Py_ssize_t u_ld,
                       floating pad, bint has_bias, bint relu, int stages) noexcept nogil:
     # Returns whether every output the unit computed is finite.
-    # xg: the group's first input plane (H*W), images x_img values apart; u: U[a] rows
-    # for this group, U[a] at u + a*u_ld, row stride cin_g; outg: the group's first
-    # output plane (OH*OW), images out_img apart. Tiles q0 <= q < q1 are numbered
+    # Input plane (image img, channel c of this group) at x + in_off[img*in_ld + c]
+    # (in_off already points at the group's first channel), or pad_plane where the
+    # offset is -1; u: U[a] rows for this group, U[a] at u + a*u_ld, row stride cin_g;
+    # output plane (img, c) at out + out_off[img] + c*out_ch (out at the group's first
+    # channel). Tiles q0 <= q < q1 are numbered
     # across images (n_tiles per image), so small images share one GEMM.
     cdef Py_ssize_t alpha = mt + 2
     cdef Py_ssize_t A2 = alpha * alpha
     cdef Py_ssize_t nt = q1 - q0
     cdef Py_ssize_t ldv = cin_g * chunk + SKEW
     cdef Py_ssize_t ldm = cout_g * chunk + SKEW
-    cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol, img, ql
+    cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol, img, ql, off
     cdef floating rbuf[6 * LDC]
     cdef floating tc[6 * LDC]
     cdef floating tp[36 * BLK]
@@ -415,7 +419,8 @@ cdef inline bint unit(const floating* xg, const floating* u, const floating* bia
                 tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
                 nb = tw_end - tw
                 ncol = nb * mt + 2
-                xp = xg + img * x_img + c * H * W
+                off = in_off[img * in_ld + c]
+                xp = x + off if off >= 0 else pad_plane
                 for r in range(alpha):
                     rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, ncol,
                                         colidx, colrun, pad, rbuf + r * LDC)
@@ -461,15 +466,18 @@ cdef inline bint unit(const floating* xg, const floating* u, const floating* bia
                 if nj > mt:
                     nj = mt
                 store_rows(y + (q - qb), mt, nb, ni, nj,
-                           outg + img * out_img + c * OH * OW + th * mt * OW + tw * mt,
+                           out + out_off[img] + c * out_ch + th * mt * OW + tw * mt,
                            OW, b, relu)
                 q = q + nb
             qb = qb_end
     return probe == probe
 
 
-def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
-                const floating[::1] bias, floating[:, :, :, ::1] out,
+def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
+                const floating[::1] pad_plane, const floating[:, :, ::1] u,
+                const floating[::1] bias, floating[::1] out,
+                const Py_ssize_t[::1] out_off, Py_ssize_t out_ch,
+                Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
                 const Py_ssize_t[::1] rowidx, const Py_ssize_t[::1] colidx,
                 const Py_ssize_t[::1] colrun, Py_ssize_t TH, Py_ssize_t TW,
                 Py_ssize_t mt, Py_ssize_t groups, floating pad_value,
@@ -477,44 +485,49 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
                 floating[:, ::1] work, int n_threads, int stages=7):
     """out = conv3x3(x, g) + bias by Winograd F(mt x mt, 3x3), mt in {2, 4}.
 
-    x: (N, C_in, H, W); u: ((mt+2)**2, C_out, C_in/groups), the transformed filter;
-    out: (N, C_out, OH, OW) with TH = ceil(OH/mt), TW = ceil(OW/mt) tiles;
-    rowidx: (TH*mt + 2,) input row at each padded row (-1 pad, -2 zero);
-    colidx, colrun: (TW*mt + 2,) the same for columns, and the length of the run
-    of consecutive input columns starting at each padded column.
+    Planes are addressed through tables, so that one call covers any layout: input
+    plane (image i, channel c) is the H*W values at ``x[in_off[i, c]:]``, or
+    ``pad_plane`` (H*W values) where ``in_off[i, c]`` is -1; output plane (i, channel
+    co) is the OH*OW values at ``out[out_off[i] + co*out_ch:]``. (A conv2d's tables
+    are affine; conv3d's stacked depth taps are not.) u: ((mt+2)**2, C_out,
+    C_in/groups), the transformed filter, C_in = in_off.shape[1]; TH = ceil(OH/mt),
+    TW = ceil(OW/mt) tiles; rowidx: (TH*mt + 2,) input row at each padded row (-1
+    pad, -2 zero); colidx, colrun: (TW*mt + 2,) the same for columns, and the length
+    of the run of consecutive input columns starting at each padded column.
     ``work`` has one row of at least ``workspace_row(mt, cin_g, cout_g, chunk)``
     values per thread; a unit covers ``chunk`` consecutive tiles of one group, numbered
-    image after image (a chunk may span images).
+    image after image (a chunk may span images). The caller guarantees that every
+    offset stays inside its array.
     ``stages`` (a bit mask of the three steps) exists for profiling only.
 
     Returns True when every output computed (before bias and ReLU) is finite, so a
     caller can tell, without a pass over the input, that a NaN or inf was spread
     over whole tiles (or a value overflowed).
     """
-    cdef Py_ssize_t N = x.shape[0]
-    cdef Py_ssize_t C_in = x.shape[1]
-    cdef Py_ssize_t H = x.shape[2]
-    cdef Py_ssize_t W = x.shape[3]
-    cdef Py_ssize_t C_out = out.shape[1]
-    cdef Py_ssize_t OH = out.shape[2]
-    cdef Py_ssize_t OW = out.shape[3]
+    cdef Py_ssize_t N = in_off.shape[0]
+    cdef Py_ssize_t C_in = in_off.shape[1]
+    cdef Py_ssize_t C_out = u.shape[1]
     cdef Py_ssize_t cin_g = C_in // groups
     cdef Py_ssize_t cout_g = C_out // groups
     cdef Py_ssize_t alpha = mt + 2
     cdef Py_ssize_t n_tiles = TH * TW
-    cdef Py_ssize_t n_chunks = (N * n_tiles + chunk - 1) // chunk
-    cdef Py_ssize_t n_units = groups * n_chunks
+    cdef Py_ssize_t n_chunks
+    cdef Py_ssize_t n_units
     cdef Py_ssize_t u_ld = C_out * cin_g
     cdef Py_ssize_t uu, g, k, q0, q1
     cdef floating* vbuf = NULL
     cdef floating* mbuf = NULL
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
     cdef unsigned char[::1] finite
-    if n_units == 0 or OH == 0 or OW == 0:
+    if N == 0 or C_out == 0 or OH == 0 or OW == 0:
         return True
     if rowidx.shape[0] < TH * mt + 2 or colidx.shape[0] < TW * mt + 2 \
-            or colrun.shape[0] < colidx.shape[0] or mt not in (2, 4):
+            or colrun.shape[0] < colidx.shape[0] or mt not in (2, 4) \
+            or out_off.shape[0] != N or u.shape[2] != cin_g or pad_plane.shape[0] < 1 \
+            or chunk < 1:
         raise ValueError("winograd_2d: inconsistent tables")
+    n_chunks = (N * n_tiles + chunk - 1) // chunk
+    n_units = groups * n_chunks
     finite = bytearray(n_units)
     with nogil, parallel(num_threads=n_threads):
         vbuf = &work[omp_get_thread_num(), 0]
@@ -526,12 +539,11 @@ def winograd_2d(const floating[:, :, :, ::1] x, const floating[:, :, ::1] u,
             q1 = q0 + chunk
             if q1 > N * n_tiles:
                 q1 = N * n_tiles
-            finite[uu] = unit(&x[0, g * cin_g, 0, 0], &u[0, g * cout_g, 0],
-                 bias_ptr + g * cout_g if has_bias else NULL,
-                 &out[0, g * cout_g, 0, 0], vbuf, mbuf, mt, cin_g, cout_g,
-                 H, W, OH, OW, q0, q1, chunk, &rowidx[0], &colidx[0], &colrun[0],
-                 TW, n_tiles, C_in * H * W, C_out * OH * OW, u_ld, pad_value,
-                 has_bias, relu, stages)
+            finite[uu] = unit(&x[0], &in_off[0, g * cin_g], &pad_plane[0],
+                 &u[0, g * cout_g, 0], bias_ptr + g * cout_g if has_bias else NULL,
+                 &out[g * cout_g * out_ch], &out_off[0], out_ch, vbuf, mbuf, mt, cin_g,
+                 cout_g, H, W, OH, OW, q0, q1, chunk, &rowidx[0], &colidx[0],
+                 &colrun[0], TW, n_tiles, C_in, u_ld, pad_value, has_bias, relu, stages)
     for uu in range(n_units):
         if not finite[uu]:
             return False

@@ -38,7 +38,8 @@ and the GEMM result M of one chunk of ``chunk`` tiles), plus ~64 KiB of stack
 scratch per thread. ``chunk`` is at most :data:`TILES_PER_CHUNK` (64) and is cut so
 that a row stays within :data:`BYTES_PER_THREAD` (it holds at least one tile). The
 transformed filter adds ``(m+2)**2 * C_out * C_in / groups`` values (1.8x / 4x the
-weight), and the index tables ``O(H + W)`` integers.
+weight), the index tables ``O(H + W)`` integers and the plane tables ``O(N * C_in)``
+integers (``O(N * OD * kd * C_in)`` for a stacked conv3d).
 
 Examples
 --------
@@ -322,9 +323,6 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
     -------
     out : ndarray
     """
-    from pyconv import _kernels
-    _winograd = _kernels.load("_winograd")
-
     m = _tile_size(variant)
     alpha = m + 2
     N, C_in, H, W = x.shape
@@ -343,26 +341,106 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
                              f"{(alpha * alpha, C_out, cin_g)} {x.dtype} array; got "
                              f"{u.shape} {u.dtype}")
         u = np.ascontiguousarray(u)
-    if max(C_in, C_out, H * W) > _INT32_MAX:
-        raise ValueError("winograd: sizes exceed the 2**31 - 1 limit of the BLAS interface")
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and out.dtype == x.dtype):
+        raise ValueError("winograd: x and out must be C-contiguous arrays of one dtype")
     if N == 0 or C_out == 0:
         return out
+    # plane tables of the (N, C, H, W) layout
+    in_off = (np.arange(N, dtype=np.intp)[:, None] * (C_in * H * W)
+              + np.arange(C_in, dtype=np.intp)[None, :] * (H * W))
+    out_off = np.arange(N, dtype=np.intp) * (C_out * OH * OW)
+    _run(x.reshape(-1), in_off, None, u, bias, out.reshape(-1), out_off, OH * OW,
+         (H, W), (OH, OW), pads, padding_mode, padding_value, relu, groups, n_threads,
+         m, check_finite)
+    return out
+
+
+def winograd_conv3d_stacked(x, u, bias, out, depth_table, pads, padding_mode,
+                            padding_value, relu, groups, n_threads=None, variant="F2",
+                            check_finite=False):
+    """conv3d with a ``(kd, 3, 3)`` kernel (H/W stride and dilation 1) by 2-D Winograd.
+
+    Output depth slice ``od`` of image ``n`` is a conv2d over ``kd * C_in/groups``
+    stacked channels per group, channel ``(t, ci)`` being input slice
+    ``depth_table[t, od]`` of channel ``ci`` (-1: a plane of padding). The kernel reads
+    those planes where they lie, through its plane tables, so nothing is copied.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C_in, D, H, W), C-contiguous float32 or float64
+    u : ndarray
+        ``winograd_filter`` of the weight ``(C_out, C_in/groups, kd, 3, 3)`` transposed
+        to ``(C_out, kd * C_in/groups, 3, 3)`` (depth tap major), x's dtype.
+    bias : ndarray (C_out,) or None
+    out : ndarray, (N, C_out, OD, OH, OW), C-contiguous, x's dtype; written and returned.
+    depth_table : ndarray of intp, (kd, OD)
+        Input depth read by tap ``t`` at output depth ``od`` (-1 for a pad).
+    pads : the (lo, hi) pairs of H and W, resolved.
+    padding_mode, padding_value, relu, groups, n_threads, variant, check_finite
+        As :func:`winograd_conv2d`.
+    """
+    m = _tile_size(variant)
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and out.dtype == x.dtype):
+        raise ValueError("winograd: x and out must be C-contiguous arrays of one dtype")
+    N, C_in, D, H, W = x.shape
+    C_out, OD, OH, OW = out.shape[1:]
+    kd = depth_table.shape[0]
+    cin_g = C_in // groups
+    if depth_table.shape != (kd, OD) or u.shape != ((m + 2) ** 2, C_out, kd * cin_g):
+        raise ValueError(f"winograd: depth table {depth_table.shape} or filter transform "
+                         f"{u.shape} does not fit kd={kd}, OD={OD}, C_out={C_out}")
+    if N == 0 or C_out == 0 or OD == 0:
+        return out
+    plane, oplane = H * W, OH * OW
+    # in_off[(n, od), (g, t, ci)]: the plane of channel g*cin_g + ci at depth
+    # depth_table[t, od] of image n
+    n_ = np.arange(N, dtype=np.intp)[:, None, None, None, None]
+    ids = depth_table.T[None, :, None, :, None]                  # (1, OD, 1, kd, 1)
+    ch = (np.arange(groups, dtype=np.intp)[:, None] * cin_g
+          + np.arange(cin_g, dtype=np.intp)[None, :])[None, None, :, None, :]
+    in_off = (n_ * (C_in * D * plane) + ch * (D * plane) + ids * plane)
+    in_off = np.where(ids >= 0, in_off, -1).reshape(N * OD, groups * kd * cin_g)
+    out_off = (np.arange(N, dtype=np.intp)[:, None] * (C_out * OD * oplane)
+               + np.arange(OD, dtype=np.intp)[None, :] * oplane).reshape(-1)
+    fill = padding_value if padding_mode == "constant" else 0.0
+    pad_plane = np.full(plane, fill, x.dtype) if (depth_table < 0).any() else None
+    _run(x.reshape(-1), np.ascontiguousarray(in_off), pad_plane, u, bias,
+         out.reshape(-1), out_off, OD * oplane, (H, W), (OH, OW), pads, padding_mode,
+         padding_value, relu, groups, n_threads, m, check_finite)
+    return out
+
+
+def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw, pads,
+         padding_mode, padding_value, relu, groups, n_threads, m, check_finite):
+    """Tile, pick threads and workspace, and call the kernel on plane tables."""
+    from pyconv import _kernels
+    _winograd = _kernels.load("_winograd")
+
+    (H, W), (OH, OW) = hw, ohw
+    N, C_in = in_off.shape
+    C_out = u.shape[1]
+    cin_g, cout_g = C_in // groups, C_out // groups
+    alpha = m + 2
+    if max(C_in, C_out, H * W) > _INT32_MAX:
+        raise ValueError("winograd: sizes exceed the 2**31 - 1 limit of the BLAS interface")
     TH, TW = -(-OH // m), -(-OW // m)
     rowidx, colidx, colrun = tile_tables(H, W, TH, TW, m, tuple(map(tuple, pads)),
                                          padding_mode)
     n_tiles = TH * TW
-    chunk = chunk_tiles(N * n_tiles, groups, cin_g, cout_g, m, x.dtype.itemsize)
+    dtype = x_flat.dtype
+    chunk = chunk_tiles(N * n_tiles, groups, cin_g, cout_g, m, dtype.itemsize)
     n_units = groups * -(-(N * n_tiles) // chunk)
     flops = 2 * N * n_tiles * alpha * alpha * C_out * cin_g
     n_threads = _threads.resolve(n_threads, flops, n_units)
-    work = workspace((n_threads, _winograd.workspace_row(m, cin_g, cout_g, chunk)),
-                     x.dtype)
+    work = workspace((n_threads, _winograd.workspace_row(m, cin_g, cout_g, chunk)), dtype)
     pad_value = padding_value if padding_mode == "constant" else 0.0
-    bias_arr = np.zeros(1, x.dtype) if bias is None else np.ascontiguousarray(bias)
+    bias_arr = np.zeros(1, dtype) if bias is None else np.ascontiguousarray(bias)
+    if pad_plane is None:
+        pad_plane = np.zeros(1, dtype)  # no -1 offsets: never read
     with _threads.blas_pinned:
-        finite = _winograd.winograd_2d(x, u, bias_arr, out, rowidx, colidx, colrun, TH,
-                                       TW, m, groups, pad_value, bias is not None,
-                                       bool(relu), chunk, work, n_threads)
+        finite = _winograd.winograd_2d(
+            x_flat, in_off, pad_plane, u, bias_arr, out_flat, out_off, out_ch, H, W, OH,
+            OW, rowidx, colidx, colrun, TH, TW, m, groups, pad_value, bias is not None,
+            bool(relu), chunk, work, n_threads)
     if check_finite and not finite:
         raise NonFiniteTiles("winograd: non-finite outputs")
-    return out

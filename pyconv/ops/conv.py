@@ -249,10 +249,6 @@ def cached_winograd_filter(weight, variant, depth_stacked=False):
     return cached_transform(weight, ("winograd_" + variant, depth_stacked), make)
 
 
-#: Bound on the stacked input slab of :func:`conv3d_stacked_winograd`.
-STACKED_SLAB_BYTES = 32 << 20
-
-
 def stacked_2d_spec(spec, input_shape):
     """The conv2d that one output depth slice of a (kd, 3, 3) conv3d amounts to."""
     kd = spec["kernel_size"][0]
@@ -271,46 +267,22 @@ def conv3d_stacked_winograd(x, weight, bias, out, spec, pads, out_spatial, varia
     Output depth slice ``od`` is a conv2d of the ``kd`` input slices it reads, stacked
     as ``kd * C_in`` channels (per group), with the weight reshaped to match: the depth
     taps become GEMM depth, so one Winograd conv2d over (image, output slice) pairs
-    computes everything. Depth padding follows the padding mode through the same tap
-    tables as im2col. Extra memory: a slab of stacked slices (at most
-    ``STACKED_SLAB_BYTES``, or one output slice's worth) and the matching output
-    block, plus the Winograd workspace.
+    computes everything. The kernel reads each stacked plane where it lies in ``x``
+    (depth padding through the same tap tables as im2col; a plane of padding where
+    the mode pads with a value), so there is no stacked copy of the input and no
+    reordering of the output. Extra memory: the Winograd workspace and plane tables.
     """
     from pyconv.ops import _winograd
 
-    N, C, D, H, W = x.shape
-    Co, cin_g, kd = weight.shape[:3]
-    g = spec["groups"]
-    OD, OH, OW = out_spatial
-    mode = spec["padding_mode"]
-    table = _geometry.tap_index_table(D, OD, kd, spec["stride"][0], spec["dilation"][0],
-                                      pads[0][0], mode)
-    fill = spec["padding_value"] if mode == "constant" else 0.0
+    D = x.shape[2]
+    kd = weight.shape[2]
+    table = _geometry.tap_index_table(D, out_spatial[0], kd, spec["stride"][0],
+                                      spec["dilation"][0], pads[0][0], spec["padding_mode"])
     u = cached_winograd_filter(weight, variant, depth_stacked=True)
-    xr = x.reshape(N, g, cin_g, D, H, W)
-    slice_bytes = N * kd * C * H * W * x.dtype.itemsize
-    per_chunk = max(1, min(OD, STACKED_SLAB_BYTES // max(1, slice_bytes)))
-    for od0 in range(0, OD, per_chunk):
-        od1 = min(OD, od0 + per_chunk)
-        nod = od1 - od0
-        slab = workspace((N, nod, g, kd, cin_g, H, W), x.dtype, slot="stacked_input")
-        for t in range(kd):
-            ids = table[t, od0:od1]
-            valid = ids >= 0
-            tap = slab[:, :, :, t]  # view (N, nod, g, cin_g, H, W)
-            if valid.all():
-                tap[...] = np.moveaxis(xr[:, :, :, ids], 3, 1)
-            else:
-                tap[...] = fill
-                if valid.any():
-                    tap[:, valid] = np.moveaxis(xr[:, :, :, ids[valid]], 3, 1)
-        block = workspace((N * nod, Co, OH, OW), x.dtype, slot="stacked_output")
-        _winograd.winograd_conv2d(
-            slab.reshape(N * nod, g * kd * cin_g, H, W), None, bias, block, pads[1:],
-            mode, spec["padding_value"], spec["activation"] == "relu", g, n_threads,
-            variant=variant, filter_transform=u, check_finite=check_finite)
-        out[:, :, od0:od1] = np.moveaxis(block.reshape(N, nod, Co, OH, OW), 1, 2)
-    return out
+    return _winograd.winograd_conv3d_stacked(
+        x, u, bias, out, table, pads[1:], spec["padding_mode"], spec["padding_value"],
+        spec["activation"] == "relu", spec["groups"], n_threads, variant=variant,
+        check_finite=check_finite)
 
 
 #: Fewer (image, group) pairs than this and each image is split into row tiles, so

@@ -30,7 +30,15 @@ Computation and memory
 Depthwise convolution (and grouped convolution with few channels per group, see
 :func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
 
-* one input and one output channel per group (plain depthwise): the row kernel,
+* one input channel per group, 2-D, 3x3, stride 1, dilation 1 (the common depthwise
+  layer, any padding and mode, any multiplier): the plane kernel, parallel over
+  (image, output channel, band of rows). Each band's input rows are copied, padded,
+  into per-thread scratch, so every output row is one full-width vector loop (two
+  rows at a time) with no scalar edge columns; on 56-wide rows that was 15-20 %
+  faster than the row kernel, whose edges cost a large share. Extra memory per thread:
+  ``(band + 2) * (OW + 2)`` values (a band is a whole plane unless there are fewer
+  planes than threads).
+* other plain depthwise (one input and one output channel per group): the row kernel,
   parallel over (image, channel) planes, each output row accumulated in place from the
   input rows with vectorised interior loops and table-driven edges (3x3 fused into one
   pass, two output rows at a time at stride 1). No extra memory.
@@ -238,7 +246,8 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     ``spec`` needs ``groups``, ``kernel_size``, ``stride``, ``dilation``,
     ``padding_mode``, ``padding_value`` and ``activation``; ``x`` and ``out`` are
     C-contiguous in the compute dtype, ``weight`` is ``(C_out, C_in/groups, *k)``.
-    No extra memory. Depthwise convolution is the case ``groups == C_in``.
+    Extra memory as in the module docstring. Depthwise convolution is the case
+    ``groups == C_in``.
     """
     from pyconv import _kernels
     _depthwise = _kernels.load("_depthwise")
