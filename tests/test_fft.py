@@ -113,3 +113,38 @@ def test_fft_is_a_valid_algorithm_name():
     assert pyconv.Conv(spec).spec["algorithm"] == "fft"
     with pytest.raises(pyconv.SpecError, match="fft"):
         pyconv.Conv({**spec, "algorithm": "fourier"})
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_pads_wider_than_the_input_match_im2col(rng, mode):
+    # np.pad (the FFT path) against pyconv's own tap tables (im2col): one-pixel axes
+    # and pads wider than the input, where the mirrored modes repeat their pattern
+    for shape, pads in [((1, 2, 1, 5), [[2, 2], [3, 1]]), ((1, 2, 2, 3), [[5, 4], [4, 6]])]:
+        spec = {"op": "conv2d", "in_channels": 2, "out_channels": 3, "kernel_size": 3,
+                "padding": pads, "padding_mode": mode}
+        if mode == "constant":
+            spec["padding_value"] = 0.25
+        im2col = pyconv.Conv({**spec, "algorithm": "im2col"}, seed=0)
+        fft = pyconv.Conv({**spec, "algorithm": "fft"}, params=im2col.params)
+        x = rng.standard_normal(shape)
+        np.testing.assert_allclose(fft.apply(x), im2col.apply(x), rtol=0, atol=1e-13)
+
+
+def test_batch_runs_in_passes_within_the_chunk_budget(rng, monkeypatch):
+    # A tiny budget forces one image per pass; results equal the one-pass run.
+    spec = {"op": "conv2d", "in_channels": 3, "out_channels": 5, "kernel_size": 7,
+            "padding": 3, "padding_mode": "symmetric", "algorithm": "fft"}
+    conv = pyconv.Conv(spec, seed=2)
+    x = rng.standard_normal((5, 3, 20, 23))
+    whole = conv.apply(x)
+    monkeypatch.setattr(_fft, "CHUNK_BYTES", 1)
+    np.testing.assert_array_equal(conv.apply(x), whole)
+
+
+def test_auto_keeps_big_weight_spectra_out():
+    # 64 -> 64 channels, 11x11 on 224x224: the spectrum would be ~0.9 GB in float64
+    spec = {"kernel_size": [11, 11], "stride": [1, 1], "dilation": [1, 1], "groups": 1,
+            "in_channels": 64, "out_channels": 64}
+    pads = [(5, 5), (5, 5)]
+    assert not _fft.fft_preferred(spec, (2, 64, 224, 224), pads, np.float64)
+    assert _fft.fft_preferred(spec, (2, 64, 32, 32), pads, np.float32)

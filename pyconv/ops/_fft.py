@@ -31,10 +31,11 @@ plane spreads over every output of the planes it feeds (inherent to the transfor
 
 Memory
 ------
-Beyond the output: the padded input (when there is padding), the spectra of the
-input, the weight and the output, ``(N*C_in + C_out*C_in/groups + N*C_out) *
-prod(F[:-1]) * (F[-1]//2 + 1)`` complex values, and the inverse transform of one
-group, ``N * C_out/groups * prod(F)`` real values.
+Beyond the output: the weight's spectrum, ``C_out*C_in/groups * prod(F[:-1]) *
+(F[-1]//2 + 1)`` complex values (cached by ``conv`` while the weight lives; "auto"
+keeps it within :data:`AUTO_MAX_SPECTRUM_BYTES`), and per pass over a slice of the
+batch the padded input, the input and output spectra (at most :data:`CHUNK_BYTES`,
+or one image's) and the inverse transform of one group's output.
 
 Examples
 --------
@@ -61,20 +62,28 @@ AUTO_ADVANTAGE = 1.5
 #: ... and only from this many taps per output and input channel on (smaller kernels:
 #: the direct kernels run near the machine's peak and FFT overheads dominate).
 AUTO_MIN_TAPS = 100
+#: Input and output spectra of one pass over a batch stay within this many bytes
+#: (at least one image per pass).
+CHUNK_BYTES = 64 << 20
+#: "auto" does not take the FFT when the weight's spectrum (cached while the weight
+#: lives) would exceed this many bytes, e.g. 64 -> 64 channels on 224x224 images.
+AUTO_MAX_SPECTRUM_BYTES = 64 << 20
 #: Up to this many (input, output) channel pairs per group the contraction runs as
 #: whole-spectrum products; beyond, as one batched matrix product per frequency.
 FEW_CHANNEL_PAIRS = 64
 
 
-def fft_preferred(spec, input_shape, pads):
+def fft_preferred(spec, input_shape, pads, dtype=np.float64):
     """Whether "auto" should run a normalised conv spec on ``input_shape`` by FFT.
 
     Chooses the FFT for stride-1 convolutions with at least :data:`AUTO_MIN_TAPS`
     kernel taps when the direct multiply-adds exceed :data:`AUTO_ADVANTAGE` times an
     estimate of the transforms' work (``2.5 n log2 n`` per real transform of ``n``
     values, the input's and the output's; 2 per complex multiply-add of the channel
-    contraction). Calibrated on 1024x1024 single-channel images, float32, 2 threads:
-    direct / FFT 13 / 20 ms at 11x11 (not taken), 25 / 18 ms at 15x15 (taken).
+    contraction), and when the weight's spectrum stays within
+    :data:`AUTO_MAX_SPECTRUM_BYTES`. Calibrated on 1024x1024 single-channel images,
+    float32, 2 threads: direct / FFT 13 / 20 ms at 11x11 (not taken), 25 / 18 ms at
+    15x15 (taken).
 
     Examples
     --------
@@ -98,7 +107,12 @@ def fft_preferred(spec, input_shape, pads):
     outs = [p - e + 1 for p, e in zip(padded, ek)]
     if min(outs) < 1:
         return False
-    F = np.prod([sfft.next_fast_len(p, real=True) for p in padded])
+    fast = [sfft.next_fast_len(p, real=True) for p in padded]
+    F = np.prod(fast)
+    n_freq = np.prod(fast[:-1]) * (fast[-1] // 2 + 1)
+    if C_out * (C_in // groups) * n_freq * 2 * np.dtype(dtype).itemsize > \
+            AUTO_MAX_SPECTRUM_BYTES:
+        return False
     direct = N * C_out * np.prod(outs) * (C_in // groups) * np.prod(k)
     # the weight's spectrum is cached across calls (see ops/conv.py), so two transforms
     transforms = 2.5 * (N * C_in + N * C_out) * F * np.log2(F)
@@ -117,6 +131,45 @@ def _numpy_blas_limited(n):
     if _controller is None:
         _controller = ThreadpoolController()
     return _controller.limit(limits=n, user_api="blas")
+
+
+def _fft_images(x, wf, out, pads, stride, groups, padding_mode, padding_value, shape,
+                workers):
+    """One pass of :func:`fft_conv` over the images of ``x`` (no bias, no ReLU)."""
+    from scipy import fft as sfft
+
+    N, C_in = x.shape[:2]
+    C_out = out.shape[1]
+    cin_g, cout_g = C_in // groups, C_out // groups
+    axes = tuple(range(2, x.ndim))
+    if any(lo or hi for lo, hi in pads):
+        pad_width = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
+        mode = NP_PAD_MODES[padding_mode]
+        kw = ({"constant_values": padding_value if padding_mode == "constant" else 0}
+              if mode == "constant" else {})
+        x = np.pad(x, pad_width, mode=mode, **kw)
+    xf = sfft.rfftn(x, s=shape, axes=axes, workers=workers)
+    n_freq = int(np.prod(xf.shape[2:]))
+    crop = tuple(slice(0, o * s, s) for o, s in zip(out.shape[2:], stride))
+    for g in range(groups):
+        xg = xf[:, g * cin_g:(g + 1) * cin_g]
+        wg = wf[g * cout_g:(g + 1) * cout_g]
+        if cin_g * cout_g <= FEW_CHANNEL_PAIRS:
+            # few channels: whole-spectrum products, accumulated over c
+            yf = np.empty((N, cout_g) + xf.shape[2:], xf.dtype)
+            for o in range(cout_g):
+                np.multiply(xg[:, 0], wg[o, 0], out=yf[:, o])
+                for c in range(1, cin_g):
+                    yf[:, o] += xg[:, c] * wg[o, c]
+        else:
+            # (F, N, cin_g) @ (F, cin_g, cout_g) -> (F, N, cout_g)
+            xm = xg.reshape(N, cin_g, n_freq).transpose(2, 0, 1)
+            wm = wg.reshape(cout_g, cin_g, n_freq).transpose(2, 1, 0)
+            with _numpy_blas_limited(workers):  # NumPy's BLAS obeys n_threads too
+                ym = np.matmul(xm, wm)
+            yf = ym.transpose(1, 2, 0).reshape((N, cout_g) + xf.shape[2:])
+        y = sfft.irfftn(yf, s=shape, axes=axes, workers=workers, overwrite_x=True)
+        out[:, g * cout_g:(g + 1) * cout_g] = y[(slice(None), slice(None)) + crop]
 
 
 def transform_shape(padded):
@@ -166,53 +219,27 @@ def fft_conv(x, weight, bias, out, pads, stride, dilation, groups, padding_mode,
     -------
     out : ndarray
     """
-    from scipy import fft as sfft
-
     from pyconv import _threads
 
     rank = x.ndim - 2
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]
-    cin_g, cout_g = C_in // groups, C_out // groups
     workers = _threads.resolve(n_threads, float("inf"), 1 << 30)
     if N == 0 or C_out == 0 or out.size == 0:
         return out
-    pad_width = [(0, 0), (0, 0)] + [tuple(p) for p in pads]
-    mode = NP_PAD_MODES[padding_mode]
-    if any(lo or hi for lo, hi in pads):
-        kw = {"constant_values": padding_value if padding_mode == "constant" else 0}
-        xp = np.pad(x, pad_width, mode=mode, **(kw if mode == "constant" else {}))
-    else:
-        xp = x
-    shape = transform_shape(xp.shape[2:])
-    axes = tuple(range(2, 2 + rank))
-    xf = sfft.rfftn(xp, s=shape, axes=axes, workers=workers)
+    padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[2:], pads)]
+    shape = transform_shape(padded)
     if weight_spectrum is None:
         wf = conj_weight_spectrum(weight, shape, dilation, workers)
     else:
         wf = weight_spectrum(shape)
-    n_freq = int(np.prod(xf.shape[2:]))
-    crop = tuple(slice(0, o * s, s) for o, s in zip(out.shape[2:], stride))
-    for g in range(groups):
-        xg = xf[:, g * cin_g:(g + 1) * cin_g]
-        wg = wf[g * cout_g:(g + 1) * cout_g]
-        if cin_g * cout_g <= FEW_CHANNEL_PAIRS:
-            # few channels: whole-spectrum products, accumulated over c
-            yf = np.empty((N, cout_g) + xf.shape[2:], xf.dtype)
-            for o in range(cout_g):
-                np.multiply(xg[:, 0], wg[o, 0], out=yf[:, o])
-                for c in range(1, cin_g):
-                    yf[:, o] += xg[:, c] * wg[o, c]
-        else:
-            # (F, N, cin_g) @ (F, cin_g, cout_g) -> (F, N, cout_g)
-            xm = xg.reshape(N, cin_g, n_freq).transpose(2, 0, 1)
-            wm = wg.reshape(cout_g, cin_g, n_freq).transpose(2, 1, 0)
-            with _numpy_blas_limited(workers):  # NumPy's BLAS obeys n_threads too
-                ym = np.matmul(xm, wm)
-            yf = ym.transpose(1, 2, 0).reshape((N, cout_g) + xf.shape[2:])
-        y = sfft.irfftn(yf, s=shape, axes=axes, workers=workers, overwrite_x=True)
-        dst = out[:, g * cout_g:(g + 1) * cout_g]
-        dst[...] = y[(slice(None), slice(None)) + crop]
+    n_freq = int(np.prod(wf.shape[2:]))
+    # images per pass: their input and output spectra within CHUNK_BYTES
+    per_image = (C_in + C_out) * n_freq * wf.dtype.itemsize
+    step = max(1, min(N, CHUNK_BYTES // max(1, per_image)))
+    for n0 in range(0, N, step):
+        _fft_images(x[n0:n0 + step], wf, out[n0:n0 + step], pads, stride, groups,
+                    padding_mode, padding_value, shape, workers)
     if bias is not None:
         out += bias.reshape((1, C_out) + (1,) * rank)
     if relu:

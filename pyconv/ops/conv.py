@@ -166,7 +166,7 @@ class ConvND(Op):
         except _winograd.NonFiniteTiles:
             return conv_forward(self.name, x, weight, bias, out, spec, pads, out_spatial,
                                 n_threads)
-        if algo == "fft" or (algo == "auto" and _fft.fft_preferred(spec, shape, pads)):
+        if algo == "fft" or (algo == "auto" and _fft.fft_preferred(spec, shape, pads, x.dtype)):
             dilation = tuple(spec["dilation"])
             y = _fft.fft_conv(
                 x, weight, bias, out, pads, spec["stride"], dilation, spec["groups"],
