@@ -1173,7 +1173,7 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t n_bands = (OH + band - 1) // band
     cdef Py_ssize_t n_units = N * C_out * n_bands
     cdef Py_ssize_t u, n, co, t, r0, r1, r, src
-    cdef floating* p
+    cdef floating* p = NULL
     if n_units == 0 or OW == 0:
         return
     if rowidx.shape[0] < OH + 2 or colidx.shape[0] < OW + 2 \
