@@ -97,13 +97,14 @@ def copy_bandwidth(n_threads, repeats=5, nbytes=256 << 20):
 
 def gemm_ms(n_threads, repeats=5):
     """Median ms of ``n_threads`` independent single-threaded 512^3 sgemms, one per
-    OpenMP thread (all start together and the call ends with the slowest)."""
+    OpenMP thread (shared operands, own results; all start together and the call
+    ends with the slowest)."""
     from pyconv import _kernels, _threads
 
     with _threads.blas_pinned:
-        work = np.ones((n_threads, 3 * 512 * 512), np.float32)
+        work = np.ones((2 + n_threads) * 512 * 512, np.float32)
         kernel = _kernels.load("_conv").warm_sgemm
-        return median_ms(lambda: kernel(work, n_threads), repeats)
+        return median_ms(lambda: kernel(work, 512, n_threads), repeats)
 
 
 def measure(threads, repeats=5, use_torch=True, out=print):

@@ -79,15 +79,15 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                                has_bias, relu)
 
 
-def warm_sgemm(float[:, ::1] work, int n_threads):
-    """One ``n x n x n`` sgemm on each of ``n_threads`` OpenMP threads (``work``:
-    ``(n_threads, 3 * n * n)``): see ``pyconv._threads._warm_sgemm``."""
+def warm_sgemm(float[::1] work, Py_ssize_t n, int n_threads):
+    """One ``n x n x n`` sgemm on each of ``n_threads`` OpenMP threads, all reading the
+    same two ``n x n`` operands at the start of ``work`` and each writing its own
+    ``n x n`` block after them (``work``: ``(2 + n_threads) * n * n`` values). See
+    ``pyconv._threads._warm_sgemm``."""
     cdef Py_ssize_t t
-    cdef Py_ssize_t n = 1
-    cdef float* w
-    while 3 * (n + 1) * (n + 1) <= work.shape[1]:
-        n += 1
+    cdef float* w = &work[0]
+    if work.shape[0] < (2 + n_threads) * n * n:
+        raise ValueError("warm_sgemm: work is too small")
     with nogil, parallel(num_threads=n_threads):
         for t in prange(n_threads, schedule='static', chunksize=1):
-            w = &work[t, 0]
-            gemm_rm(w, w + n * n, w + 2 * n * n, n, n, n, n, n, n, 0)
+            gemm_rm(w, w + n * n, w + (2 + t) * n * n, n, n, n, n, n, n, 0)
