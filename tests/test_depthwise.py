@@ -621,3 +621,22 @@ def test_plane3x3_kernel_is_the_path_taken():
     strided = pyconv.Conv({**conv.spec, "stride": 2})
     _, pads, out = strided.op.geometry(strided.spec, (1, 4, 8, 8))
     assert dwmod._plan((8, 8), strided.spec, pads, out).plane3x3 is None
+
+
+@pytest.mark.parametrize("op,groups", [("depthwise_conv3d", None), ("conv3d", 2)])
+@pytest.mark.parametrize("mode", ["zeros", "replicate"])
+def test_depth_one_3d_with_depth_padding_is_not_the_2d_plane_kernel(rng, op, groups, mode):
+    # A (1, 3, 3) kernel on one input slice with depth padding has several output
+    # slices: the 2-D plane kernel must not take it (it would fill only one).
+    spec = {"op": op, "in_channels": 2, "kernel_size": [1, 3, 3], "padding": [1, 1, 1],
+            "padding_mode": mode}
+    if groups:
+        spec.update(out_channels=2, groups=groups)
+    conv = pyconv.Conv({**spec, "algorithm": "direct"} if groups else spec, seed=0)
+    x = rng.standard_normal((1, 2, 1, 5, 6))
+    y = conv.apply(x)
+    assert y.shape == (1, 2, 3, 5, 6)
+    _, pads, _ = conv.op.geometry(conv.spec, x.shape)
+    ref = ref_conv_nd(x, conv.params["weight"], conv.params["bias"], (1, 1, 1), pads,
+                      (1, 1, 1), 2, mode)
+    assert_close(y, ref, np.float64)

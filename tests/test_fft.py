@@ -148,3 +148,26 @@ def test_auto_keeps_big_weight_spectra_out():
     pads = [(5, 5), (5, 5)]
     assert not _fft.fft_preferred(spec, (2, 64, 224, 224), pads, np.float64)
     assert _fft.fft_preferred(spec, (2, 64, 32, 32), pads, np.float32)
+
+
+def test_many_channel_contraction_leaves_scipys_blas_pinned(rng):
+    # The per-frequency matrix product limits NumPy's BLAS to n_threads, and only it:
+    # SciPy's OpenBLAS stays at the one thread pyconv pinned it to, and NumPy's returns
+    # to its setting.
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return {i["filepath"]: i["num_threads"] for i in threadpool_info()
+                if i["user_api"] == "blas"}
+
+    spec = {"op": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 5,
+            "padding": 2, "algorithm": "fft"}
+    pyconv.Conv({**spec, "algorithm": "im2col"}, seed=0).apply(np.ones((1, 16, 8, 8)))
+    before = blas_threads()
+    pyconv.Conv(spec, seed=0).apply(rng.standard_normal((2, 16, 12, 12)), n_threads=2)
+    after = blas_threads()
+    assert after == before
+    assert all(n == 1 for path, n in after.items() if "scipy.libs" in path)
+    # what the limit acts on: NumPy's BLAS alone, never SciPy's
+    limited = [lib.filepath for lib in _fft._numpy_blas.lib_controllers]
+    assert limited and not any("scipy.libs" in path for path in limited)

@@ -1177,8 +1177,10 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     if n_units == 0 or OW == 0:
         return
     if rowidx.shape[0] < OH + 2 or colidx.shape[0] < OW + 2 \
-            or work.shape[1] < plane3x3_workspace(band, OW) or weight.shape[1] != 9:
-        raise ValueError("plane3x3: inconsistent tables or workspace")
+            or work.shape[1] < plane3x3_workspace(band, OW) or weight.shape[1] != 9 \
+            or x.shape[2] != H * W or out.shape[2] != OH * OW or out.shape[0] != N \
+            or weight.shape[0] != C_out or C_out % groups or band < 1:
+        raise ValueError("plane3x3: inconsistent shapes, tables or workspace")
     with nogil, parallel(num_threads=n_threads):
         p = &work[omp_get_thread_num(), 0]
         for u in prange(n_units, schedule='static'):

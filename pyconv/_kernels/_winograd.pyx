@@ -524,8 +524,13 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
     if rowidx.shape[0] < TH * mt + 2 or colidx.shape[0] < TW * mt + 2 \
             or colrun.shape[0] < colidx.shape[0] or mt not in (2, 4) \
             or out_off.shape[0] != N or u.shape[2] != cin_g or pad_plane.shape[0] < 1 \
-            or chunk < 1:
+            or chunk < 1 or work.shape[1] < workspace_row(mt, cin_g, cout_g, chunk):
         raise ValueError("winograd_2d: inconsistent tables")
+    if pad_plane.shape[0] < H * W:
+        for uu in range(N):
+            for k in range(C_in):
+                if in_off[uu, k] < 0:
+                    raise ValueError("winograd_2d: pad planes need an H*W pad_plane")
     n_chunks = (N * n_tiles + chunk - 1) // chunk
     n_units = groups * n_chunks
     finite = bytearray(n_units)

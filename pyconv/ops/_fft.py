@@ -51,6 +51,10 @@ True
 """
 from __future__ import annotations
 
+import contextlib
+import os
+import threading
+
 import numpy as np
 
 #: pyconv padding mode -> np.pad mode
@@ -120,17 +124,31 @@ def fft_preferred(spec, input_shape, pads, dtype=np.float64):
     return bool(direct > AUTO_ADVANTAGE * (transforms + contraction))
 
 
-_controller = None
+_numpy_blas = None
+_numpy_blas_lock = threading.Lock()
 
 
+@contextlib.contextmanager
 def _numpy_blas_limited(n):
-    """Context limiting NumPy's BLAS to ``n`` threads (a cached controller: ~20 us)."""
-    global _controller
-    from threadpoolctl import ThreadpoolController
+    """Run the block with NumPy's BLAS limited to ``n`` threads.
 
-    if _controller is None:
-        _controller = ThreadpoolController()
-    return _controller.limit(limits=n, user_api="blas")
+    Only NumPy's own library is touched: SciPy's OpenBLAS stays pinned to one thread
+    (see :class:`pyconv._threads._BlasPin`). A lock keeps two Python threads from
+    interleaving their limit and restore (the later restore would otherwise keep the
+    earlier limit).
+    """
+    global _numpy_blas
+    with _numpy_blas_lock:
+        if _numpy_blas is None:
+            from threadpoolctl import ThreadpoolController
+
+            numpy_dir = os.path.dirname(os.path.dirname(np.__file__))
+            libs = [lib.filepath for lib in ThreadpoolController().lib_controllers
+                    if lib.user_api == "blas" and lib.filepath.startswith(
+                        os.path.join(numpy_dir, "numpy"))]
+            _numpy_blas = ThreadpoolController().select(filepath=libs)
+        with _numpy_blas.limit(limits=n):
+            yield
 
 
 def _fft_images(x, wf, out, pads, stride, groups, padding_mode, padding_value, shape,

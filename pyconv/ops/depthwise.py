@@ -180,7 +180,8 @@ class _Plan:
         self._dims = [*self.spatial, *self.out, *self.k, sw, Wp, Mq, self.QS, lo]
         # 2-D 3x3 stride 1 dilation 1: the plane kernel's padded-position tables
         self.plane3x3 = None
-        if (self.spatial[0] == 1 and tuple(self.k) == (1, 3, 3) and tuple(s3[1:]) == (1, 1)
+        if (self.spatial[0] == 1 and self.out[0] == 1 and tuple(p3[0]) == (0, 0)
+                and tuple(self.k) == (1, 3, 3) and tuple(s3[1:]) == (1, 1)
                 and tuple(d3[1:]) == (1, 1)):
             (lo_h, _), (lo_w, _) = p3[1], p3[2]
             rowidx, colidx = (_geometry.tap_index_table(n, 1, o + 2, 1, 1, lo, mode)[:, 0]
