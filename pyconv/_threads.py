@@ -204,15 +204,17 @@ def _warm_sgemm():
     8x256x56x56 -> 64 layer: 87 ms, then 29 ms), with no page faults to explain it;
     double precision was not affected. The cause inside OpenBLAS is not established;
     the warm-up is harmless where there is none. OpenMP keeps its threads for later
-    parallel regions, so warming the pool once (as many threads as the policy gives)
-    covers later calls. Transient memory: two shared 0.8 MB operands and one 0.8 MB
-    result per thread.
+    parallel regions, so warming the pool once (as many threads as there are CPUs, up
+    to 64) covers later calls. Transient memory: two shared 0.8 MB operands and one
+    0.8 MB result per thread.
     """
     import numpy as np
 
     from pyconv import _kernels
 
-    n, threads = 448, get_num_threads()
+    # every CPU (a scoped num_threads(1) at the first call must not leave the rest
+    # cold), and any larger count asked for; at most 64 in memory's name
+    n, threads = 448, min(max(cpu_count(), get_num_threads()), 64)
     work = np.ones((2 + threads) * n * n, np.float32)
     _kernels.load("_conv").warm_sgemm(work, n, threads)
 
