@@ -53,6 +53,11 @@ cdef inline void im2col_rows(const floating* x, floating* col,
                             if sw == 1:
                                 for ow in range(lo, hi):
                                     dst[ow] = src[start + ow]
+                            elif sw == 2:
+                                # a constant stride the compiler can vectorise (loads
+                                # and shuffles); the general loop below stays scalar
+                                for ow in range(lo, hi):
+                                    dst[ow] = src[start + 2 * ow]
                             else:
                                 for ow in range(lo, hi):
                                     dst[ow] = src[start + ow * sw]
