@@ -17,18 +17,9 @@ import sys
 import numpy as np
 
 import pyconv
+from pyconv._demo import LAPLACIAN, SOBEL_X, gaussian
 from pyconv._png import to_uint8, write_png
 from pyconv._sample import sample_image
-
-SOBEL_X = np.array([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
-LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
-
-
-def gaussian(size, sigma):
-    t = np.arange(size) - (size - 1) / 2
-    g = np.exp(-t**2 / (2 * sigma**2))
-    k = np.outer(g, g)
-    return k / k.sum()
 
 
 def have(*ops):

@@ -15,7 +15,8 @@ SOBEL_X = np.array([[1.0, 0.0, -1.0], [2.0, 0.0, -2.0], [1.0, 0.0, -1.0]])
 LAPLACIAN = np.array([[0.0, 1.0, 0.0], [1.0, -4.0, 1.0], [0.0, 1.0, 0.0]])
 
 
-def _gaussian(size, sigma):
+def gaussian(size, sigma):
+    """A normalised ``size x size`` Gaussian kernel (also used by the docs' gallery)."""
     t = np.arange(size) - (size - 1) / 2
     g = np.exp(-t**2 / (2 * sigma**2))
     k = np.outer(g, g)
@@ -39,7 +40,7 @@ def demo_cases():
         ("Gaussian blur 9x9 per colour (groups=3)",
          Conv({"op": "conv2d", "in_channels": 3, "out_channels": 3, "kernel_size": 9,
                "groups": 3, "padding": "same", "padding_mode": "replicate", "bias": False},
-              params={"weight": np.repeat(_gaussian(9, 2.0)[None, None], 3, 0)}), rgb),
+              params={"weight": np.repeat(gaussian(9, 2.0)[None, None], 3, 0)}), rgb),
         ("Dilated 3x3 (dilation 4), zeros",
          Conv({"op": "conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 3,
                "dilation": 4, "padding": "same", "bias": False},

@@ -419,8 +419,12 @@ class TestThreads:
         from pyconv import _threads
         seen = []
         real = _threads.resolve
-        monkeypatch.setattr(_threads, "resolve", lambda *a, **k: seen.append(real(*a, **k))
-                            or seen[-1])
+
+        def spy(*args, **kwargs):
+            seen.append(real(*args, **kwargs))
+            return seen[-1]
+
+        monkeypatch.setattr(_threads, "resolve", spy)
         pool = pyconv.Conv({"op": "avg_pool2d", "kernel_size": 2, "stride": 2})
         x = np.ones((8, 64, 112, 112), np.float32)
         assert pool.flops(x.shape) < _threads.SERIAL_WORK_FLOPS

@@ -1045,20 +1045,6 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
 # its full width (two rows at a time), with no scalar edge columns and no index tables
 # in the hot loop. On 56-wide rows those edges cost about half of the row kernel's time.
 
-cdef extern from *:
-    """
-    /* Ask for the bytes [p, p + n) ahead of their use (a hint: never faults). */
-    static inline void pyconv_dw_prefetch(const void* p, ptrdiff_t n) {
-    #if defined(__GNUC__) || defined(__clang__)
-        const char* c = (const char*)p;
-        ptrdiff_t i;
-        for (i = 0; i < n; i += 64) __builtin_prefetch(c + i, 0, 2);
-    #endif
-    }
-    """
-    void pyconv_dw_prefetch(const void* p, Py_ssize_t n) noexcept nogil
-
-
 cdef inline void padded_row(floating* dst, const floating* src, const Py_ssize_t* colidx,
                             Py_ssize_t n_cols, Py_ssize_t lo, Py_ssize_t W,
                             floating pad_value) noexcept nogil:
@@ -1122,27 +1108,6 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
             o[ow] = 0 if v < 0 else v  # NaN stays NaN, as in torch.relu
 
 
-cdef inline void prefetch_band(const floating[:, :, ::1] x, Py_ssize_t u,
-                               Py_ssize_t n_bands, Py_ssize_t C_out, Py_ssize_t mult,
-                               Py_ssize_t band, Py_ssize_t OH, Py_ssize_t W,
-                               const Py_ssize_t* rowidx) noexcept nogil:
-    # The input rows unit u reads (rows past the padded edge of a mirrored mode may
-    # repeat: a hint costs nothing).
-    cdef Py_ssize_t t = u % n_bands
-    cdef Py_ssize_t co = (u // n_bands) % C_out
-    cdef Py_ssize_t n = u // (n_bands * C_out)
-    cdef Py_ssize_t r0 = t * band
-    cdef Py_ssize_t r1 = r0 + band if r0 + band < OH else OH
-    cdef Py_ssize_t lo = -1, hi = -1, r, src
-    for r in range(r0, r1 + 2):
-        src = rowidx[r]
-        if src >= 0:
-            lo = src if lo < 0 or src < lo else lo
-            hi = src if src > hi else hi
-    if lo >= 0:
-        pyconv_dw_prefetch(&x[n, co // mult, lo * W], (hi - lo + 1) * W * sizeof(floating))
-
-
 def plane3x3_workspace(Py_ssize_t band, Py_ssize_t OW):
     """Scratch values per thread for ``plane3x3``: ``band + 2`` padded rows."""
     return (band + 2) * (OW + 2)
@@ -1196,10 +1161,5 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                                &colidx[0], ldp, lo_w, W, pad_value)
                 else:
                     fill(p + (r - r0) * ldp, 0, ldp, pad_value)
-            # Fetch the input of the unit after this one (the same thread's next
-            # under the static schedule) while this one computes: the copy above
-            # otherwise waits on memory, then the arithmetic runs with memory idle.
-            if u + 1 < n_units:
-                prefetch_band(x, u + 1, n_bands, C_out, mult, band, OH, W, &rowidx[0])
             plane3x3_rows(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
                           &out[n, co, r0 * OW], OW, r1 - r0, relu)

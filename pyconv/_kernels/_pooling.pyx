@@ -89,25 +89,11 @@ cdef extern from *:
         }
     }
 
-    /* acc = (acc op r0) [op r1]; r1 may be NULL. */
+    /* acc = (acc op r0) [op r1]; r1 may be NULL: the init above with acc as its first
+       row (each vector is loaded before it is stored). */
     static void pc_vert_acc_f(float* acc, const float* r0, const float* r1, ptrdiff_t n,
                               int is_sum) {
-        ptrdiff_t i = 0;
-    #ifdef __AVX2__
-        if (r1) {
-            for (; i + 8 <= n; i += 8)
-                _mm256_storeu_ps(acc + i, PC_OP(PC_OP(pc_ld(acc + i), pc_ld(r0 + i)),
-                                                pc_ld(r1 + i)));
-        } else {
-            for (; i + 8 <= n; i += 8)
-                _mm256_storeu_ps(acc + i, PC_OP(pc_ld(acc + i), pc_ld(r0 + i)));
-        }
-    #endif
-        if (r1) {
-            for (; i < n; i++) acc[i] = PC_SOP(PC_SOP(acc[i], r0[i]), r1[i]);
-        } else {
-            for (; i < n; i++) acc[i] = PC_SOP(acc[i], r0[i]);
-        }
+        pc_vert_init_f(acc, acc, r0, r1, n, is_sum);
     }
 
     /* out[ow] = rb[ow*s] op rb[ow*s + 1] op ... (k taps, left to right) for the

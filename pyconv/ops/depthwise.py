@@ -34,8 +34,9 @@ Depthwise convolution (and grouped convolution with few channels per group, see
   layer, any padding and mode, any multiplier): the plane kernel, parallel over
   (image, output channel, band of rows). Each band's input rows are copied, padded,
   into per-thread scratch, so every output row is one full-width vector loop (two
-  rows at a time) with no scalar edge columns; on 56-wide rows that was 15-20 %
-  faster than the row kernel, whose edges cost a large share. Extra memory per thread:
+  rows at a time) with no scalar edge columns. Measured on 8x256x56x56, one thread,
+  against the row kernel: float32 10.9 -> 9.0 ms, float64 22.6 -> 19.3 ms (the
+  edges' share shrinks on wider rows: 5-10 % at 226 columns). Extra memory per thread:
   ``(band + 2) * (OW + 2)`` values (a band is a whole plane unless there are fewer
   planes than threads).
 * other plain depthwise (one input and one output channel per group): the row kernel,
