@@ -1,5 +1,8 @@
 """Dense N-D convolution: im2col + one GEMM per (image, group, row chunk) tile.
 
+Two GEMMs: OpenBLAS (:func:`conv_nd`), and pyconv's own packed tiles
+(:func:`conv_nd_packed`, ``_packed_gemm.h``), which the AVX2 build uses.
+
 The tiles write disjoint blocks of the output, so they run under one ``prange`` with
 single-threaded BLAS inside (the caller pins scipy's OpenBLAS to one thread: an
 OpenMP loop around a multi-threaded GEMM oversubscribes the cores). Each thread owns
@@ -12,8 +15,25 @@ from cython.parallel cimport parallel, prange
 
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._epilogue cimport bias_relu_tile
-from pyconv._kernels._im2col cimport im2col_rows
+from pyconv._kernels._im2col cimport im2col_span
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
+
+
+cdef extern from "_packed_gemm.h" nogil:
+    int PG_VECTOR, PG_MR, PG_NR_FLOAT, PG_NR_DOUBLE
+    void pg_tile_float(Py_ssize_t k, const float* a, const float* b, float* c,
+                       Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int accumulate)
+    void pg_tile_double(Py_ssize_t k, const double* a, const double* b, double* c,
+                        Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int accumulate)
+
+
+#: Whether :func:`conv_nd_packed` runs vectorised tiles in this build (the AVX2
+#: build); elsewhere it is a plain loop and OpenBLAS is faster.
+PACKED_VECTOR = bool(PG_VECTOR)
+#: Rows of the weights per packed panel.
+PACKED_ROWS = PG_MR
+#: Output columns per packed panel, by dtype name.
+PACKED_COLUMNS = {"float32": PG_NR_FLOAT, "float64": PG_NR_DOUBLE}
 
 
 def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
@@ -65,7 +85,7 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                 b_ptr = &x[n, g * cin_g, r0 * OW]
                 ldb = plane
             else:
-                im2col_rows(&x[n, g * cin_g, 0], col, cin_g, plane, r0, r1,
+                im2col_span(&x[n, g * cin_g, 0], col, cin_g, plane, r0 * OW, r1 * OW,
                             &idx_d[0], &idx_h[0], &idx_w[0], &span[0],
                             H, W, OD, OH, OW, KD, KH, KW, sw, pad_value)
                 b_ptr = col
@@ -73,6 +93,120 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             c_ptr = &out[n, g * cout_g, r0 * OW]
             gemm_rm(&weight[g * cout_g, 0], b_ptr, c_ptr, cout_g, pc, ck,
                     ck, ldb, P, 0)
+            if has_bias or relu:
+                bias_relu_tile(c_ptr, cout_g, pc, P,
+                               bias_ptr + g * cout_g if has_bias else NULL,
+                               has_bias, relu)
+
+
+cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
+                              Py_ssize_t nr, Py_ssize_t nr_full,
+                              floating* dst) noexcept nogil:
+    # dst[kk, j] = b[kk, j] for j < nr, zero up to nr_full: one k-major column panel.
+    cdef Py_ssize_t kk, j
+    for kk in range(k):
+        for j in range(nr):
+            dst[j] = b[j]
+        for j in range(nr, nr_full):
+            dst[j] = 0
+        b += ldb
+        dst += nr_full
+
+
+def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
+                   const floating[::1] bias, floating[:, :, ::1] out,
+                   const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
+                   const Py_ssize_t[::1] idx_w, const Py_ssize_t[::1] span,
+                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t OD, Py_ssize_t OH,
+                   Py_ssize_t OW, Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
+                   Py_ssize_t sw, Py_ssize_t groups, floating pad_value,
+                   bint has_bias, bint relu, bint direct, Py_ssize_t tile_columns,
+                   Py_ssize_t k_block, floating[:, ::1] work, int n_threads):
+    """:func:`conv_nd` with pyconv's packed GEMM tiles in place of OpenBLAS.
+
+    The units are (image, group, range of ``tile_columns`` flattened output
+    positions). Each unit fills its column buffer (im2col of its range; none if
+    ``direct``), then for each block of ``k_block`` taps (so that the weights' block
+    stays in L2) and each panel of ``PACKED_COLUMNS`` columns, packs the panel and runs
+    the tiles of every ``PACKED_ROWS`` output channels over it.
+
+    ``a_packed``: (groups, M_panels * ck * PACKED_ROWS), each group's weights in blocks
+    of ``k_block`` taps, each block in panels of ``PACKED_ROWS`` output channels stored
+    k-major, zero rows past ``C_out/groups`` (``pyconv.ops.conv.packed_weight``). ``work``: per thread, the column buffer
+    (``ck * tile_columns`` values, none if ``direct``) then one panel
+    (``k_block * PACKED_COLUMNS[dtype]``). Each output is one sum over k in order, so
+    the result depends neither on the tiling nor on the thread count.
+    """
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t plane = x.shape[2]
+    cdef Py_ssize_t C_out = out.shape[1]
+    cdef Py_ssize_t P = out.shape[2]
+    cdef Py_ssize_t cin_g = x.shape[1] // groups
+    cdef Py_ssize_t cout_g = C_out // groups
+    cdef Py_ssize_t ck = (KD * KH * KW) * cin_g
+    cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
+    cdef Py_ssize_t m_panels = (cout_g + PG_MR - 1) // PG_MR
+    cdef Py_ssize_t col_size = 0 if direct else ck * tile_columns
+    cdef Py_ssize_t n_tiles = (P + tile_columns - 1) // tile_columns if tile_columns > 0 else 0
+    cdef Py_ssize_t n_units = N * groups * n_tiles
+    cdef Py_ssize_t u, n, g, t, q0, pc, kb, k0, kl, jp, j0, nr, mp, mr
+    cdef floating* col = NULL
+    cdef floating* panel = NULL
+    cdef floating* c_ptr
+    cdef const floating* b_ptr
+    cdef const floating* a_g
+    cdef Py_ssize_t ldb
+    cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
+    if n_units == 0 or P == 0:
+        return
+    if (a_packed.shape[0] != groups or a_packed.shape[1] != m_panels * ck * PG_MR
+            or k_block < 1 or work.shape[0] < n_threads
+            or work.shape[1] < col_size + k_block * nr_full):
+        raise ValueError("conv_nd_packed: packed weights, k_block or workspace "
+                         "of the wrong size")
+    with nogil, parallel(num_threads=n_threads):
+        col = &work[omp_get_thread_num(), 0]
+        panel = col + col_size
+        for u in prange(n_units, schedule='static'):
+            t = u % n_tiles
+            g = (u // n_tiles) % groups
+            n = u // (n_tiles * groups)
+            q0 = t * tile_columns
+            pc = P - q0
+            if pc > tile_columns:
+                pc = tile_columns
+            if direct:
+                b_ptr = &x[n, g * cin_g, q0]
+                ldb = plane
+            else:
+                im2col_span(&x[n, g * cin_g, 0], col, cin_g, plane, q0, q0 + pc,
+                            &idx_d[0], &idx_h[0], &idx_w[0], &span[0],
+                            H, W, OD, OH, OW, KD, KH, KW, sw, pad_value)
+                b_ptr = col
+                ldb = pc
+            c_ptr = &out[n, g * cout_g, q0]
+            a_g = &a_packed[g, 0]
+            for kb in range((ck + k_block - 1) // k_block):
+                k0 = kb * k_block
+                kl = ck - k0
+                if kl > k_block:
+                    kl = k_block
+                for jp in range((pc + nr_full - 1) // nr_full):
+                    j0 = jp * nr_full
+                    nr = pc - j0
+                    if nr > nr_full:
+                        nr = nr_full
+                    pack_columns(b_ptr + k0 * ldb + j0, ldb, kl, nr, nr_full, panel)
+                    for mp in range(m_panels):
+                        mr = cout_g - mp * PG_MR
+                        if mr > PG_MR:
+                            mr = PG_MR
+                        if floating is float:
+                            pg_tile_float(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR, panel,
+                                          c_ptr + mp * PG_MR * P + j0, P, mr, nr, k0 > 0)
+                        else:
+                            pg_tile_double(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR, panel,
+                                           c_ptr + mp * PG_MR * P + j0, P, mr, nr, k0 > 0)
             if has_bias or relu:
                 bias_relu_tile(c_ptr, cout_g, pc, P,
                                bias_ptr + g * cout_g if has_bias else NULL,

@@ -8,22 +8,27 @@
 from cython cimport floating
 
 
-cdef inline void im2col_rows(const floating* x, floating* col,
+cdef inline void im2col_span(const floating* x, floating* col,
                              Py_ssize_t channels, Py_ssize_t plane,
-                             Py_ssize_t r0, Py_ssize_t r1,
+                             Py_ssize_t q0, Py_ssize_t q1,
                              const Py_ssize_t* idx_d, const Py_ssize_t* idx_h,
                              const Py_ssize_t* idx_w, const Py_ssize_t* span,
                              Py_ssize_t H, Py_ssize_t W,
                              Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
                              Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
                              Py_ssize_t sw, floating pad_value) noexcept nogil:
-    # Fill col[(c, kd, kh, kw), p] for the output rows r0 <= od*OH + oh < r1; x holds
-    # `channels` planes of `plane` = D*H*W values; col has (r1 - r0) * OW columns.
+    # Fill col[(c, kd, kh, kw), q - q0] for the flattened output positions
+    # q = (od*OH + oh)*OW + ow in [q0, q1); x holds `channels` planes of `plane` =
+    # D*H*W values; col rows are q1 - q0 long. A range may start and end inside an
+    # output row (tiles of whole rows are the case q0 = r0*OW, q1 = r1*OW).
     # span[3*kw : 3*kw+3] = (lo, hi, start): for lo <= ow < hi the w-index is the affine
     # start + ow*sw inside the image, so that stretch is a plain (strided) copy and only
     # the edges go through the table.
     cdef Py_ssize_t HW = H * W
     cdef Py_ssize_t c, kd, kh, kw, r, od, oh, ow, id_, ih, iw, lo, hi, start
+    cdef Py_ssize_t a, b, mid_a, mid_b
+    cdef Py_ssize_t r0 = q0 // OW
+    cdef Py_ssize_t r1 = (q1 + OW - 1) // OW
     cdef const floating* xc
     cdef const floating* src
     cdef const Py_ssize_t* wrow
@@ -38,30 +43,37 @@ cdef inline void im2col_rows(const floating* x, floating* col,
                     hi = span[3 * kw + 1]
                     start = span[3 * kw + 2]
                     for r in range(r0, r1):
+                        # this row's part of the range: a <= ow < b
+                        a = q0 - r * OW if r == r0 else 0
+                        b = q1 - r * OW if r == r1 - 1 else OW
                         od = r // OH
                         oh = r - od * OH
                         id_ = idx_d[kd * OD + od]
                         ih = idx_h[kh * OH + oh]
                         if id_ < 0 or ih < 0:
-                            for ow in range(OW):
+                            for ow in range(b - a):
                                 dst[ow] = pad_value
                         else:
+                            mid_a = lo if lo > a else a
+                            mid_b = hi if hi < b else b
+                            if mid_b < mid_a:
+                                mid_b = mid_a
                             src = xc + id_ * HW + ih * W
-                            for ow in range(lo):
+                            for ow in range(a, mid_a if mid_a < b else b):
                                 iw = wrow[ow]
-                                dst[ow] = src[iw] if iw >= 0 else pad_value
+                                dst[ow - a] = src[iw] if iw >= 0 else pad_value
                             if sw == 1:
-                                for ow in range(lo, hi):
-                                    dst[ow] = src[start + ow]
+                                for ow in range(mid_a, mid_b):
+                                    dst[ow - a] = src[start + ow]
                             elif sw == 2:
                                 # a constant stride the compiler can vectorise (loads
                                 # and shuffles); the general loop below stays scalar
-                                for ow in range(lo, hi):
-                                    dst[ow] = src[start + 2 * ow]
+                                for ow in range(mid_a, mid_b):
+                                    dst[ow - a] = src[start + 2 * ow]
                             else:
-                                for ow in range(lo, hi):
-                                    dst[ow] = src[start + ow * sw]
-                            for ow in range(hi, OW):
+                                for ow in range(mid_a, mid_b):
+                                    dst[ow - a] = src[start + ow * sw]
+                            for ow in range(mid_b if mid_b > a else a, b):
                                 iw = wrow[ow]
-                                dst[ow] = src[iw] if iw >= 0 else pad_value
-                        dst += OW
+                                dst[ow - a] = src[iw] if iw >= 0 else pad_value
+                        dst += b - a
