@@ -49,10 +49,11 @@ def packed_gemm(request, monkeypatch):
 
 
 def tiny_blocks(monkeypatch):
-    """One panel per tile, 5 taps per k-block, one unit per panel."""
+    """One panel per tile (two for 1x1), 5 taps per k-block."""
     monkeypatch.setattr(conv_module, "PACKED_COLUMN_BYTES", 1)
     monkeypatch.setattr(conv_module, "PACKED_MIN_PANELS", 1)
     monkeypatch.setattr(conv_module, "PACKED_MAX_PANELS", 1)
+    monkeypatch.setattr(conv_module, "PACKED_DIRECT_PANELS", 2)
     monkeypatch.setattr(conv_module, "PACKED_WEIGHT_BLOCK_BYTES", 1)
     monkeypatch.setattr(conv_module, "PACKED_MIN_K_BLOCK", 5)
 

@@ -114,6 +114,74 @@ def test_matches_numpy_scatter_reference(rng, relu):
         np.testing.assert_allclose(y32, want, rtol=0, atol=1e-5 * scale(want))
 
 
+# -- the two algorithms ----------------------------------------------------------------
+
+@pytest.mark.parametrize("level", ["avx2", "baseline"])
+@pytest.mark.parametrize("algorithm", tmod.ALGORITHMS)
+@pytest.mark.parametrize("case", TORCH_CASES)
+def test_every_algorithm_and_build_matches_torch(torch, rng, monkeypatch, case, algorithm,
+                                                 level):
+    """Both algorithms, on either kernel build (the baseline build's phases run on
+    OpenBLAS and are scattered by NumPy; the AVX2 build's are written in place)."""
+    from pyconv import _kernels
+    monkeypatch.setattr(_kernels, "LEVEL", level)
+    rank, ci, co, sp, k, s, p, op, d, g, b = case
+    conv = make(rank, "float64", in_channels=ci, out_channels=co, kernel_size=k, stride=s,
+                padding=p, output_padding=op, dilation=d, groups=g, bias=b,
+                algorithm=algorithm, activation="relu")
+    x = rng.standard_normal((2, ci, *sp))
+    t = np.maximum(torch_conv_t(torch, conv, x, stride=s, padding=p, output_padding=op,
+                                dilation=d, groups=g), 0)
+    np.testing.assert_allclose(conv.apply(x, n_threads=2), t, rtol=0,
+                               atol=1e-12 * scale(t))
+
+
+def test_subpixel_phases_over_random_geometry(rng):
+    """Crops past the kernel (phases whose window starts inside the input or never
+    meets it), dilations sharing a factor with the stride, kernels shorter than the
+    stride (bias-only phases), against the float64 scatter loop."""
+    from pyconv.ops import _subpixel
+    kinds = set()
+    for _ in range(120):
+        rank = int(rng.integers(1, 4))
+        k = [int(v) for v in rng.integers(1, 5, rank)]
+        s = [int(v) for v in rng.integers(1, 5, rank)]
+        d = [int(v) for v in rng.integers(1, 4, rank)]
+        op = [int(rng.integers(0, max(a, b))) for a, b in zip(s, d)]
+        sp = [int(v) for v in rng.integers(1, 6, rank)]
+        full = [(n - 1) * ss + dd * (kk - 1) + 1 + o
+                for n, ss, dd, kk, o in zip(sp, s, d, k, op)]
+        pads = [[int(rng.integers(0, f)), int(rng.integers(0, f))] for f in full]
+        pads = [[lo, min(hi, f - lo - 1)] for (lo, hi), f in zip(pads, full)]
+        g = int(rng.choice([1, 2]))
+        conv = make(rank, in_channels=2 * g, out_channels=g * int(rng.integers(1, 3)),
+                    kernel_size=k, stride=s, padding=pads, output_padding=op,
+                    dilation=d, groups=g, algorithm="subpixel")
+        x = rng.standard_normal((2, 2 * g, *sp))
+        crops, lengths = ref.torch_style_geometry(sp, k, s, d, pads, op)
+        for axis in range(rank):
+            for phase in _subpixel.axis_phases(sp[axis], lengths[axis], k[axis], s[axis],
+                                               d[axis], crops[axis]):
+                kinds.add("bias only" if not phase[2] else
+                          "cropped" if phase[4][0] > 0 or phase[4][1] < sp[axis] else
+                          "dilated" if phase[3] > 1 else "plain")
+        want = ref.conv_transpose_nd(x, conv.params["weight"], conv.params["bias"], s, d,
+                                     g, crops, lengths)
+        np.testing.assert_allclose(conv.apply(x), want, rtol=0, atol=1e-12 * scale(want))
+    assert kinds == {"bias only", "cropped", "dilated", "plain"}
+
+
+def test_subpixel_axis_phases_of_a_4x4_stride_2_upsampler():
+    # outputs 2q read taps 3, 1 from inputs q-1, q; outputs 2q+1 taps 2, 0 from q, q+1
+    assert _phases(8, 16, 4, 2, 1, 1) == [
+        (0, 8, (3, 1), 1, (0, 8), (1, 0)), (1, 8, (2, 0), 1, (0, 8), (0, 1))]
+
+
+def _phases(*args):
+    from pyconv.ops import _subpixel
+    return _subpixel.axis_phases(*args)
+
+
 # -- "same" -----------------------------------------------------------------------------
 
 # (in, k, s, d) -> (crop lo, out): TF pads total = max(d*(k-1)+1 - s, 0), lo = total//2
@@ -285,11 +353,12 @@ def test_output_size_reaches_lengths_beyond_an_empty_default():
 
 # -- engineering ------------------------------------------------------------------------
 
+@pytest.mark.parametrize("algorithm", tmod.ALGORITHMS)
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_thread_counts_bit_identical(rng, dtype):
+def test_thread_counts_bit_identical(rng, dtype, algorithm):
     for rank, sp, k, s in [(2, (12, 10), 4, 2), (3, (4, 5, 6), 3, 2), (1, (500,), 5, 3)]:
         conv = make(rank, dtype, in_channels=16, out_channels=24, kernel_size=k, stride=s,
-                    padding=1, groups=2, activation="relu")
+                    padding=1, groups=2, activation="relu", algorithm=algorithm)
         x = rng.standard_normal((3, 16, *sp)).astype(dtype)
         assert conv.flops(x.shape) > 2_000_000  # large enough to really use 2 threads
         y1 = conv.apply(x, n_threads=1)
@@ -305,7 +374,7 @@ def test_chunked_blocks_match_reference(rng, monkeypatch, positions):
     monkeypatch.setattr(tmod, "COLUMN_BYTES_PER_THREAD", positions * 12 * 8)
     sp, k, s, pads, op = (3, 4, 5), (2, 3, 2), (2, 1, 3), [[1, 0], [0, 2], [1, 1]], (1, 0, 2)
     conv = make(3, in_channels=4, out_channels=6, kernel_size=k, stride=s, padding=pads,
-                output_padding=op, groups=2)
+                output_padding=op, groups=2, algorithm="col2im")
     x = rng.standard_normal((2, 4, *sp))
     crops, lengths = ref.torch_style_geometry(sp, k, s, (1, 1, 1), pads, op)
     want = ref.conv_transpose_nd(x, conv.params["weight"], conv.params["bias"],
@@ -317,7 +386,7 @@ def test_chunked_blocks_match_reference(rng, monkeypatch, positions):
 def test_long_1d_signal_is_chunked_inside_its_row(torch, rng, monkeypatch):
     monkeypatch.setattr(tmod, "COLUMN_BYTES_PER_THREAD", 4096)
     conv = make(1, in_channels=3, out_channels=4, kernel_size=5, stride=3, padding=2,
-                output_padding=1)
+                output_padding=1, algorithm="col2im")
     x = rng.standard_normal((2, 3, 1000))
     t = torch_conv_t(torch, conv, x, stride=3, padding=2, output_padding=1)
     np.testing.assert_allclose(conv.apply(x), t, rtol=0, atol=1e-12 * scale(t))

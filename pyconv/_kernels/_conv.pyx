@@ -121,7 +121,8 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
                    Py_ssize_t OW, Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
                    Py_ssize_t sw, Py_ssize_t groups, floating pad_value,
                    bint has_bias, bint relu, bint direct, Py_ssize_t tile_columns,
-                   Py_ssize_t k_block, floating[:, ::1] work, int n_threads):
+                   Py_ssize_t k_block, const Py_ssize_t[::1] out_index,
+                   floating[:, ::1] work, int n_threads):
     """:func:`conv_nd` with pyconv's packed GEMM tiles in place of OpenBLAS.
 
     The units are (image, group, range of ``tile_columns`` flattened output
@@ -132,41 +133,56 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
 
     ``a_packed``: (groups, M_panels * ck * PACKED_ROWS), each group's weights in blocks
     of ``k_block`` taps, each block in panels of ``PACKED_ROWS`` output channels stored
-    k-major, zero rows past ``C_out/groups`` (``pyconv.ops.conv.packed_weight``). ``work``: per thread, the column buffer
-    (``ck * tile_columns`` values, none if ``direct``) then one panel
-    (``k_block * PACKED_COLUMNS[dtype]``). Each output is one sum over k in order, so
-    the result depends neither on the tiling nor on the thread count.
+    k-major, zero rows past ``C_out/groups`` (``pyconv.ops.conv.packed_weight``).
+    ``out_index``: empty, or for each of the ``OD*OH*OW`` positions its place in
+    ``out``'s planes (which may then be larger: one phase of a transposed
+    convolution), the tile then being computed in scratch and scattered.
+    ``work``: per thread, the column buffer (``ck * tile_columns`` values, none if
+    ``direct``), one panel (``k_block * PACKED_COLUMNS[dtype]``) and, with
+    ``out_index``, the tile (``M_panels * PACKED_ROWS * tile_columns``). Each output
+    is one sum over k in order, so the result depends neither on the tiling nor on
+    the thread count.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t plane = x.shape[2]
     cdef Py_ssize_t C_out = out.shape[1]
-    cdef Py_ssize_t P = out.shape[2]
+    cdef Py_ssize_t out_plane = out.shape[2]
+    cdef Py_ssize_t P = OD * OH * OW
+    cdef bint scatter = out_index.shape[0] > 0
     cdef Py_ssize_t cin_g = x.shape[1] // groups
     cdef Py_ssize_t cout_g = C_out // groups
     cdef Py_ssize_t ck = (KD * KH * KW) * cin_g
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
     cdef Py_ssize_t m_panels = (cout_g + PG_MR - 1) // PG_MR
     cdef Py_ssize_t col_size = 0 if direct else ck * tile_columns
+    cdef Py_ssize_t panel_size = k_block * nr_full
+    cdef Py_ssize_t tile_size = m_panels * PG_MR * tile_columns if scatter else 0
     cdef Py_ssize_t n_tiles = (P + tile_columns - 1) // tile_columns if tile_columns > 0 else 0
     cdef Py_ssize_t n_units = N * groups * n_tiles
-    cdef Py_ssize_t u, n, g, t, q0, pc, kb, k0, kl, jp, j0, nr, mp, mr
+    cdef Py_ssize_t u, n, g, t, q0, pc, kb, k0, kl, jp, j0, nr, mp, mr, i, j
     cdef floating* col = NULL
     cdef floating* panel = NULL
+    cdef floating* tile = NULL
     cdef floating* c_ptr
+    cdef floating* o_ptr
+    cdef Py_ssize_t ldc
     cdef const floating* b_ptr
     cdef const floating* a_g
     cdef Py_ssize_t ldb
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
-    if n_units == 0 or P == 0:
+    if n_units == 0:
         return
     if (a_packed.shape[0] != groups or a_packed.shape[1] != m_panels * ck * PG_MR
             or k_block < 1 or work.shape[0] < n_threads
-            or work.shape[1] < col_size + k_block * nr_full):
-        raise ValueError("conv_nd_packed: packed weights, k_block or workspace "
-                         "of the wrong size")
+            or work.shape[1] < col_size + panel_size + tile_size
+            or (scatter and out_index.shape[0] != P)
+            or (not scatter and out_plane != P)):
+        raise ValueError("conv_nd_packed: packed weights, k_block, out_index or "
+                         "workspace of the wrong size")
     with nogil, parallel(num_threads=n_threads):
         col = &work[omp_get_thread_num(), 0]
         panel = col + col_size
+        tile = panel + panel_size
         for u in prange(n_units, schedule='static'):
             t = u % n_tiles
             g = (u // n_tiles) % groups
@@ -184,7 +200,12 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
                             H, W, OD, OH, OW, KD, KH, KW, sw, pad_value)
                 b_ptr = col
                 ldb = pc
-            c_ptr = &out[n, g * cout_g, q0]
+            if scatter:
+                c_ptr = tile
+                ldc = pc
+            else:
+                c_ptr = &out[n, g * cout_g, q0]
+                ldc = P
             a_g = &a_packed[g, 0]
             for kb in range((ck + k_block - 1) // k_block):
                 k0 = kb * k_block
@@ -202,15 +223,22 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
                         if mr > PG_MR:
                             mr = PG_MR
                         if floating is float:
-                            pg_tile_float(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR, panel,
-                                          c_ptr + mp * PG_MR * P + j0, P, mr, nr, k0 > 0)
+                            pg_tile_float(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR,
+                                          panel, c_ptr + mp * PG_MR * ldc + j0, ldc, mr,
+                                          nr, k0 > 0)
                         else:
-                            pg_tile_double(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR, panel,
-                                           c_ptr + mp * PG_MR * P + j0, P, mr, nr, k0 > 0)
+                            pg_tile_double(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR,
+                                           panel, c_ptr + mp * PG_MR * ldc + j0, ldc, mr,
+                                           nr, k0 > 0)
             if has_bias or relu:
-                bias_relu_tile(c_ptr, cout_g, pc, P,
+                bias_relu_tile(c_ptr, cout_g, pc, ldc,
                                bias_ptr + g * cout_g if has_bias else NULL,
                                has_bias, relu)
+            if scatter:
+                for i in range(cout_g):
+                    o_ptr = &out[n, g * cout_g + i, 0]
+                    for j in range(pc):
+                        o_ptr[out_index[q0 + j]] = tile[i * pc + j]
 
 
 def warm_sgemm(float[::1] work, Py_ssize_t n, int n_threads):

@@ -34,9 +34,16 @@ picks the output length per axis, replacing ``output_padding``:
 * ``"same"``: TensorFlow's rule, any ``L`` with ``ceil(L / stride) == in``, i.e. in
   ``[(in-1)*s + 1, in*s]``, cropping ``lo`` from the "same" padding of ``L``.
 
-Algorithm and memory
---------------------
-No zero insertion. For each image and group, a GEMM forms the column block
+Algorithms and memory
+---------------------
+``algorithm="subpixel"`` (what ``"auto"`` takes where pyconv's packed GEMM runs: the
+AVX2 build) splits the op into ``prod(stride)`` ordinary stride-1 convolutions, one per
+output phase, each written in place: see :mod:`pyconv.ops._subpixel`. Its GEMMs have
+``C_out/groups`` rows where col2im's have ``C_out/groups * prod(k)``, and nothing is
+scatter-added. Measured here on 8x128x32x32 -> 64, k4 s2 p1, float32, 2 threads:
+44 ms with col2im, 39.5 ms phase by phase.
+
+``algorithm="col2im"``: no zero insertion. For each image and group, a GEMM forms the column block
 ``cols[(co, tap), p] = sum_ci W[ci, co, tap] * x[ci, p]`` for a block of output
 channels and a chunk of input positions, and col2im scatter-adds it into those output
 channels' planes. One work unit is (image, group, output-channel block); it owns whole
@@ -77,6 +84,7 @@ from pyconv._geometry import as_3d, effective_kernel, same_padding
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding
 from pyconv._workspace import workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
+from pyconv.ops import _subpixel
 from pyconv.ops.conv import check_groups
 
 #: Budget for one thread's column buffer (an output-channel block's taps for a chunk
@@ -123,6 +131,9 @@ class ConvTransposeND(Op):
             key("bias", boolean(), True, "Add a learned bias per output channel."),
             key("activation", optional(choice("relu")), None,
                 "Activation fused into the kernel: None or 'relu'."),
+            key("algorithm", choice(*ALGORITHMS), "auto",
+                "Kernel: 'auto' (chosen by shape), 'col2im' (GEMM + col2im scatter), "
+                "'subpixel' (one ordinary convolution per output phase)."),
         )
         self.formulas = {
             "output": "out = (in-1)*stride - lo - hi + dilation*(k-1) + output_padding + 1; "
@@ -247,8 +258,23 @@ class ConvTransposeND(Op):
     # -- computation ------------------------------------------------------------------------
     def forward(self, spec, x, params, out, n_threads, output_size=None):
         shape, crops, lengths = self.geometry(spec, x.shape, output_size)
+        if subpixel_preferred(spec, x.dtype):
+            return _subpixel.subpixel_forward(
+                self.name, x, params["weight"], params.get("bias"), out, spec, crops,
+                lengths, n_threads)
         return conv_transpose_forward(self.name, x, params["weight"], params.get("bias"),
                                       out, spec, crops, lengths, n_threads)
+
+
+ALGORITHMS = ("auto", "col2im", "subpixel")
+
+
+def subpixel_preferred(spec, dtype):
+    """Whether ``spec`` runs phase by phase (:mod:`pyconv.ops._subpixel`)."""
+    if spec["algorithm"] != "auto":
+        return spec["algorithm"] == "subpixel"
+    from pyconv import _kernels
+    return _kernels.load("_conv").PACKED_VECTOR
 
 
 def input_spans(n, out_len, k, s, d, lo):
