@@ -52,9 +52,13 @@ def random_case(rng, dtype):
     return x, w, b, [tuple(p) for p in pads], groups
 
 
+@pytest.mark.parametrize("level", ["avx2", "baseline"])
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_random_configs_against_reference(rng, dtype, variant):
+def test_random_configs_against_reference(rng, monkeypatch, dtype, variant, level):
+    """Both GEMMs: the AVX2 build's packed tiles and the baseline build's OpenBLAS."""
+    from pyconv import _kernels
+    monkeypatch.setattr(_kernels, "LEVEL", level)
     worst = 0.0
     for i in range(36):
         x, w, b, pads, groups = random_case(rng, dtype)

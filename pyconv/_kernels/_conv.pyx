@@ -17,14 +17,8 @@ from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._im2col cimport im2col_span
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
-
-
-cdef extern from "_packed_gemm.h" nogil:
-    int PG_VECTOR, PG_MR, PG_NR_FLOAT, PG_NR_DOUBLE
-    void pg_tile_float(Py_ssize_t k, const float* a, const float* b, float* c,
-                       Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int accumulate)
-    void pg_tile_double(Py_ssize_t k, const double* a, const double* b, double* c,
-                        Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int accumulate)
+from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, PG_VECTOR,
+                                      packed_gemm)
 
 
 #: Whether :func:`conv_nd_packed` runs vectorised tiles in this build (the AVX2
@@ -99,20 +93,6 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                                has_bias, relu)
 
 
-cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
-                              Py_ssize_t nr, Py_ssize_t nr_full,
-                              floating* dst) noexcept nogil:
-    # dst[kk, j] = b[kk, j] for j < nr, zero up to nr_full: one k-major column panel.
-    cdef Py_ssize_t kk, j
-    for kk in range(k):
-        for j in range(nr):
-            dst[j] = b[j]
-        for j in range(nr, nr_full):
-            dst[j] = 0
-        b += ldb
-        dst += nr_full
-
-
 def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
                    const floating[::1] bias, floating[:, :, ::1] out,
                    const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
@@ -159,7 +139,7 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
     cdef Py_ssize_t tile_size = m_panels * PG_MR * tile_columns if scatter else 0
     cdef Py_ssize_t n_tiles = (P + tile_columns - 1) // tile_columns if tile_columns > 0 else 0
     cdef Py_ssize_t n_units = N * groups * n_tiles
-    cdef Py_ssize_t u, n, g, t, q0, pc, kb, k0, kl, jp, j0, nr, mp, mr, i, j
+    cdef Py_ssize_t u, n, g, t, q0, pc, kb, k0, kl, i, j
     cdef floating* col = NULL
     cdef floating* panel = NULL
     cdef floating* tile = NULL
@@ -212,24 +192,8 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
                 kl = ck - k0
                 if kl > k_block:
                     kl = k_block
-                for jp in range((pc + nr_full - 1) // nr_full):
-                    j0 = jp * nr_full
-                    nr = pc - j0
-                    if nr > nr_full:
-                        nr = nr_full
-                    pack_columns(b_ptr + k0 * ldb + j0, ldb, kl, nr, nr_full, panel)
-                    for mp in range(m_panels):
-                        mr = cout_g - mp * PG_MR
-                        if mr > PG_MR:
-                            mr = PG_MR
-                        if floating is float:
-                            pg_tile_float(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR,
-                                          panel, c_ptr + mp * PG_MR * ldc + j0, ldc, mr,
-                                          nr, k0 > 0)
-                        else:
-                            pg_tile_double(kl, a_g + (k0 * m_panels + mp * kl) * PG_MR,
-                                           panel, c_ptr + mp * PG_MR * ldc + j0, ldc, mr,
-                                           nr, k0 > 0)
+                packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb, c_ptr,
+                            ldc, cout_g, pc, kl, k0 > 0, panel)
             if has_bias or relu:
                 bias_relu_tile(c_ptr, cout_g, pc, ldc,
                                bias_ptr + g * cout_g if has_bias else NULL,

@@ -23,7 +23,8 @@ phase-split (``T[p][k][i]`` = column ``m*i + p``), so the horizontal pass reads
 contiguous data and writes each V[a] stream contiguously.
 
 Units write disjoint output tiles, so they run under one ``prange`` with
-single-threaded BLAS inside. A unit's arithmetic does not depend on which thread runs
+single-threaded GEMMs inside (pyconv's packed tiles, or OpenBLAS pinned to one
+thread). A unit's arithmetic does not depend on which thread runs
 it nor on the thread count, so results are bit-identical for any ``n_threads``.
 Each thread owns one row of the caller's workspace of ``workspace_row(...)`` values
 (V and M of one chunk).
@@ -33,11 +34,24 @@ from cython.parallel cimport parallel, prange
 
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
+from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, PG_VECTOR,
+                                      packed_gemm)
+
+#: Whether the GEMMs can run on pyconv's packed tiles (the AVX2 build; see
+#: ``_packed_gemm.h``), given the filter in ``pyconv.ops._winograd.packed_filter``'s
+#: layout; otherwise OpenBLAS runs them.
+PACKED_VECTOR = bool(PG_VECTOR)
+#: Rows of U per packed panel.
+PACKED_ROWS = PG_MR
+#: Columns (tiles) per packed panel, by dtype name.
+PACKED_COLUMNS = {"float32": PG_NR_FLOAT, "float64": PG_NR_DOUBLE}
 
 
 cdef enum:
     # Tiles per transform block (packed across tile rows).
     BLK = 64
+    # Widest column panel of the packed GEMM (float32's).
+    PANEL_COLUMNS = 24
     # Leading dimension of the vertical-pass scratch: the columns of BLK 4x4 tiles.
     LDC = 4 * BLK + 4
     # The alpha**2 matrices V[a] (and M[a]) are written (read) together, one value
@@ -48,8 +62,9 @@ cdef enum:
 
 
 def workspace_row(Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t chunk):
-    """Values one thread's workspace row needs: V and M of one chunk, skewed."""
-    return (mt + 2) ** 2 * ((cin_g + cout_g) * chunk + 2 * SKEW)
+    """Values one thread's workspace row needs: V and M of one chunk, skewed, and one
+    column panel of the packed GEMM."""
+    return (mt + 2) ** 2 * ((cin_g + cout_g) * chunk + 2 * SKEW) + cin_g * PANEL_COLUMNS
 
 
 # ---- input side ----------------------------------------------------------------------
@@ -381,7 +396,8 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
                       Py_ssize_t q0, Py_ssize_t q1, Py_ssize_t chunk,
                       const Py_ssize_t* rowidx, const Py_ssize_t* colidx,
                       const Py_ssize_t* colrun, Py_ssize_t TW, Py_ssize_t n_tiles,
-                      Py_ssize_t in_ld, Py_ssize_t u_ld,
+                      Py_ssize_t in_ld, Py_ssize_t u_ld, const floating* up,
+                      Py_ssize_t up_ld, floating* panel,
                       floating pad, bint has_bias, bint relu, int stages) noexcept nogil:
     # Returns whether every output the unit computed is finite.
     # Input plane (image img, channel c of this group) at x + in_off[img*in_ld + c]
@@ -389,7 +405,8 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     # offset is -1; u: U[a] rows for this group, U[a] at u + a*u_ld, row stride cin_g;
     # output plane (img, c) at out + out_off[img] + c*out_ch (out at the group's first
     # channel). Tiles q0 <= q < q1 are numbered
-    # across images (n_tiles per image), so small images share one GEMM.
+    # across images (n_tiles per image), so small images share one GEMM. up: NULL, or
+    # this group's U[a] packed for packed_gemm, at up + a*up_ld (panel: its scratch).
     cdef Py_ssize_t alpha = mt + 2
     cdef Py_ssize_t A2 = alpha * alpha
     cdef Py_ssize_t nt = q1 - q0
@@ -438,8 +455,12 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
             qb = qb_end
     # 2. alpha^2 GEMMs: M[a] (cout_g x nt) = U[a] (cout_g x cin_g) @ V[a] (cin_g x nt)
     for a in range(A2 if stages & 2 else 0):
-        gemm_rm(u + a * u_ld, vbuf + a * ldv, mbuf + a * ldm, cout_g, nt, cin_g,
-                cin_g, chunk, chunk, 0)
+        if up != NULL:
+            packed_gemm(up + a * up_ld, vbuf + a * ldv, chunk, mbuf + a * ldm, chunk,
+                        cout_g, nt, cin_g, False, panel)
+        else:
+            gemm_rm(u + a * u_ld, vbuf + a * ldv, mbuf + a * ldm, cout_g, nt, cin_g,
+                    cin_g, chunk, chunk, 0)
     # 3. output transform, bias, ReLU; only valid outputs of edge tiles are written
     for c in range(cout_g if stages & 4 else 0):
         b = bias[c] if has_bias else 0
@@ -482,7 +503,8 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
                 const Py_ssize_t[::1] colrun, Py_ssize_t TH, Py_ssize_t TW,
                 Py_ssize_t mt, Py_ssize_t groups, floating pad_value,
                 bint has_bias, bint relu, Py_ssize_t chunk,
-                floating[:, ::1] work, int n_threads, int stages=7):
+                floating[:, ::1] work, int n_threads, const floating[:, ::1] u_packed=None,
+                int stages=7):
     """out = conv3x3(x, g) + bias by Winograd F(mt x mt, 3x3), mt in {2, 4}.
 
     Planes are addressed through tables, so that one call covers any layout: input
@@ -498,6 +520,9 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
     values per thread; a unit covers ``chunk`` consecutive tiles of one group, numbered
     image after image (a chunk may span images). The caller guarantees that every
     offset stays inside its array.
+    ``u_packed`` (optional, when ``PACKED_VECTOR``): u in
+    ``pyconv.ops._winograd.packed_filter``'s layout, (groups, (mt+2)**2 * up_ld); the
+    GEMMs then run on pyconv's packed tiles instead of OpenBLAS.
     ``stages`` (a bit mask of the three steps) exists for profiling only.
 
     Returns True when every output computed (before bias and ReLU) is finite, so a
@@ -517,6 +542,9 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
     cdef Py_ssize_t uu, g, k, q0, q1
     cdef floating* vbuf = NULL
     cdef floating* mbuf = NULL
+    cdef floating* panel = NULL
+    cdef const floating* up = NULL
+    cdef Py_ssize_t up_ld = 0
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
     cdef unsigned char[::1] finite
     if N == 0 or C_out == 0 or OH == 0 or OW == 0:
@@ -531,12 +559,19 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
             for k in range(C_in):
                 if in_off[uu, k] < 0:
                     raise ValueError("winograd_2d: pad planes need an H*W pad_plane")
+    if u_packed is not None and u_packed.shape[0] > 0:
+        up_ld = u_packed.shape[1] // (alpha * alpha)
+        if (not PG_VECTOR or u_packed.shape[0] != groups
+                or up_ld != (cout_g + PG_MR - 1) // PG_MR * PG_MR * cin_g
+                or u_packed.shape[1] != alpha * alpha * up_ld):
+            raise ValueError("winograd_2d: u_packed of the wrong shape, or no packed GEMM")
     n_chunks = (N * n_tiles + chunk - 1) // chunk
     n_units = groups * n_chunks
     finite = bytearray(n_units)
     with nogil, parallel(num_threads=n_threads):
         vbuf = &work[omp_get_thread_num(), 0]
         mbuf = vbuf + alpha * alpha * (cin_g * chunk + SKEW)
+        panel = mbuf + alpha * alpha * (cout_g * chunk + SKEW)
         for uu in prange(n_units, schedule='static'):
             k = uu % n_chunks
             g = uu // n_chunks
@@ -548,7 +583,9 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
                  &u[0, g * cout_g, 0], bias_ptr + g * cout_g if has_bias else NULL,
                  &out[g * cout_g * out_ch], &out_off[0], out_ch, vbuf, mbuf, mt, cin_g,
                  cout_g, H, W, OH, OW, q0, q1, chunk, &rowidx[0], &colidx[0],
-                 &colrun[0], TW, n_tiles, C_in, u_ld, pad_value, has_bias, relu, stages)
+                 &colrun[0], TW, n_tiles, C_in, u_ld,
+                 &u_packed[g, 0] if up_ld > 0 else NULL, up_ld, panel,
+                 pad_value, has_bias, relu, stages)
     for uu in range(n_units):
         if not finite[uu]:
             return False

@@ -339,7 +339,9 @@ def cached_winograd_filter(weight, variant, depth_stacked=False):
         if depth_stacked:
             co, cin_g, kd = w.shape[:3]
             w = w.transpose(0, 2, 1, 3, 4).reshape(co, kd * cin_g, 3, 3)
-        return _winograd.winograd_filter(w, variant)
+        u = _winograd.winograd_filter(w, variant)
+        u.setflags(write=False)   # read-only: its packed layout is cached in turn
+        return u
 
     return cached_transform(weight, ("winograd_" + variant, depth_stacked), make)
 

@@ -1,0 +1,53 @@
+# pyconv's packed GEMM (inline, compiled into each user): c = A @ B where A is packed
+# once (panels of PG_MR rows, stored k-major; see _packed_gemm.h) and B is read in
+# place and packed one column panel at a time.
+from cython cimport floating
+
+
+cdef extern from "_packed_gemm.h" nogil:
+    int PG_VECTOR, PG_MR, PG_NR_FLOAT, PG_NR_DOUBLE
+    void pg_tile_float(Py_ssize_t k, const float* a, const float* b, float* c,
+                       Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int accumulate)
+    void pg_tile_double(Py_ssize_t k, const double* a, const double* b, double* c,
+                        Py_ssize_t ldc, Py_ssize_t mr, Py_ssize_t nr, int accumulate)
+
+
+cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
+                              Py_ssize_t nr, Py_ssize_t nr_full,
+                              floating* dst) noexcept nogil:
+    # dst[kk, j] = b[kk, j] for j < nr, zero up to nr_full: one k-major column panel.
+    cdef Py_ssize_t kk, j
+    for kk in range(k):
+        for j in range(nr):
+            dst[j] = b[j]
+        for j in range(nr, nr_full):
+            dst[j] = 0
+        b += ldb
+        dst += nr_full
+
+
+cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ldb,
+                             floating* c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t n,
+                             Py_ssize_t k, bint accumulate,
+                             floating* panel) noexcept nogil:
+    # c[m, n] (+)= A[m, k] @ b[k, n]: A packed as ceil(m / PG_MR) panels of k * PG_MR
+    # values; panel: scratch for one column panel (k * PG_NR_FLOAT or PG_NR_DOUBLE).
+    # With `accumulate` the sums continue c's values (a later block of k).
+    cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
+    cdef Py_ssize_t jp, j0, nr, mp, mr
+    for jp in range((n + nr_full - 1) // nr_full):
+        j0 = jp * nr_full
+        nr = n - j0
+        if nr > nr_full:
+            nr = nr_full
+        pack_columns(b + j0, ldb, k, nr, nr_full, panel)
+        for mp in range((m + PG_MR - 1) // PG_MR):
+            mr = m - mp * PG_MR
+            if mr > PG_MR:
+                mr = PG_MR
+            if floating is float:
+                pg_tile_float(k, a + mp * k * PG_MR, panel, c + mp * PG_MR * ldc + j0,
+                              ldc, mr, nr, accumulate)
+            else:
+                pg_tile_double(k, a + mp * k * PG_MR, panel, c + mp * PG_MR * ldc + j0,
+                               ldc, mr, nr, accumulate)
