@@ -27,14 +27,16 @@ def force(kind, monkeypatch):
         if not vector_build_available():
             pytest.skip("no AVX2 build on this machine")
         monkeypatch.setattr(_kernels, "LEVEL", "avx2")
-        monkeypatch.setattr(conv_module, "PACKED_MAX_ROWS", 10**9)
+        monkeypatch.setattr(conv_module, "PACKED_MAX_ROWS",
+                            {"float32": 10**9, "float64": 10**9})
     elif kind == "openblas":
         monkeypatch.setattr(_kernels, "LEVEL", "baseline")
     else:
         # the baseline build's tiles: the plain C loop the header falls back to
         monkeypatch.setattr(_kernels, "LEVEL", "baseline")
         monkeypatch.setattr(_kernels.load("_conv"), "PACKED_VECTOR", True)
-        monkeypatch.setattr(conv_module, "PACKED_MAX_ROWS", 10**9)
+        monkeypatch.setattr(conv_module, "PACKED_MAX_ROWS",
+                            {"float32": 10**9, "float64": 10**9})
     return kind
 
 
@@ -111,7 +113,7 @@ def test_wide_layers_go_to_openblas(monkeypatch):
                             lambda *a, _real=real, _name=name: (calls.append(_name),
                                                                  _real(*a))[1])
     rng = np.random.default_rng(3)
-    wide = conv_module.PACKED_MAX_ROWS + 1
+    wide = conv_module.PACKED_MAX_ROWS["float64"] + 1
     for cout, groups in ((wide, 1), (2 * wide, 2), (8, 1)):
         conv = pyconv.Conv({"op": "conv2d", "in_channels": 2 * groups,
                             "out_channels": cout, "kernel_size": 3, "groups": groups,

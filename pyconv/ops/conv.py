@@ -186,10 +186,11 @@ class ConvND(Op):
         return run(self.name, x, weight, bias, out, spec, pads, out_spatial, n_threads)
 
 
-#: The packed GEMM serves layers of at most this many output channels per group;
-#: above it OpenBLAS was faster here (1x1 1024 -> 256 on 14x14: 4-8%), below it
-#: slower (1x1 256 -> 64: 10-20%, 128 -> 128: 10%).
-PACKED_MAX_ROWS = 128
+#: The packed GEMM serves layers of at most this many output channels per group, by
+#: dtype; above it OpenBLAS was faster here. float32: 1x1 1024 -> 256 on 14x14 ran
+#: 10% slower packed, 3x3 512 -> 512 on 7x7 25% (256 -> 64: 10-20% faster, 128 ->
+#: 128: 10%); float64: 5-8% faster packed up to 512 channels (1x1 2048 -> 512).
+PACKED_MAX_ROWS = {"float32": 128, "float64": 512}
 #: The packed path's column buffer aims at this size (L2-resident while its panels
 #: are packed from it); a tile holds at least PACKED_MIN_PANELS panels and at most
 #: PACKED_MAX_PANELS (a 1x1 tile, without a column buffer, PACKED_DIRECT_PANELS:
@@ -434,7 +435,7 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
     ck = (C_in // groups) * prod(k3)
     direct = (prod(k3) == 1 and all(s == 1 for s in s3)
               and all(p == (0, 0) for p in p3))
-    if _conv.PACKED_VECTOR and C_out // groups <= PACKED_MAX_ROWS:
+    if _conv.PACKED_VECTOR and C_out // groups <= PACKED_MAX_ROWS[x.dtype.name]:
         return packed_forward(_conv, x, weight, bias, out, spec, groups, tables, span,
                               spatial, o3, k3, s3, ck, direct, n_threads, out_index)
     if out_index is not None:
