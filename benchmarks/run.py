@@ -9,7 +9,9 @@ Run from the repository root::
     python -m benchmarks.run --threads 1,2 --rst docs/performance_table.rst
 
 ``--from-json results.json`` renders ``--rst``/``--png`` from an earlier run's file
-without timing anything again.
+without timing anything again. Given several files (repeated runs of the same cases,
+e.g. on a shared machine), each row is taken from the run whose ratio is the median
+of that case's ratios, and the table names the files' count.
 """
 from __future__ import annotations
 
@@ -70,6 +72,38 @@ def plot_ratios(results, path):
     fig.savefig(path, dpi=120)
 
 
+def load_runs(paths):
+    """``(results, machine, date)`` from ``--json`` files (or a family's row lists).
+
+    With several files, each case (name, shape, dtype, threads) keeps the row of the
+    run with the median ratio (the lower middle one for an even count), so that every
+    column of a row comes from one measurement; cases missing from some files keep
+    the rows they have. Machine line and date are the first file's.
+    """
+    runs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            saved = json.load(f)
+        if isinstance(saved, list):  # a family script's --json: results only
+            saved = {"results": saved}
+        runs.append(saved)
+    machine, date = runs[0].get("machine"), runs[0].get("date")
+    if len(runs) == 1:
+        return runs[0]["results"], machine, date
+    rows = {}
+    for saved in runs:
+        for row in saved["results"]:
+            key = (row["case"], row["shape"], row["dtype"], row["threads"])
+            rows.setdefault(key, []).append(row)
+    results = []
+    for candidates in rows.values():
+        ranked = sorted(candidates, key=lambda r: (not np.isfinite(r["ratio"]), r["ratio"]))
+        results.append(ranked[(len(ranked) - 1) // 2])
+    if machine:
+        machine = f"{machine}; median of {len(runs)} runs per case"
+    return results, machine, date
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
@@ -80,17 +114,14 @@ def main(argv=None):
     parser.add_argument("--png", help="write a bar chart of the ratios (matplotlib)")
     parser.add_argument("--rst", help="write the results as a reStructuredText table "
                         "(e.g. docs/performance_table.rst)")
-    parser.add_argument("--from-json", metavar="FILE",
+    parser.add_argument("--from-json", metavar="FILE", nargs="+",
                         help="time nothing: take the results (and machine line) from "
-                        "this file written by --json, for --rst/--png")
+                        "these files written by --json, for --rst/--png (several "
+                        "files: the median run of each case)")
     args = parser.parse_args(argv)
 
     if args.from_json:
-        with open(args.from_json, encoding="utf-8") as f:
-            saved = json.load(f)
-        if isinstance(saved, list):  # a family script's --json: results only
-            saved = {"results": saved}
-        results, machine, date = saved["results"], saved.get("machine"), saved.get("date")
+        results, machine, date = load_runs(args.from_json)
     else:
         threads = [int(t) for t in args.threads.split(",")]
         ceilings = measure_ceilings()

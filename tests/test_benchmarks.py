@@ -193,6 +193,25 @@ def test_run_writes_json_and_rst_and_rerenders_from_json(tmp_path, monkeypatch, 
     assert "# geometric mean ratio" in capsys.readouterr().out
 
 
+def test_from_json_of_several_runs_keeps_each_case_median_run(tmp_path):
+    def row(case, ratio, ms):
+        return {"case": case, "shape": "1", "dtype": "float32", "threads": 2,
+                "pyconv_ms": ms, "peer_ms": ms * ratio, "ratio": ratio}
+    runs = [[row("a", 1.0, 3.0), row("b", 5.0, 1.0)],
+            [row("a", 3.0, 1.0), row("b", 4.0, 1.5)],
+            [row("a", 2.0, 2.0)]]
+    paths = []
+    for i, rows in enumerate(runs):
+        paths.append(str(tmp_path / f"r{i}.json"))
+        with open(paths[-1], "w") as f:
+            json.dump({"machine": "m", "date": "d", "results": rows}, f)
+    results, machine, date = run.load_runs(paths)
+    by_case = {r["case"]: r for r in results}
+    assert by_case["a"] == row("a", 2.0, 2.0)          # the middle of 1, 2, 3
+    assert by_case["b"] == row("b", 4.0, 1.5)          # the lower of two
+    assert machine == "m; median of 3 runs per case" and date == "d"
+
+
 def test_run_png_chart(tmp_path, monkeypatch):
     pytest.importorskip("matplotlib")
     fake_suite(monkeypatch)
