@@ -171,6 +171,24 @@ def test_subpixel_phases_over_random_geometry(rng):
     assert kinds == {"bias only", "cropped", "dilated", "plain"}
 
 
+def test_auto_takes_subpixel_where_the_packed_gemm_runs_its_phases():
+    from pyconv import _kernels
+    packed = _kernels.load("_conv").PACKED_VECTOR
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+
+    def spec(rank, cout, algorithm="auto"):
+        return make(rank, in_channels=4, out_channels=cout, kernel_size=4, stride=2,
+                    algorithm=algorithm).spec
+
+    assert tmod.subpixel_preferred(spec(2, 64), 2, f32) == packed
+    assert tmod.subpixel_preferred(spec(3, 64), 3, f32) == packed
+    assert not tmod.subpixel_preferred(spec(1, 64), 1, f32)
+    assert not tmod.subpixel_preferred(spec(2, 200), 2, f32)      # OpenBLAS is faster
+    assert tmod.subpixel_preferred(spec(2, 200), 2, f64) == packed
+    assert tmod.subpixel_preferred(spec(1, 200, "subpixel"), 1, f32)
+    assert not tmod.subpixel_preferred(spec(2, 64, "col2im"), 2, f32)
+
+
 def test_subpixel_axis_phases_of_a_4x4_stride_2_upsampler():
     # outputs 2q read taps 3, 1 from inputs q-1, q; outputs 2q+1 taps 2, 0 from q, q+1
     assert _phases(8, 16, 4, 2, 1, 1) == [

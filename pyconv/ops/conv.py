@@ -3,6 +3,13 @@
 Cross-correlation with stride, dilation, groups, any padding amount (including
 TF-style "same" at any stride and asymmetric pairs), every padding mode, optional bias
 and a fused ReLU. Weights use PyTorch's layout ``(C_out, C_in/groups, *k)``.
+
+Extra memory: im2col on OpenBLAS, one column buffer per thread of about 256 output
+columns (at most 8 MiB, at least one output row); on the packed GEMM (AVX2 builds),
+one column buffer of about 256 KiB per thread (at least four 24-column panels), one
+packed panel per thread, and the packed weights, cached per weight array (the
+weights' size, rounded up to 4 rows per group). Winograd and the FFT document theirs
+in :mod:`pyconv.ops._winograd` and :mod:`pyconv.ops._fft`.
 """
 from __future__ import annotations
 

@@ -258,7 +258,7 @@ class ConvTransposeND(Op):
     # -- computation ------------------------------------------------------------------------
     def forward(self, spec, x, params, out, n_threads, output_size=None):
         shape, crops, lengths = self.geometry(spec, x.shape, output_size)
-        if subpixel_preferred(spec, self.rank):
+        if subpixel_preferred(spec, self.rank, x.dtype):
             return _subpixel.subpixel_forward(
                 self.name, x, params["weight"], params.get("bias"), out, spec, crops,
                 lengths, n_threads)
@@ -269,17 +269,20 @@ class ConvTransposeND(Op):
 ALGORITHMS = ("auto", "col2im", "subpixel")
 
 
-def subpixel_preferred(spec, rank):
+def subpixel_preferred(spec, rank, dtype):
     """Whether ``spec`` runs phase by phase (:mod:`pyconv.ops._subpixel`).
 
-    "auto" does so for 2-D and 3-D where the packed GEMM runs. Measured here (2
-    threads, float32): k4 s2 2-D 44 -> 40 ms, 3-D 21.7 -> 17.9 ms; the 1-D k8 s4
-    case ran slower phase by phase (26 -> 30 ms: its phases' GEMMs are 128 deep).
+    "auto" does so for 2-D and 3-D where the phases run on the packed GEMM. Measured
+    here (2 threads, float32): k4 s2 2-D 44 -> 40 ms, 3-D 21.7 -> 17.9 ms; the 1-D
+    k8 s4 case ran slower phase by phase (26 -> 30 ms: its phases' GEMMs are 128
+    deep).
     """
     if spec["algorithm"] != "auto":
         return spec["algorithm"] == "subpixel"
     from pyconv import _kernels
-    return rank >= 2 and _kernels.load("_conv").PACKED_VECTOR
+    from pyconv.ops.conv import PACKED_MAX_ROWS
+    return (rank >= 2 and _kernels.load("_conv").PACKED_VECTOR
+            and spec["out_channels"] // spec["groups"] <= PACKED_MAX_ROWS[dtype.name])
 
 
 def input_spans(n, out_len, k, s, d, lo):
