@@ -99,8 +99,9 @@ def load_runs(paths):
     for candidates in rows.values():
         ranked = sorted(candidates, key=lambda r: (not np.isfinite(r["ratio"]), r["ratio"]))
         results.append(ranked[(len(ranked) - 1) // 2])
+    most = max(len(c) for c in rows.values())
     if machine:
-        machine = f"{machine}; median of {len(runs)} runs per case"
+        machine = f"{machine}; each row: the median-ratio run of up to {most} runs"
     return results, machine, date
 
 

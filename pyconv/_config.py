@@ -16,6 +16,8 @@ def config():
     >>> c = pyconv.config()
     >>> c["kernels"] in ("avx2", "baseline"), isinstance(c["openmp"], bool)
     (True, True)
+    >>> c["gemm"] in ("packed", "openblas")
+    True
     """
     from pyconv import _kernels, _threads
     from pyconv._kernels._openmp_helpers import openmp_enabled
@@ -43,6 +45,9 @@ def config():
         "scipy": scipy.__version__,
         "openmp": openmp_enabled(),
         "kernels": _kernels.LEVEL,
+        # the GEMM behind im2col and Winograd: pyconv's packed AVX2/FMA tiles (OpenBLAS
+        # for wide float32 layers), or OpenBLAS alone
+        "gemm": "packed" if _kernels.load("_conv").PACKED_VECTOR else "openblas",
         "threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
         "blas": scipy_blas or blas,
@@ -67,6 +72,9 @@ def show_config(file=None):
         f"  openmp      {'on' if c['openmp'] else 'off (serial build)'}",
         f"  kernels     {c['kernels']} instruction set"
         f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}",
+        f"  gemm        "
+        + ("pyconv's packed AVX2/FMA tiles (OpenBLAS for wide float32 layers)"
+           if c["gemm"] == "packed" else "OpenBLAS"),
         f"  threads     {c['threads']} (of {c['cpu_count']} CPUs available)",
     ]
     for b in c["blas"]:

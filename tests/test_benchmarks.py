@@ -209,7 +209,7 @@ def test_from_json_of_several_runs_keeps_each_case_median_run(tmp_path):
     by_case = {r["case"]: r for r in results}
     assert by_case["a"] == row("a", 2.0, 2.0)          # the middle of 1, 2, 3
     assert by_case["b"] == row("b", 4.0, 1.5)          # the lower of two
-    assert machine == "m; median of 3 runs per case" and date == "d"
+    assert machine == "m; each row: the median-ratio run of up to 3 runs" and date == "d"
 
 
 def test_run_png_chart(tmp_path, monkeypatch):

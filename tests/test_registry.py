@@ -176,6 +176,11 @@ def test_show_config(capsys):
     text = capsys.readouterr().out
     assert text.startswith(f"pyconv {pyconv.__version__}")
     assert "openmp" in text and "threads" in text and "blas" in text
+    # the AVX2 build runs its own GEMM, the baseline build OpenBLAS
+    from pyconv import _kernels
+    expected = "packed" if _kernels.active_level("_conv") == "avx2" else "openblas"
+    assert pyconv.config()["gemm"] == expected
+    assert ("packed AVX2/FMA tiles" in text) == (expected == "packed")
 
 
 def test_openmp_present_when_the_build_requires_it():
