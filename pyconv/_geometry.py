@@ -5,6 +5,8 @@ kernels' callers before they allocate, so the two can never disagree.
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 PADDING_MODES = ("zeros", "constant", "reflect", "symmetric", "replicate", "circular")
@@ -76,6 +78,10 @@ def conv_output_length(op, axis, length, k, s, d, lo, hi):
     return (padded - ek) // s + 1
 
 
+#: Tables of up to this many entries are cached (at most 128 of them, 16 MiB).
+CACHED_TABLE_ENTRIES = 1 << 14
+
+
 def tap_index_table(length, out_len, k, s, d, lo, mode):
     """Input index read by tap ``t`` at output ``o``: ``table[t, o]``, -1 for a pad.
 
@@ -84,7 +90,20 @@ def tap_index_table(length, out_len, k, s, d, lo, mode):
     mirrors without repeating the edge (``cb|abcd``), ``symmetric`` repeats it
     (``ba|abcd``), ``replicate`` clamps (``aa|abcd``), ``circular`` wraps
     (``cd|abcd``). Paddings wider than the input repeat the pattern, as ``np.pad``.
+    The table is read-only; small ones are cached, so that a small convolution does
+    not recompute its geometry on every call (that was most of its 250 us of Python).
     """
+    if k * out_len <= CACHED_TABLE_ENTRIES:
+        return _cached_tap_index_table(length, out_len, k, s, d, lo, mode)
+    return _tap_index_table(length, out_len, k, s, d, lo, mode)
+
+
+@functools.lru_cache(maxsize=128)
+def _cached_tap_index_table(length, out_len, k, s, d, lo, mode):
+    return _tap_index_table(length, out_len, k, s, d, lo, mode)
+
+
+def _tap_index_table(length, out_len, k, s, d, lo, mode):
     pos = (np.arange(out_len, dtype=np.intp)[None, :] * s - lo
            + np.arange(k, dtype=np.intp)[:, None] * d)
     if mode in ("zeros", "constant"):
@@ -105,9 +124,12 @@ def tap_index_table(length, out_len, k, s, d, lo, mode):
             table = np.where(m < length, m, period - m)
     else:  # pragma: no cover - specs are validated before this point
         raise ValueError(f"unknown padding mode {mode!r}")
-    return np.ascontiguousarray(table, dtype=np.intp)
+    table = np.ascontiguousarray(table, dtype=np.intp)
+    table.setflags(write=False)
+    return table
 
 
+@functools.lru_cache(maxsize=512)
 def interior_spans(length, out_len, k, s, d, lo):
     """For each tap, the output range where the input index is inside the image.
 
@@ -122,4 +144,6 @@ def interior_spans(length, out_len, k, s, d, lo):
         o_lo = min(first, out_len)
         o_hi = min(max(last, o_lo), out_len)
         spans[t] = (o_lo, o_hi, start)
-    return spans.ravel()
+    spans = spans.ravel()
+    spans.setflags(write=False)     # cached, as tap_index_table
+    return spans

@@ -175,18 +175,20 @@ def test_auto_takes_subpixel_where_the_packed_gemm_runs_its_phases():
     from pyconv import _kernels
     packed = _kernels.load("_conv").PACKED_VECTOR
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    big = tmod.SUBPIXEL_MIN_FLOPS
 
     def spec(rank, cout, algorithm="auto"):
         return make(rank, in_channels=4, out_channels=cout, kernel_size=4, stride=2,
                     algorithm=algorithm).spec
 
-    assert tmod.subpixel_preferred(spec(2, 64), 2, f32) == packed
-    assert tmod.subpixel_preferred(spec(3, 64), 3, f32) == packed
-    assert not tmod.subpixel_preferred(spec(1, 64), 1, f32)
-    assert not tmod.subpixel_preferred(spec(2, 200), 2, f32)      # OpenBLAS is faster
-    assert tmod.subpixel_preferred(spec(2, 200), 2, f64) == packed
-    assert tmod.subpixel_preferred(spec(1, 200, "subpixel"), 1, f32)
-    assert not tmod.subpixel_preferred(spec(2, 64, "col2im"), 2, f32)
+    assert tmod.subpixel_preferred(spec(2, 64), 2, f32, big) == packed
+    assert tmod.subpixel_preferred(spec(3, 64), 3, f32, big) == packed
+    assert not tmod.subpixel_preferred(spec(2, 64), 2, f32, big - 1)   # call overhead
+    assert not tmod.subpixel_preferred(spec(1, 64), 1, f32, big)
+    assert not tmod.subpixel_preferred(spec(2, 200), 2, f32, big)      # OpenBLAS is faster
+    assert tmod.subpixel_preferred(spec(2, 200), 2, f64, big) == packed
+    assert tmod.subpixel_preferred(spec(1, 200, "subpixel"), 1, f32, 0)
+    assert not tmod.subpixel_preferred(spec(2, 64, "col2im"), 2, f32, big)
 
 
 def test_subpixel_axis_phases_of_a_4x4_stride_2_upsampler():

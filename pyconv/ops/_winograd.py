@@ -61,6 +61,7 @@ import math
 import numpy as np
 
 from pyconv import _geometry, _threads
+from pyconv._dtypes import NATIVE_NAMES
 from pyconv._workspace import workspace
 
 #: Output tile size per variant name.
@@ -455,7 +456,7 @@ def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw,
     dtype = x_flat.dtype
     packed = _winograd.PACKED_VECTOR
     chunk = chunk_tiles(N * n_tiles, groups, cin_g, cout_g, m, dtype.itemsize,
-                        _winograd.PACKED_COLUMNS[dtype.name] if packed else 1)
+                        _winograd.PACKED_COLUMNS[NATIVE_NAMES[dtype]] if packed else 1)
     n_units = groups * -(-(N * n_tiles) // chunk)
     flops = 2 * N * n_tiles * alpha * alpha * C_out * cin_g
     n_threads = _threads.resolve(n_threads, flops, n_units)

@@ -18,6 +18,7 @@ import weakref
 import numpy as np
 
 from pyconv import _geometry, _threads
+from pyconv._dtypes import NATIVE_NAMES
 from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding, real
 from pyconv._workspace import workspace
@@ -243,7 +244,7 @@ def packed_forward(_conv, x, weight, bias, out, spec, groups, tables, span, spat
     C_out = weight.shape[0]
     P = prod(o3)
     rows = _conv.PACKED_ROWS
-    panel = _conv.PACKED_COLUMNS[x.dtype.name]
+    panel = _conv.PACKED_COLUMNS[NATIVE_NAMES[x.dtype]]
     m_panels = -(-(C_out // groups) // rows)
     tile_columns, k_block = packed_tiling(P, ck, m_panels, rows, x.dtype.itemsize, panel,
                                           N * groups, direct)
@@ -442,7 +443,7 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
     ck = (C_in // groups) * prod(k3)
     direct = (prod(k3) == 1 and all(s == 1 for s in s3)
               and all(p == (0, 0) for p in p3))
-    if _conv.PACKED_VECTOR and C_out // groups <= PACKED_MAX_ROWS[x.dtype.name]:
+    if _conv.PACKED_VECTOR and C_out // groups <= PACKED_MAX_ROWS[NATIVE_NAMES[x.dtype]]:
         return packed_forward(_conv, x, weight, bias, out, spec, groups, tables, span,
                               spatial, o3, k3, s3, ck, direct, n_threads, out_index)
     if out_index is not None:

@@ -37,7 +37,7 @@ picks the output length per axis, replacing ``output_padding``:
 Algorithms and memory
 ---------------------
 ``algorithm="subpixel"`` (what ``"auto"`` takes for 2-D and 3-D where pyconv's packed
-GEMM runs: the AVX2 build) splits the op into ``prod(stride)`` ordinary stride-1 convolutions, one per
+GEMM runs, the AVX2 build, from :data:`SUBPIXEL_MIN_FLOPS` of work on) splits the op into ``prod(stride)`` ordinary stride-1 convolutions, one per
 output phase, each written in place: see :mod:`pyconv.ops._subpixel`. Its GEMMs have
 ``C_out/groups`` rows where col2im's have ``C_out/groups * prod(k)``, and nothing is
 scatter-added. Measured here on 8x128x32x32 -> 64, k4 s2 p1, float32, 2 threads:
@@ -79,6 +79,7 @@ from __future__ import annotations
 import numpy as np
 
 from pyconv import _threads
+from pyconv._dtypes import NATIVE_NAMES
 from pyconv._errors import SpecError
 from pyconv._geometry import as_3d, effective_kernel, same_padding
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding
@@ -258,7 +259,7 @@ class ConvTransposeND(Op):
     # -- computation ------------------------------------------------------------------------
     def forward(self, spec, x, params, out, n_threads, output_size=None):
         shape, crops, lengths = self.geometry(spec, x.shape, output_size)
-        if subpixel_preferred(spec, self.rank, x.dtype):
+        if subpixel_preferred(spec, self.rank, x.dtype, 2 * self.macs(spec, x.shape)):
             return _subpixel.subpixel_forward(
                 self.name, x, params["weight"], params.get("bias"), out, spec, crops,
                 lengths, n_threads)
@@ -269,20 +270,28 @@ class ConvTransposeND(Op):
 ALGORITHMS = ("auto", "col2im", "subpixel")
 
 
-def subpixel_preferred(spec, rank, dtype):
+#: "auto" runs phase by phase from this much work on: each phase costs a convolution
+#: call's Python (about 100 us), so small problems are faster with col2im (k4 s2, 2
+#: threads: 2.1 MFLOP 0.40 ms col2im, 0.60 ms phase by phase; 34 MFLOP 1.39 / 1.33 ms;
+#: 134 MFLOP 4.2 / 3.2 ms).
+SUBPIXEL_MIN_FLOPS = 16_000_000
+
+
+def subpixel_preferred(spec, rank, dtype, flops):
     """Whether ``spec`` runs phase by phase (:mod:`pyconv.ops._subpixel`).
 
-    "auto" does so for 2-D and 3-D where the phases run on the packed GEMM. Measured
-    here (2 threads, float32): k4 s2 2-D 44 -> 40 ms, 3-D 21.7 -> 17.9 ms; the 1-D
-    k8 s4 case ran slower phase by phase (26 -> 30 ms: its phases' GEMMs are 128
-    deep).
+    "auto" does so for 2-D and 3-D where the phases run on the packed GEMM, from
+    :data:`SUBPIXEL_MIN_FLOPS` of work on. Measured here (2 threads, float32): k4 s2
+    2-D 44 -> 40 ms, 3-D 21.7 -> 17.9 ms; the 1-D k8 s4 case ran slower phase by
+    phase (26 -> 30 ms: its phases' GEMMs are 128 deep).
     """
     if spec["algorithm"] != "auto":
         return spec["algorithm"] == "subpixel"
     from pyconv import _kernels
     from pyconv.ops.conv import PACKED_MAX_ROWS
-    return (rank >= 2 and _kernels.load("_conv").PACKED_VECTOR
-            and spec["out_channels"] // spec["groups"] <= PACKED_MAX_ROWS[dtype.name])
+    return (rank >= 2 and flops >= SUBPIXEL_MIN_FLOPS
+            and _kernels.load("_conv").PACKED_VECTOR
+            and spec["out_channels"] // spec["groups"] <= PACKED_MAX_ROWS[NATIVE_NAMES[dtype]])
 
 
 def input_spans(n, out_len, k, s, d, lo):
