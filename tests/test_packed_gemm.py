@@ -104,14 +104,16 @@ def test_blocking_edges_and_blocking_independence(packed_gemm, monkeypatch, dtyp
 
 
 def test_wide_layers_go_to_openblas(monkeypatch):
-    """Above PACKED_MAX_ROWS output channels per group the OpenBLAS kernel runs."""
+    """Above PACKED_MAX_ROWS output channels per group the OpenBLAS GEMM runs."""
     _conv = _kernels.load("_conv")
     calls = []
-    for name in ("conv_nd", "conv_nd_packed"):
-        real = getattr(_conv, name)
-        monkeypatch.setattr(_conv, name,
-                            lambda *a, _real=real, _name=name: (calls.append(_name),
-                                                                 _real(*a))[1])
+    real = _conv.conv_nd
+
+    def spy(*args):
+        calls.append("packed" if args[23] else "openblas")   # conv_nd's `packed`
+        return real(*args)
+
+    monkeypatch.setattr(_conv, "conv_nd", spy)
     rng = np.random.default_rng(3)
     wide = conv_module.PACKED_MAX_ROWS["float64"] + 1
     for cout, groups in ((wide, 1), (2 * wide, 2), (8, 1)):
@@ -120,8 +122,8 @@ def test_wide_layers_go_to_openblas(monkeypatch):
                             "algorithm": "im2col"}, seed=1, dtype=np.float64)
         x = rng.standard_normal((1, 2 * groups, 6, 7))
         np.testing.assert_allclose(conv.apply(x), reference(conv, x), atol=1e-12)
-    expected_last = "conv_nd_packed" if _conv.PACKED_VECTOR else "conv_nd"
-    assert calls == ["conv_nd", "conv_nd", expected_last]
+    expected_last = "packed" if _conv.PACKED_VECTOR else "openblas"
+    assert calls == ["openblas", "openblas", expected_last]
 
 
 def test_packed_weights_layout():

@@ -64,17 +64,24 @@ def test_matches_torch(torch, rng, case, dtype):
     np.testing.assert_allclose(y, t, rtol=0, atol=tol * scale(t))
 
 
+def random_geometry(rng, rank, k_end, s_end, d_end, sizes):
+    """Kernel, stride, dilation (each in [1, end)), a valid output_padding, input
+    sizes in ``range(*sizes)`` and the uncropped ("full") output length per axis."""
+    k = [int(v) for v in rng.integers(1, k_end, rank)]
+    s = [int(v) for v in rng.integers(1, s_end, rank)]
+    d = [int(v) for v in rng.integers(1, d_end, rank)]
+    op = [int(rng.integers(0, max(a, b))) for a, b in zip(s, d)]
+    sp = [int(v) for v in rng.integers(*sizes, rank)]
+    full = [(n - 1) * ss + dd * (kk - 1) + 1 + o
+            for n, ss, dd, kk, o in zip(sp, s, d, k, op)]
+    return k, s, d, op, sp, full
+
+
 @pytest.mark.parametrize("rank", [1, 2, 3])
 def test_asymmetric_pairs_match_cropped_torch(torch, rng, rank):
     # A (lo, hi) pair crops lo at the start and hi at the end of the padding-0 result.
     for _ in range(6):
-        k = [int(v) for v in rng.integers(1, 4, rank)]
-        s = [int(v) for v in rng.integers(1, 4, rank)]
-        d = [int(v) for v in rng.integers(1, 3, rank)]
-        op = [int(rng.integers(0, max(a, b))) for a, b in zip(s, d)]
-        sp = [int(v) for v in rng.integers(2, 5, rank)]
-        full = [(n - 1) * ss + dd * (kk - 1) + 1 + o
-                for n, ss, dd, kk, o in zip(sp, s, d, k, op)]
+        k, s, d, op, sp, full = random_geometry(rng, rank, 4, 4, 3, (2, 5))
         pads = [[int(rng.integers(0, (f + 1) // 2)), int(rng.integers(0, (f + 1) // 2))]
                 for f in full]
         conv = make(rank, in_channels=2, out_channels=3, kernel_size=k, stride=s,
@@ -144,13 +151,7 @@ def test_subpixel_phases_over_random_geometry(rng):
     kinds = set()
     for _ in range(120):
         rank = int(rng.integers(1, 4))
-        k = [int(v) for v in rng.integers(1, 5, rank)]
-        s = [int(v) for v in rng.integers(1, 5, rank)]
-        d = [int(v) for v in rng.integers(1, 4, rank)]
-        op = [int(rng.integers(0, max(a, b))) for a, b in zip(s, d)]
-        sp = [int(v) for v in rng.integers(1, 6, rank)]
-        full = [(n - 1) * ss + dd * (kk - 1) + 1 + o
-                for n, ss, dd, kk, o in zip(sp, s, d, k, op)]
+        k, s, d, op, sp, full = random_geometry(rng, rank, 5, 5, 4, (1, 6))
         pads = [[int(rng.integers(0, f)), int(rng.integers(0, f))] for f in full]
         pads = [[lo, min(hi, f - lo - 1)] for (lo, hi), f in zip(pads, full)]
         g = int(rng.choice([1, 2]))

@@ -1,14 +1,15 @@
-"""Dense N-D convolution: im2col + one GEMM per (image, group, row chunk) tile.
+"""Dense N-D convolution: im2col + one GEMM per (image, group, column range) tile.
 
-Two GEMMs: OpenBLAS (:func:`conv_nd`), and pyconv's own packed tiles
-(:func:`conv_nd_packed`, ``_packed_gemm.h``), which the AVX2 build uses.
+Two GEMMs: OpenBLAS, and pyconv's own packed tiles (``_packed_gemm.h``), which the
+AVX2 build uses.
 
 The tiles write disjoint blocks of the output, so they run under one ``prange`` with
 single-threaded BLAS inside (the caller pins scipy's OpenBLAS to one thread: an
 OpenMP loop around a multi-threaded GEMM oversubscribes the cores). Each thread owns
-one row of the caller's workspace, ``C_in/groups * K * rows_per_tile * OW`` values, so
-the extra memory is bounded by the caller's choice of ``rows_per_tile`` (and the caller
-can reuse the workspace across calls).
+one row of the caller's workspace, mostly its column buffer of
+``C_in/groups * K * tile_columns`` values, so the extra memory is bounded by the
+caller's choice of ``tile_columns`` (and the caller can reuse the workspace across
+calls).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -21,8 +22,8 @@ from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, PG_VECTO
                                       packed_gemm)
 
 
-#: Whether :func:`conv_nd_packed` runs vectorised tiles in this build (the AVX2
-#: build); elsewhere it is a plain loop and OpenBLAS is faster.
+#: Whether :func:`conv_nd`'s packed tiles are vectorised in this build (the AVX2
+#: build); elsewhere they are a plain loop and OpenBLAS is faster.
 PACKED_VECTOR = bool(PG_VECTOR)
 #: Rows of the weights per packed panel.
 PACKED_ROWS = PG_MR
@@ -37,91 +38,31 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             Py_ssize_t H, Py_ssize_t W, Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
             Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sw,
             Py_ssize_t groups, floating pad_value, bint has_bias, bint relu,
-            bint direct, Py_ssize_t rows_per_tile, floating[:, ::1] work,
-            int n_threads):
+            bint direct, Py_ssize_t tile_columns, bint packed, Py_ssize_t k_block,
+            const Py_ssize_t[::1] out_index, floating[:, ::1] work, int n_threads):
     """out[n, co, p] = sum_{ci, k} weight[co, (ci, k)] * x[n, ci, tap(p, k)] (+ bias).
 
-    x: (N, C_in, D*H*W); weight: (C_out, C_in/groups * KD*KH*KW); out: (N, C_out,
-    OD*OH*OW). ``direct`` means a 1x1, stride-1, unpadded kernel: the input planes are
-    the GEMM operand as they are, with no column buffer. ``work`` has one row of at
-    least ``C_in/groups * K * rows_per_tile * OW`` values per thread (unused if direct).
-    """
-    cdef Py_ssize_t N = x.shape[0]
-    cdef Py_ssize_t plane = x.shape[2]
-    cdef Py_ssize_t C_out = out.shape[1]
-    cdef Py_ssize_t P = out.shape[2]
-    cdef Py_ssize_t cin_g = x.shape[1] // groups
-    cdef Py_ssize_t cout_g = C_out // groups
-    cdef Py_ssize_t ck = weight.shape[1]
-    cdef Py_ssize_t rows = OD * OH
-    cdef Py_ssize_t n_tiles_rows = (rows + rows_per_tile - 1) // rows_per_tile
-    cdef Py_ssize_t n_units = N * groups * n_tiles_rows
-    cdef Py_ssize_t u, n, g, t, r0, r1, pc
-    cdef floating* col = NULL
-    cdef floating* c_ptr
-    cdef const floating* b_ptr
-    cdef Py_ssize_t ldb
-    cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
-    if n_units == 0 or P == 0:
-        return
-    with nogil, parallel(num_threads=n_threads):
-        col = NULL if direct else &work[omp_get_thread_num(), 0]
-        for u in prange(n_units, schedule='static'):
-            t = u % n_tiles_rows
-            g = (u // n_tiles_rows) % groups
-            n = u // (n_tiles_rows * groups)
-            r0 = t * rows_per_tile
-            r1 = r0 + rows_per_tile
-            if r1 > rows:
-                r1 = rows
-            pc = (r1 - r0) * OW
-            if direct:
-                b_ptr = &x[n, g * cin_g, r0 * OW]
-                ldb = plane
-            else:
-                im2col_span(&x[n, g * cin_g, 0], col, cin_g, plane, r0 * OW, r1 * OW,
-                            &idx_d[0], &idx_h[0], &idx_w[0], &span[0],
-                            H, W, OD, OH, OW, KD, KH, KW, sw, pad_value)
-                b_ptr = col
-                ldb = pc
-            c_ptr = &out[n, g * cout_g, r0 * OW]
-            gemm_rm(&weight[g * cout_g, 0], b_ptr, c_ptr, cout_g, pc, ck,
-                    ck, ldb, P, 0)
-            if has_bias or relu:
-                bias_relu_tile(c_ptr, cout_g, pc, P,
-                               bias_ptr + g * cout_g if has_bias else NULL,
-                               has_bias, relu)
-
-
-def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
-                   const floating[::1] bias, floating[:, :, ::1] out,
-                   const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
-                   const Py_ssize_t[::1] idx_w, const Py_ssize_t[::1] span,
-                   Py_ssize_t H, Py_ssize_t W, Py_ssize_t OD, Py_ssize_t OH,
-                   Py_ssize_t OW, Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
-                   Py_ssize_t sw, Py_ssize_t groups, floating pad_value,
-                   bint has_bias, bint relu, bint direct, Py_ssize_t tile_columns,
-                   Py_ssize_t k_block, const Py_ssize_t[::1] out_index,
-                   floating[:, ::1] work, int n_threads):
-    """:func:`conv_nd` with pyconv's packed GEMM tiles in place of OpenBLAS.
+    x: (N, C_in, D*H*W); out: (N, C_out, OD*OH*OW), or larger planes with
+    ``out_index``. ``direct`` means a 1x1, stride-1, unpadded kernel: the input
+    planes are the GEMM operand as they are, with no column buffer.
 
     The units are (image, group, range of ``tile_columns`` flattened output
-    positions). Each unit fills its column buffer (im2col of its range; none if
-    ``direct``), then for each block of ``k_block`` taps (so that the weights' block
-    stays in L2) and each panel of ``PACKED_COLUMNS`` columns, packs the panel and runs
-    the tiles of every ``PACKED_ROWS`` output channels over it.
+    positions); each fills its column buffer by im2col and runs one GEMM:
 
-    ``a_packed``: (groups, M_panels * ck * PACKED_ROWS), each group's weights in blocks
-    of ``k_block`` taps, each block in panels of ``PACKED_ROWS`` output channels stored
-    k-major, zero rows past ``C_out/groups`` (``pyconv.ops.conv.packed_weight``).
+    * OpenBLAS (``packed`` false): weight is (C_out, C_in/groups * KD*KH*KW);
+    * pyconv's packed tiles: weight is (groups, M_panels * ck * PACKED_ROWS), each
+      group's weights in blocks of ``k_block`` taps (so that a block stays in L2),
+      each block in panels of ``PACKED_ROWS`` output channels stored k-major, zero
+      rows past ``C_out/groups`` (``pyconv.ops.conv.packed_weight``). Each output is
+      one sum over k in order, so the result does not depend on the tiling.
+
     ``out_index``: empty, or for each of the ``OD*OH*OW`` positions its place in
-    ``out``'s planes (which may then be larger: one phase of a transposed
-    convolution), the tile then being computed in scratch and scattered.
-    ``work``: per thread, the column buffer (``ck * tile_columns`` values, none if
-    ``direct``), one panel (``k_block * PACKED_COLUMNS[dtype]``) and, with
-    ``out_index``, the tile (``M_panels * PACKED_ROWS * tile_columns``). Each output
-    is one sum over k in order, so the result depends neither on the tiling nor on
-    the thread count.
+    ``out``'s planes (one phase of a transposed convolution); tiles are then computed
+    in scratch and scattered. ``work``: per thread, the column buffer
+    (``ck * tile_columns`` values, none if ``direct``), with ``packed`` one panel
+    (``k_block * PACKED_COLUMNS[dtype]``), with ``out_index`` the tile
+    (``M_panels * PACKED_ROWS * tile_columns``). Results never depend on the thread
+    count.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t plane = x.shape[2]
@@ -135,7 +76,7 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
     cdef Py_ssize_t m_panels = (cout_g + PG_MR - 1) // PG_MR
     cdef Py_ssize_t col_size = 0 if direct else ck * tile_columns
-    cdef Py_ssize_t panel_size = k_block * nr_full
+    cdef Py_ssize_t panel_size = k_block * nr_full if packed else 0
     cdef Py_ssize_t tile_size = m_panels * PG_MR * tile_columns if scatter else 0
     cdef Py_ssize_t n_tiles = (P + tile_columns - 1) // tile_columns if tile_columns > 0 else 0
     cdef Py_ssize_t n_units = N * groups * n_tiles
@@ -152,13 +93,15 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
     if n_units == 0:
         return
-    if (a_packed.shape[0] != groups or a_packed.shape[1] != m_panels * ck * PG_MR
-            or k_block < 1 or work.shape[0] < n_threads
+    if ((packed and (weight.shape[0] != groups or k_block < 1
+                     or weight.shape[1] != m_panels * ck * PG_MR))
+            or (not packed and (weight.shape[0] != C_out or weight.shape[1] != ck))
+            or work.shape[0] < n_threads
             or work.shape[1] < col_size + panel_size + tile_size
             or (scatter and out_index.shape[0] != P)
             or (not scatter and out_plane != P)):
-        raise ValueError("conv_nd_packed: packed weights, k_block, out_index or "
-                         "workspace of the wrong size")
+        raise ValueError("conv_nd: weights, k_block, out_index or workspace of the "
+                         "wrong size")
     with nogil, parallel(num_threads=n_threads):
         col = &work[omp_get_thread_num(), 0]
         panel = col + col_size
@@ -186,14 +129,18 @@ def conv_nd_packed(const floating[:, :, ::1] x, const floating[:, ::1] a_packed,
             else:
                 c_ptr = &out[n, g * cout_g, q0]
                 ldc = P
-            a_g = &a_packed[g, 0]
-            for kb in range((ck + k_block - 1) // k_block):
-                k0 = kb * k_block
-                kl = ck - k0
-                if kl > k_block:
-                    kl = k_block
-                packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb, c_ptr,
-                            ldc, cout_g, pc, kl, k0 > 0, panel)
+            if packed:
+                a_g = &weight[g, 0]
+                for kb in range((ck + k_block - 1) // k_block):
+                    k0 = kb * k_block
+                    kl = ck - k0
+                    if kl > k_block:
+                        kl = k_block
+                    packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb,
+                                c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel)
+            else:
+                gemm_rm(&weight[g * cout_g, 0], b_ptr, c_ptr, cout_g, pc, ck,
+                        ck, ldb, ldc, 0)
             if has_bias or relu:
                 bias_relu_tile(c_ptr, cout_g, pc, ldc,
                                bias_ptr + g * cout_g if has_bias else NULL,

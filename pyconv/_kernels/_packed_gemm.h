@@ -124,59 +124,48 @@ static inline void pg_tile_double_rows(ptrdiff_t k, const double* a, const doubl
 
 #else /* the portable loop */
 
-#define PG_TILE_PLAIN(T, NR)                                                          \
+#define PG_TILE_PLAIN(T, NR, ROW)                                                     \
     T t_[PG_MR * NR];                                                                 \
     ptrdiff_t kk_, i_, j_;                                                            \
     for (i_ = 0; i_ < PG_MR; i_++)                                                    \
         for (j_ = 0; j_ < NR; j_++)                                                   \
             t_[i_ * NR + j_] = (accumulate && i_ < mr && j_ < nr) ? c[i_ * ldc + j_] : 0; \
-    for (kk_ = 0; kk_ < k; kk_++)                                                     \
+    for (kk_ = 0; kk_ < k; kk_++) {                                                   \
+        const T* bk_ = ROW;                                                           \
         for (i_ = 0; i_ < PG_MR; i_++)                                                \
             for (j_ = 0; j_ < NR; j_++)                                               \
-                t_[i_ * NR + j_] += a[kk_ * PG_MR + i_] * b[kk_ * NR + j_];           \
+                t_[i_ * NR + j_] += a[kk_ * PG_MR + i_] * bk_[j_];                    \
+    }                                                                                 \
     PG_STORE_EDGE(T, t_, NR, c, ldc, mr, nr);
 
 static inline void pg_tile_float(ptrdiff_t k, const float* a, const float* b, float* c,
                                  ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr,
                                  int accumulate)
 {
-    PG_TILE_PLAIN(float, PG_NR_FLOAT)
+    PG_TILE_PLAIN(float, PG_NR_FLOAT, b + kk_ * PG_NR_FLOAT)
 }
 
 static inline void pg_tile_double(ptrdiff_t k, const double* a, const double* b,
                                   double* c, ptrdiff_t ldc, ptrdiff_t mr, ptrdiff_t nr,
-                                 int accumulate)
+                                  int accumulate)
 {
-    PG_TILE_PLAIN(double, PG_NR_DOUBLE)
+    PG_TILE_PLAIN(double, PG_NR_DOUBLE, b + kk_ * PG_NR_DOUBLE)
 }
 
 static inline void pg_tile_float_rows(ptrdiff_t k, const float* a, const float* b,
                                       ptrdiff_t ldb, float* c, ptrdiff_t ldc,
                                       int accumulate)
 {
-    ptrdiff_t kk_, j_;
-    float panel_[PG_NR_FLOAT];
-    /* one k at a time through a one-row panel: the plain loop's order */
-    for (kk_ = 0; kk_ < k; kk_++) {
-        for (j_ = 0; j_ < PG_NR_FLOAT; j_++)
-            panel_[j_] = b[kk_ * ldb + j_];
-        pg_tile_float(1, a + kk_ * PG_MR, panel_, c, ldc, PG_MR, PG_NR_FLOAT,
-                      accumulate || kk_ > 0);
-    }
+    const ptrdiff_t mr = PG_MR, nr = PG_NR_FLOAT;
+    PG_TILE_PLAIN(float, PG_NR_FLOAT, b + kk_ * ldb)
 }
 
 static inline void pg_tile_double_rows(ptrdiff_t k, const double* a, const double* b,
                                        ptrdiff_t ldb, double* c, ptrdiff_t ldc,
                                        int accumulate)
 {
-    ptrdiff_t kk_, j_;
-    double panel_[PG_NR_DOUBLE];
-    for (kk_ = 0; kk_ < k; kk_++) {
-        for (j_ = 0; j_ < PG_NR_DOUBLE; j_++)
-            panel_[j_] = b[kk_ * ldb + j_];
-        pg_tile_double(1, a + kk_ * PG_MR, panel_, c, ldc, PG_MR, PG_NR_DOUBLE,
-                       accumulate || kk_ > 0);
-    }
+    const ptrdiff_t mr = PG_MR, nr = PG_NR_DOUBLE;
+    PG_TILE_PLAIN(double, PG_NR_DOUBLE, b + kk_ * ldb)
 }
 
 #endif /* PG_VECTOR */

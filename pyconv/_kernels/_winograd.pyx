@@ -50,8 +50,6 @@ PACKED_COLUMNS = {"float32": PG_NR_FLOAT, "float64": PG_NR_DOUBLE}
 cdef enum:
     # Tiles per transform block (packed across tile rows).
     BLK = 64
-    # Widest column panel of the packed GEMM (float32's).
-    PANEL_COLUMNS = 24
     # Leading dimension of the vertical-pass scratch: the columns of BLK 4x4 tiles.
     LDC = 4 * BLK + 4
     # The alpha**2 matrices V[a] (and M[a]) are written (read) together, one value
@@ -63,8 +61,8 @@ cdef enum:
 
 def workspace_row(Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t chunk):
     """Values one thread's workspace row needs: V and M of one chunk, skewed, and one
-    column panel of the packed GEMM."""
-    return (mt + 2) ** 2 * ((cin_g + cout_g) * chunk + 2 * SKEW) + cin_g * PANEL_COLUMNS
+    column panel of the packed GEMM (float32's, the wider)."""
+    return (mt + 2) ** 2 * ((cin_g + cout_g) * chunk + 2 * SKEW) + cin_g * PG_NR_FLOAT
 
 
 # ---- input side ----------------------------------------------------------------------
@@ -543,7 +541,6 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
     cdef floating* vbuf = NULL
     cdef floating* mbuf = NULL
     cdef floating* panel = NULL
-    cdef const floating* up = NULL
     cdef Py_ssize_t up_ld = 0
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
     cdef unsigned char[::1] finite

@@ -55,6 +55,7 @@ Examples
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 
@@ -423,17 +424,15 @@ def winograd_conv3d_stacked(x, u, bias, out, depth_table, pads, padding_mode,
 def packed_filter(u, groups, rows):
     """The transformed filter as the packed GEMM reads it: ``(groups, A2 * ld)``.
 
-    For each group and each ``U[a]`` (``C_out/groups`` x ``C_in/groups``), panels of
-    ``rows`` output channels stored k-major, the last padded with zero rows; ``ld``
-    is ``ceil(C_out/groups / rows) * rows * C_in/groups``.
+    For each group and each ``U[a]`` (``C_out/groups`` x ``C_in/groups``), the layout
+    of :func:`pyconv.ops.conv.pack_panels` in one block of taps; ``ld`` is
+    ``ceil(C_out/groups / rows) * rows * C_in/groups``.
     """
+    from pyconv.ops.conv import pack_panels
     a2, c_out, cin_g = u.shape
-    cout_g = c_out // groups
-    panels = -(-cout_g // rows)
-    padded = np.zeros((a2, groups, panels * rows, cin_g), dtype=u.dtype)
-    padded[:, :, :cout_g] = u.reshape(a2, groups, cout_g, cin_g)
-    packed = padded.reshape(a2, groups, panels, rows, cin_g).transpose(1, 0, 2, 4, 3)
-    return np.ascontiguousarray(packed).reshape(groups, -1)
+    per_group = u.reshape(a2, groups, c_out // groups, cin_g).swapaxes(0, 1)
+    return pack_panels(per_group.reshape(groups * a2, -1, cin_g), rows,
+                       cin_g).reshape(groups, -1)
 
 
 def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw, pads,
@@ -470,7 +469,8 @@ def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw,
         from pyconv.ops.conv import cached_transform
         u_packed = cached_transform(u, ("winograd_packed", groups), lambda: packed_filter(
             u, groups, _winograd.PACKED_ROWS))
-    with _threads.blas_pinned:
+    # the packed GEMM leaves OpenBLAS alone (no pinning, no warm-up)
+    with contextlib.nullcontext() if packed else _threads.blas_pinned:
         finite = _winograd.winograd_2d(
             x_flat, in_off, pad_plane, u, bias_arr, out_flat, out_off, out_ch, H, W, OH,
             OW, rowidx, colidx, colrun, TH, TW, m, groups, pad_value, bias is not None,

@@ -13,6 +13,7 @@ in :mod:`pyconv.ops._winograd` and :mod:`pyconv.ops._fft`.
 """
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import numpy as np
@@ -217,7 +218,7 @@ PACKED_MIN_K_BLOCK = 64
 
 
 def packed_tiling(P, ck, m_panels, rows, itemsize, panel, pairs, direct):
-    """``(tile_columns, k_block)`` for :func:`packed_forward`, by the problem alone.
+    """``(tile_columns, k_block)`` on the packed GEMM, by the problem alone.
 
     Tiles are whole panels (only an image's last tile has a partial panel) of about
     equal width; see the ``PACKED_*`` constants for the sizes aimed at.
@@ -237,57 +238,30 @@ def packed_tiling(P, ck, m_panels, rows, itemsize, panel, pairs, direct):
     return tile_columns, min(ck, max(PACKED_MIN_K_BLOCK, k_block))
 
 
-def packed_forward(_conv, x, weight, bias, out, spec, groups, tables, span, spatial,
-                   o3, k3, s3, ck, direct, n_threads, out_index=None):
-    """The im2col + GEMM convolution on pyconv's packed GEMM tiles (AVX2 builds)."""
-    N, C_in = x.shape[:2]
-    C_out = weight.shape[0]
-    P = prod(o3)
-    rows = _conv.PACKED_ROWS
-    panel = _conv.PACKED_COLUMNS[NATIVE_NAMES[x.dtype]]
-    m_panels = -(-(C_out // groups) // rows)
-    tile_columns, k_block = packed_tiling(P, ck, m_panels, rows, x.dtype.itemsize, panel,
-                                          N * groups, direct)
-    units = N * groups * -(-P // tile_columns)
-    n_threads = _threads.resolve(n_threads, 2 * N * C_out * P * ck, units)
-    per_thread = ((0 if direct else ck * tile_columns) + k_block * panel
-                  + (0 if out_index is None else m_panels * rows * tile_columns))
-    work = workspace((n_threads, per_thread), x.dtype)
-    bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
-    _conv.conv_nd_packed(
-        x.reshape(N, C_in, -1), packed_weight(weight, groups, rows, k_block), bias_arr,
-        out.reshape(N, C_out, -1), tables[0].ravel(), tables[1].ravel(),
-        tables[2].ravel(), span, spatial[1], spatial[2], o3[0], o3[1], o3[2],
-        k3[0], k3[1], k3[2], s3[2], groups, spec["padding_value"], bias is not None,
-        spec["activation"] == "relu", direct, tile_columns, k_block,
-        _NO_INDEX if out_index is None else out_index, work, n_threads)
-    return out
-
-
 _NO_INDEX = np.zeros(0, dtype=np.intp)
 
 
-def packed_weight(weight, groups, rows, k_block):
-    """The weights as the packed GEMM reads them, computed once per read-only array.
+def pack_panels(w, rows, k_block):
+    """``w`` (B, M, K) as the packed GEMM reads it: ``(B, panels * rows * K)``.
 
-    ``(groups, panels * rows * ck)``: each group's ``C_out/groups`` rows of ``ck`` taps
-    cut into blocks of ``k_block`` taps; each block, contiguous, holds ``panels``
-    panels of ``rows`` output channels stored k-major (``[k * rows + i]``), the last
-    panel padded with zero rows.
+    Each of the B matrices' K columns is cut into blocks of ``k_block``; each block,
+    contiguous, holds ``panels = ceil(M / rows)`` panels of ``rows`` rows stored
+    k-major (``[k * rows + i]``), the last panel padded with zero rows.
     """
-    def make():
-        cout_g = weight.shape[0] // groups
-        w = weight.reshape(groups, cout_g, -1)
-        ck = w.shape[2]
-        panels = -(-cout_g // rows)
-        padded = np.zeros((groups, panels * rows, ck), dtype=weight.dtype)
-        padded[:, :cout_g] = w
-        blocks = [padded[:, :, k0:k0 + k_block]
-                  .reshape(groups, panels, rows, -1).transpose(0, 1, 3, 2)
-                  .reshape(groups, -1) for k0 in range(0, ck, k_block)]
-        return np.ascontiguousarray(np.concatenate(blocks, axis=1))
+    n, m, k = w.shape
+    panels = -(-m // rows)
+    padded = np.zeros((n, panels * rows, k), dtype=w.dtype)
+    padded[:, :m] = w
+    blocks = [padded[:, :, k0:k0 + k_block].reshape(n, panels, rows, -1)
+              .transpose(0, 1, 3, 2).reshape(n, -1) for k0 in range(0, k, k_block)]
+    return np.ascontiguousarray(np.concatenate(blocks, axis=1))
 
-    return cached_transform(weight, ("packed", groups, rows, k_block), make)
+
+def packed_weight(weight, groups, rows, k_block):
+    """The weights as the packed GEMM reads them (:func:`pack_panels` of each group's
+    ``C_out/groups`` x ``ck`` matrix), computed once per read-only array."""
+    return cached_transform(weight, ("packed", groups, rows, k_block), lambda: pack_panels(
+        weight.reshape(groups, weight.shape[0] // groups, -1), rows, k_block))
 
 
 ALGORITHMS = ("auto", "im2col", "direct", "winograd", "winograd_f2", "winograd_f4",
@@ -443,40 +417,41 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
     ck = (C_in // groups) * prod(k3)
     direct = (prod(k3) == 1 and all(s == 1 for s in s3)
               and all(p == (0, 0) for p in p3))
-    if _conv.PACKED_VECTOR and C_out // groups <= PACKED_MAX_ROWS[NATIVE_NAMES[x.dtype]]:
-        return packed_forward(_conv, x, weight, bias, out, spec, groups, tables, span,
-                              spatial, o3, k3, s3, ck, direct, n_threads, out_index)
-    if out_index is not None:
-        y = workspace((N, C_out) + tuple(out_spatial), x.dtype, slot="scattered")
-        conv_forward(op_name, x, weight, bias, y, spec, pads, out_spatial, n_threads)
-        out.reshape(N, C_out, -1)[:, :, out_index] = y.reshape(N, C_out, -1)
-        return out
-    rows = o3[0] * o3[1]
-    ow = o3[2]
+    P = prod(o3)
     itemsize = x.dtype.itemsize
-    P = rows * ow
-    if max(ck, P, prod(spatial)) > _INT32_MAX:
-        raise ValueError(f"{op_name}: a plane of {P} outputs or {ck} taps per output "
-                         "exceeds the 2**31 - 1 limit of the BLAS interface")
-
-    rows_per_tile = tile_rows(rows, ow, ck * itemsize, N * groups)
-    tiles = N * groups * -(-rows // rows_per_tile)
-    n_threads = _threads.resolve(n_threads, 2 * N * C_out * P * ck, tiles)
-    work = workspace((n_threads, 0 if direct else ck * rows_per_tile * ow), x.dtype)
-
-    if bias is None:
-        bias_arr = np.zeros(1, dtype=x.dtype)
+    rows = _conv.PACKED_ROWS
+    m_panels = -(-(C_out // groups) // rows)
+    packed = (_conv.PACKED_VECTOR
+              and C_out // groups <= PACKED_MAX_ROWS[NATIVE_NAMES[x.dtype]])
+    if packed:
+        panel = _conv.PACKED_COLUMNS[NATIVE_NAMES[x.dtype]]
+        tile_columns, k_block = packed_tiling(P, ck, m_panels, rows, itemsize, panel,
+                                              N * groups, direct)
+        weight_arg = packed_weight(weight, groups, rows, k_block)
+        extra = k_block * panel
     else:
-        bias_arr = bias
-    x3 = x.reshape(N, C_in, -1)
-    out3 = out.reshape(N, C_out, -1)
-    with _threads.blas_pinned:
-        _conv.conv_nd(x3, weight.reshape(C_out, ck), bias_arr, out3,
-                      tables[0].ravel(), tables[1].ravel(), tables[2].ravel(), span,
-                      spatial[1], spatial[2], o3[0], o3[1], o3[2], k3[0], k3[1], k3[2],
-                      s3[2], groups, spec["padding_value"], bias is not None,
-                      spec["activation"] == "relu", direct, rows_per_tile, work,
-                      n_threads)
+        if max(ck, P, prod(spatial)) > _INT32_MAX:
+            raise ValueError(f"{op_name}: a plane of {P} outputs or {ck} taps per output "
+                             "exceeds the 2**31 - 1 limit of the BLAS interface")
+        tile_columns = o3[2] * tile_rows(o3[0] * o3[1], o3[2], ck * itemsize, N * groups)
+        k_block = ck
+        weight_arg = weight.reshape(C_out, ck)
+        extra = 0
+    if out_index is not None:
+        extra += m_panels * rows * tile_columns   # the tile scattered into out
+    n_threads = _threads.resolve(n_threads, 2 * N * C_out * P * ck,
+                                 N * groups * -(-P // tile_columns))
+    work = workspace((n_threads, (0 if direct else ck * tile_columns) + extra), x.dtype)
+    bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
+    # the packed GEMM leaves OpenBLAS alone (no pinning, no warm-up)
+    with contextlib.nullcontext() if packed else _threads.blas_pinned:
+        _conv.conv_nd(x.reshape(N, C_in, -1), weight_arg, bias_arr,
+                      out.reshape(N, C_out, -1), tables[0].ravel(), tables[1].ravel(),
+                      tables[2].ravel(), span, spatial[1], spatial[2], o3[0], o3[1], o3[2],
+                      k3[0], k3[1], k3[2], s3[2], groups, spec["padding_value"],
+                      bias is not None, spec["activation"] == "relu", direct,
+                      tile_columns, packed, k_block,
+                      _NO_INDEX if out_index is None else out_index, work, n_threads)
     return out
 
 
