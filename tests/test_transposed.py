@@ -192,6 +192,119 @@ def test_auto_takes_subpixel_where_the_packed_gemm_runs_its_phases():
     assert not tmod.subpixel_preferred(spec(2, 64, "col2im"), 2, f32, big)
 
 
+def test_stacked_over_random_geometry(rng):
+    """One stacked convolution (phases at their window offsets) against the float64
+    scatter loop: crops past the kernel, bias-only phases, dilations sharing a factor
+    with the stride (the phases then may read different grids: run phase by phase),
+    groups, ReLU."""
+    from pyconv.ops import _subpixel
+    kinds = set()
+    for _ in range(120):
+        rank = int(rng.integers(1, 4))
+        k, s, d, op, sp, full = random_geometry(rng, rank, 6, 4, 4, (1, 6))
+        pads = [[int(rng.integers(0, f)), int(rng.integers(0, f))] for f in full]
+        pads = [[lo, min(hi, f - lo - 1)] for (lo, hi), f in zip(pads, full)]
+        g = int(rng.choice([1, 2]))
+        relu = bool(rng.integers(0, 2))
+        conv = make(rank, in_channels=2 * g, out_channels=g * int(rng.integers(1, 3)),
+                    kernel_size=k, stride=s, padding=pads, output_padding=op,
+                    dilation=d, groups=g, algorithm="stacked",
+                    activation="relu" if relu else None)
+        x = rng.standard_normal((2, 2 * g, *sp))
+        crops, lengths = ref.torch_style_geometry(sp, k, s, d, pads, op)
+        axes = [_subpixel.stacked_axis(*a) for a in zip(sp, lengths, k, s, d, crops)]
+        for a in axes:
+            kinds.add("no common grid" if a is None else
+                      "bias-only phase" if not all(p[2] for p in a[5]) else
+                      "cropped" if a[3][0] > 0 else
+                      "zero taps" if any(len(p[2]) < a[1] for p in a[5]) else "full")
+        want = ref.conv_transpose_nd(x, conv.params["weight"], conv.params["bias"], s, d,
+                                     g, crops, lengths)
+        if relu:
+            want = np.maximum(want, 0)
+        np.testing.assert_allclose(conv.apply(x), want, rtol=0, atol=1e-12 * scale(want))
+    assert kinds == {"no common grid", "bias-only phase", "cropped", "zero taps", "full"}
+
+
+def test_stacked_axis_of_a_4x4_stride_2_upsampler():
+    # outputs 2q: taps 3, 1 from inputs q-1, q; 2q+1: taps 2, 0 from q, q+1. Together
+    # a 3-tap window from q-1 (one zero of padding each side), phase 0 at offset 0,
+    # phase 1 at offset 1.
+    from pyconv.ops import _subpixel
+    assert _subpixel.stacked_axis(8, 16, 4, 2, 1, 1) == (
+        8, 3, 1, (0, 8), (1, 1), [(0, 8, (3, 1), 0), (1, 8, (2, 0), 1)])
+    # k3 s2 d2: phase 0 reads inputs q-2, q-1, q (taps 2, 1, 0: dilation 1 once the
+    # stride's factor is out); phase 1 has no tap (bias only), so computes zeros.
+    assert _subpixel.stacked_axis(5, 15, 3, 2, 2, 0) == (
+        8, 3, 1, (0, 5), (2, 3), [(0, 8, (2, 1, 0), 0), (1, 7, (), 0)])
+    # k3 s2 d3: phase 0 reads q-3, q (taps 2, 0), phase 1 reads q-1 (tap 1), at
+    # dilation 3: grids 2 apart, so no common window
+    assert _subpixel.axis_phases(5, 15, 3, 2, 3, 0)[1][2] == (1,)
+    assert _subpixel.stacked_axis(5, 15, 3, 2, 3, 0) is None
+
+
+def test_auto_stacks_phases_where_winograd_pays(torch, rng):
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+
+    def prefers(rank, shape, dtype=f32, algorithm="auto", **keys):
+        keys = {"in_channels": shape[1], "out_channels": 64, "kernel_size": 4, "stride": 2,
+                "padding": 1, **keys}
+        conv = make(rank, algorithm=algorithm, **keys)
+        op = conv._op
+        _, crops, lengths = op.geometry(conv.spec, shape)
+        return tmod.stacked_preferred(conv.spec, rank, dtype, shape, crops, lengths,
+                                      conv.flops(shape))
+
+    big = (8, 64, 32, 32)
+    assert prefers(2, big) and prefers(2, big, f64)                 # F4: 7/16 zero taps
+    assert prefers(2, big, kernel_size=5, padding=2)
+    assert prefers(2, big, kernel_size=3, stride=1)                 # no zero taps
+    assert not prefers(2, big, kernel_size=3, output_padding=1)     # a 2x2 window
+    assert prefers(2, big, kernel_size=2, padding=0)                # one 1x1 GEMM
+    assert not prefers(2, (1, 64, 2, 2), kernel_size=2, padding=0)  # too little work
+    assert not prefers(2, (1, 4, 4, 4))                             # no Winograd
+    assert not prefers(3, (2, 32, 8, 16, 16))                       # 3-D: 70% zero taps
+    assert not prefers(2, big, algorithm="subpixel")
+    assert prefers(1, (1, 2, 3), algorithm="stacked")
+    # float32 "auto" then runs F(4x4, 3x3): error ~1e-6 of the output's magnitude
+    conv = make(2, "float32", in_channels=64, out_channels=32, kernel_size=4, stride=2,
+                padding=1)
+    x = rng.standard_normal(big).astype(np.float32)
+    w, b = (np.asarray(conv.params[k], np.float64) for k in ("weight", "bias"))
+    t = torch.nn.functional.conv_transpose2d
+    want = t(torch.from_numpy(x.astype(np.float64)), torch.from_numpy(w),
+             torch.from_numpy(b), stride=2, padding=1).numpy()
+    size = t(torch.from_numpy(np.abs(x.astype(np.float64))), torch.from_numpy(np.abs(w)),
+             torch.from_numpy(np.abs(b)), stride=2, padding=1).numpy().max()
+    err = np.abs(conv.apply(x) - want).max() / size
+    assert 0 < err < 1e-5
+
+
+def test_interleave_phases_refuses_inconsistent_shapes():
+    from pyconv import _kernels
+    il = _kernels.load("_transposed").interleave_phases
+    src = np.arange(2 * 4 * 3 * 16, dtype=np.float64).reshape(2, 4, 3, 16)
+    dst = np.zeros((2, 3, 64))
+    table = np.array([[0, a, b, 1, 4, 4] for a in (0, 1) for b in (0, 1)], dtype=np.intp)
+    il(src, dst, table, 4, 4, 8, 8, 1, 2, 2, 1)
+    planes = dst.reshape(2, 3, 8, 8)
+    for p, (a, b) in enumerate([(0, 0), (0, 1), (1, 0), (1, 1)]):
+        np.testing.assert_array_equal(planes[:, :, a::2, b::2],
+                                      src[:, p].reshape(2, 3, 4, 4))
+    with pytest.raises(ValueError, match="inconsistent"):
+        il(src, dst[:1], table, 4, 4, 8, 8, 1, 2, 2, 1)
+    past = table.copy()
+    past[3, 5] = 5                      # phase (1, 1) with 5 columns of 4
+    with pytest.raises(ValueError, match="reaches past"):
+        il(src, dst, past, 4, 4, 8, 8, 1, 2, 2, 1)
+    past[3, 5] = 4
+    past[3, 1] = 2                      # row phase 2 at stride 2: row 4*2 + 2 > 7
+    with pytest.raises(ValueError, match="reaches past"):
+        il(src, dst, past, 4, 4, 8, 8, 1, 2, 2, 1)
+    with pytest.raises(ValueError, match="inconsistent"):
+        il(src, dst, table[:3], 4, 4, 8, 8, 1, 2, 2, 1)
+
+
 def test_subpixel_axis_phases_of_a_4x4_stride_2_upsampler():
     # outputs 2q read taps 3, 1 from inputs q-1, q; outputs 2q+1 taps 2, 0 from q, q+1
     assert _phases(8, 16, 4, 2, 1, 1) == [

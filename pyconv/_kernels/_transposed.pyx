@@ -142,3 +142,42 @@ def conv_transpose_nd(const floating[:, :, ::1] x, const floating[:, :, ::1] wt,
                 p0 = p1
             if relu:
                 relu_planes(o_ptr, nc * oplane)
+
+
+def interleave_phases(const floating[:, :, :, ::1] src, floating[:, :, ::1] dst,
+                      const Py_ssize_t[:, ::1] phases, Py_ssize_t QH, Py_ssize_t QW,
+                      Py_ssize_t LH, Py_ssize_t LW, Py_ssize_t sd, Py_ssize_t sh,
+                      Py_ssize_t sw, int n_threads):
+    """Write every phase's outputs to their places in the output planes.
+
+    src: (planes, P, C, QD*QH*QW), phase p of channel c computed at Q positions;
+    dst: (planes, C, LD*LH*LW); phases: (P, 6) rows ``(phi_d, phi_h, phi_w, q_d, q_h,
+    q_w)``: phase p's outputs ``(qd, qh, qw) < (q_d, q_h, q_w)`` go to output position
+    ``(qd*sd + phi_d, qh*sh + phi_h, qw*sw + phi_w)``. Parallel over (plane, channel).
+    """
+    cdef Py_ssize_t n_planes = dst.shape[0], C = dst.shape[1], P = src.shape[1]
+    cdef Py_ssize_t QP = src.shape[3], LP = dst.shape[2]
+    cdef Py_ssize_t u, p, c, qd, qh, qw, nq
+    cdef const floating* s
+    cdef floating* d
+    if src.shape[0] != n_planes or src.shape[2] != C or phases.shape[0] != P \
+            or phases.shape[1] != 6 or QP % (QH * QW) or LP % (LH * LW):
+        raise ValueError("interleave_phases: inconsistent shapes")
+    for p in range(P):
+        if phases[p, 3] * QH * QW > QP or phases[p, 4] > QH or phases[p, 5] > QW \
+                or (phases[p, 3] - 1) * sd + phases[p, 0] >= LP // (LH * LW) \
+                or (phases[p, 4] - 1) * sh + phases[p, 1] >= LH \
+                or (phases[p, 5] - 1) * sw + phases[p, 2] >= LW:
+            raise ValueError("interleave_phases: a phase reaches past its planes")
+    with nogil:
+        for u in prange(n_planes * C, schedule='static', num_threads=n_threads):
+            c = u % C
+            for p in range(P):
+                nq = phases[p, 5]
+                for qd in range(phases[p, 3]):
+                    for qh in range(phases[p, 4]):
+                        s = &src[u // C, p, c, (qd * QH + qh) * QW]
+                        d = &dst[u // C, c, ((qd * sd + phases[p, 0]) * LH
+                                             + qh * sh + phases[p, 1]) * LW + phases[p, 2]]
+                        for qw in range(nq):
+                            d[qw * sw] = s[qw]
