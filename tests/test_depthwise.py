@@ -575,17 +575,22 @@ def test_bad_inputs_raise_clear_errors():
         pyconv.Conv(sep.spec, params={"depthwise_bias": np.zeros(2)})
 
 
+@pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype):
+def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
     # The 3x3 stride-1 plane kernel (padded planes in scratch): every mode, uneven
-    # pads (wider than the input where the mode allows), odd and even heights, a
-    # channel multiplier, bias, fused ReLU; banding and thread count change nothing.
+    # pads (wider than the input where the mode allows), odd and even heights, rows
+    # narrower than a vector, a whole number of vectors wide or not (the last strip
+    # overlaps), a channel multiplier, bias, fused ReLU, outputs written in place or
+    # streamed; banding and thread count change nothing.
     from pyconv import _threads
 
     monkeypatch.setattr(_threads, "SERIAL_WORK_FLOPS", 0)
+    monkeypatch.setattr(dwmod, "STREAM_MIN_BYTES", 0 if stream else 1 << 62)
     wide = mode not in ("reflect",)
     for spatial, pads in [((7, 9), [[1, 1], [1, 1]]), ((6, 5), [[0, 2], [2, 0]]),
+                          ((5, 19), [[1, 1], [0, 1]]), ((4, 14), [[1, 0], [1, 1]]),
                           ((3, 2), [[3, 1], [2, 4]] if wide else [[2, 1], [1, 1]]),
                           ((1, 1), [[1, 1], [1, 1]] if wide else [[0, 0], [0, 0]])]:
         for mult, relu in ((1, False), (2, True)):
@@ -611,6 +616,28 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype):
             for n in (2, 3, 5):  # fewer planes than threads: planes split into bands
                 np.testing.assert_array_equal(y[:1], conv.apply(x[:1], n_threads=n))
                 np.testing.assert_array_equal(y, conv.apply(x, n_threads=n))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dtype):
+    # Vector strips (8 or 4 lanes on AVX2, 4 or 2 on the baseline build), streamed
+    # or in place: one arithmetic, so the same bits.
+    from pyconv import _kernels
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 5, "kernel_size": 3,
+                        "padding": 1, "activation": "relu"}, seed=1, dtype=dtype)
+    x = rng.standard_normal((3, 5, 17, 37)).astype(dtype)
+    runs = []
+    for level in ("avx2", "baseline"):
+        monkeypatch.setattr(_kernels, "LEVEL", level)
+        for stream in (0, 1 << 62):
+            monkeypatch.setattr(dwmod, "STREAM_MIN_BYTES", stream)
+            runs.append(conv.apply(x, n_threads=2))
+    for y in runs[1:]:
+        np.testing.assert_array_equal(y, runs[0])
+    ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                      conv.params["bias"].astype(np.float64), (1, 1), [[1, 1], [1, 1]],
+                      (1, 1), 5, "zeros", 0.0)
+    assert_close(runs[0], np.maximum(ref, 0), dtype)
 
 
 def test_plane3x3_kernel_is_the_path_taken():

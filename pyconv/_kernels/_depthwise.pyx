@@ -29,7 +29,9 @@ contraction off), so the AVX2 and baseline builds round identically.
 ``grouped_direct``: ``prange`` over (image, group, row tile); depthwise is the case of
 one input channel per group. ``plane3x3``: 2-D 3x3 stride-1 convolution with one input
 channel per group, ``prange`` over (image, output channel, band of rows), each band
-copied padded into a scratch plane so that every output row is one full-width loop. ``separable``: ``prange`` over (image, band of output
+copied padded into a scratch plane, then swept in vector-wide strips down its rows
+(each input row loaded once for the three output rows that read it), optionally
+written out with non-temporal stores. ``separable``: ``prange`` over (image, band of output
 rows); the depthwise result of a band goes into the thread's row of the caller's
 workspace and is multiplied at once by the pointwise weight (one single-threaded GEMM
 per band), so the intermediate never leaves the cache and its size is bounded by the
@@ -91,6 +93,42 @@ cdef extern from *:
     #endif
     #define PYCONV_DW_SRELU(V, M, v) do { if ((v) < 0) (v) = 0; } while (0)
     #define PYCONV_DW_MIN(a, b) ((a) < (b) ? (a) : (b))
+    /* dst[0:n] = src[0:n] with non-temporal stores where dst is vector-aligned: the
+       lines go to memory without first being read into the cache (a third of the
+       traffic of an output that does not fit in it). Fenced, so that the values are
+       visible to every thread once the call returns. */
+    #if defined(__AVX__)
+      #include <immintrin.h>
+      #define PYCONV_DW_STREAM(S, T, VT, STORE, LOAD, VW) \
+      static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \
+          Py_ssize_t i = 0; \
+          for (; i < n && ((size_t)(d + i) & 31); i++) d[i] = s[i]; \
+          for (; i + VW <= n; i += VW) STORE(d + i, LOAD(s + i)); \
+          for (; i < n; i++) d[i] = s[i]; \
+          _mm_sfence(); \
+      }
+      PYCONV_DW_STREAM(f, float, __m256, _mm256_stream_ps, _mm256_loadu_ps, 8)
+      PYCONV_DW_STREAM(d, double, __m256d, _mm256_stream_pd, _mm256_loadu_pd, 4)
+    #elif defined(__SSE2__)
+      #include <emmintrin.h>
+      #define PYCONV_DW_STREAM(S, T, VT, STORE, LOAD, VW) \
+      static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \
+          Py_ssize_t i = 0; \
+          for (; i < n && ((size_t)(d + i) & 15); i++) d[i] = s[i]; \
+          for (; i + VW <= n; i += VW) STORE(d + i, LOAD(s + i)); \
+          for (; i < n; i++) d[i] = s[i]; \
+          _mm_sfence(); \
+      }
+      PYCONV_DW_STREAM(f, float, __m128, _mm_stream_ps, _mm_loadu_ps, 4)
+      PYCONV_DW_STREAM(d, double, __m128d, _mm_stream_pd, _mm_loadu_pd, 2)
+    #else
+      static void pyconv_dw_stream_f(float* d, const float* s, Py_ssize_t n) {
+          memcpy(d, s, n * sizeof *d);
+      }
+      static void pyconv_dw_stream_d(double* d, const double* s, Py_ssize_t n) {
+          memcpy(d, s, n * sizeof *d);
+      }
+    #endif
 
     /* Geometry of one call; the kernels trust it (pyconv/ops/depthwise.py builds it). */
     typedef struct {
@@ -391,12 +429,58 @@ cdef extern from *:
         } \\
     }
 
+    /* 3x3 stride-1 plane: n_rows output rows (stride OW) from n_rows + 2 padded rows
+       p (stride ldp >= OW + 2). One strip of VW columns at a time, down the rows:
+       each input row is loaded once (three shifted vectors) and feeds the three
+       output rows that read it, through two running partial sums, so every output
+       vector costs 3 loads, 9 multiplies and 9 adds. Each output is
+       bias + ((row0 + row1) + row2), row k = (w[3k]*x0 + w[3k+1]*x1) + w[3k+2]*x2,
+       as in the other 3x3 paths. The last strip overlaps its predecessor when VW
+       does not divide OW (it recomputes the same values); OW < VW: scalar strips. */
+    #define PYCONV_DW_PLANE3(NAME, T, V, VU, VW, M, RELU) \
+    static void NAME(const T* p, Py_ssize_t ldp, const T* w, T bias, T* o, \
+                     Py_ssize_t OW, Py_ssize_t n_rows, int relu) { \
+        Py_ssize_t c, r; \
+        V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \
+        V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \
+        V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \
+        V vb = bias - (V){0}; \
+        if (OW < VW) return; \
+        for (c = 0; c < OW; c += VW) { \
+            const T* q; \
+            V x0, x1, x2, a0, a1, v; \
+            if (c + VW > OW) c = OW - VW; \
+            q = p + c; \
+            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \
+            a0 = (w0 * x0 + w1 * x1) + w2 * x2; \
+            q += ldp; \
+            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \
+            a0 = a0 + ((w3 * x0 + w4 * x1) + w5 * x2); \
+            a1 = (w0 * x0 + w1 * x1) + w2 * x2; \
+            for (r = 0; r < n_rows; r++) { \
+                q += ldp; \
+                x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \
+                v = vb + (a0 + ((w6 * x0 + w7 * x1) + w8 * x2)); \
+                if (relu) RELU(V, M, v); \
+                *(VU*)(o + r * OW + c) = v; \
+                a0 = a1 + ((w3 * x0 + w4 * x1) + w5 * x2); \
+                a1 = (w0 * x0 + w1 * x1) + w2 * x2; \
+            } \
+        } \
+    }
+
     #if defined(__GNUC__) || defined(__clang__)
     PYCONV_DW_TYPED(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
     PYCONV_DW_TYPED(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
+    PYCONV_DW_PLANE3(pyconv_dw_plane3_f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF,
+                     pyconv_dw_mf, PYCONV_DW_RELU)
+    PYCONV_DW_PLANE3(pyconv_dw_plane3_d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD,
+                     pyconv_dw_md, PYCONV_DW_RELU)
     #else
     PYCONV_DW_TYPED(f, float, float, float, 1, int)
     PYCONV_DW_TYPED(d, double, double, double, 1, int)
+    PYCONV_DW_PLANE3(pyconv_dw_plane3_f, float, float, float, 1, int, PYCONV_DW_SRELU)
+    PYCONV_DW_PLANE3(pyconv_dw_plane3_d, double, double, double, 1, int, PYCONV_DW_SRELU)
     #endif
     """
     ctypedef struct pyconv_dw_geom:
@@ -416,6 +500,15 @@ cdef extern from *:
                           const float* bias, Py_ssize_t cout_g, Py_ssize_t r0,
                           Py_ssize_t r1, float pad, int relu, const float* pf,
                           Py_ssize_t npf, const pyconv_dw_geom* g) noexcept nogil
+    const Py_ssize_t PYCONV_DW_VWF, PYCONV_DW_VWD   # values per vector
+    void pyconv_dw_stream_f(float* d, const float* s, Py_ssize_t n) noexcept nogil
+    void pyconv_dw_stream_d(double* d, const double* s, Py_ssize_t n) noexcept nogil
+    void pyconv_dw_plane3_f(const float* p, Py_ssize_t ldp, const float* w, float bias,
+                            float* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                            int relu) noexcept nogil
+    void pyconv_dw_plane3_d(const double* p, Py_ssize_t ldp, const double* w, double bias,
+                            double* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                            int relu) noexcept nogil
     void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
                           const double* xg, const double* w, Py_ssize_t wstride,
                           const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
@@ -1041,9 +1134,10 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
 
 # -- 3x3 stride-1 plane kernel: one input channel per group ------------------------------
 # The rows of one band of output rows are first copied, padded by the tables, into a
-# scratch plane that stays in L1/L2; every output row is then one branch-free loop over
-# its full width (two rows at a time), with no scalar edge columns and no index tables
-# in the hot loop. On 56-wide rows those edges cost about half of the row kernel's time.
+# scratch plane that stays in L1/L2; the band is then swept in vector-wide strips
+# (pyconv_dw_plane3_*; plane3x3_rows for rows narrower than a vector), with no scalar
+# edge columns and no index tables in the hot loop. On 56-wide rows those edges cost
+# about half of the row kernel's time.
 
 cdef inline void padded_row(floating* dst, const floating* src, const Py_ssize_t* colidx,
                             Py_ssize_t n_cols, Py_ssize_t lo, Py_ssize_t W,
@@ -1108,16 +1202,17 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
             o[ow] = 0 if v < 0 else v  # NaN stays NaN, as in torch.relu
 
 
-def plane3x3_workspace(Py_ssize_t band, Py_ssize_t OW):
-    """Scratch values per thread for ``plane3x3``: ``band + 2`` padded rows."""
-    return (band + 2) * (OW + 2)
+def plane3x3_workspace(Py_ssize_t band, Py_ssize_t OW, bint stream):
+    """Scratch values per thread for ``plane3x3``: ``band + 2`` padded rows, and with
+    ``stream`` the band's output rows."""
+    return (band + 2) * (OW + 2) + (band * OW if stream else 0)
 
 
 def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
              const floating[::1] bias, floating[:, :, ::1] out,
              const Py_ssize_t[::1] rowidx, const Py_ssize_t[::1] colidx,
              Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
-             floating pad_value, bint has_bias, bint relu, Py_ssize_t band,
+             floating pad_value, bint has_bias, bint relu, Py_ssize_t band, bint stream,
              floating[:, ::1] work, int n_threads):
     """Depthwise-style 3x3 stride-1 dilation-1 convolution, one input channel per group.
 
@@ -1127,8 +1222,10 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     mode maps through them); lo_w: the left padding, so that the columns
     [lo_w, lo_w + W) are the input row itself. Units are (image, output channel, band
     of ``band`` output rows); each output is computed by the same arithmetic whatever
-    the band, so results do not depend on it or on the thread count. ``work`` holds
-    ``plane3x3_workspace(band, OW)`` values per thread.
+    the band, so results do not depend on it or on the thread count. ``stream``: each
+    band is computed into scratch and written to ``out`` with non-temporal stores (for
+    outputs larger than the cache). ``work`` holds ``plane3x3_workspace(band, OW,
+    stream)`` values per thread.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t groups = x.shape[1]
@@ -1139,10 +1236,14 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t n_units = N * C_out * n_bands
     cdef Py_ssize_t u, n, co, t, r0, r1, r, src
     cdef floating* p = NULL
+    cdef floating* dst
+    cdef Py_ssize_t vw = PYCONV_DW_VWD
+    if floating is float:
+        vw = PYCONV_DW_VWF
     if n_units == 0 or OW == 0:
         return
     if rowidx.shape[0] < OH + 2 or colidx.shape[0] < OW + 2 \
-            or work.shape[1] < plane3x3_workspace(band, OW) or weight.shape[1] != 9 \
+            or work.shape[1] < plane3x3_workspace(band, OW, stream) or weight.shape[1] != 9 \
             or x.shape[2] != H * W or out.shape[2] != OH * OW or out.shape[0] != N \
             or weight.shape[0] != C_out or C_out % groups or band < 1:
         raise ValueError("plane3x3: inconsistent shapes, tables or workspace")
@@ -1161,5 +1262,19 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                                &colidx[0], ldp, lo_w, W, pad_value)
                 else:
                     fill(p + (r - r0) * ldp, 0, ldp, pad_value)
-            plane3x3_rows(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
-                          &out[n, co, r0 * OW], OW, r1 - r0, relu)
+            dst = p + (band + 2) * ldp if stream else &out[n, co, r0 * OW]
+            if OW < vw:
+                plane3x3_rows(p, ldp, &weight[co, 0], bias[co] if has_bias else 0, dst,
+                              OW, r1 - r0, relu)
+            elif floating is float:
+                pyconv_dw_plane3_f(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
+                                   dst, OW, r1 - r0, relu)
+            else:
+                pyconv_dw_plane3_d(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
+                                   dst, OW, r1 - r0, relu)
+            if not stream:
+                pass
+            elif floating is float:
+                pyconv_dw_stream_f(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
+            else:
+                pyconv_dw_stream_d(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
