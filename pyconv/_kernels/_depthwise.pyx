@@ -436,11 +436,15 @@ cdef extern from *:
        vector costs 3 loads, 9 multiplies and 9 adds. Each output is
        bias + ((row0 + row1) + row2), row k = (w[3k]*x0 + w[3k+1]*x1) + w[3k+2]*x2,
        as in the other 3x3 paths. The last strip overlaps its predecessor when VW
-       does not divide OW (it recomputes the same values); OW < VW: scalar strips. */
-    #define PYCONV_DW_PLANE3(NAME, T, V, VU, VW, M, RELU) \
+       does not divide OW (it recomputes the same values); OW < VW: nothing (the
+       caller's scalar loop). pf, npf: values to prefetch meanwhile (the next unit's
+       input), a line per output vector. sdst: o is scratch, streamed to sdst at the
+       end (non-temporal stores). */
+    #define PYCONV_DW_PLANE3(NAME, T, V, VU, VW, M, RELU, STREAM) \
     static void NAME(const T* p, Py_ssize_t ldp, const T* w, T bias, T* o, \
-                     Py_ssize_t OW, Py_ssize_t n_rows, int relu) { \
-        Py_ssize_t c, r; \
+                     Py_ssize_t OW, Py_ssize_t n_rows, int relu, const T* pf, \
+                     Py_ssize_t npf, T* sdst) { \
+        Py_ssize_t c, r, k = 0, line = 64 / (Py_ssize_t)sizeof(T); \
         V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \
         V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \
         V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \
@@ -458,6 +462,7 @@ cdef extern from *:
             a0 = a0 + ((w3 * x0 + w4 * x1) + w5 * x2); \
             a1 = (w0 * x0 + w1 * x1) + w2 * x2; \
             for (r = 0; r < n_rows; r++) { \
+                if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \
                 q += ldp; \
                 x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \
                 v = vb + (a0 + ((w6 * x0 + w7 * x1) + w8 * x2)); \
@@ -467,20 +472,23 @@ cdef extern from *:
                 a1 = (w0 * x0 + w1 * x1) + w2 * x2; \
             } \
         } \
+        if (sdst) STREAM(sdst, o, n_rows * OW); \
     }
 
     #if defined(__GNUC__) || defined(__clang__)
     PYCONV_DW_TYPED(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
     PYCONV_DW_TYPED(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
     PYCONV_DW_PLANE3(pyconv_dw_plane3_f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF,
-                     pyconv_dw_mf, PYCONV_DW_RELU)
+                     pyconv_dw_mf, PYCONV_DW_RELU, pyconv_dw_stream_f)
     PYCONV_DW_PLANE3(pyconv_dw_plane3_d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD,
-                     pyconv_dw_md, PYCONV_DW_RELU)
+                     pyconv_dw_md, PYCONV_DW_RELU, pyconv_dw_stream_d)
     #else
     PYCONV_DW_TYPED(f, float, float, float, 1, int)
     PYCONV_DW_TYPED(d, double, double, double, 1, int)
-    PYCONV_DW_PLANE3(pyconv_dw_plane3_f, float, float, float, 1, int, PYCONV_DW_SRELU)
-    PYCONV_DW_PLANE3(pyconv_dw_plane3_d, double, double, double, 1, int, PYCONV_DW_SRELU)
+    PYCONV_DW_PLANE3(pyconv_dw_plane3_f, float, float, float, 1, int, PYCONV_DW_SRELU,
+                     pyconv_dw_stream_f)
+    PYCONV_DW_PLANE3(pyconv_dw_plane3_d, double, double, double, 1, int, PYCONV_DW_SRELU,
+                     pyconv_dw_stream_d)
     #endif
     """
     ctypedef struct pyconv_dw_geom:
@@ -504,11 +512,11 @@ cdef extern from *:
     void pyconv_dw_stream_f(float* d, const float* s, Py_ssize_t n) noexcept nogil
     void pyconv_dw_stream_d(double* d, const double* s, Py_ssize_t n) noexcept nogil
     void pyconv_dw_plane3_f(const float* p, Py_ssize_t ldp, const float* w, float bias,
-                            float* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                            int relu) noexcept nogil
+                            float* o, Py_ssize_t OW, Py_ssize_t n_rows, int relu,
+                            const float* pf, Py_ssize_t npf, float* sdst) noexcept nogil
     void pyconv_dw_plane3_d(const double* p, Py_ssize_t ldp, const double* w, double bias,
-                            double* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                            int relu) noexcept nogil
+                            double* o, Py_ssize_t OW, Py_ssize_t n_rows, int relu,
+                            const double* pf, Py_ssize_t npf, double* sdst) noexcept nogil
     void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
                           const double* xg, const double* w, Py_ssize_t wstride,
                           const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
@@ -1237,6 +1245,8 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t u, n, co, t, r0, r1, r, src
     cdef floating* p = NULL
     cdef floating* dst
+    cdef const floating* pf = NULL
+    cdef Py_ssize_t npf
     cdef Py_ssize_t vw = PYCONV_DW_VWD
     if floating is float:
         vw = PYCONV_DW_VWF
@@ -1266,15 +1276,28 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             if OW < vw:
                 plane3x3_rows(p, ldp, &weight[co, 0], bias[co] if has_bias else 0, dst,
                               OW, r1 - r0, relu)
-            elif floating is float:
-                pyconv_dw_plane3_f(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
-                                   dst, OW, r1 - r0, relu)
+                if not stream:
+                    pass
+                elif floating is float:
+                    pyconv_dw_stream_f(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
+                else:
+                    pyconv_dw_stream_d(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
             else:
-                pyconv_dw_plane3_d(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
-                                   dst, OW, r1 - r0, relu)
-            if not stream:
-                pass
-            elif floating is float:
-                pyconv_dw_stream_f(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
-            else:
-                pyconv_dw_stream_d(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
+                # the next unit's input rows, fetched while this band computes
+                npf = 0
+                if u + 1 < n_units:
+                    t = (u + 1) % n_bands
+                    r = t * band - 1 if t > 0 else 0
+                    pf = &x[(u + 1) // (n_bands * C_out), ((u + 1) // n_bands) % C_out // mult,
+                            r * W]
+                    npf = (band + 2) * W
+                    if npf > (H - r) * W:
+                        npf = (H - r) * W
+                if floating is float:
+                    pyconv_dw_plane3_f(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
+                                       dst, OW, r1 - r0, relu, pf, npf,
+                                       &out[n, co, r0 * OW] if stream else NULL)
+                else:
+                    pyconv_dw_plane3_d(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
+                                       dst, OW, r1 - r0, relu, pf, npf,
+                                       &out[n, co, r0 * OW] if stream else NULL)

@@ -38,10 +38,11 @@ Depthwise convolution (and grouped convolution with few channels per group, see
   feeding the three output rows that read it (3 loads, 9 multiplies, 9 adds per
   output vector). Outputs of :data:`STREAM_MIN_BYTES` or more are computed into
   scratch and written with non-temporal stores, which skip reading the output's
-  lines into the cache first. Measured on 8x256x56x56, one thread, against the row
-  kernel: float32 10.9 -> 9.0 ms, float64 22.6 -> 19.3 ms (padded scratch, two rows
-  at a time); 2 threads, in place -> streamed: float32 5.3 -> 4.9 ms, float64 13.2
-  -> 10.8 ms. Extra memory per thread: ``(band + 2) * (OW + 2)`` values, plus
+  lines into the cache first; the next unit's input is prefetched while a band
+  computes. Measured on 8x256x56x56, one thread, against the row kernel: float32
+  10.9 -> 9.0 ms, float64 22.6 -> 19.3 ms (padded scratch, two rows at a time);
+  2 threads, in place -> streamed: float32 5.3 -> 4.9 ms, float64 13.2 -> 10.8 ms;
+  with the prefetch, float64 10.8 -> 9.0 ms (float32 unchanged). Extra memory per thread: ``(band + 2) * (OW + 2)`` values, plus
   ``band * OW`` when streaming (a band is a whole plane unless there are fewer planes
   than threads).
 * other plain depthwise (one input and one output channel per group): the row kernel,
