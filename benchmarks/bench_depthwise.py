@@ -68,8 +68,11 @@ def make_cases():
                 with torch.no_grad():
                     return peer_fn(xt)
 
+            # plain depthwise moves more bytes than it does arithmetic: its ceiling is
+            # the copy bandwidth (input read + output written), the others' the GEMM
+            nbytes = x.nbytes + out.nbytes if spec["op"] == "depthwise_conv2d" else 0
             cases.append(Case(name, "x".join(map(str, shape)), np.dtype(dtype).name, run,
-                              peer, flops=conv.flops(shape),
+                              peer, flops=conv.flops(shape), nbytes=nbytes,
                               rtol=1e-5 if dtype == np.float32 else 1e-12))
     return cases
 
