@@ -111,7 +111,8 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--only", help="run only cases whose name contains this text")
     parser.add_argument("--modules", help="comma-separated families (conv, pooling, ...)")
-    parser.add_argument("--json", help="write results (and ceilings) to this file")
+    parser.add_argument("--json", help="write results (and ceilings) to this file; with "
+                        "--from-json, the merged results")
     parser.add_argument("--png", help="write a bar chart of the ratios (matplotlib)")
     parser.add_argument("--rst", help="write the results as a reStructuredText table "
                         "(e.g. docs/performance_table.rst)")
@@ -123,6 +124,10 @@ def main(argv=None):
 
     if args.from_json:
         results, machine, date = load_runs(args.from_json)
+        if args.json:   # the merged rows, for a later --from-json
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine, "date": date, "results": results}, f,
+                          indent=1)
     else:
         threads = [int(t) for t in args.threads.split(",")]
         ceilings = measure_ceilings()

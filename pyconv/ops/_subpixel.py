@@ -126,6 +126,15 @@ def stacked_axis(n, length, k, s, d, lo):
     computes one more, which is dropped). None when no phase reads the input, or when
     the phases read it on different grids (possible when ``d`` and ``s`` share a
     factor).
+
+    Examples
+    --------
+    A 4-tap, stride-2 upsampler of 8 inputs: both phases as one 3-tap window from
+    input ``q - 1`` (one zero of padding at each end), phase 0's taps (3, 1) at
+    window positions 0-1, phase 1's (2, 0) at 1-2:
+
+    >>> stacked_axis(8, 16, 4, 2, 1, 1)
+    (8, 3, 1, (0, 8), (1, 1), [(0, 8, (3, 1), 0), (1, 8, (2, 0), 1)])
     """
     dilation = d // gcd(d, s)
     Q = -(-length // s)
