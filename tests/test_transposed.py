@@ -263,7 +263,9 @@ def test_auto_stacks_phases_where_winograd_pays(torch, rng):
     assert prefers(2, big, kernel_size=2, padding=0)                # one 1x1 GEMM
     assert not prefers(2, (1, 64, 2, 2), kernel_size=2, padding=0)  # too little work
     assert not prefers(2, (1, 4, 4, 4))                             # no Winograd
-    assert not prefers(3, (2, 32, 8, 16, 16))                       # 3-D: 70% zero taps
+    assert not prefers(2, (1, 64, 8, 8))                            # F2: 2.25 x 16/36
+    assert prefers(3, (2, 32, 8, 16, 16))                           # F4: 4 x 64/216
+    assert not prefers(3, (2, 32, 8, 16, 16), f64, kernel_size=(4, 4, 2))  # 2x2 planes
     assert not prefers(2, big, algorithm="subpixel")
     assert prefers(1, (1, 2, 3), algorithm="stacked")
     # float32 "auto" then runs F(4x4, 3x3): error ~1e-6 of the output's magnitude

@@ -305,24 +305,24 @@ SUBPIXEL_MIN_FLOPS = 16_000_000
 #: convolution over those of the variant).
 WINOGRAD_GAIN = {"F2": 2.25, "F4": 4.0}
 #: "auto" stacks the phases where the stacked convolution runs on Winograd and its
-#: saving, discounted by the stacked kernel's zero taps, is at least this. k4 s2
-#: (7 of 16 taps zero) on F4: 1.78; on F2: 1.0, which ran no faster than phase by
-#: phase.
-STACKED_MIN_GAIN = 1.5
+#: saving, discounted by the stacked kernel's zero taps, is at least this. Measured
+#: here, 2 threads: 2-D k4 s2 (7 of 16 taps zero) on F4, 1.78: float32 39 -> 28 ms;
+#: on F2, 1.0: no faster than phase by phase; 3-D k4 s2 (F4 on the 3x3 planes, 152
+#: of 216 taps zero), 1.19: 2x32x8x16x16 14.8 -> 12.4 ms, float64 24.3 -> 22.0 ms.
+STACKED_MIN_GAIN = 1.1
 
 
 def stacked_preferred(spec, rank, dtype, shape, crops, lengths, flops):
     """Whether ``spec`` runs as one stacked convolution (:func:`_subpixel.stacked_forward`).
 
-    "auto" does so for 2-D and 3-D in two cases. (1) 2-D, where the stacked
-    convolution's 3x3 window runs on Winograd
-    (:func:`pyconv.ops._winograd.winograd_preferred`) and the saving net of its zero
-    taps reaches :data:`STACKED_MIN_GAIN`: k4 s2, k5 s2, k6 s2, k3 s1... Measured
-    here, 2 threads, float32 / float64: 8x128x32x32 -> 64 k4 s2 p1 39 -> 28 / 73 -> 55
-    ms phase by phase -> stacked; 8x64x32x32 -> 64 k5 s2 31 -> 23 / 56 -> 35 ms.
-    (2) A 1x1 window (kernel equal to the stride, no zero taps), from
-    :data:`SUBPIXEL_MIN_FLOPS` on: one GEMM pass over the input instead of one per
-    phase (k2 s2: 13.4 -> 10.8 / 26.6 -> 23.9 ms).
+    "auto" does so for 2-D and 3-D in two cases. (1) Where the stacked convolution's
+    3x3 (or 3x3x3) window runs on Winograd (as ``conv{rank}d``'s "auto" would run it)
+    and the saving net of its zero taps reaches :data:`STACKED_MIN_GAIN`: k4 s2, k5
+    s2, k6 s2, k3 s1... Measured here, 2 threads, float32 / float64: 8x128x32x32 ->
+    64 k4 s2 p1 39 -> 28 / 73 -> 55 ms phase by phase -> stacked; 8x64x32x32 -> 64
+    k5 s2 31 -> 23 / 56 -> 35 ms. (2) A 1x1 window (kernel equal to the stride, no
+    zero taps), from :data:`SUBPIXEL_MIN_FLOPS` on: one GEMM pass over the input
+    instead of one per phase (k2 s2: 13.4 -> 10.8 / 26.6 -> 23.9 ms).
     """
     if spec["algorithm"] != "auto":
         return spec["algorithm"] == "stacked"
@@ -334,10 +334,12 @@ def stacked_preferred(spec, rank, dtype, shape, crops, lengths, flops):
     _, combos, cspec, cropped = plan
     if all(k == 1 for k in cspec["kernel_size"]):
         return flops >= SUBPIXEL_MIN_FLOPS
-    if rank != 2:
-        return False
     from pyconv.ops import _winograd
-    variant = _winograd.winograd_preferred(cspec, cropped, dtype)
+    from pyconv.ops.conv import _winograd_shape
+    winograd = _winograd_shape(rank, cspec, cropped)
+    if winograd is None:
+        return False
+    variant = _winograd.winograd_preferred(*winograd, dtype)
     if variant is None:
         return False
     taps = sum(prod(len(c[2]) for c in combo) for combo in combos)
