@@ -99,36 +99,33 @@ cdef extern from *:
        visible to every thread once the call returns. */
     #if defined(__AVX__)
       #include <immintrin.h>
-      #define PYCONV_DW_STREAM(S, T, VT, STORE, LOAD, VW) \
-      static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \
-          Py_ssize_t i = 0; \
-          for (; i < n && ((size_t)(d + i) & 31); i++) d[i] = s[i]; \
-          for (; i + VW <= n; i += VW) STORE(d + i, LOAD(s + i)); \
-          for (; i < n; i++) d[i] = s[i]; \
-          _mm_sfence(); \
-      }
-      PYCONV_DW_STREAM(f, float, __m256, _mm256_stream_ps, _mm256_loadu_ps, 8)
-      PYCONV_DW_STREAM(d, double, __m256d, _mm256_stream_pd, _mm256_loadu_pd, 4)
+      #define PYCONV_DW_SALIGN 32
+      #define PYCONV_DW_SV_f(d, s) _mm256_stream_ps((d), _mm256_loadu_ps(s))
+      #define PYCONV_DW_SV_d(d, s) _mm256_stream_pd((d), _mm256_loadu_pd(s))
+      #define PYCONV_DW_SFENCE() _mm_sfence()
     #elif defined(__SSE2__)
       #include <emmintrin.h>
-      #define PYCONV_DW_STREAM(S, T, VT, STORE, LOAD, VW) \
-      static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \
-          Py_ssize_t i = 0; \
-          for (; i < n && ((size_t)(d + i) & 15); i++) d[i] = s[i]; \
-          for (; i + VW <= n; i += VW) STORE(d + i, LOAD(s + i)); \
-          for (; i < n; i++) d[i] = s[i]; \
-          _mm_sfence(); \
-      }
-      PYCONV_DW_STREAM(f, float, __m128, _mm_stream_ps, _mm_loadu_ps, 4)
-      PYCONV_DW_STREAM(d, double, __m128d, _mm_stream_pd, _mm_loadu_pd, 2)
+      #define PYCONV_DW_SALIGN 16
+      #define PYCONV_DW_SV_f(d, s) _mm_stream_ps((d), _mm_loadu_ps(s))
+      #define PYCONV_DW_SV_d(d, s) _mm_stream_pd((d), _mm_loadu_pd(s))
+      #define PYCONV_DW_SFENCE() _mm_sfence()
     #else
-      static void pyconv_dw_stream_f(float* d, const float* s, Py_ssize_t n) {
-          memcpy(d, s, n * sizeof *d);
-      }
-      static void pyconv_dw_stream_d(double* d, const double* s, Py_ssize_t n) {
-          memcpy(d, s, n * sizeof *d);
-      }
+      #define PYCONV_DW_SALIGN (int)sizeof(double)
+      #define PYCONV_DW_SV_f(d, s) (*(d) = *(s))
+      #define PYCONV_DW_SV_d(d, s) (*(d) = *(s))
+      #define PYCONV_DW_SFENCE() ((void)0)
     #endif
+    #define PYCONV_DW_STREAM(S, T) \
+    static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \
+        const Py_ssize_t vw = PYCONV_DW_SALIGN / (Py_ssize_t)sizeof(T); \
+        Py_ssize_t i = 0; \
+        for (; i < n && ((size_t)(d + i) & (PYCONV_DW_SALIGN - 1)); i++) d[i] = s[i]; \
+        for (; i + vw <= n; i += vw) PYCONV_DW_SV_##S(d + i, s + i); \
+        for (; i < n; i++) d[i] = s[i]; \
+        PYCONV_DW_SFENCE(); \
+    }
+    PYCONV_DW_STREAM(f, float)
+    PYCONV_DW_STREAM(d, double)
 
     /* Geometry of one call; the kernels trust it (pyconv/ops/depthwise.py builds it). */
     typedef struct {
@@ -1285,9 +1282,9 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             else:
                 # the next unit's input rows, fetched while this band computes
                 npf = 0
-                if u + 1 < n_units:
-                    t = (u + 1) % n_bands
-                    r = t * band - 1 if t > 0 else 0
+                t = (u + 1) % n_bands
+                r = t * band - 1 if t > 0 else 0    # about its first row (a hint only)
+                if u + 1 < n_units and r < H:
                     pf = &x[(u + 1) // (n_bands * C_out), ((u + 1) // n_bands) % C_out // mult,
                             r * W]
                     npf = (band + 2) * W
