@@ -441,7 +441,9 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
         extra += m_panels * rows * tile_columns   # the tile scattered into out
     n_threads = _threads.resolve(n_threads, 2 * N * C_out * P * ck,
                                  N * groups * -(-P // tile_columns))
-    work = workspace((n_threads, (0 if direct else ck * tile_columns) + extra), x.dtype)
+    # at least one value per thread: the kernel takes each thread's row's address
+    work = workspace((n_threads, max(1, (0 if direct else ck * tile_columns) + extra)),
+                     x.dtype)
     bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
     # the packed GEMM leaves OpenBLAS alone (no pinning, no warm-up)
     with contextlib.nullcontext() if packed else _threads.blas_pinned:
