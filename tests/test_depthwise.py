@@ -296,6 +296,10 @@ GROUPED = [
     (2, 8, 8, 1, (6, 6), (1, 3), (2, 1), (0, 1), 1, "zeros"),
     (1, 8, 4, 2, (15,), 3, 1, 1, 1, "zeros"),
     (3, 4, 8, 2, (4, 5, 6), 3, 1, 1, 1, "replicate"),
+    # rows a whole number of vectors past the widest blocks (narrower blocks follow)
+    # or not (the last widest block overlaps), for 4, 2 and 1 output channels a block
+    (2, 16, 16, 2, (5, 24), 3, 1, 1, 1, "zeros"),
+    (2, 6, 6, 2, (4, 28), 3, 1, 1, 1, "reflect"),
 ]
 
 
