@@ -115,14 +115,14 @@ cdef extern from *:
       #define PYCONV_DW_SV_d(d, s) (*(d) = *(s))
       #define PYCONV_DW_SFENCE() ((void)0)
     #endif
-    #define PYCONV_DW_STREAM(S, T) \
-    static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \
-        const Py_ssize_t vw = PYCONV_DW_SALIGN / (Py_ssize_t)sizeof(T); \
-        Py_ssize_t i = 0; \
-        for (; i < n && ((size_t)(d + i) & (PYCONV_DW_SALIGN - 1)); i++) d[i] = s[i]; \
-        for (; i + vw <= n; i += vw) PYCONV_DW_SV_##S(d + i, s + i); \
-        for (; i < n; i++) d[i] = s[i]; \
-        PYCONV_DW_SFENCE(); \
+    #define PYCONV_DW_STREAM(S, T) \\
+    static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \\
+        const Py_ssize_t vw = PYCONV_DW_SALIGN / (Py_ssize_t)sizeof(T); \\
+        Py_ssize_t i = 0; \\
+        for (; i < n && ((size_t)(d + i) & (PYCONV_DW_SALIGN - 1)); i++) d[i] = s[i]; \\
+        for (; i + vw <= n; i += vw) PYCONV_DW_SV_##S(d + i, s + i); \\
+        for (; i < n; i++) d[i] = s[i]; \\
+        PYCONV_DW_SFENCE(); \\
     }
     PYCONV_DW_STREAM(f, float)
     PYCONV_DW_STREAM(d, double)
@@ -439,39 +439,39 @@ cdef extern from *:
        caller's scalar loop). pf, npf: values to prefetch meanwhile (the next unit's
        input), a line per output vector. sdst: o is scratch, streamed to sdst at the
        end (non-temporal stores). */
-    #define PYCONV_DW_PLANE3(NAME, T, V, VU, VW, M, RELU, STREAM) \
-    static void NAME(const T* p, Py_ssize_t ldp, const T* w, T bias, T* o, \
-                     Py_ssize_t OW, Py_ssize_t n_rows, int relu, const T* pf, \
-                     Py_ssize_t npf, T* sdst) { \
-        Py_ssize_t c, r, k = 0, line = 64 / (Py_ssize_t)sizeof(T); \
-        V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \
-        V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \
-        V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \
-        V vb = bias - (V){0}; \
-        if (OW < VW) return; \
-        for (c = 0; c < OW; c += VW) { \
-            const T* q; \
-            V x0, x1, x2, a0, a1, v; \
-            if (c + VW > OW) c = OW - VW; \
-            q = p + c; \
-            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \
-            a0 = (w0 * x0 + w1 * x1) + w2 * x2; \
-            q += ldp; \
-            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \
-            a0 = a0 + ((w3 * x0 + w4 * x1) + w5 * x2); \
-            a1 = (w0 * x0 + w1 * x1) + w2 * x2; \
-            for (r = 0; r < n_rows; r++) { \
-                if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \
-                q += ldp; \
-                x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \
-                v = vb + (a0 + ((w6 * x0 + w7 * x1) + w8 * x2)); \
-                if (relu) RELU(V, M, v); \
-                *(VU*)(o + r * OW + c) = v; \
-                a0 = a1 + ((w3 * x0 + w4 * x1) + w5 * x2); \
-                a1 = (w0 * x0 + w1 * x1) + w2 * x2; \
-            } \
-        } \
-        if (sdst) STREAM(sdst, o, n_rows * OW); \
+    #define PYCONV_DW_PLANE3(NAME, T, V, VU, VW, M, RELU, STREAM) \\
+    static void NAME(const T* p, Py_ssize_t ldp, const T* w, T bias, T* o, \\
+                     Py_ssize_t OW, Py_ssize_t n_rows, int relu, const T* pf, \\
+                     Py_ssize_t npf, T* sdst) { \\
+        Py_ssize_t c, r, k = 0, line = 64 / (Py_ssize_t)sizeof(T); \\
+        V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \\
+        V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \\
+        V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \\
+        V vb = bias - (V){0}; \\
+        if (OW < VW) return; \\
+        for (c = 0; c < OW; c += VW) { \\
+            const T* q; \\
+            V x0, x1, x2, a0, a1, v; \\
+            if (c + VW > OW) c = OW - VW; \\
+            q = p + c; \\
+            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
+            a0 = (w0 * x0 + w1 * x1) + w2 * x2; \\
+            q += ldp; \\
+            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
+            a0 = a0 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
+            a1 = (w0 * x0 + w1 * x1) + w2 * x2; \\
+            for (r = 0; r < n_rows; r++) { \\
+                if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
+                q += ldp; \\
+                x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
+                v = vb + (a0 + ((w6 * x0 + w7 * x1) + w8 * x2)); \\
+                if (relu) RELU(V, M, v); \\
+                *(VU*)(o + r * OW + c) = v; \\
+                a0 = a1 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
+                a1 = (w0 * x0 + w1 * x1) + w2 * x2; \\
+            } \\
+        } \\
+        if (sdst) STREAM(sdst, o, n_rows * OW); \\
     }
 
     #if defined(__GNUC__) || defined(__clang__)
