@@ -243,7 +243,7 @@ def test_stacked_axis_of_a_4x4_stride_2_upsampler():
     assert _subpixel.stacked_axis(5, 15, 3, 2, 3, 0) is None
 
 
-def test_auto_stacks_phases_where_winograd_pays(torch, rng):
+def test_auto_stacks_phases_where_winograd_pays(torch, rng, monkeypatch):
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
 
     def prefers(rank, shape, dtype=f32, algorithm="auto", **keys):
@@ -267,6 +267,12 @@ def test_auto_stacks_phases_where_winograd_pays(torch, rng):
     assert prefers(3, (2, 32, 8, 16, 16))                           # F4: 4 x 64/216
     assert not prefers(3, (2, 32, 8, 16, 16), f64, kernel_size=(4, 4, 2))  # 2x2 planes
     assert not prefers(2, big, algorithm="subpixel")
+    # the stacked output (8 x 4*64 x 32 x 32 float32: 8 MiB) beside the output
+    monkeypatch.setattr(tmod, "STACKED_MAX_BYTES", 8 << 20)
+    assert prefers(2, big)
+    monkeypatch.setattr(tmod, "STACKED_MAX_BYTES", (8 << 20) - 1)
+    assert not prefers(2, big)
+    assert prefers(2, big, algorithm="stacked")
     assert prefers(1, (1, 2, 3), algorithm="stacked")
     # float32 "auto" then runs F(4x4, 3x3): error ~1e-6 of the output's magnitude
     conv = make(2, "float32", in_channels=64, out_channels=32, kernel_size=4, stride=2,

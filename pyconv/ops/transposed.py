@@ -55,9 +55,10 @@ and the 3x3 stride-1 convolution runs on Winograd F(4x4, 3x3), 4x fewer multipli
 float32 then carries Winograd's rounding (about 3e-6 of the output's magnitude, see
 :mod:`pyconv.ops._winograd`); ``algorithm="subpixel"`` or ``"col2im"`` keeps the
 direct rounding. Extra memory: the stacked output (``(N, prod(stride) * C_out,
-*ceil(L / stride))``, about the size of the output), the stacked weight (cached; for
-k4 s2 2.25x the weight), the convolution's own workspace, and a cropped copy of the
-input where the window starts inside it.
+*ceil(L / stride))``, about the size of the output; ``"auto"`` stacks only while it
+is at most :data:`STACKED_MAX_BYTES`, 256 MiB), the stacked weight (cached; for k4 s2
+2.25x the weight), the convolution's own workspace, and a cropped copy of the input
+where the window starts inside it.
 
 ``algorithm="col2im"``: no zero insertion. For each image and group, a GEMM forms the column block
 ``cols[(co, tap), p] = sum_ci W[ci, co, tap] * x[ci, p]`` for a block of output
@@ -310,6 +311,10 @@ WINOGRAD_GAIN = {"F2": 2.25, "F4": 4.0}
 #: on F2, 1.0: no faster than phase by phase; 3-D k4 s2 (F4 on the 3x3 planes, 152
 #: of 216 taps zero), 1.19: 2x32x8x16x16 14.8 -> 12.4 ms, float64 24.3 -> 22.0 ms.
 STACKED_MIN_GAIN = 1.1
+#: "auto" stacks only while the stacked output (``prod(stride) * C_out`` planes of
+#: ``ceil(L / stride)`` positions, about the output's size, held beside it) is at
+#: most this; beyond, phase by phase needs a ``1/prod(stride)`` share of it.
+STACKED_MAX_BYTES = 256 << 20
 
 
 def stacked_preferred(spec, rank, dtype, shape, crops, lengths, flops):
@@ -322,7 +327,8 @@ def stacked_preferred(spec, rank, dtype, shape, crops, lengths, flops):
     64 k4 s2 p1 39 -> 28 / 73 -> 55 ms phase by phase -> stacked; 8x64x32x32 -> 64
     k5 s2 31 -> 23 / 56 -> 35 ms. (2) A 1x1 window (kernel equal to the stride, no
     zero taps), from :data:`SUBPIXEL_MIN_FLOPS` on: one GEMM pass over the input
-    instead of one per phase (k2 s2: 13.4 -> 10.8 / 26.6 -> 23.9 ms).
+    instead of one per phase (k2 s2: 13.4 -> 10.8 / 26.6 -> 23.9 ms). Either way
+    only while the stacked output is at most :data:`STACKED_MAX_BYTES`.
     """
     if spec["algorithm"] != "auto":
         return spec["algorithm"] == "stacked"
@@ -331,7 +337,11 @@ def stacked_preferred(spec, rank, dtype, shape, crops, lengths, flops):
     plan = _subpixel.plan_for(spec, shape, crops, lengths)
     if plan is None:
         return False
-    _, combos, cspec, cropped = plan
+    axes, combos, cspec, cropped = plan
+    stacked_bytes = (shape[0] * cspec["out_channels"] * prod(a[0] for a in axes)
+                     * np.dtype(dtype).itemsize)
+    if stacked_bytes > STACKED_MAX_BYTES:
+        return False
     if all(k == 1 for k in cspec["kernel_size"]):
         return flops >= SUBPIXEL_MIN_FLOPS
     from pyconv.ops import _winograd
