@@ -143,6 +143,32 @@ def test_every_algorithm_and_build_matches_torch(torch, rng, monkeypatch, case, 
                                atol=1e-12 * scale(t))
 
 
+def random_cropped_conv(rng, algorithm, k_end, s_end, activation=None):
+    """A random transposed convolution (rank 1-3, groups 1 or 2, paddings that may
+    crop all outputs but one per axis), an input, its crops and lengths, and its
+    float64 scatter-loop result (before the activation)."""
+    rank = int(rng.integers(1, 4))
+    k, s, d, op, sp, full = random_geometry(rng, rank, k_end, s_end, 4, (1, 6))
+    pads = [[int(rng.integers(0, f)), int(rng.integers(0, f))] for f in full]
+    pads = [[lo, min(hi, f - lo - 1)] for (lo, hi), f in zip(pads, full)]
+    g = int(rng.choice([1, 2]))
+    conv = make(rank, in_channels=2 * g, out_channels=g * int(rng.integers(1, 3)),
+                kernel_size=k, stride=s, padding=pads, output_padding=op, dilation=d,
+                groups=g, algorithm=algorithm, activation=activation)
+    x = rng.standard_normal((2, 2 * g, *sp))
+    crops, lengths = ref.torch_style_geometry(sp, k, s, d, pads, op)
+    want = ref.conv_transpose_nd(x, conv.params["weight"], conv.params["bias"], s, d, g,
+                                 crops, lengths)
+    return conv, x, crops, lengths, want
+
+
+def axes_of(conv, x, crops, lengths):
+    """Per axis: (input length, output length, kernel, stride, dilation, crop)."""
+    sp = conv.spec
+    return list(zip(x.shape[2:], lengths, sp["kernel_size"], sp["stride"],
+                    sp["dilation"], crops))
+
+
 def test_subpixel_phases_over_random_geometry(rng):
     """Crops past the kernel (phases whose window starts inside the input or never
     meets it), dilations sharing a factor with the stride, kernels shorter than the
@@ -150,24 +176,12 @@ def test_subpixel_phases_over_random_geometry(rng):
     from pyconv.ops import _subpixel
     kinds = set()
     for _ in range(120):
-        rank = int(rng.integers(1, 4))
-        k, s, d, op, sp, full = random_geometry(rng, rank, 5, 5, 4, (1, 6))
-        pads = [[int(rng.integers(0, f)), int(rng.integers(0, f))] for f in full]
-        pads = [[lo, min(hi, f - lo - 1)] for (lo, hi), f in zip(pads, full)]
-        g = int(rng.choice([1, 2]))
-        conv = make(rank, in_channels=2 * g, out_channels=g * int(rng.integers(1, 3)),
-                    kernel_size=k, stride=s, padding=pads, output_padding=op,
-                    dilation=d, groups=g, algorithm="subpixel")
-        x = rng.standard_normal((2, 2 * g, *sp))
-        crops, lengths = ref.torch_style_geometry(sp, k, s, d, pads, op)
-        for axis in range(rank):
-            for phase in _subpixel.axis_phases(sp[axis], lengths[axis], k[axis], s[axis],
-                                               d[axis], crops[axis]):
+        conv, x, crops, lengths, want = random_cropped_conv(rng, "subpixel", 5, 5)
+        for n, *axis in axes_of(conv, x, crops, lengths):
+            for phase in _subpixel.axis_phases(n, *axis):
                 kinds.add("bias only" if not phase[2] else
-                          "cropped" if phase[4][0] > 0 or phase[4][1] < sp[axis] else
+                          "cropped" if phase[4][0] > 0 or phase[4][1] < n else
                           "dilated" if phase[3] > 1 else "plain")
-        want = ref.conv_transpose_nd(x, conv.params["weight"], conv.params["bias"], s, d,
-                                     g, crops, lengths)
         np.testing.assert_allclose(conv.apply(x), want, rtol=0, atol=1e-12 * scale(want))
     assert kinds == {"bias only", "cropped", "dilated", "plain"}
 
@@ -190,39 +204,36 @@ def test_auto_takes_subpixel_where_the_packed_gemm_runs_its_phases():
     assert tmod.subpixel_preferred(spec(2, 200), 2, f64, big) == packed
     assert tmod.subpixel_preferred(spec(1, 200, "subpixel"), 1, f32, 0)
     assert not tmod.subpixel_preferred(spec(2, 64, "col2im"), 2, f32, big)
+    assert tmod.subpixel_preferred(spec(1, 200, "stacked"), 1, f32, 0)  # no common grid
 
 
-def test_stacked_over_random_geometry(rng):
+def test_stacked_over_random_geometry(rng, monkeypatch):
     """One stacked convolution (phases at their window offsets) against the float64
     scatter loop: crops past the kernel, bias-only phases, dilations sharing a factor
     with the stride (the phases then may read different grids: run phase by phase),
     groups, ReLU."""
     from pyconv.ops import _subpixel
+    by_phase = []
+    subpixel_forward = _subpixel.subpixel_forward
+    monkeypatch.setattr(_subpixel, "subpixel_forward",
+                        lambda *a: by_phase.append(1) or subpixel_forward(*a))
     kinds = set()
     for _ in range(120):
-        rank = int(rng.integers(1, 4))
-        k, s, d, op, sp, full = random_geometry(rng, rank, 6, 4, 4, (1, 6))
-        pads = [[int(rng.integers(0, f)), int(rng.integers(0, f))] for f in full]
-        pads = [[lo, min(hi, f - lo - 1)] for (lo, hi), f in zip(pads, full)]
-        g = int(rng.choice([1, 2]))
         relu = bool(rng.integers(0, 2))
-        conv = make(rank, in_channels=2 * g, out_channels=g * int(rng.integers(1, 3)),
-                    kernel_size=k, stride=s, padding=pads, output_padding=op,
-                    dilation=d, groups=g, algorithm="stacked",
-                    activation="relu" if relu else None)
-        x = rng.standard_normal((2, 2 * g, *sp))
-        crops, lengths = ref.torch_style_geometry(sp, k, s, d, pads, op)
-        axes = [_subpixel.stacked_axis(*a) for a in zip(sp, lengths, k, s, d, crops)]
+        conv, x, crops, lengths, want = random_cropped_conv(
+            rng, "stacked", 6, 4, activation="relu" if relu else None)
+        axes = [_subpixel.stacked_axis(*a) for a in axes_of(conv, x, crops, lengths)]
         for a in axes:
             kinds.add("no common grid" if a is None else
                       "bias-only phase" if not all(p[2] for p in a[5]) else
                       "cropped" if a[3][0] > 0 else
                       "zero taps" if any(len(p[2]) < a[1] for p in a[5]) else "full")
-        want = ref.conv_transpose_nd(x, conv.params["weight"], conv.params["bias"], s, d,
-                                     g, crops, lengths)
         if relu:
             want = np.maximum(want, 0)
+        by_phase.clear()
         np.testing.assert_allclose(conv.apply(x), want, rtol=0, atol=1e-12 * scale(want))
+        # without a common grid, "stacked" runs phase by phase, as documented
+        assert by_phase == ([1] if None in axes else [])
     assert kinds == {"no common grid", "bias-only phase", "cropped", "zero taps", "full"}
 
 

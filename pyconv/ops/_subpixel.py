@@ -34,7 +34,6 @@ import numpy as np
 from pyconv.ops._base import prod
 
 
-
 def axis_phases(n, length, k, s, d, lo):
     """The phases of one axis of ``n`` inputs and ``length`` outputs.
 
@@ -112,7 +111,6 @@ def subpixel_forward(op_name, x, weight, bias, out, spec, crops, lengths, n_thre
         conv_forward(op_name, xs, weights[taps], bias, out, sub_spec,
                      [p[5] for p in combo], q, n_threads, out_index=places)
     return out
-
 
 
 def stacked_axis(n, length, k, s, d, lo):
@@ -201,12 +199,17 @@ def stacked_plan(shape, lengths, kernel, stride, dilation, crops, groups, c_out,
     return axes, combos, spec, cropped
 
 
+def plan_key(spec, shape, crops, lengths):
+    """The arguments of :func:`stacked_plan` for a validated transposed-convolution
+    spec and input (hashable: callers cache on it too)."""
+    return (tuple(shape), tuple(lengths), tuple(spec["kernel_size"]),
+            tuple(spec["stride"]), tuple(spec["dilation"]), tuple(crops),
+            spec["groups"], spec["out_channels"], spec["bias"], spec["activation"])
+
+
 def plan_for(spec, shape, crops, lengths):
     """:func:`stacked_plan` of a validated transposed-convolution spec and input."""
-    return stacked_plan(tuple(shape), tuple(lengths), tuple(spec["kernel_size"]),
-                        tuple(spec["stride"]), tuple(spec["dilation"]), tuple(crops),
-                        spec["groups"], spec["out_channels"], spec["bias"],
-                        spec["activation"])
+    return stacked_plan(*plan_key(spec, shape, crops, lengths))
 
 
 def stacked_forward(op_name, x, weight, bias, out, spec, crops, lengths, n_threads):

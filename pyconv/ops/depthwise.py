@@ -42,9 +42,9 @@ Depthwise convolution (and grouped convolution with few channels per group, see
   computes. Measured on 8x256x56x56, one thread, against the row kernel: float32
   10.9 -> 9.0 ms, float64 22.6 -> 19.3 ms (padded scratch, two rows at a time);
   2 threads, in place -> streamed: float32 5.3 -> 4.9 ms, float64 13.2 -> 10.8 ms;
-  with the prefetch, float64 10.8 -> 9.0 ms (float32 unchanged). Extra memory per thread: ``(band + 2) * (OW + 2)`` values, plus
-  ``band * OW`` when streaming (a band is a whole plane unless there are fewer planes
-  than threads).
+  with the prefetch, float64 10.8 -> 9.0 ms (float32 unchanged). Extra memory per
+  thread: ``(band + 2) * (OW + 2)`` values, plus ``band * OW`` when streaming (a band
+  is a whole plane unless there are fewer planes than threads).
 * other plain depthwise (one input and one output channel per group): the row kernel,
   parallel over (image, channel) planes, each output row accumulated in place from the
   input rows with vectorised interior loops and table-driven edges (3x3 fused into one

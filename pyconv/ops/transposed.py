@@ -93,6 +93,8 @@ Examples
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pyconv import _threads
@@ -334,22 +336,31 @@ def stacked_preferred(spec, rank, dtype, shape, crops, lengths, flops):
         return spec["algorithm"] == "stacked"
     if rank < 2:
         return False
-    plan = _subpixel.plan_for(spec, shape, crops, lengths)
+    key = _subpixel.plan_key(spec, shape, crops, lengths)
+    plan = _subpixel.stacked_plan(*key)
     if plan is None:
         return False
-    axes, combos, cspec, cropped = plan
-    stacked_bytes = (shape[0] * cspec["out_channels"] * prod(a[0] for a in axes)
-                     * np.dtype(dtype).itemsize)
-    if stacked_bytes > STACKED_MAX_BYTES:
+    axes, _, cspec, _ = plan
+    if shape[0] * cspec["out_channels"] * prod(a[0] for a in axes) * dtype.itemsize \
+            > STACKED_MAX_BYTES:
         return False
     if all(k == 1 for k in cspec["kernel_size"]):
         return flops >= SUBPIXEL_MIN_FLOPS
+    return _winograd_pays(key, NATIVE_NAMES[dtype])
+
+
+@functools.lru_cache(maxsize=256)
+def _winograd_pays(key, dtype_name):
+    """Whether the stacked convolution of ``stacked_plan(*key)`` runs on Winograd with
+    a saving of :data:`STACKED_MIN_GAIN` net of its zero taps (cached: the checks
+    cost about 75 us of Python, a quarter of a small call)."""
     from pyconv.ops import _winograd
     from pyconv.ops.conv import _winograd_shape
-    winograd = _winograd_shape(rank, cspec, cropped)
+    _, combos, cspec, cropped = _subpixel.stacked_plan(*key)
+    winograd = _winograd_shape(len(cropped) - 2, cspec, cropped)
     if winograd is None:
         return False
-    variant = _winograd.winograd_preferred(*winograd, dtype)
+    variant = _winograd.winograd_preferred(*winograd, dtype_name)
     if variant is None:
         return False
     taps = sum(prod(len(c[2]) for c in combo) for combo in combos)
@@ -363,10 +374,11 @@ def subpixel_preferred(spec, rank, dtype, flops):
     "auto" does so for 2-D and 3-D where the phases run on the packed GEMM, from
     :data:`SUBPIXEL_MIN_FLOPS` of work on. Measured here (2 threads, float32): k4 s2
     2-D 44 -> 40 ms, 3-D 21.7 -> 17.9 ms; the 1-D k8 s4 case ran slower phase by
-    phase (26 -> 30 ms: its phases' GEMMs are 128 deep).
+    phase (26 -> 30 ms: its phases' GEMMs are 128 deep). ``"stacked"``, asked of
+    phases that share no input grid, runs phase by phase too.
     """
     if spec["algorithm"] != "auto":
-        return spec["algorithm"] == "subpixel"
+        return spec["algorithm"] in ("subpixel", "stacked")
     from pyconv import _kernels
     from pyconv.ops.conv import PACKED_MAX_ROWS
     return (rank >= 2 and flops >= SUBPIXEL_MIN_FLOPS
