@@ -28,8 +28,13 @@ as a fraction of it.
 Logical CPUs include SMT siblings: efficiency past the number of physical cores says
 little. On a machine shared with other work, use it only as a rough guide.
 
-Run: ``python benchmarks/scaling.py --json scaling.json`` (well under a minute on
-16 cores; about half a minute at 1 and 2 threads on a 2-core machine).
+On a shared machine one pass says little: ``--passes 3`` runs the whole measurement
+three times and ends with a summary, each row the median of the passes (speed-up and
+efficiency from the median times), with the range of the passes' speed-ups.
+
+Run: ``python benchmarks/scaling.py --passes 3 --json scaling.json`` (well under a
+minute a pass on 16 cores; about half a minute a pass at 1 and 2 threads on a 2-core
+machine).
 """
 from __future__ import annotations
 
@@ -173,11 +178,54 @@ def measure(threads, repeats=5, use_torch=True, out=print):
     return rows
 
 
+def summarize(passes):
+    """One row per (layer, threads): the median over passes of every timed column,
+    speed-up and efficiency recomputed from the median times, and the range of the
+    passes' own speed-ups (``speedup_min``, ``speedup_max``)."""
+    summary = []
+    for i, first in enumerate(passes[0]):
+        same = [rows[i] for rows in passes]
+        if any((r["layer"], r["threads"]) != (first["layer"], first["threads"])
+               for r in same):
+            raise ValueError("passes timed different rows")
+        row = dict(first)
+        for key in ("pyconv_ms", "torch_ms", "ceiling", "gbs", "copy_gbs"):
+            row[key] = float(np.median([r[key] for r in same]))
+        summary.append(row)
+    for row in summary:
+        base = next(r for r in summary if r["layer"] == row["layer"])
+        speedups = [r["speedup"] for rows in passes for r in rows
+                    if (r["layer"], r["threads"]) == (row["layer"], row["threads"])]
+        row.update(speedup=base["pyconv_ms"] / row["pyconv_ms"],
+                   speedup_min=min(speedups), speedup_max=max(speedups),
+                   torch_speedup=base["torch_ms"] / row["torch_ms"])
+        row.update(efficiency=row["speedup"] * base["threads"] / row["threads"],
+                   of_ceiling=row["speedup"] / row["ceiling"],
+                   torch_efficiency=row["torch_speedup"] * base["threads"] / row["threads"])
+    return summary
+
+
+def print_rows(rows, out=print):
+    head = (f"{'layer':<20} {'thr':>3} {'pyconv ms':>10} {'speed-up':>8} {'range':>11} "
+            f"{'effic.':>7} {'ceil':>6} {'of ceil':>7} {'GB/s':>6} {'copy':>6} "
+            f"{'torch ms':>9} {'speed-up':>8}")
+    out(head)
+    out("-" * len(head))
+    for r in rows:
+        span = f"{r['speedup_min']:.2f}-{r['speedup_max']:.2f}"
+        out(f"{r['layer']:<20} {r['threads']:>3} {r['pyconv_ms']:>10.2f} "
+            f"{r['speedup']:>8.2f} {span:>11} {r['efficiency']:>7.0%} "
+            f"{r['ceiling']:>6.2f} {r['of_ceiling']:>7.0%} {r['gbs']:>6.1f} "
+            f"{r['copy_gbs']:>6.1f} {r['torch_ms']:>9.2f} {r['torch_speedup']:>8.2f}")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", help="comma-separated thread counts (default: "
                         "1,2,4,8,16 up to the usable CPUs)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--passes", type=int, default=1, help="run the whole "
+                        "measurement this many times and summarize (medians)")
     parser.add_argument("--no-torch", action="store_true", help="time pyconv only")
     parser.add_argument("--json", help="write the rows and the machine line to this file")
     args = parser.parse_args(argv)
@@ -185,15 +233,26 @@ def main(argv=None):
                else default_threads())
     if any(t < 1 for t in threads):
         parser.error("--threads expects positive ints")
+    if args.passes < 1:
+        parser.error("--passes expects a positive int")
     machine = machine_line()
     print("# " + machine)
     t0 = time.perf_counter()
-    rows = measure(threads, args.repeats, use_torch=not args.no_torch)
+    passes = []
+    for k in range(args.passes):
+        if args.passes > 1:
+            print(f"# pass {k + 1} of {args.passes}")
+        passes.append(measure(threads, args.repeats, use_torch=not args.no_torch))
+    rows = summarize(passes)
+    if args.passes > 1:
+        print(f"# summary: medians of {args.passes} passes, speed-up range over passes")
+        print_rows(rows)
     print(f"# {time.perf_counter() - t0:.0f} s")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"machine": machine, "date": time.strftime("%Y-%m-%d"),
-                       "rows": rows}, f, indent=1)
+                       "repeats": args.repeats, "rows": rows, "passes": passes},
+                      f, indent=1)
     return rows
 
 

@@ -228,3 +228,23 @@ def test_scaling_thread_counts_are_capped_at_the_cpus(monkeypatch, cpus, expecte
 
     monkeypatch.setattr(scaling, "cpu_count", lambda: cpus)
     assert scaling.default_threads() == expected
+
+
+def test_scaling_summary_takes_medians_over_passes():
+    from benchmarks import scaling
+
+    def row(threads, ms, torch_ms, speedup):
+        return {"layer": "conv", "threads": threads, "pyconv_ms": ms, "speedup": speedup,
+                "torch_ms": torch_ms, "ceiling": threads / 2, "gbs": float("nan"),
+                "copy_gbs": 10.0 * threads}
+
+    passes = [[row(1, 10.0, 20.0, 1.0), row(4, 4.0, 5.0, 2.5)],
+              [row(1, 12.0, 22.0, 1.0), row(4, 3.0, 6.0, 4.0)],
+              [row(1, 11.0, 21.0, 1.0), row(4, 5.0, 7.0, 2.2)]]
+    one, four = scaling.summarize(passes)
+    assert (one["pyconv_ms"], four["pyconv_ms"], four["torch_ms"]) == (11.0, 4.0, 6.0)
+    assert four["speedup"] == 11.0 / 4.0 and four["efficiency"] == 11.0 / 16.0
+    assert (four["speedup_min"], four["speedup_max"]) == (2.2, 4.0)
+    assert four["of_ceiling"] == 11.0 / 4.0 / 2.0 and four["torch_speedup"] == 21.0 / 6.0
+    with pytest.raises(ValueError, match="different rows"):
+        scaling.summarize([passes[0], passes[1][::-1]])

@@ -233,6 +233,38 @@ def test_chunks_balance_up_to_16_threads():
             assert groups * -(-n_tiles // c) % 16 == 0, (n_tiles, groups, c)
 
 
+def busiest_share(n_tiles, groups, chunk, threads):
+    """Tiles of the busiest thread over an even share, with OpenMP's static schedule
+    (contiguous blocks of units, the first ``units % threads`` one unit longer) and
+    each group's last chunk partial."""
+    per_group = -(-n_tiles // chunk)
+    sizes = [min(chunk, n_tiles - k * chunk) for _ in range(groups) for k in range(per_group)]
+    q, r = divmod(len(sizes), threads)
+    loads, start = [], 0
+    for t in range(threads):
+        stop = start + q + (t < r)
+        loads.append(sum(sizes[start:stop]))
+        start = stop
+    return max(loads) * threads / (groups * n_tiles)
+
+
+@pytest.mark.parametrize("multiple", [12, 24])
+def test_packed_chunks_are_panel_multiples_and_balance(multiple):
+    # 16x64x56x56 (3136 F4 tiles): 66 units of 48 left two of 16 threads a fifth unit
+    assert busiest_share(3136, 1, 48, 16) > 1.2
+    for n_tiles in (784, 1568, 3136, 6272, 12544):
+        for groups in (1, 2, 4, 32):
+            c = chunk_tiles(n_tiles, groups, 64, 64, 4, 4, multiple)
+            assert c % multiple == 0 and 24 <= c <= 72, (n_tiles, groups, c)
+            nearest = max(multiple, round(chunk_tiles(n_tiles, groups, 64, 64, 4, 4)
+                                          / multiple) * multiple)
+            for threads in (2, 4, 8, 16):
+                share = busiest_share(n_tiles, groups, c, threads)
+                assert share <= busiest_share(n_tiles, groups, nearest, threads) + 0.05
+                if groups * n_tiles >= 3136:
+                    assert share < 1.11, (n_tiles, groups, c, threads, share)
+
+
 def test_large_constant_pad_does_not_leak_into_unwritten_tail(rng):
     # The positions past the padded extent of a partial edge tile are read as 0,
     # not as the pad value, so a huge pad value costs no accuracy elsewhere.

@@ -241,19 +241,43 @@ def chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize, multiple=1):
     raised to a multiple of :data:`BALANCE_UNITS` where chunks keep at least
     :data:`MIN_BALANCED_CHUNK` tiles, so that 2, 4, 8 or 16 threads get equal shares
     (49 units on 16 threads would leave them idle a quarter of the time). Depends on
-    the shape only, never on the thread count. With ``multiple`` (the packed GEMM's
-    panel width) the chunk is rounded to the nearest multiple of it: a 49-tile chunk
-    leaves a 1-column panel, and its GEMMs ran 30% slower than 48-tile ones.
+    the shape only, never on the thread count.
+
+    With ``multiple`` (the packed GEMM's panel width) the chunk is a multiple of it: a
+    49-tile chunk leaves a 1-column panel, and its GEMMs ran 30% slower than 48-tile
+    ones. Of the multiples from :data:`MIN_BALANCED_CHUNK` up to the nearest one, the
+    chunk is the one whose busiest thread (of 2, 4, 8 or 16) has the least work beyond
+    an even share: 3136 tiles in 66 units of 48 give two of 16 threads a fifth unit
+    (22% over an even share), 131 units of 24 give three a ninth (10%). One thread
+    runs 24- to 72-tile chunks of the packed GEMM equally fast (16x64x56x56, float32).
 
     Examples
     --------
     >>> chunk_tiles(3136, 1, 64, 64, 4, 4)   # 64 units of 49 tiles, not 49 of 64
     49
-    >>> chunk_tiles(3136, 1, 64, 64, 4, 4, multiple=24)
-    48
+    >>> chunk_tiles(3136, 1, 64, 64, 4, 4, multiple=24)   # 131 units, not 66 of 48
+    24
+    >>> chunk_tiles(12544, 2, 64, 64, 4, 4, multiple=24)  # 24, 48, 72 balance alike
+    72
     """
     chunk = _balanced_chunk(n_tiles, units_outside, cin_g, cout_g, m, itemsize)
-    return max(multiple, round(chunk / multiple) * multiple)
+    if multiple <= 1:
+        return chunk
+    nearest = max(multiple, round(chunk / multiple) * multiple)
+    smallest = max(multiple, -(-MIN_BALANCED_CHUNK // multiple) * multiple)
+    candidates = range(min(smallest, nearest), nearest + 1, multiple)
+    # the largest chunk among the best balanced (fewer units, fewer filter re-packs)
+    return min(candidates, key=lambda c: (round(_excess_work(n_tiles, units_outside, c),
+                                                2), -c))
+
+
+def _excess_work(n_tiles, units_outside, chunk):
+    """The busiest thread's work over an even share, the worst of 2, 4, 8, 16 threads
+    (equal units assumed, static schedule: a thread runs ceil(units / threads))."""
+    units = units_outside * -(-n_tiles // chunk)
+    total = units_outside * n_tiles
+    return max(-(-units // t) * chunk * t / total
+               for t in (2, 4, 8, BALANCE_UNITS) if t <= units) if units > 1 else 1.0
 
 
 def _balanced_chunk(n_tiles, units_outside, cin_g, cout_g, m, itemsize):
