@@ -25,6 +25,14 @@ from one OpenMP loop, no shared work: ``n * t1 / tn``) for conv2d, and the copy
 bandwidth's gain over one thread for max_pool2d; ``of ceil`` is the layer's speed-up
 as a fraction of it.
 
+A third ceiling needs no model of the machine: ``indep`` is the speed-up of ``n``
+processes each running the same layer single-threaded on its own share of the batch
+(``np.array_split``), all released together, over one thread on the whole batch: the
+same arithmetic and memory traffic as the ``n``-thread call, with nothing shared
+between the workers (processes, so that the GIL does not serialize pyconv's Python
+layer, about 0.05-0.2 ms a call). ``of indep`` near 100 % says the parallel call
+loses nothing to its own scheduling; what it still lacks of ``n`` is the machine's.
+
 Logical CPUs include SMT siblings: efficiency past the number of physical cores says
 little. On a machine shared with other work, use it only as a rough guide.
 
@@ -32,15 +40,17 @@ On a shared machine one pass says little: ``--passes 3`` runs the whole measurem
 three times and ends with a summary, each row the median of the passes (speed-up and
 efficiency from the median times), with the range of the passes' speed-ups.
 
-Run: ``python benchmarks/scaling.py --passes 3 --json scaling.json`` (well under a
-minute a pass on 16 cores; about half a minute a pass at 1 and 2 threads on a 2-core
-machine).
+Run: ``python benchmarks/scaling.py --passes 5 --json scaling.json --rst
+docs/scaling_table.rst`` (about 20 s a pass on 16 cores, most of it starting the
+independent processes; about 15 s a pass at 1 and 2 threads on a 2-core machine);
+``--from-json scaling.json --rst FILE`` re-renders the table without timing.
 """
 from __future__ import annotations
 
 import argparse
 from concurrent.futures import ThreadPoolExecutor
 import json
+import multiprocessing
 import os
 import sys
 import time
@@ -48,7 +58,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.harness import agreement, machine_line  # noqa: E402
+from benchmarks.harness import _rst_text, agreement, machine_line  # noqa: E402
 
 import pyconv  # noqa: E402
 from pyconv._threads import cpu_count  # noqa: E402
@@ -112,6 +122,49 @@ def gemm_ms(n_threads, repeats=5):
         return median_ms(lambda: kernel(work, 512, n_threads), repeats)
 
 
+def _independent_worker(spec, shape, index, n, start, end, rounds):
+    """One of ``n`` processes: apply the layer single-threaded to share ``index`` of the
+    batch, ``rounds`` times, each between the two barriers."""
+    layer = pyconv.Conv(spec, seed=0, dtype=np.float32)
+    share = np.array_split(batch(shape), n)[index]
+    out = np.empty(layer.output_shape(share.shape), np.float32)
+    for _ in range(rounds):
+        start.wait()
+        layer.apply(share, out=out, n_threads=1)
+        end.wait()
+
+
+def independent_ms(spec, shape, n, repeats, warmup=2):
+    """Median ms of ``n`` processes each applying the layer single-threaded to its own
+    share of the batch (``np.array_split``), all released together; processes, not
+    threads, so that no GIL and no shared state couple them."""
+    ctx = multiprocessing.get_context("spawn")
+    start, end = ctx.Barrier(n + 1, timeout=300), ctx.Barrier(n + 1, timeout=300)
+    procs = [ctx.Process(target=_independent_worker,
+                         args=(spec, shape, i, n, start, end, warmup + repeats))
+             for i in range(n)]
+    for p in procs:
+        p.start()
+    times = []
+    try:
+        for _ in range(warmup + repeats):
+            start.wait()
+            t0 = time.perf_counter()
+            end.wait()
+            times.append(time.perf_counter() - t0)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+    return float(np.median(times[warmup:])) * 1e3
+
+
+def batch(shape):
+    """The layer's input: the same values in every process."""
+    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+
+
 def measure(threads, repeats=5, use_torch=True, out=print):
     """Time every layer at every thread count; return the result rows."""
     torch = F = None
@@ -127,13 +180,13 @@ def measure(threads, repeats=5, use_torch=True, out=print):
     ceilings = {True: {n: copy_gbs[n] / copy_gbs[threads[0]] for n in threads},
                 False: {n: n / threads[0] * gemm[threads[0]] / gemm[n] for n in threads}}
     head = (f"{'layer':<20} {'shape':<16} {'thr':>3} {'pyconv ms':>10} {'speed-up':>8} "
-            f"{'effic.':>7} {'ceil':>6} {'of ceil':>7} {'GB/s':>6} {'copy':>6} "
-            f"{'torch ms':>9} {'speed-up':>8} {'effic.':>7}")
+            f"{'effic.':>7} {'ceil':>6} {'of ceil':>7} {'indep':>6} {'of ind':>7} "
+            f"{'GB/s':>6} {'copy':>6} {'torch ms':>9} {'speed-up':>8} {'effic.':>7}")
     out(head)
     out("-" * len(head))
     for name, shape, spec, torch_fn, memory_bound in LAYERS:
         layer = pyconv.Conv(spec, seed=0, dtype=np.float32)
-        x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
+        x = batch(shape)
         out_buf = np.empty(layer.output_shape(shape), np.float32)
         # each value read or written once; GB/s only where memory is the limit
         traffic = x.nbytes + out_buf.nbytes if memory_bound else float("nan")
@@ -149,11 +202,13 @@ def measure(threads, repeats=5, use_torch=True, out=print):
                 raise AssertionError(f"{name}: {n} threads changed the result")
             ms = median_ms(lambda: layer.apply(x, out=out_buf, n_threads=n), repeats)
             base_ms = base_ms or ms
+            indep = base_ms / independent_ms(spec, shape, n, repeats)
             row = {"layer": name, "shape": "x".join(map(str, shape)), "dtype": "float32",
                    "threads": n, "pyconv_ms": ms, "speedup": base_ms / ms,
                    "efficiency": base_ms / ms * threads[0] / n,
                    "ceiling": ceilings[memory_bound][n],
                    "of_ceiling": base_ms / ms / ceilings[memory_bound][n],
+                   "independent": indep, "of_independent": base_ms / ms / indep,
                    "gbs": traffic / (ms * 1e-3) / 1e9, "copy_gbs": copy_gbs[n],
                    "torch_ms": float("nan"),
                    "torch_speedup": float("nan"), "torch_efficiency": float("nan")}
@@ -172,7 +227,8 @@ def measure(threads, repeats=5, use_torch=True, out=print):
             rows.append(row)
             out(f"{name:<20} {row['shape']:<16} {n:>3} {ms:>10.2f} {row['speedup']:>8.2f} "
                 f"{row['efficiency']:>7.0%} {row['ceiling']:>6.2f} "
-                f"{row['of_ceiling']:>7.0%} {row['gbs']:>6.1f} {copy_gbs[n]:>6.1f} "
+                f"{row['of_ceiling']:>7.0%} {indep:>6.2f} {row['of_independent']:>7.0%} "
+                f"{row['gbs']:>6.1f} {copy_gbs[n]:>6.1f} "
                 f"{row['torch_ms']:>9.2f} "
                 f"{row['torch_speedup']:>8.2f} {row['torch_efficiency']:>7.0%}", flush=True)
     return rows
@@ -189,7 +245,7 @@ def summarize(passes):
                for r in same):
             raise ValueError("passes timed different rows")
         row = dict(first)
-        for key in ("pyconv_ms", "torch_ms", "ceiling", "gbs", "copy_gbs"):
+        for key in ("pyconv_ms", "torch_ms", "ceiling", "independent", "gbs", "copy_gbs"):
             row[key] = float(np.median([r[key] for r in same]))
         summary.append(row)
     for row in summary:
@@ -201,22 +257,56 @@ def summarize(passes):
                    torch_speedup=base["torch_ms"] / row["torch_ms"])
         row.update(efficiency=row["speedup"] * base["threads"] / row["threads"],
                    of_ceiling=row["speedup"] / row["ceiling"],
+                   of_independent=row["speedup"] / row["independent"],
                    torch_efficiency=row["torch_speedup"] * base["threads"] / row["threads"])
     return summary
 
 
 def print_rows(rows, out=print):
     head = (f"{'layer':<20} {'thr':>3} {'pyconv ms':>10} {'speed-up':>8} {'range':>11} "
-            f"{'effic.':>7} {'ceil':>6} {'of ceil':>7} {'GB/s':>6} {'copy':>6} "
-            f"{'torch ms':>9} {'speed-up':>8}")
+            f"{'effic.':>7} {'ceil':>6} {'of ceil':>7} {'indep':>6} {'of ind':>7} "
+            f"{'GB/s':>6} {'copy':>6} {'torch ms':>9} {'speed-up':>8}")
     out(head)
     out("-" * len(head))
     for r in rows:
         span = f"{r['speedup_min']:.2f}-{r['speedup_max']:.2f}"
         out(f"{r['layer']:<20} {r['threads']:>3} {r['pyconv_ms']:>10.2f} "
             f"{r['speedup']:>8.2f} {span:>11} {r['efficiency']:>7.0%} "
-            f"{r['ceiling']:>6.2f} {r['of_ceiling']:>7.0%} {r['gbs']:>6.1f} "
+            f"{r['ceiling']:>6.2f} {r['of_ceiling']:>7.0%} {r['independent']:>6.2f} "
+            f"{r['of_independent']:>7.0%} {r['gbs']:>6.1f} "
             f"{r['copy_gbs']:>6.1f} {r['torch_ms']:>9.2f} {r['torch_speedup']:>8.2f}")
+
+
+SCALING_HEAD = ("layer", "threads", "pyconv ms", "speed-up (range)", "efficiency",
+                "independent", "GEMM / copy ceiling", "GB/s", "PyTorch ms",
+                "PyTorch speed-up")
+
+
+def scaling_rst(rows, machine, date, passes=None):
+    """The summary rows as a reStructuredText ``list-table``, the machine line on top.
+
+    ``independent`` and ``GEMM / copy ceiling`` are speed-ups over one thread (see the
+    module docstring); ``GB/s`` only for the memory-bound layers.
+    """
+    def fmt(value, spec):
+        return f"{value:{spec}}" if value == value else "n/a"  # NaN: not measured
+
+    what = f"medians of {passes} passes" if passes and passes > 1 else "one pass"
+    lines = [f"Measured {date} with {_rst_text(machine)} ({what}).", "",
+             ".. list-table::", "   :header-rows: 1", ""]
+    body = []
+    for r in rows:
+        span = (f" ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
+                if "speedup_min" in r and r["speedup_min"] != r["speedup_max"] else "")
+        body.append((r["layer"], str(r["threads"]), fmt(r["pyconv_ms"], ".2f"),
+                     fmt(r["speedup"], ".2f") + span, fmt(r["efficiency"] * 100, ".0f") + " %",
+                     fmt(r["independent"], ".2f"), fmt(r["ceiling"], ".2f"),
+                     fmt(r["gbs"], ".0f"), fmt(r["torch_ms"], ".2f"),
+                     fmt(r["torch_speedup"], ".2f")))
+    for row in (SCALING_HEAD, *body):
+        lines.append("   * - " + _rst_text(row[0]))
+        lines += [f"     - {_rst_text(cell)}" for cell in row[1:]]
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -228,7 +318,20 @@ def main(argv=None):
                         "measurement this many times and summarize (medians)")
     parser.add_argument("--no-torch", action="store_true", help="time pyconv only")
     parser.add_argument("--json", help="write the rows and the machine line to this file")
+    parser.add_argument("--rst", help="write the summary as a reStructuredText table "
+                        "(e.g. docs/scaling_table.rst)")
+    parser.add_argument("--from-json", help="time nothing: take the rows from this file "
+                        "written by --json, for --rst")
     args = parser.parse_args(argv)
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        print_rows(saved["rows"])
+        if args.rst:
+            with open(args.rst, "w", encoding="utf-8") as f:
+                f.write(scaling_rst(saved["rows"], saved["machine"], saved["date"],
+                                    len(saved.get("passes", ()))))
+        return saved["rows"]
     threads = ([int(t) for t in args.threads.split(",")] if args.threads
                else default_threads())
     if any(t < 1 for t in threads):
@@ -253,6 +356,9 @@ def main(argv=None):
             json.dump({"machine": machine, "date": time.strftime("%Y-%m-%d"),
                        "repeats": args.repeats, "rows": rows, "passes": passes},
                       f, indent=1)
+    if args.rst:
+        with open(args.rst, "w", encoding="utf-8") as f:
+            f.write(scaling_rst(rows, machine, time.strftime("%Y-%m-%d"), args.passes))
     return rows
 
 

@@ -235,7 +235,8 @@ def test_scaling_summary_takes_medians_over_passes():
 
     def row(threads, ms, torch_ms, speedup):
         return {"layer": "conv", "threads": threads, "pyconv_ms": ms, "speedup": speedup,
-                "torch_ms": torch_ms, "ceiling": threads / 2, "gbs": float("nan"),
+                "torch_ms": torch_ms, "ceiling": threads / 2, "independent": threads / 4,
+                "gbs": float("nan"),
                 "copy_gbs": 10.0 * threads}
 
     passes = [[row(1, 10.0, 20.0, 1.0), row(4, 4.0, 5.0, 2.5)],
@@ -246,5 +247,42 @@ def test_scaling_summary_takes_medians_over_passes():
     assert four["speedup"] == 11.0 / 4.0 and four["efficiency"] == 11.0 / 16.0
     assert (four["speedup_min"], four["speedup_max"]) == (2.2, 4.0)
     assert four["of_ceiling"] == 11.0 / 4.0 / 2.0 and four["torch_speedup"] == 21.0 / 6.0
+    assert four["of_independent"] == 11.0 / 4.0 / 1.0
     with pytest.raises(ValueError, match="different rows"):
         scaling.summarize([passes[0], passes[1][::-1]])
+
+
+def test_scaling_independent_processes_time_the_shares():
+    from benchmarks import scaling
+
+    spec = {"op": "max_pool2d", "kernel_size": 2}
+    ms = scaling.independent_ms(spec, (2, 3, 16, 16), 2, repeats=2, warmup=1)
+    assert 0 < ms < 10_000
+
+
+def test_scaling_rst_table_is_valid_and_has_every_row(tmp_path):
+    docutils_core = pytest.importorskip("docutils.core")
+    from benchmarks import scaling
+
+    nan = float("nan")
+    rows = [{"layer": "conv_2d*", "threads": t, "pyconv_ms": 8.0 / t, "speedup": float(t),
+             "speedup_min": t - 0.5 * (t > 1), "speedup_max": float(t), "efficiency": 1.0,
+             "independent": t * 0.9, "of_independent": 1 / 0.9, "ceiling": t * 0.8,
+             "of_ceiling": 1 / 0.8, "gbs": nan, "copy_gbs": 10.0, "torch_ms": nan,
+             "torch_speedup": nan} for t in (1, 2)]
+    path = tmp_path / "rows.json"
+    path.write_text(json.dumps({"machine": "m: 2 CPUs", "date": "2001-02-03",
+                                "rows": rows, "passes": [rows, rows, rows]}))
+    rst = tmp_path / "t.rst"
+    scaling.main(["--from-json", str(path), "--rst", str(rst)])
+    text = rst.read_text()
+    assert text.startswith("Measured 2001-02-03 with m\\: 2 CPUs (medians of 3 passes).")
+    doctree = docutils_core.publish_doctree(
+        text, settings_overrides={"report_level": 1, "halt_level": 5,
+                                  "warning_stream": False})
+    assert not [m for m in doctree.findall() if m.tagname == "system_message"]
+    cells = [n.astext() for n in doctree.findall() if n.tagname == "entry"]
+    width = len(scaling.SCALING_HEAD)
+    assert len(cells) == width * 3 and cells[:width] == list(scaling.SCALING_HEAD)
+    assert cells[width:width + 5] == ["conv_2d*", "1", "8.00", "1.00", "100 %"]
+    assert cells[2 * width + 3] == "2.00 (1.50-2.00)" and cells[-1] == "n/a"
