@@ -53,11 +53,14 @@ import json
 import multiprocessing
 import os
 import sys
+import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+if not __package__:  # run as a script: benchmarks.* from the checkout
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from benchmarks import _independent  # noqa: E402
 from benchmarks.harness import _rst_text, agreement, machine_line  # noqa: E402
 
 import pyconv  # noqa: E402
@@ -122,47 +125,41 @@ def gemm_ms(n_threads, repeats=5):
         return median_ms(lambda: kernel(work, 512, n_threads), repeats)
 
 
-def _independent_worker(spec, shape, index, n, start, end, rounds):
-    """One of ``n`` processes: apply the layer single-threaded to share ``index`` of the
-    batch, ``rounds`` times, each between the two barriers."""
-    layer = pyconv.Conv(spec, seed=0, dtype=np.float32)
-    share = np.array_split(batch(shape), n)[index]
-    out = np.empty(layer.output_shape(share.shape), np.float32)
-    for _ in range(rounds):
-        start.wait()
-        layer.apply(share, out=out, n_threads=1)
-        end.wait()
-
-
-def independent_ms(spec, shape, n, repeats, warmup=2):
+def independent_ms(spec, shape, n, repeats, warmup=2, timeout=120):
     """Median ms of ``n`` processes each applying the layer single-threaded to its own
     share of the batch (``np.array_split``), all released together; processes, not
-    threads, so that no GIL and no shared state couple them."""
+    threads, so that no GIL and no shared state couple them. The workers import the
+    same pyconv as this process; a worker's failure, or ``timeout`` seconds without
+    progress, raises RuntimeError."""
     ctx = multiprocessing.get_context("spawn")
-    start, end = ctx.Barrier(n + 1, timeout=300), ctx.Barrier(n + 1, timeout=300)
-    procs = [ctx.Process(target=_independent_worker,
-                         args=(spec, shape, i, n, start, end, warmup + repeats))
+    start, end = ctx.Barrier(n + 1), ctx.Barrier(n + 1)
+    errors = ctx.Queue()
+    here = os.path.dirname(os.path.dirname(os.path.abspath(pyconv.__file__)))
+    procs = [ctx.Process(target=_independent.worker, daemon=True,
+                         args=(spec, shape, i, n, start, end, warmup + repeats, errors,
+                               here))
              for i in range(n)]
     for p in procs:
         p.start()
     times = []
     try:
         for _ in range(warmup + repeats):
-            start.wait()
+            start.wait(timeout)
             t0 = time.perf_counter()
-            end.wait()
+            end.wait(timeout)
             times.append(time.perf_counter() - t0)
+    except threading.BrokenBarrierError:
+        start.abort()
+        end.abort()
+        detail = errors.get(timeout=5) if not errors.empty() else (
+            "no report; exit codes " + ", ".join(str(p.exitcode) for p in procs))
+        raise RuntimeError(f"independent workers failed:\n{detail}") from None
     finally:
         for p in procs:
-            p.join(timeout=60)
+            p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
     return float(np.median(times[warmup:])) * 1e3
-
-
-def batch(shape):
-    """The layer's input: the same values in every process."""
-    return np.random.default_rng(0).standard_normal(shape).astype(np.float32)
 
 
 def measure(threads, repeats=5, use_torch=True, out=print):
@@ -186,7 +183,7 @@ def measure(threads, repeats=5, use_torch=True, out=print):
     out("-" * len(head))
     for name, shape, spec, torch_fn, memory_bound in LAYERS:
         layer = pyconv.Conv(spec, seed=0, dtype=np.float32)
-        x = batch(shape)
+        x = _independent.batch(shape)
         out_buf = np.empty(layer.output_shape(shape), np.float32)
         # each value read or written once; GB/s only where memory is the limit
         traffic = x.nbytes + out_buf.nbytes if memory_bound else float("nan")

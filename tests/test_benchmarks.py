@@ -11,6 +11,7 @@ import json
 import math
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -20,8 +21,12 @@ BENCH_DIR = os.path.join(ROOT, "benchmarks")
 if not os.path.isfile(os.path.join(BENCH_DIR, "harness.py")):
     pytest.skip("benchmarks/ is not beside tests/ (installed-package run)",
                 allow_module_level=True)
+# benchmarks/ from the checkout, pyconv as installed: import it first, and put the
+# checkout last, so that its source tree (unbuilt in CI) never shadows the package
+import pyconv  # noqa: E402,F401
+
 if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+    sys.path.append(ROOT)
 
 from benchmarks import harness, run  # noqa: E402
 from benchmarks.harness import Case  # noqa: E402
@@ -258,6 +263,16 @@ def test_scaling_independent_processes_time_the_shares():
     spec = {"op": "max_pool2d", "kernel_size": 2}
     ms = scaling.independent_ms(spec, (2, 3, 16, 16), 2, repeats=2, warmup=1)
     assert 0 < ms < 10_000
+
+
+def test_scaling_independent_worker_failure_is_reported_not_waited_for():
+    from benchmarks import scaling
+
+    spec = {"op": "conv2d", "in_channels": 3, "out_channels": 4, "kernel_size": 3}
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="independent workers failed(.|\n)*channels"):
+        scaling.independent_ms(spec, (2, 5, 8, 8), 2, repeats=2, warmup=1, timeout=60)
+    assert time.perf_counter() - t0 < 50  # reported by the worker, not timed out
 
 
 def test_scaling_rst_table_is_valid_and_has_every_row(tmp_path):
