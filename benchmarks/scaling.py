@@ -52,6 +52,7 @@ from concurrent.futures import ThreadPoolExecutor
 import json
 import multiprocessing
 import os
+import queue
 import sys
 import threading
 import time
@@ -151,8 +152,10 @@ def independent_ms(spec, shape, n, repeats, warmup=2, timeout=120):
     except threading.BrokenBarrierError:
         start.abort()
         end.abort()
-        detail = errors.get(timeout=5) if not errors.empty() else (
-            "no report; exit codes " + ", ".join(str(p.exitcode) for p in procs))
+        try:  # a failed worker reports before it breaks the barriers, but the report
+            detail = errors.get(timeout=10)  # reaches the queue on a feeder thread
+        except queue.Empty:
+            detail = "no report; exit codes " + ", ".join(str(p.exitcode) for p in procs)
         raise RuntimeError(f"independent workers failed:\n{detail}") from None
     finally:
         for p in procs:
