@@ -30,8 +30,11 @@ processes each running the same layer single-threaded on its own share of the ba
 (``np.array_split``), all released together, over one thread on the whole batch: the
 same arithmetic and memory traffic as the ``n``-thread call, with nothing shared
 between the workers (processes, so that the GIL does not serialize pyconv's Python
-layer, about 0.05-0.2 ms a call). ``of indep`` near 100 % says the parallel call
-loses nothing to its own scheduling; what it still lacks of ``n`` is the machine's.
+layer, about 0.05-0.2 ms a call). Each worker times its own call; a round lasts from
+the first call's start to the last one's end. ``of indep`` near 100 % says the
+parallel call loses nothing to its own scheduling; what it still lacks of ``n`` is the
+machine's. Where ``n`` does not divide the batch (12 threads on 16 images), the shares
+are unequal and ``indep`` is lower than the machine allows.
 
 Logical CPUs include SMT siblings: efficiency past the number of physical cores says
 little. On a machine shared with other work, use it only as a rough guide.
@@ -126,43 +129,83 @@ def gemm_ms(n_threads, repeats=5):
         return median_ms(lambda: kernel(work, 512, n_threads), repeats)
 
 
-def independent_ms(spec, shape, n, repeats, warmup=2, timeout=120):
-    """Median ms of ``n`` processes each applying the layer single-threaded to its own
-    share of the batch (``np.array_split``), all released together; processes, not
-    threads, so that no GIL and no shared state couple them. The workers import the
-    same pyconv as this process; a worker's failure, or ``timeout`` seconds without
-    progress, raises RuntimeError."""
+def independent_rounds(spec, shape, n, rounds, timeout=120):
+    """Run ``n`` processes, each applying the layer single-threaded to its own share of
+    the batch, ``rounds`` times, all released together each time.
+
+    Parameters
+    ----------
+    spec : dict
+        The layer's spec (float32, parameters from seed 0).
+    shape : tuple of int
+        The whole batch's shape; the shares are ``np.array_split(x, n)`` (unequal
+        where ``n`` does not divide the batch).
+    n : int
+        Worker processes: processes, not threads, so that no GIL and no shared state
+        couple them. They run the same pyconv as this process.
+    rounds : int
+        Calls per worker.
+    timeout : float
+        Seconds a round may wait for the workers.
+
+    Returns
+    -------
+    round_ms : list of float
+        Per round, the first call's start to the last call's end, in ms (each worker
+        times its own call, so the barriers' hand-over is not counted).
+    shares : list of tuple
+        Each worker's input shape, in worker order.
+
+    Raises
+    ------
+    RuntimeError
+        A worker failed (its traceback in the message), or a round timed out.
+    """
     ctx = multiprocessing.get_context("spawn")
     start, end = ctx.Barrier(n + 1), ctx.Barrier(n + 1)
-    errors = ctx.Queue()
+    reports = ctx.Queue()
     here = os.path.dirname(os.path.dirname(os.path.abspath(pyconv.__file__)))
     procs = [ctx.Process(target=_independent.worker, daemon=True,
-                         args=(spec, shape, i, n, start, end, warmup + repeats, errors,
-                               here))
+                         args=(spec, shape, i, n, start, end, rounds, reports, here))
              for i in range(n)]
     for p in procs:
         p.start()
-    times = []
     try:
-        for _ in range(warmup + repeats):
-            start.wait(timeout)
-            t0 = time.perf_counter()
-            end.wait(timeout)
-            times.append(time.perf_counter() - t0)
-    except threading.BrokenBarrierError:
-        start.abort()
-        end.abort()
-        try:  # a failed worker reports before it breaks the barriers, but the report
-            detail = errors.get(timeout=10)  # reaches the queue on a feeder thread
-        except queue.Empty:
-            detail = "no report; exit codes " + ", ".join(str(p.exitcode) for p in procs)
-        raise RuntimeError(f"independent workers failed:\n{detail}") from None
+        try:
+            for _ in range(rounds):
+                start.wait(timeout)
+                end.wait(timeout)
+            done = [reports.get(timeout=timeout) for _ in procs]
+        except (threading.BrokenBarrierError, queue.Empty):
+            done = []
+        failed = [r for r in done if r[0] == "error"]
+        if not done or failed:
+            try:  # a failed worker reports before it breaks the barriers, but the
+                failed = failed or [reports.get(timeout=10)]  # report comes on a thread
+            except queue.Empty:
+                pass
+            raise RuntimeError("independent workers failed:\n" + (
+                failed[0][2] if failed and failed[0][0] == "error" else
+                f"no report within {timeout} s (a worker hung or died)"))
     finally:
+        start.abort()  # frees any worker still waiting (an interrupt, a timeout)
+        end.abort()
         for p in procs:
             p.join(timeout=10)
             if p.is_alive():
                 p.terminate()
-    return float(np.median(times[warmup:])) * 1e3
+    done.sort(key=lambda r: r[1])
+    spans = [r[3] for r in done]
+    round_ms = [(max(s[k][1] for s in spans) - min(s[k][0] for s in spans)) * 1e3
+                for k in range(rounds)]
+    return round_ms, [tuple(r[2]) for r in done]
+
+
+def independent_ms(spec, shape, n, repeats, warmup=2, timeout=120):
+    """Median ms of :func:`independent_rounds` over ``repeats`` rounds, after
+    ``warmup`` rounds."""
+    round_ms, _ = independent_rounds(spec, shape, n, warmup + repeats, timeout)
+    return float(np.median(round_ms[warmup:]))
 
 
 def measure(threads, repeats=5, use_torch=True, out=print):
@@ -235,9 +278,20 @@ def measure(threads, repeats=5, use_torch=True, out=print):
 
 
 def summarize(passes):
-    """One row per (layer, threads): the median over passes of every timed column,
-    speed-up and efficiency recomputed from the median times, and the range of the
-    passes' own speed-ups (``speedup_min``, ``speedup_max``)."""
+    """Summarize passes of :func:`measure`.
+
+    Parameters
+    ----------
+    passes : list of list of dict
+        The rows of each pass, the same (layer, threads) in the same order.
+
+    Returns
+    -------
+    list of dict
+        One row per (layer, threads): the median over passes of every timed column,
+        speed-up and efficiency recomputed from the median times, and the range of
+        the passes' own speed-ups (``speedup_min``, ``speedup_max``).
+    """
     summary = []
     for i, first in enumerate(passes[0]):
         same = [rows[i] for rows in passes]
@@ -263,6 +317,7 @@ def summarize(passes):
 
 
 def print_rows(rows, out=print):
+    """Print summary rows (:func:`summarize`) as a text table."""
     head = (f"{'layer':<20} {'thr':>3} {'pyconv ms':>10} {'speed-up':>8} {'range':>11} "
             f"{'effic.':>7} {'ceil':>6} {'of ceil':>7} {'indep':>6} {'of ind':>7} "
             f"{'GB/s':>6} {'copy':>6} {'torch ms':>9} {'speed-up':>8}")
@@ -326,6 +381,10 @@ def main(argv=None):
     if args.from_json:
         with open(args.from_json) as f:
             saved = json.load(f)
+        missing = {"speedup_min", "independent"} - set(saved["rows"][0])
+        if missing:
+            parser.error(f"{args.from_json} lacks {', '.join(sorted(missing))}: written "
+                         "by an older scaling.py; measure again")
         print_rows(saved["rows"])
         if args.rst:
             with open(args.rst, "w", encoding="utf-8") as f:

@@ -261,8 +261,10 @@ def test_scaling_independent_processes_time_the_shares():
     from benchmarks import scaling
 
     spec = {"op": "max_pool2d", "kernel_size": 2}
-    ms = scaling.independent_ms(spec, (2, 3, 16, 16), 2, repeats=2, warmup=1)
-    assert 0 < ms < 10_000
+    round_ms, shares = scaling.independent_rounds(spec, (5, 3, 16, 16), 2, rounds=3)
+    assert shares == [(3, 3, 16, 16), (2, 3, 16, 16)]  # np.array_split's shares
+    assert len(round_ms) == 3 and all(0 < ms < 10_000 for ms in round_ms)
+    assert 0 < scaling.independent_ms(spec, (2, 3, 16, 16), 2, repeats=2, warmup=1)
 
 
 def test_scaling_independent_worker_failure_is_reported_not_waited_for():

@@ -250,8 +250,12 @@ def busiest_share(n_tiles, groups, chunk, threads):
 
 @pytest.mark.parametrize("multiple", [12, 24])
 def test_packed_chunks_are_panel_multiples_and_balance(multiple):
-    # 16x64x56x56 (3136 F4 tiles): 66 units of 48 left two of 16 threads a fifth unit
-    assert busiest_share(3136, 1, 48, 16) > 1.2
+    # 16x64x56x56 (3136 F4 tiles): 66 units of 48 (the nearest multiple of 24) left
+    # two of 16 threads a fifth unit; the chosen chunk does not
+    chosen = chunk_tiles(3136, 1, 64, 64, 4, 4, multiple)
+    assert busiest_share(3136, 1, 48, 16) > 1.2 > busiest_share(3136, 1, chosen, 16)
+    # few tiles: enough units for 16 threads rather than a chunk past them
+    assert chunk_tiles(31, 8, 64, 64, 4, 8, 12) == 24
     for n_tiles in (784, 1568, 3136, 6272, 12544):
         for groups in (1, 2, 4, 32):
             c = chunk_tiles(n_tiles, groups, 64, 64, 4, 4, multiple)

@@ -266,18 +266,21 @@ def chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize, multiple=1):
     nearest = max(multiple, round(chunk / multiple) * multiple)
     smallest = max(multiple, -(-MIN_BALANCED_CHUNK // multiple) * multiple)
     candidates = range(min(smallest, nearest), nearest + 1, multiple)
-    # the largest chunk among the best balanced (fewer units, fewer filter re-packs)
-    return min(candidates, key=lambda c: (round(_excess_work(n_tiles, units_outside, c),
+    # The largest chunk among the best balanced (fewer units: fewer GEMM calls and
+    # packed column panels); shares within 1% of each other count as a tie, since
+    # that is below what timing them could tell apart.
+    return min(candidates, key=lambda c: (round(_busiest_share(n_tiles, units_outside, c),
                                                 2), -c))
 
 
-def _excess_work(n_tiles, units_outside, chunk):
-    """The busiest thread's work over an even share, the worst of 2, 4, 8, 16 threads
-    (equal units assumed, static schedule: a thread runs ceil(units / threads))."""
+def _busiest_share(n_tiles, units_outside, chunk):
+    """The busiest thread's tiles over an even share (>= 1), the worst of 2, 4, 8 and
+    16 threads: a static schedule gives a thread ceil(units / threads) units, each
+    counted as a full chunk (at most ``n_tiles``)."""
     units = units_outside * -(-n_tiles // chunk)
+    full = min(chunk, n_tiles)
     total = units_outside * n_tiles
-    return max(-(-units // t) * chunk * t / total
-               for t in (2, 4, 8, BALANCE_UNITS) if t <= units) if units > 1 else 1.0
+    return max(-(-units // t) * full * t / total for t in (2, 4, 8, BALANCE_UNITS))
 
 
 def _balanced_chunk(n_tiles, units_outside, cin_g, cout_g, m, itemsize):
