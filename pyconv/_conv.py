@@ -11,6 +11,10 @@ from pyconv._errors import SpecError
 from pyconv._registry import get_op
 
 
+#: Input shapes whose output shape a Conv remembers (then it starts over).
+_SHAPE_CACHE_SIZE = 64
+
+
 def _parse_spec(spec):
     if isinstance(spec, str):
         try:
@@ -73,6 +77,9 @@ class Conv:
                               in self._op.param_shapes(self._spec).items()}
         self._params = self._build_params(params or {}, seed, dtype)
         self._cast_cache = {}
+        # output shape by input shape: the spec never changes, and the shape rule
+        # costs several microseconds of Python, a sizeable share of a small call
+        self._shape_cache = {}
 
     # -- parameters -----------------------------------------------------------------
     def _build_params(self, given, seed, dtype):
@@ -211,15 +218,26 @@ class Conv:
         numpy.ndarray
         """
         name = self._op.name
-        unknown = set(inputs) - set(self._op.inputs)
-        if unknown:
-            allowed = ", ".join(self._op.inputs) or "none"
-            raise TypeError(f"{name}: apply() got unexpected input(s) "
-                            f"{', '.join(sorted(unknown))}; this op accepts: {allowed}")
+        if inputs:
+            unknown = set(inputs) - set(self._op.inputs)
+            if unknown:
+                allowed = ", ".join(self._op.inputs) or "none"
+                raise TypeError(f"{name}: apply() got unexpected input(s) "
+                                f"{', '.join(sorted(unknown))}; this op accepts: "
+                                f"{allowed}")
         arr = np.asarray(x)
         dtype = _dtypes.compute_dtype(name, arr.dtype)
-        out_shape = self.output_shape(arr.shape, **{
-            k: v for k, v in inputs.items() if k in getattr(self._op, "shape_inputs", ())})
+        shape_inputs = {k: v for k, v in inputs.items()
+                        if k in getattr(self._op, "shape_inputs", ())}
+        if shape_inputs:
+            out_shape = self.output_shape(arr.shape, **shape_inputs)
+        else:
+            out_shape = self._shape_cache.get(arr.shape)
+            if out_shape is None:
+                out_shape = self.output_shape(arr.shape)  # raises on a bad shape
+                if len(self._shape_cache) >= _SHAPE_CACHE_SIZE:
+                    self._shape_cache.clear()
+                self._shape_cache[arr.shape] = out_shape
         if out is not None:
             self._check_out(out, out_shape, dtype, arr)
         xc = np.ascontiguousarray(arr, dtype=dtype)

@@ -216,3 +216,29 @@ def test_deform_offsets_checked_even_for_an_empty_batch():
         conv.apply(x, offset=np.zeros((0, 18, 5, 4)))
     with pytest.raises(TypeError, match="offset="):
         conv.apply(x)
+
+
+def test_output_shapes_remembered_per_input_shape_stay_right():
+    # apply() remembers each input shape's output shape; a bad shape is never
+    # remembered, and many shapes do not grow the memory without bound
+    pool = pyconv.Conv({"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1})
+    x = np.arange(2 * 3 * 9 * 9, dtype=np.float32).reshape(2, 3, 9, 9)
+    first = pool.apply(x)
+    assert np.array_equal(pool.apply(x), first) and first.shape == (2, 3, 5, 5)
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 3, "out_channels": 2,
+                        "kernel_size": 3}, seed=0)
+    for _ in range(2):
+        with pytest.raises(ValueError, match="channels"):
+            conv.apply(np.zeros((1, 4, 8, 8), np.float32))
+    for size in range(4, 84):
+        y = pool.apply(np.zeros((1, 1, size, size), np.float32))
+        assert y.shape == pool.output_shape((1, 1, size, size)) == (1, 1, (size - 1) // 2 + 1,
+                                                                    (size - 1) // 2 + 1)
+    assert len(pool._shape_cache) <= 64
+    # shape inputs (output_size=) still decide the shape on every call
+    up = pyconv.Conv({"op": "conv_transpose2d", "in_channels": 1, "out_channels": 1,
+                      "kernel_size": 3, "stride": 2, "padding": 1}, seed=0)
+    small = np.zeros((1, 1, 4, 4), np.float32)
+    assert up.apply(small).shape == (1, 1, 7, 7)
+    assert up.apply(small, output_size=(8, 8)).shape == (1, 1, 8, 8)
+    assert up.apply(small).shape == (1, 1, 7, 7)
