@@ -228,7 +228,7 @@ class Conv:
         arr = np.asarray(x)
         dtype = _dtypes.compute_dtype(name, arr.dtype)
         shape_inputs = {k: v for k, v in inputs.items()
-                        if k in getattr(self._op, "shape_inputs", ())}
+                        if k in getattr(self._op, "shape_inputs", ())} if inputs else None
         if shape_inputs:
             out_shape = self.output_shape(arr.shape, **shape_inputs)
         else:
