@@ -583,11 +583,13 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
-    # The 3x3 stride-1 plane kernel (padded planes in scratch): every mode, uneven
-    # pads (wider than the input where the mode allows), odd and even heights, rows
-    # narrower than a vector, a whole number of vectors wide or not (the last strip
-    # overlaps), a channel multiplier, bias, fused ReLU, outputs written in place or
-    # streamed; banding and thread count change nothing.
+    # The 3x3 stride-1 plane kernel: every mode, uneven pads (wider than the input
+    # where the mode allows), odd and even heights, rows narrower than a vector, a
+    # whole number of vectors wide or not (the last strip overlaps), rows wide enough
+    # for strips read in place between edge strips read from padded copies (padding
+    # rows from the row of pad values), a channel multiplier, bias, fused ReLU,
+    # outputs written in place or streamed (each band's copy finished during the
+    # next band, at any alignment); banding and thread count change nothing.
     from pyconv import _threads
 
     monkeypatch.setattr(_threads, "SERIAL_WORK_FLOPS", 0)
@@ -596,7 +598,8 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
     for spatial, pads in [((7, 9), [[1, 1], [1, 1]]), ((6, 5), [[0, 2], [2, 0]]),
                           ((5, 19), [[1, 1], [0, 1]]), ((4, 14), [[1, 0], [1, 1]]),
                           ((3, 2), [[3, 1], [2, 4]] if wide else [[2, 1], [1, 1]]),
-                          ((1, 1), [[1, 1], [1, 1]] if wide else [[0, 0], [0, 0]])]:
+                          ((1, 1), [[1, 1], [1, 1]] if wide else [[0, 0], [0, 0]]),
+                          ((5, 41), [[1, 1], [1, 1]]), ((4, 37), [[2, 1], [1, 2]])]:
         for mult, relu in ((1, False), (2, True)):
             spec = {"op": "depthwise_conv2d", "in_channels": 3, "kernel_size": 3,
                     "depth_multiplier": mult, "padding": pads, "padding_mode": mode,
@@ -642,6 +645,33 @@ def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dt
                       conv.params["bias"].astype(np.float64), (1, 1), [[1, 1], [1, 1]],
                       (1, 1), 5, "zeros", 0.0)
     assert_close(runs[0], np.maximum(ref, 0), dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane3x3_kernel_refuses_short_workspace(dtype):
+    from pyconv import _kernels
+    kernel = _kernels.load("_depthwise")
+    N, C, H, W = 1, 2, 4, 20
+    x = np.zeros((N, C, H * W), dtype)
+    out = np.zeros((N, C, H * W), dtype)
+    rowidx = np.arange(-1, H + 1, dtype=np.intp)
+    rowidx[-1] = -1
+    colidx = np.arange(-1, W + 1, dtype=np.intp)
+    colidx[-1] = -1
+    values, pointers = kernel.plane3x3_workspace(H, W, W, True, np.dtype(dtype).itemsize)
+    args = (x, np.zeros((C, 9), dtype), np.zeros(C, dtype), out, rowidx, colidx, H, W, H, W,
+            1, dtype(0), True, False, H, True)
+    work, row_work = np.zeros((1, values), dtype), np.zeros((1, pointers), np.intp)
+    kernel.plane3x3(*args, work, row_work, 1)  # enough: runs
+    for short in (np.zeros((1, values - 1), dtype), work[:, :0]):
+        with pytest.raises(ValueError, match="plane3x3"):
+            kernel.plane3x3(*args, short, row_work, 1)
+    with pytest.raises(ValueError, match="plane3x3"):
+        kernel.plane3x3(*args, work, np.zeros((1, pointers - 1), np.intp), 1)
+    with pytest.raises(ValueError, match="plane3x3"):
+        kernel.plane3x3(*args, work, row_work, 2)  # one workspace row for two threads
+    with pytest.raises(ValueError, match="band"):
+        kernel.plane3x3(*args[:-2], 0, True, work, row_work, 1)
 
 
 def test_plane3x3_kernel_is_the_path_taken():

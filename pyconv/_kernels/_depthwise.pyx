@@ -28,10 +28,11 @@ contraction off), so the AVX2 and baseline builds round identically.
 
 ``grouped_direct``: ``prange`` over (image, group, row tile); depthwise is the case of
 one input channel per group. ``plane3x3``: 2-D 3x3 stride-1 convolution with one input
-channel per group, ``prange`` over (image, output channel, band of rows), each band
-copied padded into a scratch plane, then swept in vector-wide strips down its rows
-(each input row loaded once for the three output rows that read it), optionally
-written out with non-temporal stores. ``separable``: ``prange`` over (image, band of output
+channel per group, units of (image, output channel, band of rows) in one contiguous
+run per thread, each band swept in vector-wide strips down its rows (each input row
+loaded once for the three output rows that read it), the input read in place except
+at the edge strips (small padded copies), optionally written out with non-temporal
+stores that drain while the next band computes. ``separable``: ``prange`` over (image, band of output
 rows); the depthwise result of a band goes into the thread's row of the caller's
 workspace and is multiplied at once by the pointwise weight (one single-threaded GEMM
 per band), so the intermediate never leaves the cache and its size is bounded by the
@@ -93,10 +94,9 @@ cdef extern from *:
     #endif
     #define PYCONV_DW_SRELU(V, M, v) do { if ((v) < 0) (v) = 0; } while (0)
     #define PYCONV_DW_MIN(a, b) ((a) < (b) ? (a) : (b))
-    /* dst[0:n] = src[0:n] with non-temporal stores where dst is vector-aligned: the
-       lines go to memory without first being read into the cache (a third of the
-       traffic of an output that does not fit in it). Fenced, so that the values are
-       visible to every thread once the call returns. */
+    /* Non-temporal stores: the lines go to memory without first being read into the
+       cache (a third of the traffic of an output that does not fit in it). SV stores
+       SW values at a SALIGN-aligned address. */
     #if defined(__AVX__)
       #include <immintrin.h>
       #define PYCONV_DW_SALIGN 32
@@ -110,22 +110,43 @@ cdef extern from *:
       #define PYCONV_DW_SV_d(d, s) _mm_stream_pd((d), _mm_loadu_pd(s))
       #define PYCONV_DW_SFENCE() _mm_sfence()
     #else
-      #define PYCONV_DW_SALIGN (int)sizeof(double)
+      #define PYCONV_DW_SALIGN 1
       #define PYCONV_DW_SV_f(d, s) (*(d) = *(s))
       #define PYCONV_DW_SV_d(d, s) (*(d) = *(s))
       #define PYCONV_DW_SFENCE() ((void)0)
     #endif
-    #define PYCONV_DW_STREAM(S, T) \\
-    static void pyconv_dw_stream_##S(T* d, const T* s, Py_ssize_t n) { \\
-        const Py_ssize_t vw = PYCONV_DW_SALIGN / (Py_ssize_t)sizeof(T); \\
+    #if PYCONV_DW_SALIGN > 1
+      #define PYCONV_DW_SW_f (PYCONV_DW_SALIGN / 4)
+      #define PYCONV_DW_SW_d (PYCONV_DW_SALIGN / 8)
+    #else
+      #define PYCONV_DW_SW_f 1
+      #define PYCONV_DW_SW_d 1
+    #endif
+    /* A pending copy s[0:n] -> d[0:n] by non-temporal stores, done a vector at a time
+       (in pyconv_dw_strip3_*) between the arithmetic of the next unit of work, so that the stores
+       drain while the core computes instead of in one burst; finish stores what is
+       left. i: values copied so far. The stores are fenced once, by whoever ends the
+       last copy (pyconv_dw_sfence), before other threads may read them. */
+    typedef struct { const void* s; void* d; Py_ssize_t i, n; } pyconv_dw_pend;
+    #define PYCONV_DW_PEND(S, T) \\
+    static void pyconv_dw_pend_start_##S(pyconv_dw_pend* p, T* d, const T* s, \\
+                                         Py_ssize_t n) { \\
         Py_ssize_t i = 0; \\
         for (; i < n && ((size_t)(d + i) & (PYCONV_DW_SALIGN - 1)); i++) d[i] = s[i]; \\
-        for (; i + vw <= n; i += vw) PYCONV_DW_SV_##S(d + i, s + i); \\
-        for (; i < n; i++) d[i] = s[i]; \\
-        PYCONV_DW_SFENCE(); \\
+        p->s = s; p->d = d; p->i = i; p->n = n; \\
+    } \\
+    static void pyconv_dw_pend_finish_##S(pyconv_dw_pend* p) { \\
+        Py_ssize_t i = p->i; \\
+        T* d = (T*)p->d; \\
+        const T* s = (const T*)p->s; \\
+        for (; i + PYCONV_DW_SW_##S <= p->n; i += PYCONV_DW_SW_##S) \\
+            PYCONV_DW_SV_##S(d + i, s + i); \\
+        for (; i < p->n; i++) d[i] = s[i]; \\
+        p->i = p->n = 0; \\
     }
-    PYCONV_DW_STREAM(f, float)
-    PYCONV_DW_STREAM(d, double)
+    PYCONV_DW_PEND(f, float)
+    PYCONV_DW_PEND(d, double)
+    static void pyconv_dw_sfence(void) { PYCONV_DW_SFENCE(); }
 
     /* Geometry of one call; the kernels trust it (pyconv/ops/depthwise.py builds it). */
     typedef struct {
@@ -428,66 +449,72 @@ cdef extern from *:
         } \\
     }
 
-    /* 3x3 stride-1 plane: n_rows output rows (stride OW) from n_rows + 2 padded rows
-       p (stride ldp >= OW + 2). One strip of VW columns at a time, down the rows:
-       each input row is loaded once (three shifted vectors) and feeds the three
-       output rows that read it, through two running partial sums, so every output
-       vector costs 3 loads, 9 multiplies and 9 adds. Each output is
+    /* 3x3 stride-1, one strip of VW output columns: n_rows output rows o[r * OW + 0:VW]
+       from the n_rows + 2 input rows rows[i] + off, each read at columns [0, VW+2).
+       Down the rows: each input row is loaded once (three shifted vectors) and feeds
+       the three output rows that read it, through two running partial sums, so every
+       output vector costs 3 loads, 9 multiplies and 9 adds. Each output is
        bias + ((row0 + row1) + row2), row k = (w[3k]*x0 + w[3k+1]*x1) + w[3k+2]*x2,
-       as in the other 3x3 paths. The last strip overlaps its predecessor when VW
-       does not divide OW (it recomputes the same values); OW < VW: nothing (the
-       caller's scalar loop). pf, npf: values to prefetch meanwhile (the next unit's
-       input), a line per output vector. sdst: o is scratch, streamed to sdst at the
-       end (non-temporal stores). */
-    #define PYCONV_DW_PLANE3(NAME, T, V, VU, VW, M, RELU, STREAM) \\
-    static void NAME(const T* p, Py_ssize_t ldp, const T* w, T bias, T* o, \\
-                     Py_ssize_t OW, Py_ssize_t n_rows, int relu, const T* pf, \\
-                     Py_ssize_t npf, T* sdst) { \\
-        Py_ssize_t c, r, k = 0, line = 64 / (Py_ssize_t)sizeof(T); \\
+       as in the other 3x3 paths. Meanwhile, per output vector: one vector of the
+       pending copy pend, and one line of pf[0:npf] prefetched (*kp: the next line,
+       carried from strip to strip). Not inlined: on its own, the loop keeps the
+       weights in registers. */
+    #if defined(__GNUC__) || defined(__clang__)
+      #define PYCONV_DW_NOINLINE __attribute__((noinline))
+    #else
+      #define PYCONV_DW_NOINLINE
+    #endif
+    #define PYCONV_DW_STRIP3(S, T, V, VU, M, RELU) \\
+    /* d[0:VW] = s[0:VW], unaligned */ \\
+    static inline void pyconv_dw_vcopy_##S(T* d, const T* s) { \\
+        *(VU*)d = *(const VU*)s; \\
+    } \\
+    static PYCONV_DW_NOINLINE void pyconv_dw_strip3_##S( \\
+            const T* const* rows, Py_ssize_t off, const T* w, T bias, T* o, \\
+            Py_ssize_t OW, Py_ssize_t n_rows, int relu, pyconv_dw_pend* pend, \\
+            const T* pf, Py_ssize_t npf, Py_ssize_t* kp) { \\
+        Py_ssize_t r, k = *kp, line = 64 / (Py_ssize_t)sizeof(T); \\
+        /* the pending copy in locals: the vector stores below may alias *pend */ \\
+        Py_ssize_t si = pend->i, sn = pend->n - PYCONV_DW_SW_##S; \\
+        const T* ss = (const T*)pend->s; \\
+        T* sd = (T*)pend->d; \\
         V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \\
         V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \\
         V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \\
         V vb = bias - (V){0}; \\
-        if (OW < VW) return; \\
-        for (c = 0; c < OW; c += VW) { \\
-            const T* q; \\
-            V x0, x1, x2, a0, a1, v; \\
-            if (c + VW > OW) c = OW - VW; \\
-            q = p + c; \\
+        V x0, x1, x2, a0, a1, v; \\
+        const T* q = rows[0] + off; \\
+        x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
+        a0 = (w0 * x0 + w1 * x1) + w2 * x2; \\
+        q = rows[1] + off; \\
+        x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
+        a0 = a0 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
+        a1 = (w0 * x0 + w1 * x1) + w2 * x2; \\
+        for (r = 0; r < n_rows; r++) { \\
+            if (si <= sn) { PYCONV_DW_SV_##S(sd + si, ss + si); si += PYCONV_DW_SW_##S; } \\
+            if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
+            q = rows[r + 2] + off; \\
             x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
-            a0 = (w0 * x0 + w1 * x1) + w2 * x2; \\
-            q += ldp; \\
-            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
-            a0 = a0 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
+            v = vb + (a0 + ((w6 * x0 + w7 * x1) + w8 * x2)); \\
+            if (relu) RELU(V, M, v); \\
+            *(VU*)(o + r * OW) = v; \\
+            a0 = a1 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
             a1 = (w0 * x0 + w1 * x1) + w2 * x2; \\
-            for (r = 0; r < n_rows; r++) { \\
-                if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
-                q += ldp; \\
-                x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
-                v = vb + (a0 + ((w6 * x0 + w7 * x1) + w8 * x2)); \\
-                if (relu) RELU(V, M, v); \\
-                *(VU*)(o + r * OW + c) = v; \\
-                a0 = a1 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
-                a1 = (w0 * x0 + w1 * x1) + w2 * x2; \\
-            } \\
         } \\
-        if (sdst) STREAM(sdst, o, n_rows * OW); \\
+        *kp = k; \\
+        pend->i = si; \\
     }
 
     #if defined(__GNUC__) || defined(__clang__)
     PYCONV_DW_TYPED(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
     PYCONV_DW_TYPED(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
-    PYCONV_DW_PLANE3(pyconv_dw_plane3_f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF,
-                     pyconv_dw_mf, PYCONV_DW_RELU, pyconv_dw_stream_f)
-    PYCONV_DW_PLANE3(pyconv_dw_plane3_d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD,
-                     pyconv_dw_md, PYCONV_DW_RELU, pyconv_dw_stream_d)
+    PYCONV_DW_STRIP3(f, float, pyconv_dw_vf, pyconv_dw_vfu, pyconv_dw_mf, PYCONV_DW_RELU)
+    PYCONV_DW_STRIP3(d, double, pyconv_dw_vd, pyconv_dw_vdu, pyconv_dw_md, PYCONV_DW_RELU)
     #else
     PYCONV_DW_TYPED(f, float, float, float, 1, int)
     PYCONV_DW_TYPED(d, double, double, double, 1, int)
-    PYCONV_DW_PLANE3(pyconv_dw_plane3_f, float, float, float, 1, int, PYCONV_DW_SRELU,
-                     pyconv_dw_stream_f)
-    PYCONV_DW_PLANE3(pyconv_dw_plane3_d, double, double, double, 1, int, PYCONV_DW_SRELU,
-                     pyconv_dw_stream_d)
+    PYCONV_DW_STRIP3(f, float, float, float, int, PYCONV_DW_SRELU)
+    PYCONV_DW_STRIP3(d, double, double, double, int, PYCONV_DW_SRELU)
     #endif
     """
     ctypedef struct pyconv_dw_geom:
@@ -508,14 +535,29 @@ cdef extern from *:
                           Py_ssize_t r1, float pad, int relu, const float* pf,
                           Py_ssize_t npf, const pyconv_dw_geom* g) noexcept nogil
     const Py_ssize_t PYCONV_DW_VWF, PYCONV_DW_VWD   # values per vector
-    void pyconv_dw_stream_f(float* d, const float* s, Py_ssize_t n) noexcept nogil
-    void pyconv_dw_stream_d(double* d, const double* s, Py_ssize_t n) noexcept nogil
-    void pyconv_dw_plane3_f(const float* p, Py_ssize_t ldp, const float* w, float bias,
-                            float* o, Py_ssize_t OW, Py_ssize_t n_rows, int relu,
-                            const float* pf, Py_ssize_t npf, float* sdst) noexcept nogil
-    void pyconv_dw_plane3_d(const double* p, Py_ssize_t ldp, const double* w, double bias,
-                            double* o, Py_ssize_t OW, Py_ssize_t n_rows, int relu,
-                            const double* pf, Py_ssize_t npf, double* sdst) noexcept nogil
+    ctypedef struct pyconv_dw_pend:
+        const void* s
+        void* d
+        Py_ssize_t i, n
+    void pyconv_dw_pend_start_f(pyconv_dw_pend* p, float* d, const float* s,
+                                Py_ssize_t n) noexcept nogil
+    void pyconv_dw_pend_start_d(pyconv_dw_pend* p, double* d, const double* s,
+                                Py_ssize_t n) noexcept nogil
+    void pyconv_dw_pend_finish_f(pyconv_dw_pend* p) noexcept nogil
+    void pyconv_dw_pend_finish_d(pyconv_dw_pend* p) noexcept nogil
+    void pyconv_dw_sfence() noexcept nogil
+    void pyconv_dw_vcopy_f(float* d, const float* s) noexcept nogil
+    void pyconv_dw_vcopy_d(double* d, const double* s) noexcept nogil
+    void pyconv_dw_strip3_f(const float* const* rows, Py_ssize_t off, const float* w,
+                            float bias, float* o,
+                            Py_ssize_t OW, Py_ssize_t n_rows, int relu,
+                            pyconv_dw_pend* pend, const float* pf, Py_ssize_t npf,
+                            Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip3_d(const double* const* rows, Py_ssize_t off, const double* w,
+                            double bias, double* o,
+                            Py_ssize_t OW, Py_ssize_t n_rows, int relu,
+                            pyconv_dw_pend* pend, const double* pf, Py_ssize_t npf,
+                            Py_ssize_t* kp) noexcept nogil
     void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
                           const double* xg, const double* w, Py_ssize_t wstride,
                           const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
@@ -1140,11 +1182,15 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
 
 
 # -- 3x3 stride-1 plane kernel: one input channel per group ------------------------------
-# The rows of one band of output rows are first copied, padded by the tables, into a
-# scratch plane that stays in L1/L2; the band is then swept in vector-wide strips
-# (pyconv_dw_plane3_*; plane3x3_rows for rows narrower than a vector), with no scalar
-# edge columns and no index tables in the hot loop. On 56-wide rows those edges cost
-# about half of the row kernel's time.
+# Units are (image, output channel, band of output rows), swept in strips one vector
+# wide, down the band's rows (pyconv_dw_strip3_*): no scalar edge columns and no
+# column tables in the hot loop. Strips whose taps stay inside the input row read it
+# in place (rows through the row table, padding rows from a row of pad values); a
+# strip at an edge reads a small padded copy of its columns made through the tables
+# (any padding mode). Rows narrower than a vector take plane3x3_rows on a padded copy
+# of the band. Streamed outputs are computed into scratch and copied out with
+# non-temporal stores a vector at a time while the next band computes, so that
+# memory and arithmetic overlap.
 
 cdef inline void padded_row(floating* dst, const floating* src, const Py_ssize_t* colidx,
                             Py_ssize_t n_cols, Py_ssize_t lo, Py_ssize_t W,
@@ -1161,6 +1207,53 @@ cdef inline void padded_row(floating* dst, const floating* src, const Py_ssize_t
     for c in range(c1 if c1 > c0 else c0, n_cols):
         j = colidx[c]
         dst[c] = src[j] if j >= 0 else pad_value
+
+
+cdef inline void padded_block(floating* dst, Py_ssize_t ld, const floating* xc,
+                              Py_ssize_t W, const Py_ssize_t* rowidx, Py_ssize_t n_rows,
+                              const Py_ssize_t* colidx, Py_ssize_t n_cols, Py_ssize_t lo,
+                              floating pad_value) noexcept nogil:
+    # dst[i, :n_cols] = padded input row rowidx[i] (-1: a row of pad_value) at the
+    # padded columns colidx[0:n_cols]; lo: where the input row starts among them. The
+    # rows are short (at most two vectors; those of an edge strip, a vector and two):
+    # their input run is copied as two overlapping vectors, not by a call to memcpy.
+    cdef Py_ssize_t i, c, j
+    cdef Py_ssize_t vw = PYCONV_DW_VWD
+    if floating is float:
+        vw = PYCONV_DW_VWF
+    cdef Py_ssize_t c0 = lo if lo > 0 else 0
+    cdef Py_ssize_t c1 = lo + W if lo + W < n_cols else n_cols
+    cdef bint two_vectors
+    cdef const floating* src
+    cdef floating* d
+    if c1 < c0:
+        c1 = c0
+    two_vectors = vw <= c1 - c0 <= 2 * vw
+    for i in range(n_rows):
+        d = dst + i * ld
+        if rowidx[i] < 0:
+            fill(d, 0, n_cols, pad_value)
+            continue
+        src = xc + rowidx[i] * W
+        for c in range(c0):
+            j = colidx[c]
+            d[c] = src[j] if j >= 0 else pad_value
+        if two_vectors:
+            vcopy(d + c0, src + (c0 - lo))
+            vcopy(d + (c1 - vw), src + (c1 - vw - lo))
+        else:
+            for c in range(c0, c1):
+                d[c] = src[c - lo]
+        for c in range(c1, n_cols):
+            j = colidx[c]
+            d[c] = src[j] if j >= 0 else pad_value
+
+
+cdef inline void vcopy(floating* d, const floating* s) noexcept nogil:
+    if floating is float:
+        pyconv_dw_vcopy_f(d, s)
+    else:
+        pyconv_dw_vcopy_d(d, s)
 
 
 cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating* w9,
@@ -1209,10 +1302,120 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
             o[ow] = 0 if v < 0 else v  # NaN stays NaN, as in torch.relu
 
 
-def plane3x3_workspace(Py_ssize_t band, Py_ssize_t OW, bint stream):
-    """Scratch values per thread for ``plane3x3``: ``band + 2`` padded rows, and with
-    ``stream`` the band's output rows."""
-    return (band + 2) * (OW + 2) + (band * OW if stream else 0)
+cdef inline void strip3(const floating** rows, Py_ssize_t off, const floating* w9,
+                        floating bias, floating* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                        bint relu, pyconv_dw_pend* pend, const floating* pf, Py_ssize_t npf,
+                        Py_ssize_t* kp) noexcept nogil:
+    if floating is float:
+        pyconv_dw_strip3_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
+    else:
+        pyconv_dw_strip3_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
+
+
+cdef void plane3x3_units(const floating* x, const floating* weight, const floating* bias,
+                         floating* out, const Py_ssize_t* rowidx, const Py_ssize_t* colidx,
+                         Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t H, Py_ssize_t W,
+                         Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
+                         floating pad_value, bint relu, Py_ssize_t band, bint stream,
+                         floating* work, const floating** rows, Py_ssize_t u0,
+                         Py_ssize_t u1) noexcept nogil:
+    # Units u0 <= u < u1 in order, with one thread's workspace (see plane3x3_workspace);
+    # rows: 2 * (band + 2) pointers of scratch.
+    cdef Py_ssize_t vw = PYCONV_DW_VWD
+    if floating is float:
+        vw = PYCONV_DW_VWF
+    cdef Py_ssize_t mult = C_out // groups
+    cdef Py_ssize_t n_bands = (OH + band - 1) // band
+    cdef Py_ssize_t ld = vw + 2 if OW >= vw else OW + 2     # padded copies' row length
+    cdef floating* padrow = work                             # W (at least vw + 2) pad values
+    cdef floating* block = padrow + (W if W > vw + 2 else vw + 2)   # band + 2 rows of ld
+    cdef const floating** block_rows = rows + band + 2
+    cdef floating* bufs[2]
+    cdef floating* dst
+    cdef floating* final
+    cdef const floating* xc
+    cdef const floating* pf
+    cdef const floating* w9
+    cdef floating b
+    cdef Py_ssize_t u, n, co, t, r0, nr, r, c, kp, npf
+    cdef int cur = 0
+    cdef pyconv_dw_pend pend
+    pend.s = pend.d = NULL
+    pend.i = pend.n = 0
+    bufs[0] = block + (band + 2) * (vw + 2)
+    bufs[1] = bufs[0] + band * OW
+    fill(padrow, 0, block - padrow, pad_value)
+    for r in range(band + 2):
+        block_rows[r] = block + r * ld
+    for u in range(u0, u1):
+        t = u % n_bands
+        co = (u // n_bands) % C_out
+        n = u // (n_bands * C_out)
+        r0 = t * band
+        nr = (band if r0 + band < OH else OH - r0)
+        xc = x + (n * groups + co // mult) * H * W
+        w9 = weight + co * 9
+        b = bias[co] if bias != NULL else 0
+        final = out + (n * C_out + co) * OH * OW + r0 * OW
+        dst = bufs[cur] if stream else final
+        if OW < vw:
+            padded_block(block, ld, xc, W, rowidx + r0, nr + 2, colidx, OW + 2, lo_w,
+                         pad_value)
+            plane3x3_rows(block, ld, w9, b, dst, OW, nr, relu)
+        else:
+            for r in range(nr + 2):
+                rows[r] = xc + rowidx[r0 + r] * W if rowidx[r0 + r] >= 0 else padrow
+            # the next unit's input rows, fetched while this band computes
+            npf = 0
+            kp = 0
+            pf = NULL
+            t = (u + 1) % n_bands
+            r = t * band - 1 if t > 0 else 0    # about its first row (a hint only)
+            if u + 1 < u1 and r < H:
+                pf = x + (((u + 1) // (n_bands * C_out)) * groups
+                          + ((u + 1) // n_bands) % C_out // mult) * H * W + r * W
+                npf = (band + 2) * W
+                if npf > (H - r) * W:
+                    npf = (H - r) * W
+            c = 0
+            while c < OW:
+                if c + vw > OW:
+                    c = OW - vw    # the last strip overlaps: it recomputes the same values
+                if c >= lo_w and c + vw + 2 <= lo_w + W:
+                    # the input rows in place (padding rows: padrow)
+                    strip3(rows, c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf, npf,
+                           &kp)
+                else:
+                    padded_block(block, ld, xc, W, rowidx + r0, nr + 2, colidx + c, vw + 2,
+                                 lo_w - c, pad_value)
+                    strip3(block_rows, 0, w9, b, dst + c, OW, nr, relu, &pend, pf, npf, &kp)
+                c += vw
+        if stream:
+            # what is left of the previous band's copy, then this band's, to be done
+            # while the next band computes
+            if floating is float:
+                pyconv_dw_pend_finish_f(&pend)
+                pyconv_dw_pend_start_f(&pend, final, dst, nr * OW)
+            else:
+                pyconv_dw_pend_finish_d(&pend)
+                pyconv_dw_pend_start_d(&pend, final, dst, nr * OW)
+            cur = 1 - cur
+    if stream:
+        if floating is float:
+            pyconv_dw_pend_finish_f(&pend)
+        else:
+            pyconv_dw_pend_finish_d(&pend)
+        pyconv_dw_sfence()
+
+
+def plane3x3_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stream,
+                       Py_ssize_t itemsize):
+    """Scratch per thread for ``plane3x3`` on values of ``itemsize`` bytes: the number
+    of values (a row of pad values, ``band + 2`` padded rows one vector (plus 2) wide,
+    and with ``stream`` two bands of output rows) and of pointers (two row tables)."""
+    cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
+    cdef Py_ssize_t values = max(W, vw + 2) + (band + 2) * (vw + 2)
+    return values + (2 * band * OW if stream else 0), 2 * (band + 2)
 
 
 def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
@@ -1220,7 +1423,7 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
              const Py_ssize_t[::1] rowidx, const Py_ssize_t[::1] colidx,
              Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
              floating pad_value, bint has_bias, bint relu, Py_ssize_t band, bint stream,
-             floating[:, ::1] work, int n_threads):
+             floating[:, ::1] work, Py_ssize_t[:, ::1] row_work, int n_threads):
     """Depthwise-style 3x3 stride-1 dilation-1 convolution, one input channel per group.
 
     x: (N, groups, H*W); weight: (C_out, 9), output channel co reading input channel
@@ -1228,75 +1431,36 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     the input row / column at each padded position, -1 for ``pad_value`` (any padding
     mode maps through them); lo_w: the left padding, so that the columns
     [lo_w, lo_w + W) are the input row itself. Units are (image, output channel, band
-    of ``band`` output rows); each output is computed by the same arithmetic whatever
-    the band, so results do not depend on it or on the thread count. ``stream``: each
-    band is computed into scratch and written to ``out`` with non-temporal stores (for
-    outputs larger than the cache). ``work`` holds ``plane3x3_workspace(band, OW,
-    stream)`` values per thread.
+    of ``band`` output rows), split into one contiguous run per thread; each output is
+    computed by the same arithmetic whatever the band, so results do not depend on it
+    or on the thread count. ``stream``: each band is computed into scratch and written
+    to ``out`` with non-temporal stores while the next one computes (for outputs
+    larger than the cache). ``work`` and ``row_work`` hold, one row per thread, the
+    values and pointers that ``plane3x3_workspace(band, W, OW, stream, itemsize)``
+    gives.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t groups = x.shape[1]
     cdef Py_ssize_t C_out = out.shape[1]
-    cdef Py_ssize_t mult = C_out // groups
-    cdef Py_ssize_t ldp = OW + 2
-    cdef Py_ssize_t n_bands = (OH + band - 1) // band
-    cdef Py_ssize_t n_units = N * C_out * n_bands
-    cdef Py_ssize_t u, n, co, t, r0, r1, r, src
-    cdef floating* p = NULL
-    cdef floating* dst
-    cdef const floating* pf = NULL
-    cdef Py_ssize_t npf
-    cdef Py_ssize_t vw = PYCONV_DW_VWD
-    if floating is float:
-        vw = PYCONV_DW_VWF
+    cdef Py_ssize_t n_units, t
+    cdef const floating* xp
+    if band < 1:
+        raise ValueError(f"plane3x3: band must be at least 1, got {band}")
+    n_units = N * C_out * ((OH + band - 1) // band)
     if n_units == 0 or OW == 0:
         return
+    need = plane3x3_workspace(band, W, OW, stream, sizeof(floating))
     if rowidx.shape[0] < OH + 2 or colidx.shape[0] < OW + 2 \
-            or work.shape[1] < plane3x3_workspace(band, OW, stream) or weight.shape[1] != 9 \
-            or x.shape[2] != H * W or out.shape[2] != OH * OW or out.shape[0] != N \
-            or weight.shape[0] != C_out or C_out % groups or band < 1:
+            or work.shape[0] < n_threads or n_threads < 1 \
+            or row_work.shape[0] < n_threads or sizeof(void*) != sizeof(Py_ssize_t) \
+            or work.shape[1] < need[0] or row_work.shape[1] < need[1] \
+            or weight.shape[1] != 9 or x.shape[2] != H * W or out.shape[2] != OH * OW \
+            or out.shape[0] != N or weight.shape[0] != C_out or C_out % groups \
+            or bias.shape[0] < (C_out if has_bias else 1):
         raise ValueError("plane3x3: inconsistent shapes, tables or workspace")
-    with nogil, parallel(num_threads=n_threads):
-        p = &work[omp_get_thread_num(), 0]
-        for u in prange(n_units, schedule='static'):
-            t = u % n_bands
-            co = (u // n_bands) % C_out
-            n = u // (n_bands * C_out)
-            r0 = t * band
-            r1 = r0 + band if r0 + band < OH else OH
-            for r in range(r0, r1 + 2):
-                src = rowidx[r]
-                if src >= 0:
-                    padded_row(p + (r - r0) * ldp, &x[n, co // mult, src * W],
-                               &colidx[0], ldp, lo_w, W, pad_value)
-                else:
-                    fill(p + (r - r0) * ldp, 0, ldp, pad_value)
-            dst = p + (band + 2) * ldp if stream else &out[n, co, r0 * OW]
-            if OW < vw:
-                plane3x3_rows(p, ldp, &weight[co, 0], bias[co] if has_bias else 0, dst,
-                              OW, r1 - r0, relu)
-                if not stream:
-                    pass
-                elif floating is float:
-                    pyconv_dw_stream_f(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
-                else:
-                    pyconv_dw_stream_d(&out[n, co, r0 * OW], dst, (r1 - r0) * OW)
-            else:
-                # the next unit's input rows, fetched while this band computes
-                npf = 0
-                t = (u + 1) % n_bands
-                r = t * band - 1 if t > 0 else 0    # about its first row (a hint only)
-                if u + 1 < n_units and r < H:
-                    pf = &x[(u + 1) // (n_bands * C_out), ((u + 1) // n_bands) % C_out // mult,
-                            r * W]
-                    npf = (band + 2) * W
-                    if npf > (H - r) * W:
-                        npf = (H - r) * W
-                if floating is float:
-                    pyconv_dw_plane3_f(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
-                                       dst, OW, r1 - r0, relu, pf, npf,
-                                       &out[n, co, r0 * OW] if stream else NULL)
-                else:
-                    pyconv_dw_plane3_d(p, ldp, &weight[co, 0], bias[co] if has_bias else 0,
-                                       dst, OW, r1 - r0, relu, pf, npf,
-                                       &out[n, co, r0 * OW] if stream else NULL)
+    xp = &x[0, 0, 0] if H * W > 0 else NULL
+    for t in prange(n_threads, nogil=True, schedule='static', num_threads=n_threads):
+        plane3x3_units(xp, &weight[0, 0], &bias[0] if has_bias else NULL, &out[0, 0, 0],
+                       &rowidx[0], &colidx[0], groups, C_out, H, W, OH, OW, lo_w,
+                       pad_value, relu, band, stream, &work[t, 0],
+                       <const floating**>&row_work[t, 0], n_units * t // n_threads, n_units * (t + 1) // n_threads)

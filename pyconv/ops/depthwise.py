@@ -31,20 +31,25 @@ Depthwise convolution (and grouped convolution with few channels per group, see
 :func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
 
 * one input channel per group, 2-D, 3x3, stride 1, dilation 1 (the common depthwise
-  layer, any padding and mode, any multiplier): the plane kernel, parallel over
-  (image, output channel, band of rows). Each band's input rows are copied, padded,
-  into per-thread scratch, so there are no scalar edge columns; the band is then
-  swept in strips one vector wide, down the rows, each input row loaded once and
-  feeding the three output rows that read it (3 loads, 9 multiplies, 9 adds per
-  output vector). Outputs of :data:`STREAM_MIN_BYTES` or more are computed into
-  scratch and written with non-temporal stores, which skip reading the output's
-  lines into the cache first; the next unit's input is prefetched while a band
-  computes. Measured on 8x256x56x56, one thread, against the row kernel: float32
-  10.9 -> 9.0 ms, float64 22.6 -> 19.3 ms (padded scratch, two rows at a time);
-  2 threads, in place -> streamed: float32 5.3 -> 4.9 ms, float64 13.2 -> 10.8 ms;
-  with the prefetch, float64 10.8 -> 9.0 ms (float32 unchanged). Extra memory per
-  thread: ``(band + 2) * (OW + 2)`` values, plus ``band * OW`` when streaming (a band
-  is a whole plane unless there are fewer planes than threads).
+  layer, any padding and mode, any multiplier): the plane kernel, over units of
+  (image, output channel, band of rows), one contiguous run of units per thread. A
+  band is swept in strips one vector wide, down the rows, each input row loaded once
+  and feeding the three output rows that read it (3 loads, 9 multiplies, 9 adds per
+  output vector). Strips whose taps stay inside the input rows read them in place
+  (padding rows come from a row of pad values); the strips at the edges read small
+  padded copies of their columns, so there are no scalar edge columns for any padding
+  mode. Outputs of :data:`STREAM_MIN_BYTES` or more are computed into scratch and
+  copied out with non-temporal stores, which skip reading the output's lines into the
+  cache first; the copy of one band is done a vector at a time while the next band
+  computes, and the next band's input is prefetched meanwhile, so that memory traffic
+  and arithmetic overlap. Measured on 8x256x56x56 (medians of 25 alternating calls in
+  one process, two runs), against the earlier version of this kernel that copied every
+  band padded into scratch and streamed it out at once: one thread, float32 8.9-9.0 ->
+  8.0-8.2 ms, float64 16.1-17.5 -> 14.9-15.0 ms; 2 threads, float32 4.7-5.7 -> 4.5-5.4
+  ms, float64 8.7-8.9 -> 7.7-8.4 ms. Extra memory per thread: ``max(W, v + 2) +
+  (band + 2) * (v + 2)`` values (``v``: values per vector, 8 or 4 with AVX2), plus
+  ``2 * band * OW`` when streaming (a band is a whole plane unless there are fewer
+  planes than threads), and ``2 * (band + 2)`` row pointers.
 * other plain depthwise (one input and one output channel per group): the row kernel,
   parallel over (image, channel) planes, each output row accumulated in place from the
   input rows with vectorised interior loops and table-driven edges (3x3 fused into one
@@ -280,13 +285,15 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
         n_threads = _threads.resolve(n_threads, flops, N * C_out * OH)
         band = _rows_per_tile(OH, N * C_out, n_threads)
         stream = out.nbytes >= STREAM_MIN_BYTES
-        work = workspace((n_threads, _depthwise.plane3x3_workspace(band, OW, stream)),
-                         x.dtype)
+        values, pointers = _depthwise.plane3x3_workspace(band, plan.spatial[2], OW, stream,
+                                                         x.dtype.itemsize)
+        work = workspace((n_threads, values), x.dtype)
+        row_work = np.empty((n_threads, pointers), dtype=np.intp)
         _depthwise.plane3x3(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
             out.reshape(N, C_out, -1), rowidx, colidx, plan.spatial[1], plan.spatial[2],
             OH, OW, lo_w, plan.pad_value, bias is not None, relu, band, stream, work,
-            n_threads)
+            row_work, n_threads)
         return out
     if _row_kernel_wins(cin_g, cout_g):
         n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
