@@ -701,3 +701,27 @@ def test_depth_one_3d_with_depth_padding_is_not_the_2d_plane_kernel(rng, op, gro
     ref = ref_conv_nd(x, conv.params["weight"], conv.params["bias"], (1, 1, 1), pads,
                       (1, 1, 1), 2, mode)
     assert_close(y, ref, np.float64)
+
+
+@pytest.mark.parametrize("level", ["avx2", "baseline"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_grouped_register_blocks_on_either_build(rng, monkeypatch, level, dtype):
+    # The direct grouped kernel's register blocks (4, 2 and 1 output channels; 1 to 4
+    # vectors, a 3-vector block first on rows of an odd number of vectors, scalar
+    # edge columns): FMA in the AVX2 build, a multiply and an add in the baseline
+    # build; both within rounding of the float64 loop, whatever the thread count.
+    from pyconv import _kernels
+    monkeypatch.setattr(_kernels, "LEVEL", level)
+    for c_in, c_out, groups, width in [(16, 16, 2, 56), (16, 8, 4, 61), (6, 6, 3, 29),
+                                       (8, 4, 4, 24), (4, 4, 1, 7)]:
+        spec = {"op": "conv2d", "in_channels": c_in, "out_channels": c_out,
+                "kernel_size": 3, "padding": 1, "groups": groups, "activation": "relu"}
+        conv = pyconv.Conv(spec, seed=2, dtype=dtype)
+        x = rng.standard_normal((2, c_in, 5, width)).astype(dtype)
+        assert dwmod.prefers_direct(conv.spec, x.shape)
+        y = conv.apply(x, n_threads=1)
+        ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                          conv.params["bias"].astype(np.float64), (1, 1), [[1, 1], [1, 1]],
+                          (1, 1), groups)
+        assert_close(y, np.maximum(ref, 0), dtype)
+        np.testing.assert_array_equal(y, conv.apply(x, n_threads=2))
