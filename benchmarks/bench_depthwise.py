@@ -5,7 +5,9 @@ Run: ``python benchmarks/bench_depthwise.py --threads 1,2``
 Timed with :mod:`benchmarks.harness` (one process, equal threads, medians, ratio
 torch / pyconv, agreement check). The peer is ``conv2d(groups=...)`` (two convs for
 separable). The grouped case runs through ``conv2d``'s "auto" dispatch, which sends
-8 channels per group to the direct kernel (checked below).
+8 channels per group to the direct kernel (checked below). pyconv writes into a
+preallocated output (``out=``), except in the cases named "new output", where both
+sides allocate theirs on every call (PyTorch always does).
 """
 import os
 import sys
@@ -22,6 +24,7 @@ DW = {"op": "depthwise_conv2d", "in_channels": 256, "kernel_size": 3, "padding":
 CONFIGS = [
     # name, input shape, spec, dtypes
     ("depthwise 3x3 p1", (8, 256, 56, 56), DW, (np.float32, np.float64)),
+    ("depthwise 3x3 p1, new output", (8, 256, 56, 56), DW, (np.float32, np.float64)),
     ("depthwise 3x3 s2 p1", (8, 256, 56, 56), dict(DW, stride=2), (np.float32, np.float64)),
     ("separable 32->64 3x3 p1", (8, 32, 112, 112),
      {"op": "separable_conv2d", "in_channels": 32, "out_channels": 64, "kernel_size": 3,
@@ -62,7 +65,7 @@ def make_cases():
             xt = torch.from_numpy(x)
             peer_fn = _peer(torch, spec, conv.params)
 
-            def run(n, conv=conv, x=x, out=out):
+            def run(n, conv=conv, x=x, out=None if "new output" in name else out):
                 return conv.apply(x, out=out, n_threads=n)
 
             def peer(n, peer_fn=peer_fn, xt=xt):

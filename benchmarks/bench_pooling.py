@@ -2,7 +2,9 @@
 
 Pooling is memory-bound: every case counts bytes moved (input read + output written,
 plus the int64 indices where returned), so the table shows GB/s and the fraction of
-the measured copy bandwidth. Outputs are preallocated (``out=``) on pyconv's side.
+the measured copy bandwidth. Outputs are preallocated (``out=``) on pyconv's side,
+except in the cases named "new output", where both sides allocate theirs on every
+call (PyTorch always does).
 
 Run: ``python benchmarks/bench_pooling.py --threads 1,2``
 """
@@ -20,6 +22,9 @@ import pyconv  # noqa: E402
 CONFIGS = [
     # name, input shape, pyconv spec, torch.nn.functional call
     ("max_pool2d k3 s2 p1", (8, 64, 112, 112),
+     {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
+     lambda F, t: F.max_pool2d(t, 3, 2, 1)),
+    ("max_pool2d k3 s2 p1, new output", (8, 64, 112, 112),
      {"op": "max_pool2d", "kernel_size": 3, "stride": 2, "padding": 1},
      lambda F, t: F.max_pool2d(t, 3, 2, 1)),
     ("max_pool2d k3 s2 p1 +indices", (8, 64, 112, 112),
@@ -77,7 +82,7 @@ def make_cases(dtypes=(np.float32,)):
                 if not np.array_equal(pool.apply(x)[1], expected):
                     raise AssertionError(f"{name}: indices differ from torch")
 
-            def run(n, pool=pool, x=x, out=out):
+            def run(n, pool=pool, x=x, out=None if "new output" in name else out):
                 return pool.apply(x, out=out, n_threads=n)
 
             def peer(n, peer_fn=peer_fn, xt=xt):

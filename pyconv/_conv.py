@@ -8,6 +8,7 @@ import numpy as np
 
 from pyconv import _dtypes
 from pyconv._errors import SpecError
+from pyconv._output_pool import new_output
 from pyconv._registry import get_op
 
 
@@ -242,7 +243,7 @@ class Conv:
             self._check_out(out, out_shape, dtype, arr)
         xc = np.ascontiguousarray(arr, dtype=dtype)
         if out is None:
-            out = np.empty(out_shape, dtype=dtype)
+            out = new_output(out_shape, dtype)
         if out.size == 0 and not getattr(self._op, "forward_when_empty", False):
             # Nothing to compute, but extra inputs are still validated.
             check_inputs = getattr(self._op, "check_inputs", None)

@@ -9,6 +9,8 @@ import threading
 
 import numpy as np
 
+from pyconv._output_pool import release_free_outputs
+
 _local = threading.local()
 
 
@@ -34,7 +36,9 @@ def workspace(shape, dtype, slot="kernel"):
 
 
 def release_workspaces():
-    """Free the scratch buffers of the calling Python thread.
+    """Free the scratch buffers of the calling Python thread, and the free output
+    buffers kept for reuse (see :mod:`pyconv._output_pool`; outputs in use are not
+    affected).
 
     Examples
     --------
@@ -42,3 +46,4 @@ def release_workspaces():
     >>> pyconv.release_workspaces()
     """
     _local.buffers = {}
+    release_free_outputs()
