@@ -233,7 +233,9 @@ cdef extern from *:
     }
 
     /* All columns of one output row for COB channels, in blocks of NVBIG, then 2
-       (if NVBIG > 2), then 1 vectors. When the block starts from the bias and the
+       (if NVBIG > 2), then 1 vectors; with NVBIG 2 and an odd number of whole
+       vectors, one ODD block of 3 vectors comes first. When the block starts from the
+       bias and the
        columns left over by the widest blocks are not a whole number of vectors, they
        are covered by one more widest block ending at OW, overlapping the previous
        one (it recomputes the same values); otherwise (a whole number of vectors: 56
@@ -1227,23 +1229,6 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
 # of the band. Streamed outputs are computed into scratch and copied out with
 # non-temporal stores a vector at a time while the next band computes, so that
 # memory and arithmetic overlap.
-
-cdef inline void padded_row(floating* dst, const floating* src, const Py_ssize_t* colidx,
-                            Py_ssize_t n_cols, Py_ssize_t lo, Py_ssize_t W,
-                            floating pad_value) noexcept nogil:
-    # dst[c] = src[colidx[c]] (pad_value where -1); the interior is a plain copy.
-    cdef Py_ssize_t c, j
-    cdef Py_ssize_t c0 = lo if lo > 0 else 0
-    cdef Py_ssize_t c1 = lo + W if lo + W < n_cols else n_cols
-    for c in range(c0):
-        j = colidx[c]
-        dst[c] = src[j] if j >= 0 else pad_value
-    if c1 > c0:
-        memcpy(dst + c0, src + (c0 - lo), (c1 - c0) * sizeof(floating))
-    for c in range(c1 if c1 > c0 else c0, n_cols):
-        j = colidx[c]
-        dst[c] = src[j] if j >= 0 else pad_value
-
 
 cdef inline void padded_block(floating* dst, Py_ssize_t ld, const floating* xc,
                               Py_ssize_t W, const Py_ssize_t* rowidx, Py_ssize_t n_rows,
