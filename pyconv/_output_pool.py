@@ -27,7 +27,9 @@ MAX_FREE_BYTES = 256 << 20
 #: Free buffers kept per size: enough for a few alternating layers of one shape.
 MAX_FREE_PER_SIZE = 4
 
-_lock = threading.Lock()
+# Re-entrant: a finalizer (``_give_back``) can run inside a garbage collection that
+# an allocation made while the lock is held sets off, in the same thread.
+_lock = threading.RLock()
 _free = {}          # nbytes -> [uint8 buffers]
 _free_bytes = 0
 

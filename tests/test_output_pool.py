@@ -110,3 +110,29 @@ def test_concurrent_calls_get_their_own_outputs(rng):
     for t in threads:
         t.join()
     assert errors == []
+
+
+def test_an_output_collected_while_the_pool_is_busy_does_not_deadlock():
+    # A pooled output in a reference cycle is freed by the cyclic collector, which can
+    # run in the middle of the pool's own bookkeeping, in the same thread (an
+    # allocation made under the lock can set it off): its finalizer then takes the
+    # lock again.
+    class Cycle:
+        pass
+
+    done = threading.Event()
+
+    def collect_under_the_lock():
+        c = Cycle()
+        c.self = c
+        c.out = pool.new_output((1 << 18,), np.float32)
+        del c
+        with pool._lock:
+            gc.collect()
+        done.set()
+
+    t = threading.Thread(target=collect_under_the_lock, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert done.is_set(), "the pool deadlocked"
+    assert pool.free_bytes() == 1 << 20
