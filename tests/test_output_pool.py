@@ -11,6 +11,7 @@ from pyconv import _output_pool as pool
 
 @pytest.fixture(autouse=True)
 def empty_pool():
+    gc.collect()  # outputs of earlier tests waiting in cycles come back first
     pyconv.release_workspaces()
     yield
     pyconv.release_workspaces()
