@@ -599,7 +599,9 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
                           ((5, 19), [[1, 1], [0, 1]]), ((4, 14), [[1, 0], [1, 1]]),
                           ((3, 2), [[3, 1], [2, 4]] if wide else [[2, 1], [1, 1]]),
                           ((1, 1), [[1, 1], [1, 1]] if wide else [[0, 0], [0, 0]]),
-                          ((5, 41), [[1, 1], [1, 1]]), ((4, 37), [[2, 1], [1, 2]])]:
+                          ((5, 41), [[1, 1], [1, 1]]), ((4, 37), [[2, 1], [1, 2]]),
+                          # left and right padding wider than an edge strip's block
+                          ((6, 30), [[1, 2], [13, 12]])]:
         for mult, relu in ((1, False), (2, True)):
             spec = {"op": "depthwise_conv2d", "in_channels": 3, "kernel_size": 3,
                     "depth_multiplier": mult, "padding": pads, "padding_mode": mode,

@@ -1242,8 +1242,10 @@ cdef inline void padded_block(floating* dst, Py_ssize_t ld, const floating* xc,
     cdef Py_ssize_t vw = PYCONV_DW_VWD
     if floating is float:
         vw = PYCONV_DW_VWF
-    cdef Py_ssize_t c0 = lo if lo > 0 else 0
-    cdef Py_ssize_t c1 = lo + W if lo + W < n_cols else n_cols
+    # [c0, c1): the columns inside the input row, clamped to the block (an edge
+    # strip's block can lie wholly in a padding wider than itself)
+    cdef Py_ssize_t c0 = min(max(lo, 0), n_cols)
+    cdef Py_ssize_t c1 = min(max(lo + W, 0), n_cols)
     cdef bint two_vectors
     cdef const floating* src
     cdef floating* d
