@@ -1,27 +1,33 @@
 """Output arrays whose memory is reused once the caller lets go of them.
 
-A fresh multi-megabyte output costs a page fault per 4 KiB page on its first touch
-(with transparent huge pages the kernel also zeroes each 2 MiB page first). For a
-memory-bound op that is as much time as the op itself: an 8x256x56x56 float32
-depthwise convolution took 5.5 ms into an existing array and 8.3-21 ms into a fresh
-one, on 2 threads here. So an output of ``MIN_BYTES`` or more is carved from a
-buffer that goes back to a small free list when the output and everything sharing its
-memory (views, memoryviews, tensors made with ``torch.from_numpy``) are gone; the
-next output of the same size reuses it, its pages already mapped.
+A fresh output larger than the cache costs a page fault per 4 KiB page on its first
+touch whenever the C allocator has given the memory back to the system (always above
+its 32 MiB mapping threshold; below it, depending on what else the process allocates
+and frees); with transparent huge pages the kernel also zeroes each 2 MiB page first.
+Measured here, 2 threads, 3x3 depthwise float32, each call preceded by a PyTorch call
+of the same layer as in the benchmarks: a 16 MiB output took 4.9-13.6 ms into fresh
+memory against 2.9 ms into a reused buffer, 24.5 MiB 6.1-24 ms against 4.4-4.5, 49
+MiB 10.8 against 7.7-8.1 (11.4-11.6 against 7.7-7.9 without PyTorch). Smaller
+outputs gain nothing: at 8 MiB both took 1.6-1.7 ms, and at 2 MiB fresh memory was
+faster (0.54-0.60 ms against 0.68: the allocator hands back the block just freed,
+still in cache). So an output of ``MIN_BYTES`` or more is carved from a buffer that
+goes back to a small free list when the output and everything sharing its memory
+(views, memoryviews, tensors made with ``torch.from_numpy``) are gone; the next output
+of the same size reuses it, its pages already mapped.
 
 Such an output is an ordinary writable array that does not own its memory
-(``flags.owndata`` is False; ``resize`` refuses it). At most ``MAX_FREE_BYTES``
-of free buffers are kept, and at most ``MAX_FREE_PER_SIZE`` of one size;
-:func:`pyconv.release_workspaces` frees them.
+(``flags.owndata`` is False; ``resize`` refuses it). The free list keeps at most
+``MAX_FREE_PER_SIZE`` buffers of one size and ``MAX_FREE_BYTES`` in all, dropping the
+buffers freed longest ago to make room; :func:`pyconv.release_workspaces` frees them.
 """
+import collections
 import threading
 import weakref
 
 import numpy as np
 
-#: Outputs smaller than this are plain ``np.empty`` arrays (the C allocator already
-#: reuses small blocks without new page faults).
-MIN_BYTES = 1 << 20
+#: Outputs smaller than this (they fit in the cache) are plain ``np.empty`` arrays.
+MIN_BYTES = 8 << 20
 #: Bound on the memory the free list keeps.
 MAX_FREE_BYTES = 256 << 20
 #: Free buffers kept per size: enough for a few alternating layers of one shape.
@@ -30,8 +36,26 @@ MAX_FREE_PER_SIZE = 4
 # Re-entrant: a finalizer (``_give_back``) can run inside a garbage collection that
 # an allocation made while the lock is held sets off, in the same thread.
 _lock = threading.RLock()
-_free = {}          # nbytes -> [uint8 buffers]
+_free = {}                      # nbytes -> [uint8 buffers], most recently freed last
+_order = collections.deque()    # every free buffer, freed longest ago first
 _free_bytes = 0
+
+
+class _Block:
+    """The one object through which an output's arrays reach its buffer.
+
+    Arrays made from it (``np.asarray``) keep it as their base, and their views keep
+    those arrays, so it lives exactly as long as anything can reach the memory; its
+    finalizer returns the buffer to the free list.
+    """
+
+    __slots__ = ("__array_interface__", "_raw", "__weakref__")
+
+    def __init__(self, raw, dtype, count):
+        self._raw = raw
+        self.__array_interface__ = {"data": (raw.__array_interface__["data"][0], False),
+                                    "shape": (count,),
+                                    "typestr": dtype.str, "version": 3}
 
 
 def new_output(shape, dtype):
@@ -44,7 +68,6 @@ def new_output(shape, dtype):
     >>> new_output((2, 3), "float32").shape
     (2, 3)
     """
-    global _free_bytes
     dtype = np.dtype(dtype)
     count = 1
     for n in shape:
@@ -52,28 +75,55 @@ def new_output(shape, dtype):
     nbytes = count * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype=dtype)
-    with _lock:
-        stack = _free.get(nbytes)
-        raw = stack.pop() if stack else None
-        if raw is not None:
-            _free_bytes -= nbytes
+    raw = _take(nbytes)
     if raw is None:
         raw = np.empty(nbytes, dtype=np.uint8)
-    # Views of ``flat`` (reshapes, slices) keep ``flat`` as their base: numpy stops
-    # collapsing bases at an array whose base is not an array (here a memoryview).
-    # So ``flat`` dies only when nothing shares the memory any more.
-    flat = np.frombuffer(memoryview(raw), dtype=dtype, count=count)
-    weakref.finalize(flat, _give_back, raw).atexit = False
-    return flat.reshape(shape)
+    block = _Block(raw, dtype, count)
+    weakref.finalize(block, _give_back, raw).atexit = False
+    return np.asarray(block).reshape(shape)
+
+
+def _take(nbytes):
+    global _free_bytes
+    with _lock:
+        stack = _free.get(nbytes)
+        if not stack:
+            return None
+        raw = stack.pop()
+        if not stack:
+            del _free[nbytes]
+        _forget(raw)
+        _free_bytes -= nbytes
+        return raw
+
+
+def _forget(raw):
+    # drop raw from the age order (by identity: == on arrays compares values)
+    for i, b in enumerate(_order):
+        if b is raw:
+            del _order[i]
+            return
 
 
 def _give_back(raw):
     global _free_bytes
+    n = raw.nbytes
     with _lock:
-        stack = _free.setdefault(raw.nbytes, [])
-        if len(stack) < MAX_FREE_PER_SIZE and _free_bytes + raw.nbytes <= MAX_FREE_BYTES:
-            stack.append(raw)
-            _free_bytes += raw.nbytes
+        if n > MAX_FREE_BYTES or len(_free.get(n, ())) >= MAX_FREE_PER_SIZE:
+            return
+        while _free_bytes + n > MAX_FREE_BYTES:
+            old = _order.popleft()
+            stack = _free[old.nbytes]
+            for i, b in enumerate(stack):
+                if b is old:
+                    del stack[i]
+                    break
+            if not stack:
+                del _free[old.nbytes]
+            _free_bytes -= old.nbytes
+        _free.setdefault(n, []).append(raw)
+        _order.append(raw)
+        _free_bytes += n
 
 
 def release_free_outputs():
@@ -81,6 +131,7 @@ def release_free_outputs():
     global _free_bytes
     with _lock:
         _free.clear()
+        _order.clear()
         _free_bytes = 0
 
 
