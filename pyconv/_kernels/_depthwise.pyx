@@ -23,7 +23,7 @@ channels at a time, from padded copies of the input rows it reads:
 * Each output value is ``bias + sum`` over (input channel, kd, kh, kw) in that
   order, one multiply-add at a time, whatever the blocking: results do not depend on
   the block, vector width or thread count. The multiply-add is one FMA (one
-  rounding) in the AVX2 build, the vector and scalar blocks alike (without it, a
+  rounding) in the AVX2 build made by GCC or Clang, the vector and scalar blocks alike (without it, a
   multiply and an add per tap, the blocks ran at 24 of Zen 1's 39 GFLOP/s per core;
   with it, 34-36), and a multiply then an add in the baseline build, so the two
   builds differ in the last bits here.

@@ -284,7 +284,7 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     relu = spec["activation"] == "relu"
     bias_arg = _bias_or_dummy(bias, x.dtype)
     if cin_g == 1 and plan.plane3x3 is not None and plan.out[2] > 0:
-        # 3x3 stride 1: padded planes in scratch, full-width loops (see plane3x3)
+        # 3x3 stride 1: vector strips down the rows, the input read in place (plane3x3)
         rowidx, colidx, lo_w = plan.plane3x3
         OH, OW = plan.out[1], plan.out[2]
         n_threads = _threads.resolve(n_threads, flops, N * C_out * OH)
