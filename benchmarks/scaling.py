@@ -354,7 +354,8 @@ def scaling_rst(rows, machine, date, passes=None):
         span = (f" ({r['speedup_min']:.2f}-{r['speedup_max']:.2f})"
                 if "speedup_min" in r and r["speedup_min"] != r["speedup_max"] else "")
         body.append((r["layer"], str(r["threads"]), fmt(r["pyconv_ms"], ".2f"),
-                     fmt(r["speedup"], ".2f") + span, fmt(r["efficiency"] * 100, ".0f") + " %",
+                     fmt(r["speedup"], ".2f") + span,
+                     fmt(r["efficiency"] * 100, ".0f") + " %",
                      fmt(r["independent"], ".2f"), fmt(r["ceiling"], ".2f"),
                      fmt(r["gbs"], ".0f"), fmt(r["torch_ms"], ".2f"),
                      fmt(r["torch_speedup"], ".2f")))

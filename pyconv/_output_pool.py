@@ -20,7 +20,6 @@ Such an output is an ordinary writable array that does not own its memory
 ``MAX_FREE_PER_SIZE`` buffers of one size and ``MAX_FREE_BYTES`` in all, dropping the
 buffers freed longest ago to make room; :func:`pyconv.release_workspaces` frees them.
 """
-import collections
 import threading
 import weakref
 
@@ -36,8 +35,7 @@ MAX_FREE_PER_SIZE = 4
 # Re-entrant: a finalizer (``_give_back``) can run inside a garbage collection that
 # an allocation made while the lock is held sets off, in the same thread.
 _lock = threading.RLock()
-_free = {}                      # nbytes -> [uint8 buffers], most recently freed last
-_order = collections.deque()    # every free buffer, freed longest ago first
+_free = []          # uint8 buffers, freed longest ago first (at most a few dozen)
 _free_bytes = 0
 
 
@@ -84,45 +82,25 @@ def new_output(shape, dtype):
 
 
 def _take(nbytes):
+    """The free buffer of ``nbytes`` freed last, taken off the list, or None."""
     global _free_bytes
     with _lock:
-        stack = _free.get(nbytes)
-        if not stack:
-            return None
-        raw = stack.pop()
-        if not stack:
-            del _free[nbytes]
-        _forget(raw)
-        _free_bytes -= nbytes
-        return raw
-
-
-def _forget(raw):
-    # drop raw from the age order (by identity: == on arrays compares values)
-    for i, b in enumerate(_order):
-        if b is raw:
-            del _order[i]
-            return
+        for i in range(len(_free) - 1, -1, -1):
+            if _free[i].nbytes == nbytes:
+                _free_bytes -= nbytes
+                return _free.pop(i)
+    return None
 
 
 def _give_back(raw):
     global _free_bytes
     n = raw.nbytes
     with _lock:
-        if n > MAX_FREE_BYTES or len(_free.get(n, ())) >= MAX_FREE_PER_SIZE:
+        if n > MAX_FREE_BYTES or sum(b.nbytes == n for b in _free) >= MAX_FREE_PER_SIZE:
             return
         while _free_bytes + n > MAX_FREE_BYTES:
-            old = _order.popleft()
-            stack = _free[old.nbytes]
-            for i, b in enumerate(stack):
-                if b is old:
-                    del stack[i]
-                    break
-            if not stack:
-                del _free[old.nbytes]
-            _free_bytes -= old.nbytes
-        _free.setdefault(n, []).append(raw)
-        _order.append(raw)
+            _free_bytes -= _free.pop(0).nbytes
+        _free.append(raw)
         _free_bytes += n
 
 
@@ -131,7 +109,6 @@ def release_free_outputs():
     global _free_bytes
     with _lock:
         _free.clear()
-        _order.clear()
         _free_bytes = 0
 
 

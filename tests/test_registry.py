@@ -232,8 +232,8 @@ def test_output_shapes_remembered_per_input_shape_stay_right():
             conv.apply(np.zeros((1, 4, 8, 8), np.float32))
     for size in range(4, 84):
         y = pool.apply(np.zeros((1, 1, size, size), np.float32))
-        assert y.shape == pool.output_shape((1, 1, size, size)) == (1, 1, (size - 1) // 2 + 1,
-                                                                    (size - 1) // 2 + 1)
+        half = (size - 1) // 2 + 1
+        assert y.shape == pool.output_shape((1, 1, size, size)) == (1, 1, half, half)
     assert len(pool._shape_cache) <= 64
     # shape inputs (output_size=) still decide the shape on every call
     up = pyconv.Conv({"op": "conv_transpose2d", "in_channels": 1, "out_channels": 1,

@@ -23,10 +23,10 @@ channels at a time, from padded copies of the input rows it reads:
 * Each output value is ``bias + sum`` over (input channel, kd, kh, kw) in that
   order, one multiply-add at a time, whatever the blocking: results do not depend on
   the block, vector width or thread count. The multiply-add is one FMA (one
-  rounding) in the AVX2 build made by GCC or Clang, the vector and scalar blocks alike (without it, a
-  multiply and an add per tap, the blocks ran at 24 of Zen 1's 39 GFLOP/s per core;
-  with it, 34-36), and a multiply then an add in the baseline build, so the two
-  builds differ in the last bits here.
+  rounding) in the AVX2 build made by GCC or Clang, the vector and scalar blocks
+  alike (without it, a multiply and an add per tap, the blocks ran at 24 of Zen 1's
+  39 GFLOP/s per core; with it, 34-36), and a multiply then an add in the baseline
+  build, so the two builds differ in the last bits here.
 
 Vectors are GCC/Clang vector extensions (32 bytes where AVX is enabled, else 16),
 with a plain scalar fallback for other compilers. The other kernels here use no FMA
@@ -39,13 +39,14 @@ channel per group, units of (image, output channel, band of rows) in one contigu
 run per thread, each band swept in vector-wide strips down its rows (each input row
 loaded once for the three output rows that read it), the input read in place except
 at the edge strips (small padded copies), optionally written out with non-temporal
-stores that drain while the next band computes. ``separable``: ``prange`` over (image, band of output
-rows); the depthwise result of a band goes into the thread's row of the caller's
-workspace and is multiplied at once by the pointwise weight (one single-threaded GEMM
-per band), so the intermediate never leaves the cache and its size is bounded by the
-band. Scratch for padded rows: ``batch * QS`` values per thread (see ``row_batch`` in
-``pyconv/ops/depthwise.py``); input channels beyond one batch are accumulated through
-the output row (exact: a stored float reloads unchanged).
+stores that drain while the next band computes. ``separable``: ``prange`` over
+(image, band of output rows); the depthwise result of a band goes into the thread's
+row of the caller's workspace and is multiplied at once by the pointwise weight (one
+single-threaded GEMM per band), so the intermediate never leaves the cache and its
+size is bounded by the band. Scratch for padded rows: ``batch * QS`` values per
+thread (see ``row_batch`` in ``pyconv/ops/depthwise.py``); input channels beyond one
+batch are accumulated through the output row (exact: a stored float reloads
+unchanged).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
@@ -130,10 +131,11 @@ cdef extern from *:
       #define PYCONV_DW_SW_d 1
     #endif
     /* A pending copy s[0:n] -> d[0:n] by non-temporal stores, done a vector at a time
-       (in pyconv_dw_strip3_*) between the arithmetic of the next unit of work, so that the stores
-       drain while the core computes instead of in one burst; finish stores what is
-       left. i: values copied so far. The stores are fenced once, by whoever ends the
-       last copy (pyconv_dw_sfence), before other threads may read them. */
+       (in pyconv_dw_strip3_*) between the arithmetic of the next unit of work, so
+       that the stores drain while the core computes instead of in one burst; finish
+       stores what is left. i: values copied so far. The stores are fenced once, by
+       whoever ends the last copy (pyconv_dw_sfence), before other threads may read
+       them. */
     typedef struct { const void* s; void* d; Py_ssize_t i, n; } pyconv_dw_pend;
     #define PYCONV_DW_PEND(S, T) \\
     static void pyconv_dw_pend_start_##S(pyconv_dw_pend* p, T* d, const T* s, \\
@@ -1350,7 +1352,7 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
     cdef Py_ssize_t mult = C_out // groups
     cdef Py_ssize_t n_bands = (OH + band - 1) // band
     cdef Py_ssize_t ld = vw + 2 if OW >= vw else OW + 2     # padded copies' row length
-    cdef floating* padrow = work                             # W (at least vw + 2) pad values
+    cdef floating* padrow = work                # max(W, vw + 2) pad values
     cdef floating* block = padrow + (W if W > vw + 2 else vw + 2)   # band + 2 rows of ld
     cdef const floating** block_rows = rows + band + 2
     cdef floating* bufs[2]
@@ -1486,4 +1488,5 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
         plane3x3_units(xp, &weight[0, 0], &bias[0] if has_bias else NULL, &out[0, 0, 0],
                        &rowidx[0], &colidx[0], groups, C_out, H, W, OH, OW, lo_w,
                        pad_value, relu, band, stream, &work[t, 0],
-                       <const floating**>&row_work[t, 0], n_units * t // n_threads, n_units * (t + 1) // n_threads)
+                       <const floating**>&row_work[t, 0], n_units * t // n_threads,
+                       n_units * (t + 1) // n_threads)
