@@ -579,11 +579,12 @@ def test_bad_inputs_raise_clear_errors():
         pyconv.Conv(sep.spec, params={"depthwise_bias": np.zeros(2)})
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
-    # The 3x3 stride-1 plane kernel: every mode, uneven pads (wider than the input
+def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, stride):
+    # The 3x3 plane kernel at stride 1 and 2: every mode, uneven pads (wider than the input
     # where the mode allows), odd and even heights, rows narrower than a vector, a
     # whole number of vectors wide or not (the last strip overlaps), rows wide enough
     # for strips read in place between edge strips read from padded copies (padding
@@ -601,11 +602,15 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
                           ((1, 1), [[1, 1], [1, 1]] if wide else [[0, 0], [0, 0]]),
                           ((5, 41), [[1, 1], [1, 1]]), ((4, 37), [[2, 1], [1, 2]]),
                           # left and right padding wider than an edge strip's block
-                          ((6, 30), [[1, 2], [13, 12]])]:
+                          ((6, 30), [[1, 2], [13, 12]]),
+                          # stride 2: strips read 2 vectors + 2 columns, odd and even
+                          # widths and heights, rows of 1 to 3 output vectors
+                          ((9, 56), [[1, 1], [1, 1]]), ((8, 57), [[0, 1], [0, 1]]),
+                          ((5, 35), [[1, 1], [2, 1]]), ((7, 16), [[1, 0], [1, 0]])]:
         for mult, relu in ((1, False), (2, True)):
             spec = {"op": "depthwise_conv2d", "in_channels": 3, "kernel_size": 3,
                     "depth_multiplier": mult, "padding": pads, "padding_mode": mode,
-                    "activation": "relu" if relu else None}
+                    "activation": "relu" if relu else None, "stride": stride}
             if mode == "constant":
                 spec["padding_value"] = -0.75
             if spatial == (1, 1) and not wide:
@@ -613,10 +618,13 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
             conv = pyconv.Conv(spec, seed=3, dtype=dtype)
             x = rng.standard_normal((2, 3, *spatial)).astype(dtype)
             x[1, 2, 0, 0] = np.nan if relu else x[1, 2, 0, 0]
+            _, geometry_pads, out = conv.op.geometry(conv.spec, x.shape)
+            plan = dwmod._plan(spatial, conv.spec, geometry_pads, out)
+            assert (plan.plane3x3 is not None) == (spec["kernel_size"] == 3)
             y = conv.apply(x, n_threads=1)
             ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
-                              conv.params["bias"].astype(np.float64), (1, 1), pads, (1, 1),
-                              3, mode, spec.get("padding_value", 0.0))
+                              conv.params["bias"].astype(np.float64), (stride, stride),
+                              pads, (1, 1), 3, mode, spec.get("padding_value", 0.0))
             if relu:
                 ref = np.where(ref < 0, 0, ref)  # NaN stays NaN
             np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
@@ -627,13 +635,17 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream):
                 np.testing.assert_array_equal(y, conv.apply(x, n_threads=n))
 
 
+@pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dtype):
-    # Vector strips (8 or 4 lanes on AVX2, 4 or 2 on the baseline build), streamed
-    # or in place: one arithmetic, so the same bits.
+def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dtype,
+                                                           stride):
+    # Vector strips (8 or 4 lanes on AVX2, 4 or 2 on the baseline build; at stride 2
+    # split into even and odd lanes, in a permuted lane order on AVX2), streamed or
+    # in place: one arithmetic, so the same bits.
     from pyconv import _kernels
     conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 5, "kernel_size": 3,
-                        "padding": 1, "activation": "relu"}, seed=1, dtype=dtype)
+                        "padding": 1, "activation": "relu", "stride": stride}, seed=1,
+                       dtype=dtype)
     x = rng.standard_normal((3, 5, 17, 37)).astype(dtype)
     runs = []
     for level in ("avx2", "baseline"):
@@ -644,8 +656,8 @@ def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dt
     for y in runs[1:]:
         np.testing.assert_array_equal(y, runs[0])
     ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
-                      conv.params["bias"].astype(np.float64), (1, 1), [[1, 1], [1, 1]],
-                      (1, 1), 5, "zeros", 0.0)
+                      conv.params["bias"].astype(np.float64), (stride, stride),
+                      [[1, 1], [1, 1]], (1, 1), 5, "zeros", 0.0)
     assert_close(runs[0], np.maximum(ref, 0), dtype)
 
 
@@ -674,6 +686,14 @@ def test_plane3x3_kernel_refuses_short_workspace(dtype):
         kernel.plane3x3(*args, work, row_work, 2)  # one workspace row for two threads
     with pytest.raises(ValueError, match="band"):
         kernel.plane3x3(*args[:-2], 0, True, work, row_work, 1)
+    with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):
+        kernel.plane3x3(*args, work, row_work, 1, 3)
+    # stride 2 reads more rows and columns per band: the stride-1 tables and
+    # workspace are too short for it
+    with pytest.raises(ValueError, match="plane3x3"):
+        kernel.plane3x3(*args, work, row_work, 1, 2)
+    need = kernel.plane3x3_workspace(H, W, W, True, np.dtype(dtype).itemsize, 2)
+    assert need[0] > values and need[1] > pointers
 
 
 def test_plane3x3_kernel_is_the_path_taken():
@@ -683,7 +703,11 @@ def test_plane3x3_kernel_is_the_path_taken():
     assert dwmod._plan((8, 8), conv.spec, pads, out).plane3x3 is not None
     strided = pyconv.Conv({**conv.spec, "stride": 2})
     _, pads, out = strided.op.geometry(strided.spec, (1, 4, 8, 8))
-    assert dwmod._plan((8, 8), strided.spec, pads, out).plane3x3 is None
+    assert dwmod._plan((8, 8), strided.spec, pads, out).plane3x3[3] == 2
+    for other in ({"stride": 3}, {"stride": [1, 2]}, {"dilation": 2}):
+        spec = pyconv.Conv({**conv.spec, **other}).spec
+        _, pads, out = conv.op.geometry(spec, (1, 4, 8, 8))
+        assert dwmod._plan((8, 8), spec, pads, out).plane3x3 is None
 
 
 @pytest.mark.parametrize("op,groups", [("depthwise_conv3d", None), ("conv3d", 2)])

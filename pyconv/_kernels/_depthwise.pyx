@@ -545,16 +545,101 @@ cdef extern from *:
         pend->i = si; \\
     }
 
+    /* Stride 2: the same strip, output column j reading the padded columns 2j,
+       2j + 1, 2j + 2. Per input row, two pairs of vectors (from the strip's first
+       column and two further on) are split into their even and odd lanes, which
+       gives the three taps' vectors, e0, od and e1. With 32-byte vectors the split
+       stays within 128-bit lanes (one shuffle each, where a full deinterleave costs
+       a cross-lane permute more), so the lanes hold the outputs in a fixed permuted
+       order: the arithmetic is lane by lane, and one permute per output vector
+       (PYCONV_DW_UNPERM) puts them back in order. Output row r reads the padded
+       rows 2r, 2r + 1, 2r + 2; the last is also row 0 of output row r + 1, whose
+       partial sum it starts. Each output is bias + ((row0 + row1) + row2), as in
+       the stride-1 strip, on either build. */
+    #if defined(__clang__)
+      #define PYCONV_DW_SHUF2(a, b, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
+      #define PYCONV_DW_SHUF1(a, M, ...) __builtin_shufflevector((a), (a), __VA_ARGS__)
+    #elif defined(__GNUC__)
+      #define PYCONV_DW_SHUF2(a, b, M, ...) __builtin_shuffle((a), (b), (M){__VA_ARGS__})
+      #define PYCONV_DW_SHUF1(a, M, ...) __builtin_shuffle((a), (M){__VA_ARGS__})
+    #endif
+    #if (defined(__GNUC__) || defined(__clang__)) && PYCONV_DW_VBYTES == 32
+      #define PYCONV_DW_EVEN_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 0, 2, 8, 10, 4, 6, 12, 14)
+      #define PYCONV_DW_ODD_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 1, 3, 9, 11, 5, 7, 13, 15)
+      #define PYCONV_DW_UNPERM_f(v) PYCONV_DW_SHUF1(v, pyconv_dw_mf, 0, 1, 4, 5, 2, 3, 6, 7)
+      #define PYCONV_DW_EVEN_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 0, 4, 2, 6)
+      #define PYCONV_DW_ODD_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 1, 5, 3, 7)
+      #define PYCONV_DW_UNPERM_d(v) PYCONV_DW_SHUF1(v, pyconv_dw_md, 0, 2, 1, 3)
+    #elif defined(__GNUC__) || defined(__clang__)
+      #define PYCONV_DW_EVEN_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 0, 2, 4, 6)
+      #define PYCONV_DW_ODD_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 1, 3, 5, 7)
+      #define PYCONV_DW_UNPERM_f(v) (v)
+      #define PYCONV_DW_EVEN_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 0, 2)
+      #define PYCONV_DW_ODD_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 1, 3)
+      #define PYCONV_DW_UNPERM_d(v) (v)
+    #endif
+    #if defined(__GNUC__) || defined(__clang__)
+      /* e0, od: even and odd lanes of q[0:2VW]; e1: even lanes of q[2:2VW+2] */
+      #define PYCONV_DW_TAPS_S2(S, VU, VW, q, e0, od, e1) do { \\
+          VU lo_ = *(const VU*)(q), hi_ = *(const VU*)((q) + VW); \\
+          VU lo2_ = *(const VU*)((q) + 2), hi2_ = *(const VU*)((q) + VW + 2); \\
+          e0 = PYCONV_DW_EVEN_##S(lo_, hi_); od = PYCONV_DW_ODD_##S(lo_, hi_); \\
+          e1 = PYCONV_DW_EVEN_##S(lo2_, hi2_); } while (0)
+    #else
+      #define PYCONV_DW_TAPS_S2(S, VU, VW, q, e0, od, e1) do { \\
+          e0 = (q)[0]; od = (q)[1]; e1 = (q)[2]; } while (0)
+      #define PYCONV_DW_UNPERM_f(v) (v)
+      #define PYCONV_DW_UNPERM_d(v) (v)
+    #endif
+    #define PYCONV_DW_STRIP3S2(S, T, V, VU, VW, M, RELU) \\
+    static PYCONV_DW_NOINLINE void pyconv_dw_strip3s2_##S( \\
+            const T* const* rows, Py_ssize_t off, const T* w, T bias, T* o, \\
+            Py_ssize_t OW, Py_ssize_t n_rows, int relu, pyconv_dw_pend* pend, \\
+            const T* pf, Py_ssize_t npf, Py_ssize_t* kp) { \\
+        Py_ssize_t r, k = *kp, line = 64 / (Py_ssize_t)sizeof(T); \\
+        Py_ssize_t si = pend->i, sn = pend->n - PYCONV_DW_SW_##S; \\
+        const T* ss = (const T*)pend->s; \\
+        T* sd = (T*)pend->d; \\
+        V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \\
+        V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \\
+        V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \\
+        V vb = bias - (V){0}; \\
+        V e0, od, e1, a0, v; \\
+        PYCONV_DW_TAPS_S2(S, VU, VW, rows[0] + off, e0, od, e1); \\
+        a0 = (w0 * e0 + w1 * od) + w2 * e1; \\
+        for (r = 0; r < n_rows; r++) { \\
+            if (si <= sn) { PYCONV_DW_SV_##S(sd + si, ss + si); si += PYCONV_DW_SW_##S; } \\
+            /* two lines: a band reads about four times the values it writes */ \\
+            if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
+            if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
+            PYCONV_DW_TAPS_S2(S, VU, VW, rows[2 * r + 1] + off, e0, od, e1); \\
+            a0 = a0 + ((w3 * e0 + w4 * od) + w5 * e1); \\
+            PYCONV_DW_TAPS_S2(S, VU, VW, rows[2 * r + 2] + off, e0, od, e1); \\
+            v = vb + (a0 + ((w6 * e0 + w7 * od) + w8 * e1)); \\
+            a0 = (w0 * e0 + w1 * od) + w2 * e1; \\
+            if (relu) RELU(V, M, v); \\
+            *(VU*)(o + r * OW) = PYCONV_DW_UNPERM_##S(v); \\
+        } \\
+        *kp = k; \\
+        pend->i = si; \\
+    }
+
     #if defined(__GNUC__) || defined(__clang__)
     PYCONV_DW_TYPED(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
     PYCONV_DW_TYPED(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
     PYCONV_DW_STRIP3(f, float, pyconv_dw_vf, pyconv_dw_vfu, pyconv_dw_mf, PYCONV_DW_RELU)
     PYCONV_DW_STRIP3(d, double, pyconv_dw_vd, pyconv_dw_vdu, pyconv_dw_md, PYCONV_DW_RELU)
+    PYCONV_DW_STRIP3S2(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf,
+                       PYCONV_DW_RELU)
+    PYCONV_DW_STRIP3S2(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md,
+                       PYCONV_DW_RELU)
     #else
     PYCONV_DW_TYPED(f, float, float, float, 1, int)
     PYCONV_DW_TYPED(d, double, double, double, 1, int)
     PYCONV_DW_STRIP3(f, float, float, float, int, PYCONV_DW_SRELU)
     PYCONV_DW_STRIP3(d, double, double, double, int, PYCONV_DW_SRELU)
+    PYCONV_DW_STRIP3S2(f, float, float, float, 1, int, PYCONV_DW_SRELU)
+    PYCONV_DW_STRIP3S2(d, double, double, double, 1, int, PYCONV_DW_SRELU)
     #endif
     """
     ctypedef struct pyconv_dw_geom:
@@ -598,6 +683,16 @@ cdef extern from *:
                             Py_ssize_t OW, Py_ssize_t n_rows, int relu,
                             pyconv_dw_pend* pend, const double* pf, Py_ssize_t npf,
                             Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip3s2_f(const float* const* rows, Py_ssize_t off, const float* w,
+                              float bias, float* o,
+                              Py_ssize_t OW, Py_ssize_t n_rows, int relu,
+                              pyconv_dw_pend* pend, const float* pf, Py_ssize_t npf,
+                              Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip3s2_d(const double* const* rows, Py_ssize_t off, const double* w,
+                              double bias, double* o,
+                              Py_ssize_t OW, Py_ssize_t n_rows, int relu,
+                              pyconv_dw_pend* pend, const double* pf, Py_ssize_t npf,
+                              Py_ssize_t* kp) noexcept nogil
     void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
                           const double* xg, const double* w, Py_ssize_t wstride,
                           const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
@@ -1221,9 +1316,10 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
                 bias_relu_tile(c_ptr, C_out, cols, P, pw_bias_ptr, has_pw_bias, relu)
 
 
-# -- 3x3 stride-1 plane kernel: one input channel per group ------------------------------
+# -- 3x3 plane kernel, stride 1 or 2: one input channel per group ------------------------
 # Units are (image, output channel, band of output rows), swept in strips one vector
-# wide, down the band's rows (pyconv_dw_strip3_*): no scalar edge columns and no
+# wide, down the band's rows (pyconv_dw_strip3_*, pyconv_dw_strip3s2_* for stride 2):
+# no scalar edge columns and no
 # column tables in the hot loop. Strips whose taps stay inside the input row read it
 # in place (rows through the row table, padding rows from a row of pad values); a
 # strip at an edge reads a small padded copy of its columns made through the tables
@@ -1238,8 +1334,9 @@ cdef inline void padded_block(floating* dst, Py_ssize_t ld, const floating* xc,
                               floating pad_value) noexcept nogil:
     # dst[i, :n_cols] = padded input row rowidx[i] (-1: a row of pad_value) at the
     # padded columns colidx[0:n_cols]; lo: where the input row starts among them. The
-    # rows are short (at most two vectors; those of an edge strip, a vector and two):
-    # their input run is copied as two overlapping vectors, not by a call to memcpy.
+    # rows are short (those of an edge strip: one vector and two at stride 1, two and
+    # two at stride 2): their input run is copied a vector at a time, the last vector
+    # overlapping the one before, not by a call to memcpy.
     cdef Py_ssize_t i, c, j
     cdef Py_ssize_t vw = PYCONV_DW_VWD
     if floating is float:
@@ -1248,12 +1345,12 @@ cdef inline void padded_block(floating* dst, Py_ssize_t ld, const floating* xc,
     # strip's block can lie wholly in a padding wider than itself)
     cdef Py_ssize_t c0 = min(max(lo, 0), n_cols)
     cdef Py_ssize_t c1 = min(max(lo + W, 0), n_cols)
-    cdef bint two_vectors
+    cdef bint vectors
     cdef const floating* src
     cdef floating* d
     if c1 < c0:
         c1 = c0
-    two_vectors = vw <= c1 - c0 <= 2 * vw
+    vectors = c1 - c0 >= vw
     for i in range(n_rows):
         d = dst + i * ld
         if rowidx[i] < 0:
@@ -1263,8 +1360,11 @@ cdef inline void padded_block(floating* dst, Py_ssize_t ld, const floating* xc,
         for c in range(c0):
             j = colidx[c]
             d[c] = src[j] if j >= 0 else pad_value
-        if two_vectors:
-            vcopy(d + c0, src + (c0 - lo))
+        if vectors:
+            c = c0
+            while c + vw < c1:
+                vcopy(d + c, src + (c - lo))
+                c += vw
             vcopy(d + (c1 - vw), src + (c1 - vw - lo))
         else:
             for c in range(c0, c1):
@@ -1283,9 +1383,10 @@ cdef inline void vcopy(floating* d, const floating* s) noexcept nogil:
 
 cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating* w9,
                                floating bias, floating* o, Py_ssize_t OW,
-                               Py_ssize_t n_rows, bint relu) noexcept nogil:
-    # n_rows output rows from n_rows + 2 padded rows p (stride ldp) into o (stride OW).
-    cdef Py_ssize_t r = 0, ow
+                               Py_ssize_t n_rows, bint relu, Py_ssize_t s) noexcept nogil:
+    # n_rows output rows from s * (n_rows - 1) + 3 padded rows p (stride ldp) into o
+    # (stride OW), at stride s (1 or 2).
+    cdef Py_ssize_t r = 0, ow, j
     cdef floating w0 = w9[0], w1 = w9[1], w2 = w9[2]
     cdef floating w3 = w9[3], w4 = w9[4], w5 = w9[5]
     cdef floating w6 = w9[6], w7 = w9[7], w8 = w9[8]
@@ -1296,6 +1397,18 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
     cdef floating* o0
     cdef floating* o1
     cdef floating v
+    if s != 1:
+        for r in range(n_rows):
+            a = p + s * r * ldp
+            b = a + ldp
+            c = b + ldp
+            o0 = o + r * OW
+            for ow in range(OW):
+                j = s * ow
+                o0[ow] = bias + (((w0 * a[j] + w1 * a[j + 1] + w2 * a[j + 2])
+                                  + (w3 * b[j] + w4 * b[j + 1] + w5 * b[j + 2]))
+                                 + (w6 * c[j] + w7 * c[j + 1] + w8 * c[j + 2]))
+        r = n_rows
     while r + 1 < n_rows:
         a = p + r * ldp
         b = a + ldp
@@ -1330,31 +1443,42 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
 cdef inline void strip3(const floating** rows, Py_ssize_t off, const floating* w9,
                         floating bias, floating* o, Py_ssize_t OW, Py_ssize_t n_rows,
                         bint relu, pyconv_dw_pend* pend, const floating* pf, Py_ssize_t npf,
-                        Py_ssize_t* kp) noexcept nogil:
+                        Py_ssize_t* kp, Py_ssize_t s) noexcept nogil:
     if floating is float:
-        pyconv_dw_strip3_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
+        if s == 1:
+            pyconv_dw_strip3_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
+        else:
+            pyconv_dw_strip3s2_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf,
+                                 kp)
     else:
-        pyconv_dw_strip3_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
+        if s == 1:
+            pyconv_dw_strip3_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
+        else:
+            pyconv_dw_strip3s2_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf,
+                                 kp)
 
 
 cdef void plane3x3_units(const floating* x, const floating* weight, const floating* bias,
                          floating* out, const Py_ssize_t* rowidx, const Py_ssize_t* colidx,
                          Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
-                         floating pad_value, bint relu, Py_ssize_t band, bint stream,
-                         floating* work, const floating** rows, Py_ssize_t u0,
+                         floating pad_value, bint relu, Py_ssize_t band, Py_ssize_t s,
+                         bint stream, floating* work, const floating** rows, Py_ssize_t u0,
                          Py_ssize_t u1) noexcept nogil:
     # Units u0 <= u < u1 in order, with one thread's workspace (see plane3x3_workspace);
-    # rows: 2 * (band + 2) pointers of scratch.
+    # rows: 2 * (s * (band - 1) + 3) pointers of scratch. s: the stride (1 or 2); a
+    # band of nr output rows reads s * (nr - 1) + 3 padded rows, a strip of vw output
+    # columns s * vw + 2 padded columns (at stride 2, one more than its taps reach).
     cdef Py_ssize_t vw = PYCONV_DW_VWD
     if floating is float:
         vw = PYCONV_DW_VWF
     cdef Py_ssize_t mult = C_out // groups
     cdef Py_ssize_t n_bands = (OH + band - 1) // band
-    cdef Py_ssize_t ld = vw + 2 if OW >= vw else OW + 2     # padded copies' row length
-    cdef floating* padrow = work                # max(W, vw + 2) pad values
-    cdef floating* block = padrow + (W if W > vw + 2 else vw + 2)   # band + 2 rows of ld
-    cdef const floating** block_rows = rows + band + 2
+    cdef Py_ssize_t ld = s * vw + 2                 # padded copies' row length
+    cdef Py_ssize_t band_rows = s * (band - 1) + 3  # padded rows of a band
+    cdef floating* padrow = work                # max(W, ld) pad values
+    cdef floating* block = padrow + (W if W > ld else ld)   # band_rows rows of ld
+    cdef const floating** block_rows = rows + band_rows
     cdef floating* bufs[2]
     cdef floating* dst
     cdef floating* final
@@ -1367,10 +1491,10 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
     cdef pyconv_dw_pend pend
     pend.s = pend.d = NULL
     pend.i = pend.n = 0
-    bufs[0] = block + (band + 2) * (vw + 2)
+    bufs[0] = block + band_rows * ld
     bufs[1] = bufs[0] + band * OW
     fill(padrow, 0, block - padrow, pad_value)
-    for r in range(band + 2):
+    for r in range(band_rows):
         block_rows[r] = block + r * ld
     for u in range(u0, u1):
         t = u % n_bands
@@ -1384,36 +1508,38 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
         final = out + (n * C_out + co) * OH * OW + r0 * OW
         dst = bufs[cur] if stream else final
         if OW < vw:
-            padded_block(block, ld, xc, W, rowidx + r0, nr + 2, colidx, OW + 2, lo_w,
-                         pad_value)
-            plane3x3_rows(block, ld, w9, b, dst, OW, nr, relu)
+            padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + 3, colidx,
+                         s * (OW - 1) + 3, lo_w, pad_value)
+            plane3x3_rows(block, ld, w9, b, dst, OW, nr, relu, s)
         else:
-            for r in range(nr + 2):
-                rows[r] = xc + rowidx[r0 + r] * W if rowidx[r0 + r] >= 0 else padrow
+            for r in range(s * (nr - 1) + 3):
+                rows[r] = (xc + rowidx[s * r0 + r] * W if rowidx[s * r0 + r] >= 0
+                           else padrow)
             # the next unit's input rows, fetched while this band computes
             npf = 0
             kp = 0
             pf = NULL
             t = (u + 1) % n_bands
-            r = t * band - 1 if t > 0 else 0    # about its first row (a hint only)
+            r = s * t * band - 1 if t > 0 else 0    # about its first row (a hint only)
             if u + 1 < u1 and r < H:
                 pf = x + (((u + 1) // (n_bands * C_out)) * groups
                           + ((u + 1) // n_bands) % C_out // mult) * H * W + r * W
-                npf = (band + 2) * W
+                npf = (s * band + 2) * W
                 if npf > (H - r) * W:
                     npf = (H - r) * W
             c = 0
             while c < OW:
                 if c + vw > OW:
                     c = OW - vw    # the last strip overlaps: it recomputes the same values
-                if c >= lo_w and c + vw + 2 <= lo_w + W:
+                if s * c >= lo_w and s * c + ld <= lo_w + W:
                     # the input rows in place (padding rows: padrow)
-                    strip3(rows, c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf, npf,
-                           &kp)
+                    strip3(rows, s * c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
+                           npf, &kp, s)
                 else:
-                    padded_block(block, ld, xc, W, rowidx + r0, nr + 2, colidx + c, vw + 2,
-                                 lo_w - c, pad_value)
-                    strip3(block_rows, 0, w9, b, dst + c, OW, nr, relu, &pend, pf, npf, &kp)
+                    padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + 3,
+                                 colidx + s * c, ld, lo_w - s * c, pad_value)
+                    strip3(block_rows, 0, w9, b, dst + c, OW, nr, relu, &pend, pf, npf,
+                           &kp, s)
                 c += vw
         if stream:
             # what is left of the previous band's copy, then this band's, to be done
@@ -1434,13 +1560,16 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
 
 
 def plane3x3_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stream,
-                       Py_ssize_t itemsize):
-    """Scratch per thread for ``plane3x3`` on values of ``itemsize`` bytes: the number
-    of values (a row of pad values, ``band + 2`` padded rows one vector (plus 2) wide,
-    and with ``stream`` two bands of output rows) and of pointers (two row tables)."""
+                       Py_ssize_t itemsize, Py_ssize_t stride=1):
+    """Scratch per thread for ``plane3x3`` on values of ``itemsize`` bytes at
+    ``stride``: the number of values (a row of pad values, the ``stride * (band - 1) +
+    3`` padded rows of a band, ``stride`` vectors plus 2 wide, and with ``stream`` two
+    bands of output rows) and of pointers (two row tables)."""
     cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
-    cdef Py_ssize_t values = max(W, vw + 2) + (band + 2) * (vw + 2)
-    return values + (2 * band * OW if stream else 0), 2 * (band + 2)
+    cdef Py_ssize_t ld = stride * vw + 2
+    cdef Py_ssize_t band_rows = stride * (band - 1) + 3
+    cdef Py_ssize_t values = max(W, ld) + band_rows * ld
+    return values + (2 * band * OW if stream else 0), 2 * band_rows
 
 
 def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
@@ -1448,21 +1577,24 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
              const Py_ssize_t[::1] rowidx, const Py_ssize_t[::1] colidx,
              Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
              floating pad_value, bint has_bias, bint relu, Py_ssize_t band, bint stream,
-             floating[:, ::1] work, Py_ssize_t[:, ::1] row_work, int n_threads):
-    """Depthwise-style 3x3 stride-1 dilation-1 convolution, one input channel per group.
+             floating[:, ::1] work, Py_ssize_t[:, ::1] row_work, int n_threads,
+             Py_ssize_t stride=1):
+    """Depthwise-style 3x3 dilation-1 convolution at ``stride`` 1 or 2 (both axes), one
+    input channel per group.
 
     x: (N, groups, H*W); weight: (C_out, 9), output channel co reading input channel
-    co // (C_out/groups); out: (N, C_out, OH*OW). rowidx (OH + 2,) / colidx (OW + 2,):
-    the input row / column at each padded position, -1 for ``pad_value`` (any padding
-    mode maps through them); lo_w: the left padding, so that the columns
+    co // (C_out/groups); out: (N, C_out, OH*OW). rowidx (stride * (OH - 1) + 3,) /
+    colidx (stride * OW + 2,): the input row / column at each padded position, -1 for
+    ``pad_value`` (any padding mode maps through them; at stride 2 the last column is
+    read but never used); lo_w: the left padding, so that the columns
     [lo_w, lo_w + W) are the input row itself. Units are (image, output channel, band
     of ``band`` output rows), split into one contiguous run per thread; each output is
     computed by the same arithmetic whatever the band, so results do not depend on it
     or on the thread count. ``stream``: each band is computed into scratch and written
     to ``out`` with non-temporal stores while the next one computes (for outputs
     larger than the cache). ``work`` and ``row_work`` hold, one row per thread, the
-    values and pointers that ``plane3x3_workspace(band, W, OW, stream, itemsize)``
-    gives.
+    values and pointers that ``plane3x3_workspace(band, W, OW, stream, itemsize,
+    stride)`` gives.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t groups = x.shape[1]
@@ -1471,11 +1603,13 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef const floating* xp
     if band < 1:
         raise ValueError(f"plane3x3: band must be at least 1, got {band}")
+    if stride != 1 and stride != 2:
+        raise ValueError(f"plane3x3: stride must be 1 or 2, got {stride}")
     n_units = N * C_out * ((OH + band - 1) // band)
     if n_units == 0 or OW == 0:
         return
-    need = plane3x3_workspace(band, W, OW, stream, sizeof(floating))
-    if rowidx.shape[0] < OH + 2 or colidx.shape[0] < OW + 2 \
+    need = plane3x3_workspace(band, W, OW, stream, sizeof(floating), stride)
+    if rowidx.shape[0] < stride * (OH - 1) + 3 or colidx.shape[0] < stride * OW + 2 \
             or work.shape[0] < n_threads or n_threads < 1 \
             or row_work.shape[0] < n_threads or sizeof(void*) != sizeof(Py_ssize_t) \
             or work.shape[1] < need[0] or row_work.shape[1] < need[1] \
@@ -1487,6 +1621,6 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     for t in prange(n_threads, nogil=True, schedule='static', num_threads=n_threads):
         plane3x3_units(xp, &weight[0, 0], &bias[0] if has_bias else NULL, &out[0, 0, 0],
                        &rowidx[0], &colidx[0], groups, C_out, H, W, OH, OW, lo_w,
-                       pad_value, relu, band, stream, &work[t, 0],
+                       pad_value, relu, band, stride, stream, &work[t, 0],
                        <const floating**>&row_work[t, 0], n_units * t // n_threads,
                        n_units * (t + 1) // n_threads)

@@ -30,12 +30,13 @@ Computation and memory
 Depthwise convolution (and grouped convolution with few channels per group, see
 :func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
 
-* one input channel per group, 2-D, 3x3, stride 1, dilation 1 (the common depthwise
-  layer, any padding and mode, any multiplier): the plane kernel, over units of
-  (image, output channel, band of rows), one contiguous run of units per thread. A
-  band is swept in strips one vector wide, down the rows, each input row loaded once
-  and feeding the three output rows that read it (3 loads, 9 multiplies, 9 adds per
-  output vector). Strips whose taps stay inside the input rows read them in place
+* one input channel per group, 2-D, 3x3, stride 1 or 2 on both axes, dilation 1 (the
+  common depthwise layers, any padding and mode, any multiplier): the plane kernel,
+  over units of (image, output channel, band of rows), one contiguous run of units per
+  thread. A band is swept in strips one vector wide, down the rows, each input row
+  loaded once and feeding the output rows that read it (at stride 1: 3 loads, 9
+  multiplies, 9 adds per output vector; at stride 2, two input rows per output row,
+  each loaded as two pairs of vectors split into their even and odd lanes). Strips whose taps stay inside the input rows read them in place
   (padding rows come from a row of pad values); the strips at the edges read small
   padded copies of their columns, so there are no scalar edge columns for any padding
   mode. Outputs of :data:`STREAM_MIN_BYTES` or more are computed into scratch and
@@ -46,10 +47,14 @@ Depthwise convolution (and grouped convolution with few channels per group, see
   one process, two runs), against the earlier version of this kernel that copied every
   band padded into scratch and streamed it out at once: one thread, float32 8.9-9.0 ->
   8.0-8.2 ms, float64 16.1-17.5 -> 14.9-15.0 ms; 2 threads, float32 4.7-5.7 -> 4.5-5.4
-  ms, float64 8.7-8.9 -> 7.7-8.4 ms. Extra memory per thread: ``max(W, v + 2) +
-  (band + 2) * (v + 2)`` values (``v``: values per vector, 8 or 4 with AVX2), plus
-  ``2 * band * OW`` when streaming (a band is a whole plane unless there are fewer
-  planes than threads), and ``2 * (band + 2)`` row pointers.
+  ms, float64 8.7-8.9 -> 7.7-8.4 ms. At stride 2 (same shape, medians of 15
+  alternating calls in one process, two runs), against the row kernel it replaced:
+  one thread, float32 8.7-8.9 -> 5.0 ms, float64 11.4-12.9 -> 8.2 ms; 2 threads,
+  float32 4.6-4.8 -> 2.8 ms, float64 6.8-8.0 -> 4.5-4.6 ms. Extra memory per thread:
+  ``max(W, s*v + 2) + (s*(band - 1) + 3) * (s*v + 2)`` values at stride ``s``
+  (``v``: values per vector, 8 or 4 with AVX2), plus ``2 * band * OW`` when streaming
+  (a band is a whole plane unless there are fewer planes than threads), and ``2 *
+  (s*(band - 1) + 3)`` row pointers.
 * other plain depthwise (one input and one output channel per group): the row kernel,
   parallel over (image, channel) planes, each output row accumulated in place from the
   input rows with vectorised interior loops and table-driven edges (3x3 fused into one
@@ -199,16 +204,19 @@ class _Plan:
         self.P = self.rows * OW
         self.plane = prod(self.spatial)
         self._dims = [*self.spatial, *self.out, *self.k, sw, Wp, Mq, self.QS, lo]
-        # 2-D 3x3 stride 1 dilation 1: the plane kernel's padded-position tables
+        # 2-D 3x3 dilation 1, stride 1 or 2 on both axes: the plane kernel's tables of
+        # padded positions (at stride 2 its strips read one column more than the taps)
         self.plane3x3 = None
         if (self.spatial[0] == 1 and self.out[0] == 1 and tuple(p3[0]) == (0, 0)
-                and tuple(self.k) == (1, 3, 3) and tuple(s3[1:]) == (1, 1)
+                and tuple(self.k) == (1, 3, 3) and tuple(s3[1:]) in ((1, 1), (2, 2))
                 and tuple(d3[1:]) == (1, 1)):
             (lo_h, _), (lo_w, _) = p3[1], p3[2]
-            rowidx, colidx = (_geometry.tap_index_table(n, 1, o + 2, 1, 1, lo, mode)[:, 0]
-                              for n, o, lo in ((self.spatial[1], self.out[1], lo_h),
-                                               (W, OW, lo_w)))
-            self.plane3x3 = (rowidx, colidx, lo_w)
+            s = s3[1]
+            rowidx, colidx = (_geometry.tap_index_table(n, 1, count, 1, 1, lo, mode)[:, 0]
+                              for n, count, lo in ((self.spatial[1],
+                                                    s * (self.out[1] - 1) + 3, lo_h),
+                                                   (W, s * OW + 2, lo_w)))
+            self.plane3x3 = (rowidx, colidx, lo_w, s)
         for table in (self.idx_d, self.idx_h, self.idx_w, self.span, self.jmap,
                       self.qoff, self.phase, *(self.plane3x3 or ())[:2]):
             table.flags.writeable = False  # plans are cached and shared
@@ -284,21 +292,21 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     relu = spec["activation"] == "relu"
     bias_arg = _bias_or_dummy(bias, x.dtype)
     if cin_g == 1 and plan.plane3x3 is not None and plan.out[2] > 0:
-        # 3x3 stride 1: vector strips down the rows, the input read in place (plane3x3)
-        rowidx, colidx, lo_w = plan.plane3x3
+        # 3x3 stride 1 or 2: vector strips down the rows, the input read in place
+        rowidx, colidx, lo_w, stride = plan.plane3x3
         OH, OW = plan.out[1], plan.out[2]
         n_threads = _threads.resolve(n_threads, flops, N * C_out * OH)
         band = _rows_per_tile(OH, N * C_out, n_threads)
         stream = out.nbytes >= STREAM_MIN_BYTES
         values, pointers = _depthwise.plane3x3_workspace(band, plan.spatial[2], OW, stream,
-                                                         x.dtype.itemsize)
+                                                         x.dtype.itemsize, stride)
         work = workspace((n_threads, values), x.dtype)
         row_work = np.empty((n_threads, pointers), dtype=np.intp)
         _depthwise.plane3x3(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
             out.reshape(N, C_out, -1), rowidx, colidx, plan.spatial[1], plan.spatial[2],
             OH, OW, lo_w, plan.pad_value, bias is not None, relu, band, stream, work,
-            row_work, n_threads)
+            row_work, n_threads, stride)
         return out
     if _row_kernel_wins(cin_g, cout_g):
         n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
