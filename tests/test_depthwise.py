@@ -661,6 +661,25 @@ def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dt
     assert_close(runs[0], np.maximum(ref, 0), dtype)
 
 
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plane3x3_strips_read_in_place_stop_at_the_input_end(rng, guarded_array, dtype,
+                                                            stride):
+    # Strips read their input rows in place only where every value they load lies in
+    # the row: the input ends at an unreadable page, every width up to 4 vectors.
+    for W in range(3, 36):
+        for pad in (0, 1):
+            x = guarded_array((1, 2, 5, W), dtype)
+            x[...] = rng.standard_normal(x.shape)
+            conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 2,
+                                "kernel_size": 3, "stride": stride, "padding": pad},
+                               seed=0, dtype=dtype)
+            ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                              conv.params["bias"].astype(np.float64), (stride, stride),
+                              [[pad, pad]] * 2, (1, 1), 2, "zeros", 0.0)
+            assert_close(conv.apply(x, n_threads=1), ref, dtype)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plane3x3_kernel_refuses_short_workspace(dtype):
     from pyconv import _kernels

@@ -490,6 +490,47 @@ def test_vector_paths_match_reference(rng, dtype, k, s, p, ceil):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("k", [1, 2, 3, 4, 5, 8])
+def test_stride_4_windows_and_rows_read_in_place(rng, dtype, k):
+    # Stride 4 runs 8 windows at a time through a 4x4 transpose per 128-bit lane
+    # (taps beyond 4 from a second transpose), in tap order; windows one row high
+    # without padding read the input row in place, the vector loop stopping where it
+    # would read past the row (widths where the last window ends the row or not).
+    for width in (32, 33, 35, 53, 4 * k + 28):
+        for rank, spatial, kernel in ((1, (width,), k), (2, (3, width), (1, k))):
+            x = _hard_data(rng, (2, 3, *spatial), dtype)
+            ks = [1] * (rank - 1) + [k]
+            for ceil in (False, True):
+                win = dict(kernel_size=kernel, stride=[1] * (rank - 1) + [4],
+                           ceil_mode=ceil)
+                ev, _ = ref.max_pool(x, ks, win["stride"], [1] * rank, [(0, 0)] * rank,
+                                     ceil)
+                got = run({"op": f"max_pool{rank}d", **win}, x)
+                np.testing.assert_array_equal(got, ev, err_msg=f"{win} {width}")
+                with np.errstate(invalid="ignore"):
+                    expected = ref.avg_pool(x, ks, win["stride"], [(0, 0)] * rank, ceil)
+                got = run({"op": f"avg_pool{rank}d", **win}, x)
+                np.testing.assert_allclose(got, expected, rtol=1e-6,
+                                           err_msg=f"{win} {width}")
+
+
+@pytest.mark.parametrize("k,s", [(4, 4), (2, 4), (1, 4), (2, 2), (3, 2), (3, 1)])
+def test_rows_read_in_place_stop_at_the_input_end(rng, guarded_array, k, s):
+    # The vector loops read a few values past their last tap; on a row read in place
+    # that would pass the end of the input: the input ends at an unreadable page.
+    for width in (s * 15 + k, s * 16 + k + 1, s * 17 + k + 2):
+        x = guarded_array((2, 3, width), np.float32)
+        x[...] = _hard_data(rng, x.shape, np.float32)
+        with np.errstate(invalid="ignore"):
+            expected_avg = ref.avg_pool(x, [k], [s], [(0, 0)], False)
+        for op, expected in (("max_pool1d", ref.max_pool(x, [k], [s], [1], [(0, 0)],
+                                                         False)[0]),
+                             ("avg_pool1d", expected_avg)):
+            got = run({"op": op, "kernel_size": k, "stride": s}, x)
+            np.testing.assert_allclose(got, expected, rtol=1e-6, err_msg=f"{op} {width}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_indices_fast_kernel_equals_scan_in_tap_order(rng, dtype):
     """The order-free kernel (used where padding never takes part) against the kernel
     that scans each window in row-major tap order: same value bits, same indices."""

@@ -97,14 +97,44 @@ cdef extern from *:
     }
 
     /* out[ow] = rb[ow*s] op rb[ow*s + 1] op ... (k taps, left to right) for the
-       leading multiple of 8 outputs below n, s in {1, 2}; returns how many were done
-       (0 without AVX2). Reads up to rb[(n-1)*s + k] (one past the last tap). */
+       leading multiple of 8 outputs below n, s in {1, 2, 4}; returns how many were
+       done (0 without AVX2). Reads up to pc_horiz_over(k, s) values past the last
+       tap, rb[(n-1)*s + k - 1]. */
+    static ptrdiff_t pc_horiz_over(ptrdiff_t k, ptrdiff_t s) {
+        return s == 2 ? 1 : s == 4 ? (k + 3) / 4 * 4 - k : 0;
+    }
     static ptrdiff_t pc_horiz_f(float* out, const float* rb, ptrdiff_t n, ptrdiff_t k,
                                 ptrdiff_t s, int is_sum) {
         ptrdiff_t ow = 0;
     #ifdef __AVX2__
         ptrdiff_t t;
         __m256 m;
+        if (s == 4) {
+            /* taps 4g..4g+3 of 8 windows: the 32 values from p + 4g, each 128-bit
+               lane transposed as 4x4 (tap-major); the lanes then hold the windows in
+               the order 0 2 4 6 1 3 5 7, put back by one permute at the end */
+            const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+            for (; ow + 8 <= n; ow += 8) {
+                const float* p = rb + 4 * ow;
+                ptrdiff_t g;
+                m = _mm256_setzero_ps();
+                for (g = 0; 4 * g < k; g++) {
+                    __m256 a = pc_ld(p + 4 * g), b = pc_ld(p + 4 * g + 8);
+                    __m256 c = pc_ld(p + 4 * g + 16), d = pc_ld(p + 4 * g + 24);
+                    __m256 ab0 = _mm256_unpacklo_ps(a, b), cd0 = _mm256_unpacklo_ps(c, d);
+                    __m256 ab1 = _mm256_unpackhi_ps(a, b), cd1 = _mm256_unpackhi_ps(c, d);
+                    __m256 x[4];
+                    x[0] = _mm256_shuffle_ps(ab0, cd0, _MM_SHUFFLE(1, 0, 1, 0));
+                    x[1] = _mm256_shuffle_ps(ab0, cd0, _MM_SHUFFLE(3, 2, 3, 2));
+                    x[2] = _mm256_shuffle_ps(ab1, cd1, _MM_SHUFFLE(1, 0, 1, 0));
+                    x[3] = _mm256_shuffle_ps(ab1, cd1, _MM_SHUFFLE(3, 2, 3, 2));
+                    for (t = 0; t < 4 && 4 * g + t < k; t++)
+                        m = g == 0 && t == 0 ? x[0] : PC_OP(m, x[t]);
+                }
+                _mm256_storeu_ps(out + ow, _mm256_permutevar8x32_ps(m, order));
+            }
+            return ow;
+        }
         if (s == 1) {
             for (; ow + 8 <= n; ow += 8) {
                 const float* p = rb + ow;
@@ -254,6 +284,7 @@ cdef extern from *:
                         Py_ssize_t n, int is_sum) noexcept nogil
     void pc_vert_acc_f(float* acc, const float* r0, const float* r1, Py_ssize_t n,
                        int is_sum) noexcept nogil
+    Py_ssize_t pc_horiz_over(Py_ssize_t k, Py_ssize_t s) noexcept nogil
     Py_ssize_t pc_horiz_f(float* out, const float* rb, Py_ssize_t n, Py_ssize_t k,
                           Py_ssize_t s, int is_sum) noexcept nogil
     void pc_ivert_init_f(float* m, int32_t* mi, const float* r0, int32_t b0,
@@ -445,6 +476,8 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
     cdef floating fill, v
     cdef floating scale_f = <floating>scale
     cdef double inv_norm = 1.0 / norm if norm != 0 else 0.0
+    cdef const floating* cols = rb     # what the columns pass reads
+    cdef Py_ssize_t n_vec = n_uniform
     # rows pass: the window's input rows in tap order, combined two or three at a
     # time (acc = ((r0 op r1) op r2) op r3 ..., the same order as one at a time)
     for a in range(KD):
@@ -474,7 +507,15 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
                 vert_acc(inner, pend0, row, W, kind, norm)
                 pend0 = NULL
             n_real = n_real + 1
-    if n_real == 1:
+    if n_real == 1 and lo_w == 0 and Wp == W and (kind == K_MAX or kind == K_AVG) \
+            and not (has_pad_value and n_pad > 0):
+        # one input row and no padding columns (1-D pooling, a window one row high):
+        # the columns pass reads the row in place rather than a copy of it. The vector
+        # loop reads a few values past its last tap: it stops short of the row's end.
+        cols = pend0
+        while n_vec > 0 and (n_vec - 1) * sw + kw + pc_horiz_over(kw, sw) > W:
+            n_vec = n_vec - 1
+    elif n_real == 1:
         vert_init(inner, pend0, <const floating*>NULL, <const floating*>NULL, W, kind,
                   norm)
     elif n_real == 2:
@@ -508,10 +549,10 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
         rb[j] = rb[lo_w + src] if src >= 0 else fill
     # columns pass
     if floating is float:
-        if n_uniform >= 8:
-            done = pc_horiz_f(orow, rb, n_uniform, kw, sw, not is_max)
-    reduce_uniform(orow, rb, done, n_uniform, kw, sw, is_max)
-    reduce_windows(orow, rb, n_uniform, OW, wstart, wcnt, dw, is_max)
+        if n_vec >= 8:
+            done = pc_horiz_f(orow, cols, n_vec, kw, sw, not is_max)
+    reduce_uniform(orow, cols, done, n_uniform, kw, sw, is_max)
+    reduce_windows(orow, cols, n_uniform, OW, wstart, wcnt, dw, is_max)
     if kind == K_AVG or kind == K_LP:
         if use_override:
             for i in range(OW):

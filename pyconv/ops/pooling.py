@@ -54,8 +54,12 @@ entries at most, so repeated calls skip rebuilding them.
 
 Speed: each output row is computed rows first (the window's input rows combined
 elementwise, in tap order) and then columns; the AVX2 build runs the float32 passes
-8 wide (stride-2 windows through an even/odd split of the row), prefetches input
-rows ahead of use, and splits the work over (n, c) planes. With indices, where
+8 wide (stride-2 windows through an even/odd split of the row, stride-4 windows
+through a 4x4 transpose in each 128-bit lane), prefetches input rows ahead of use,
+and splits the work over (n, c) planes. Max and average windows one input row high
+without padding columns (1-D pooling, among others) read that row in place instead
+of combining it into a copy: avg_pool1d kernel 4 stride 4 on 64x64x4096 float32
+went from 11.2 to 6.2 ms at 2 threads (medians of 11 calls). With indices, where
 padding cells never take part (-inf padding or none), the winner is computed
 order-free (the NaN with the largest index, else the largest value with the smallest
 index), which is the row-major scan's winner; other padding modes scan each window
