@@ -276,6 +276,57 @@ def test_separable_many_bands_and_band_boundaries(rng, monkeypatch):
         assert_close(conv.apply(x, n_threads=n), ref, np.float64)
 
 
+@pytest.mark.parametrize("level", ["avx2", "baseline"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_separable_pointwise_on_either_gemm(rng, monkeypatch, level, dtype):
+    # The pointwise step runs on the packed tiles (AVX2 build: weights packed in
+    # blocks of k_block channels, here forced to 64 so that 150 channels take three
+    # blocks; 7 output channels leave a partial panel of rows, bands of 13 and 26
+    # columns partial panels of columns) or on BLAS (baseline build). Both kernels
+    # (multiplier 1: the row kernel; 2: the padded-row kernel); any thread count
+    # gives the same bits.
+    from pyconv import _kernels
+    from pyconv.ops import conv as convmod
+
+    monkeypatch.setattr(_kernels, "LEVEL", level)
+    monkeypatch.setattr(convmod, "PACKED_WEIGHT_BLOCK_BYTES", 1)
+    packed = dwmod._pointwise_packed(np.zeros((7, 150), dtype), dtype, 1)
+    assert (packed[1] == 64) if level == "avx2" else packed == ()
+    for c_in, m in ((150, 1), (75, 2)):
+        spec = {"op": "separable_conv2d", "in_channels": c_in, "out_channels": 7,
+                "depth_multiplier": m, "kernel_size": 3, "padding": 1,
+                "activation": "relu"}
+        conv = pyconv.Conv(spec, seed=2, dtype=dtype)
+        x = rng.standard_normal((2, c_in, 6, 13)).astype(dtype)
+        ref = refdw.separable_nd(x.astype(np.float64),
+                                 {k: v.astype(np.float64) for k, v in conv.params.items()},
+                                 [1, 1], [(1, 1), (1, 1)], [1, 1], m)
+        y = conv.apply(x, n_threads=1)
+        assert_close(y, np.maximum(ref, 0), dtype)
+        np.testing.assert_array_equal(conv.apply(x, n_threads=3), y)
+
+
+def test_separable_refuses_a_short_packed_weight_or_panel():
+    from pyconv import _kernels
+    kernel = _kernels.load("_depthwise")
+    conv = pyconv.Conv({"op": "separable_conv2d", "in_channels": 4, "out_channels": 6,
+                        "kernel_size": 3, "padding": 1}, seed=0, dtype=np.float64)
+    x = np.zeros((1, 4, 5, 5))
+    _, pads, out = conv.op.geometry(conv.spec, x.shape)
+    plan = dwmod._plan((5, 5), conv.spec, pads, out)
+    p = conv.params
+    args = (x.reshape(1, 4, -1), p["depthwise_weight"].reshape(4, -1), np.zeros(1),
+            p["pointwise_weight"].reshape(6, 4), p["pointwise_bias"],
+            np.zeros((1, 6, 25)), *plan.row_kernel_args(), 1, 0.0, False, True, False, 5,
+            np.zeros((1, 4 * 25)), 1)
+    packed = np.zeros(8 * 4)  # two panels of 4 rows, 4 channels
+    kernel.separable_rows(*args, packed, 4, np.zeros((1, 4 * 12)))  # enough: runs
+    for bad in ((packed[:-1], 4, np.zeros((1, 48))), (packed, 0, np.zeros((1, 48))),
+                (packed, 4, np.zeros((1, 47))), (packed, 4, None)):
+        with pytest.raises(ValueError, match="separable_rows: packed pointwise weight"):
+            kernel.separable_rows(*args, *bad)
+
+
 def test_separable_macs_and_formulas():
     conv = pyconv.Conv({"op": "separable_conv2d", "in_channels": 32, "out_channels": 64,
                         "kernel_size": 3, "padding": 1})

@@ -53,6 +53,7 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memcpy
 
 from pyconv._kernels._blas cimport gemm_rm
+from pyconv._kernels._packed cimport PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, packed_gemm
 from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
@@ -1163,6 +1164,42 @@ def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                        pad_value, relu, pf, cin_g * g.plane, &g)
 
 
+cdef const floating* check_packed(str name, const floating[::1] pw_packed,
+                                  Py_ssize_t k_block, floating[:, ::1] panel_work,
+                                  Py_ssize_t C_out, Py_ssize_t C_mid,
+                                  Py_ssize_t n_threads) except? NULL:
+    # The packed pointwise weight (NULL: BLAS), once its sizes are checked.
+    cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
+    if pw_packed is None:
+        return NULL
+    if (k_block < 1 or panel_work is None or panel_work.shape[0] < n_threads
+            or panel_work.shape[1] < min(k_block, C_mid) * nr_full
+            or pw_packed.shape[0] < (C_out + PG_MR - 1) // PG_MR * PG_MR * C_mid):
+        raise ValueError(f"{name}: packed pointwise weight, k_block or panel workspace "
+                         "of the wrong size")
+    return &pw_packed[0] if pw_packed.shape[0] > 0 else NULL
+
+
+cdef inline void pointwise_band(const floating* pw, const floating* packed,
+                                Py_ssize_t k_block, const floating* buf, floating* c,
+                                Py_ssize_t C_out, Py_ssize_t cols, Py_ssize_t C_mid,
+                                Py_ssize_t P, floating* panel) noexcept nogil:
+    # c[C_out, cols] (rows P apart) = pw[C_out, C_mid] @ buf[C_mid, cols]. On the
+    # packed tiles (packed: pw as conv's pack_panels lays it out, in blocks of k_block
+    # channels) where given; they serve this shape (few rows, many columns) better
+    # than BLAS, and each output is one sum in channel order whatever the band.
+    cdef Py_ssize_t m_panels = (C_out + PG_MR - 1) // PG_MR
+    cdef Py_ssize_t k0 = 0, kl
+    if packed == NULL:
+        gemm_rm(pw, buf, c, C_out, cols, C_mid, C_mid, cols, P, 0)
+        return
+    while k0 < C_mid:
+        kl = min(k_block, C_mid - k0)
+        packed_gemm(packed + k0 * m_panels * PG_MR, buf + k0 * cols, cols, c, P, C_out,
+                    cols, kl, k0 > 0, panel)
+        k0 += kl
+
+
 def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
               const floating[::1] dw_bias, const floating[:, ::1] pw_weight,
               const floating[::1] pw_bias, floating[:, :, ::1] out,
@@ -1171,13 +1208,17 @@ def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
               const Py_ssize_t[::1] phase, const Py_ssize_t[::1] dims,
               Py_ssize_t multiplier, floating pad_value, bint has_dw_bias,
               bint has_pw_bias, bint relu, Py_ssize_t rows_per_band,
-              floating[:, ::1] work, Py_ssize_t[:, ::1] iwork, int n_threads):
+              floating[:, ::1] work, Py_ssize_t[:, ::1] iwork, int n_threads,
+              const floating[::1] pw_packed=None, Py_ssize_t k_block=0,
+              floating[:, ::1] panel_work=None):
     """Depthwise (multiplier m) then pointwise, fused per band of output rows.
 
     x: (N, C_in, D*H*W); dw_weight: (m*C_in, KD*KH*KW); pw_weight: (C_out, m*C_in);
     out: (N, C_out, OD*OH*OW). ``work`` has one row per thread: the band
     (``m*C_in * rows_per_band * OW`` values) then the padded-row scratch; ``iwork``
-    one row per thread. The caller pins BLAS to one thread.
+    one row per thread. The pointwise step runs on the packed tiles when
+    ``pw_packed`` is given (see ``pointwise_band``), else on BLAS, which the caller
+    pins to one thread.
     """
     cdef pyconv_dw_geom g
     cdef Py_ssize_t N = x.shape[0]
@@ -1200,12 +1241,16 @@ def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
         return
     if work.shape[0] < n_threads or iwork.shape[0] < n_threads:
         raise ValueError("separable: workspace too small")
+    cdef const floating* packed = check_packed("separable", pw_packed, k_block, panel_work,
+                                               C_out, C_mid, n_threads)
+    cdef floating* panel = NULL
     n_bands = (rows + rows_per_band - 1) // rows_per_band
     n_units = N * n_bands
     with nogil, parallel(num_threads=n_threads):
         buf = &work[omp_get_thread_num(), 0]
         q = buf + band_size
         ro = &iwork[omp_get_thread_num(), 0]
+        panel = &panel_work[omp_get_thread_num(), 0] if packed != NULL else NULL
         for u in prange(n_units, schedule='static'):
             t = u % n_bands
             n = u // n_bands
@@ -1221,7 +1266,8 @@ def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
                            &dw_bias[c * multiplier] if has_dw_bias else NULL,
                            multiplier, r0, r1, pad_value, False, NULL, 0, &g)
             c_ptr = &out[n, 0, r0 * g.OW]
-            gemm_rm(&pw_weight[0, 0], buf, c_ptr, C_out, cols, C_mid, C_mid, cols, P, 0)
+            pointwise_band(&pw_weight[0, 0], packed, k_block, buf, c_ptr, C_out, cols,
+                           C_mid, P, panel)
             if has_pw_bias or relu:
                 bias_relu_tile(c_ptr, C_out, cols, P, pw_bias_ptr, has_pw_bias, relu)
 
@@ -1275,11 +1321,13 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
               Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
               Py_ssize_t sw, Py_ssize_t dw, Py_ssize_t multiplier,
               floating pad_value, bint has_dw_bias, bint has_pw_bias, bint relu,
-              Py_ssize_t rows_per_band, floating[:, ::1] work, int n_threads):
+              Py_ssize_t rows_per_band, floating[:, ::1] work, int n_threads,
+              const floating[::1] pw_packed=None, Py_ssize_t k_block=0,
+              floating[:, ::1] panel_work=None):
     """``separable`` on the row kernel (``conv_rows``), for multiplier 1.
 
     ``work`` has one row of at least ``C_in * rows_per_band * OW`` values per thread.
-    The caller pins BLAS to one thread.
+    The pointwise step as in ``separable``.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t plane = x.shape[2]
@@ -1295,8 +1343,14 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
     cdef const floating* pw_bias_ptr = &pw_bias[0] if has_pw_bias else NULL
     if n_units == 0 or P == 0:
         return
+    if work.shape[0] < n_threads or work.shape[1] < C_mid * rows_per_band * OW:
+        raise ValueError("separable_rows: workspace too small")
+    cdef const floating* packed = check_packed("separable_rows", pw_packed, k_block,
+                                               panel_work, C_out, C_mid, n_threads)
+    cdef floating* panel = NULL
     with nogil, parallel(num_threads=n_threads):
         buf = &work[omp_get_thread_num(), 0]
+        panel = &panel_work[omp_get_thread_num(), 0] if packed != NULL else NULL
         for u in prange(n_units, schedule='static'):
             t = u % n_bands
             n = u // n_bands
@@ -1311,7 +1365,8 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
                           &idx_d[0], &idx_h[0], &idx_w[0], &span[0], L, R, W, H * W,
                           OD, OH, OW, KD, KH, KW, sw, dw, pad_value, False)
             c_ptr = &out[n, 0, r0 * OW]
-            gemm_rm(&pw_weight[0, 0], buf, c_ptr, C_out, cols, C_mid, C_mid, cols, P, 0)
+            pointwise_band(&pw_weight[0, 0], packed, k_block, buf, c_ptr, C_out, cols,
+                           C_mid, P, panel)
             if has_pw_bias or relu:
                 bias_relu_tile(c_ptr, C_out, cols, P, pw_bias_ptr, has_pw_bias, relu)
 
