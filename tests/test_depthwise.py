@@ -630,12 +630,14 @@ def test_bad_inputs_raise_clear_errors():
         pyconv.Conv(sep.spec, params={"depthwise_bias": np.zeros(2)})
 
 
+@pytest.mark.parametrize("ksize", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, stride):
-    # The 3x3 plane kernel at stride 1 and 2: every mode, uneven pads (wider than the input
+def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, stride, ksize):
+    # The plane kernel, 3x3, 5x5 and 7x7, at stride 1 and 2 (shapes too small for the
+    # kernel skipped): every mode, uneven pads (wider than the input
     # where the mode allows), odd and even heights, rows narrower than a vector, a
     # whole number of vectors wide or not (the last strip overlaps), rows wide enough
     # for strips read in place between edge strips read from padded copies (padding
@@ -658,8 +660,10 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, st
                           # widths and heights, rows of 1 to 3 output vectors
                           ((9, 56), [[1, 1], [1, 1]]), ((8, 57), [[0, 1], [0, 1]]),
                           ((5, 35), [[1, 1], [2, 1]]), ((7, 16), [[1, 0], [1, 0]])]:
+        if ksize > 3 and any(n + lo + hi < ksize for n, (lo, hi) in zip(spatial, pads)):
+            continue
         for mult, relu in ((1, False), (2, True)):
-            spec = {"op": "depthwise_conv2d", "in_channels": 3, "kernel_size": 3,
+            spec = {"op": "depthwise_conv2d", "in_channels": 3, "kernel_size": ksize,
                     "depth_multiplier": mult, "padding": pads, "padding_mode": mode,
                     "activation": "relu" if relu else None, "stride": stride}
             if mode == "constant":
@@ -671,7 +675,7 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, st
             x[1, 2, 0, 0] = np.nan if relu else x[1, 2, 0, 0]
             _, geometry_pads, out = conv.op.geometry(conv.spec, x.shape)
             plan = dwmod._plan(spatial, conv.spec, geometry_pads, out)
-            assert (plan.plane3x3 is not None) == (spec["kernel_size"] == 3)
+            assert (plan.plane3x3 is not None) == (spec["kernel_size"] == ksize)
             y = conv.apply(x, n_threads=1)
             ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
                               conv.params["bias"].astype(np.float64), (stride, stride),
@@ -686,17 +690,18 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, st
                 np.testing.assert_array_equal(y, conv.apply(x, n_threads=n))
 
 
+@pytest.mark.parametrize("ksize", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dtype,
-                                                           stride):
+                                                           stride, ksize):
     # Vector strips (8 or 4 lanes on AVX2, 4 or 2 on the baseline build; at stride 2
     # split into even and odd lanes, in a permuted lane order on AVX2), streamed or
     # in place: one arithmetic, so the same bits.
     from pyconv import _kernels
-    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 5, "kernel_size": 3,
-                        "padding": 1, "activation": "relu", "stride": stride}, seed=1,
-                       dtype=dtype)
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 5, "kernel_size": ksize,
+                        "padding": ksize // 2, "activation": "relu", "stride": stride},
+                       seed=1, dtype=dtype)
     x = rng.standard_normal((3, 5, 17, 37)).astype(dtype)
     runs = []
     for level in ("avx2", "baseline"):
@@ -708,22 +713,23 @@ def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dt
         np.testing.assert_array_equal(y, runs[0])
     ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
                       conv.params["bias"].astype(np.float64), (stride, stride),
-                      [[1, 1], [1, 1]], (1, 1), 5, "zeros", 0.0)
+                      [[ksize // 2] * 2] * 2, (1, 1), 5, "zeros", 0.0)
     assert_close(runs[0], np.maximum(ref, 0), dtype)
 
 
+@pytest.mark.parametrize("ksize", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_plane3x3_strips_read_in_place_stop_at_the_input_end(rng, guarded_array, dtype,
-                                                            stride):
+                                                            stride, ksize):
     # Strips read their input rows in place only where every value they load lies in
     # the row: the input ends at an unreadable page, every width up to 4 vectors.
-    for W in range(3, 36):
-        for pad in (0, 1):
-            x = guarded_array((1, 2, 5, W), dtype)
+    for W in range(ksize, 36):
+        for pad in (0, ksize // 2):
+            x = guarded_array((1, 2, ksize + 2, W), dtype)
             x[...] = rng.standard_normal(x.shape)
             conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 2,
-                                "kernel_size": 3, "stride": stride, "padding": pad},
+                                "kernel_size": ksize, "stride": stride, "padding": pad},
                                seed=0, dtype=dtype)
             ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
                               conv.params["bias"].astype(np.float64), (stride, stride),
@@ -758,6 +764,10 @@ def test_plane3x3_kernel_refuses_short_workspace(dtype):
         kernel.plane3x3(*args[:-2], 0, True, work, row_work, 1)
     with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):
         kernel.plane3x3(*args, work, row_work, 1, 3)
+    with pytest.raises(ValueError, match="ksize must be 3, 5 or 7, got 4"):
+        kernel.plane3x3(*args, work, row_work, 1, 1, 4)
+    with pytest.raises(ValueError, match="plane3x3"):  # 9 weights per channel, not 25
+        kernel.plane3x3(*args, work, row_work, 1, 1, 5)
     # stride 2 reads more rows and columns per band: the stride-1 tables and
     # workspace are too short for it
     with pytest.raises(ValueError, match="plane3x3"):
@@ -774,7 +784,11 @@ def test_plane3x3_kernel_is_the_path_taken():
     strided = pyconv.Conv({**conv.spec, "stride": 2})
     _, pads, out = strided.op.geometry(strided.spec, (1, 4, 8, 8))
     assert dwmod._plan((8, 8), strided.spec, pads, out).plane3x3[3] == 2
-    for other in ({"stride": 3}, {"stride": [1, 2]}, {"dilation": 2}):
+    wide = pyconv.Conv({**conv.spec, "kernel_size": 7, "padding": 3})
+    _, pads, out = wide.op.geometry(wide.spec, (1, 4, 8, 8))
+    assert dwmod._plan((8, 8), wide.spec, pads, out).plane3x3[3:] == (1, 7)
+    for other in ({"stride": 3}, {"stride": [1, 2]}, {"dilation": 2},
+                  {"kernel_size": [3, 5], "padding": 1}, {"kernel_size": 4}):
         spec = pyconv.Conv({**conv.spec, **other}).spec
         _, pads, out = conv.op.geometry(spec, (1, 4, 8, 8))
         assert dwmod._plan((8, 8), spec, pads, out).plane3x3 is None

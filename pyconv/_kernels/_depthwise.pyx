@@ -625,6 +625,85 @@ cdef extern from *:
         pend->i = si; \\
     }
 
+    /* K x K (5 or 7), stride ST (1 or 2): the same scheme with more rows in flight.
+       Iteration r reads the ST new input rows ST*r + K - ST .. ST*r + K - 1; input
+       row i adds its row sum R_t (t = i - ST*j, the kernel row it is for) to the
+       partial sum P[j] of output row r + j, J = ceil(K / ST) of them in flight, the
+       conditions on t being constants once the loops are unrolled. Each output is
+       bias + ((...(R_0 + R_1) + ...) + R_{K-1}), R_t = (...(w*x_0 + w*x_1) + ...)
+       + w*x_{K-1}, left to right as in the 3x3 strips. x_t: stride 1, the row at
+       column t; stride 2, the even or odd lanes of the pair of vectors at column t
+       or t - 1 (reading one column past the taps at most), in the permuted lane
+       order of the 3x3 stride-2 strip. */
+    #if defined(__GNUC__) || defined(__clang__)
+      #define PYCONV_DW_TAPSK(S, VU, VW, K, ST, q, x) do { \\
+          int t_; \\
+          PYCONV_DW_UNROLL for (t_ = 0; t_ < K; t_++) { \\
+              if (ST == 1) { \\
+                  x[t_] = *(const VU*)((q) + t_); \\
+              } else { \\
+                  const VU lo_ = *(const VU*)((q) + (t_ & ~1)); \\
+                  const VU hi_ = *(const VU*)((q) + (t_ & ~1) + VW); \\
+                  x[t_] = (t_ & 1) ? PYCONV_DW_ODD_##S(lo_, hi_) \\
+                                   : PYCONV_DW_EVEN_##S(lo_, hi_); \\
+              } \\
+          } } while (0)
+    #else
+      #define PYCONV_DW_TAPSK(S, VU, VW, K, ST, q, x) do { \\
+          int t_; \\
+          for (t_ = 0; t_ < K; t_++) x[t_] = (q)[t_]; } while (0)
+    #endif
+    /* input row x, relative index i, into the partial sums P of the rows in flight */
+    #define PYCONV_DW_ADDROW(V, K, ST, J, wv, x, i, P) do { \\
+        int j_, u_; \\
+        PYCONV_DW_UNROLL for (j_ = 0; j_ < J; j_++) { \\
+            const int t_ = (i) - ST * j_; \\
+            if (t_ >= 0 && t_ < K) { \\
+                V rt_ = wv[t_ * K] * x[0]; \\
+                PYCONV_DW_UNROLL for (u_ = 1; u_ < K; u_++) \\
+                    rt_ = rt_ + wv[t_ * K + u_] * x[u_]; \\
+                P[j_] = t_ == 0 ? rt_ : P[j_] + rt_; \\
+            } \\
+        } } while (0)
+    #define PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, K, ST) \\
+    static PYCONV_DW_NOINLINE void pyconv_dw_strip##K##s##ST##_##S( \\
+            const T* const* rows, Py_ssize_t off, const T* w, T bias, T* o, \\
+            Py_ssize_t OW, Py_ssize_t n_rows, int relu, pyconv_dw_pend* pend, \\
+            const T* pf, Py_ssize_t npf, Py_ssize_t* kp) { \\
+        enum { J = (K - 1) / ST + 1 }; \\
+        Py_ssize_t r, k = *kp, line = 64 / (Py_ssize_t)sizeof(T); \\
+        Py_ssize_t si = pend->i, sn = pend->n - PYCONV_DW_SW_##S; \\
+        const T* ss = (const T*)pend->s; \\
+        T* sd = (T*)pend->d; \\
+        V wv[K * K], P[J], x[K], v, vb = bias - (V){0}; \\
+        int i, m, j; \\
+        PYCONV_DW_UNROLL for (i = 0; i < K * K; i++) wv[i] = w[i] - (V){0}; \\
+        PYCONV_DW_UNROLL for (i = 0; i < K - ST; i++) { \\
+            PYCONV_DW_TAPSK(S, VU, VW, K, ST, rows[i] + off, x); \\
+            PYCONV_DW_ADDROW(V, K, ST, J, wv, x, i, P); \\
+        } \\
+        for (r = 0; r < n_rows; r++) { \\
+            if (si <= sn) { PYCONV_DW_SV_##S(sd + si, ss + si); si += PYCONV_DW_SW_##S; } \\
+            PYCONV_DW_UNROLL for (m = 0; m < ST; m++) \\
+                if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
+            PYCONV_DW_UNROLL for (m = 0; m < ST; m++) { \\
+                PYCONV_DW_TAPSK(S, VU, VW, K, ST, rows[ST * r + K - ST + m] + off, x); \\
+                PYCONV_DW_ADDROW(V, K, ST, J, wv, x, K - ST + m, P); \\
+            } \\
+            v = vb + P[0]; \\
+            PYCONV_DW_UNROLL for (j = 0; j + 1 < J; j++) P[j] = P[j + 1]; \\
+            if (relu) RELU(V, M, v); \\
+            *(VU*)(o + r * OW) = ST == 1 ? v : PYCONV_DW_UNPERM_##S(v); \\
+        } \\
+        *kp = k; \\
+        pend->i = si; \\
+    }
+    #define PYCONV_DW_STRIPS_K(S, T, V, VU, VW, M, RELU) \\
+        PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 5, 1) \\
+        PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 5, 2) \\
+        PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 7, 1) \\
+        PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 7, 2)
+
     #if defined(__GNUC__) || defined(__clang__)
     PYCONV_DW_TYPED(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
     PYCONV_DW_TYPED(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
@@ -634,6 +713,10 @@ cdef extern from *:
                        PYCONV_DW_RELU)
     PYCONV_DW_STRIP3S2(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md,
                        PYCONV_DW_RELU)
+    PYCONV_DW_STRIPS_K(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf,
+                       PYCONV_DW_RELU)
+    PYCONV_DW_STRIPS_K(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md,
+                       PYCONV_DW_RELU)
     #else
     PYCONV_DW_TYPED(f, float, float, float, 1, int)
     PYCONV_DW_TYPED(d, double, double, double, 1, int)
@@ -641,6 +724,8 @@ cdef extern from *:
     PYCONV_DW_STRIP3(d, double, double, double, int, PYCONV_DW_SRELU)
     PYCONV_DW_STRIP3S2(f, float, float, float, 1, int, PYCONV_DW_SRELU)
     PYCONV_DW_STRIP3S2(d, double, double, double, 1, int, PYCONV_DW_SRELU)
+    PYCONV_DW_STRIPS_K(f, float, float, float, 1, int, PYCONV_DW_SRELU)
+    PYCONV_DW_STRIPS_K(d, double, double, double, 1, int, PYCONV_DW_SRELU)
     #endif
     """
     ctypedef struct pyconv_dw_geom:
@@ -694,6 +779,38 @@ cdef extern from *:
                               Py_ssize_t OW, Py_ssize_t n_rows, int relu,
                               pyconv_dw_pend* pend, const double* pf, Py_ssize_t npf,
                               Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip5s1_f(const float* const* rows, Py_ssize_t off, const float* w,
+                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const float* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip5s1_d(const double* const* rows, Py_ssize_t off, const double* w,
+                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const double* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip5s2_f(const float* const* rows, Py_ssize_t off, const float* w,
+                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const float* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip5s2_d(const double* const* rows, Py_ssize_t off, const double* w,
+                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const double* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip7s1_f(const float* const* rows, Py_ssize_t off, const float* w,
+                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const float* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip7s1_d(const double* const* rows, Py_ssize_t off, const double* w,
+                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const double* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip7s2_f(const float* const* rows, Py_ssize_t off, const float* w,
+                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const float* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip7s2_d(const double* const* rows, Py_ssize_t off, const double* w,
+                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                              int relu, pyconv_dw_pend* pend, const double* pf,
+                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
     void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
                           const double* xg, const double* w, Py_ssize_t wstride,
                           const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
@@ -1438,10 +1555,12 @@ cdef inline void vcopy(floating* d, const floating* s) noexcept nogil:
 
 cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating* w9,
                                floating bias, floating* o, Py_ssize_t OW,
-                               Py_ssize_t n_rows, bint relu, Py_ssize_t s) noexcept nogil:
-    # n_rows output rows from s * (n_rows - 1) + 3 padded rows p (stride ldp) into o
-    # (stride OW), at stride s (1 or 2).
-    cdef Py_ssize_t r = 0, ow, j
+                               Py_ssize_t n_rows, bint relu, Py_ssize_t s,
+                               Py_ssize_t K) noexcept nogil:
+    # n_rows output rows from s * (n_rows - 1) + K padded rows p (stride ldp) into o
+    # (stride OW), K x K at stride s (1 or 2).
+    cdef Py_ssize_t r = 0, ow, j, t, u
+    cdef floating acc, rt
     cdef floating w0 = w9[0], w1 = w9[1], w2 = w9[2]
     cdef floating w3 = w9[3], w4 = w9[4], w5 = w9[5]
     cdef floating w6 = w9[6], w7 = w9[7], w8 = w9[8]
@@ -1452,7 +1571,21 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
     cdef floating* o0
     cdef floating* o1
     cdef floating v
-    if s != 1:
+    if K != 3:
+        # as the K x K strips: bias + ((R_0 + R_1) + ...), each R_t left to right
+        for r in range(n_rows):
+            o0 = o + r * OW
+            for ow in range(OW):
+                acc = 0
+                for t in range(K):
+                    a = p + (s * r + t) * ldp + s * ow
+                    rt = w9[t * K] * a[0]
+                    for u in range(1, K):
+                        rt = rt + w9[t * K + u] * a[u]
+                    acc = rt if t == 0 else acc + rt
+                o0[ow] = bias + acc
+        r = n_rows
+    elif s != 1:
         for r in range(n_rows):
             a = p + s * r * ldp
             b = a + ldp
@@ -1498,7 +1631,40 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
 cdef inline void strip3(const floating** rows, Py_ssize_t off, const floating* w9,
                         floating bias, floating* o, Py_ssize_t OW, Py_ssize_t n_rows,
                         bint relu, pyconv_dw_pend* pend, const floating* pf, Py_ssize_t npf,
-                        Py_ssize_t* kp, Py_ssize_t s) noexcept nogil:
+                        Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K) noexcept nogil:
+    # one strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2)
+    if K == 5:
+        if floating is float:
+            if s == 1:
+                pyconv_dw_strip5s1_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+            else:
+                pyconv_dw_strip5s2_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+        else:
+            if s == 1:
+                pyconv_dw_strip5s1_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+            else:
+                pyconv_dw_strip5s2_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+        return
+    if K == 7:
+        if floating is float:
+            if s == 1:
+                pyconv_dw_strip7s1_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+            else:
+                pyconv_dw_strip7s2_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+        else:
+            if s == 1:
+                pyconv_dw_strip7s1_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+            else:
+                pyconv_dw_strip7s2_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
+                                     npf, kp)
+        return
     if floating is float:
         if s == 1:
             pyconv_dw_strip3_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
@@ -1518,19 +1684,20 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
                          Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
                          floating pad_value, bint relu, Py_ssize_t band, Py_ssize_t s,
-                         bint stream, floating* work, const floating** rows, Py_ssize_t u0,
-                         Py_ssize_t u1) noexcept nogil:
+                         Py_ssize_t K, bint stream, floating* work, const floating** rows,
+                         Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
     # Units u0 <= u < u1 in order, with one thread's workspace (see plane3x3_workspace);
-    # rows: 2 * (s * (band - 1) + 3) pointers of scratch. s: the stride (1 or 2); a
-    # band of nr output rows reads s * (nr - 1) + 3 padded rows, a strip of vw output
-    # columns s * vw + 2 padded columns (at stride 2, one more than its taps reach).
+    # rows: 2 * (s * (band - 1) + K) pointers of scratch. K: the kernel size (3, 5 or
+    # 7), s: the stride (1 or 2); a band of nr output rows reads s * (nr - 1) + K
+    # padded rows, a strip of vw output columns s * vw + K - 1 padded columns (at
+    # stride 2, one more than its taps reach).
     cdef Py_ssize_t vw = PYCONV_DW_VWD
     if floating is float:
         vw = PYCONV_DW_VWF
     cdef Py_ssize_t mult = C_out // groups
     cdef Py_ssize_t n_bands = (OH + band - 1) // band
-    cdef Py_ssize_t ld = s * vw + 2                 # padded copies' row length
-    cdef Py_ssize_t band_rows = s * (band - 1) + 3  # padded rows of a band
+    cdef Py_ssize_t ld = s * vw + K - 1             # padded copies' row length
+    cdef Py_ssize_t band_rows = s * (band - 1) + K  # padded rows of a band
     cdef floating* padrow = work                # max(W, ld) pad values
     cdef floating* block = padrow + (W if W > ld else ld)   # band_rows rows of ld
     cdef const floating** block_rows = rows + band_rows
@@ -1558,16 +1725,16 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
         r0 = t * band
         nr = (band if r0 + band < OH else OH - r0)
         xc = x + (n * groups + co // mult) * H * W
-        w9 = weight + co * 9
+        w9 = weight + co * K * K
         b = bias[co] if bias != NULL else 0
         final = out + (n * C_out + co) * OH * OW + r0 * OW
         dst = bufs[cur] if stream else final
         if OW < vw:
-            padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + 3, colidx,
-                         s * (OW - 1) + 3, lo_w, pad_value)
-            plane3x3_rows(block, ld, w9, b, dst, OW, nr, relu, s)
+            padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + K, colidx,
+                         s * (OW - 1) + K, lo_w, pad_value)
+            plane3x3_rows(block, ld, w9, b, dst, OW, nr, relu, s, K)
         else:
-            for r in range(s * (nr - 1) + 3):
+            for r in range(s * (nr - 1) + K):
                 rows[r] = (xc + rowidx[s * r0 + r] * W if rowidx[s * r0 + r] >= 0
                            else padrow)
             # the next unit's input rows, fetched while this band computes
@@ -1579,7 +1746,7 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
             if u + 1 < u1 and r < H:
                 pf = x + (((u + 1) // (n_bands * C_out)) * groups
                           + ((u + 1) // n_bands) % C_out // mult) * H * W + r * W
-                npf = (s * band + 2) * W
+                npf = (s * band + K - 1) * W
                 if npf > (H - r) * W:
                     npf = (H - r) * W
             c = 0
@@ -1589,12 +1756,12 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
                 if s * c >= lo_w and s * c + ld <= lo_w + W:
                     # the input rows in place (padding rows: padrow)
                     strip3(rows, s * c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
-                           npf, &kp, s)
+                           npf, &kp, s, K)
                 else:
-                    padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + 3,
+                    padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + K,
                                  colidx + s * c, ld, lo_w - s * c, pad_value)
                     strip3(block_rows, 0, w9, b, dst + c, OW, nr, relu, &pend, pf, npf,
-                           &kp, s)
+                           &kp, s, K)
                 c += vw
         if stream:
             # what is left of the previous band's copy, then this band's, to be done
@@ -1615,14 +1782,15 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
 
 
 def plane3x3_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stream,
-                       Py_ssize_t itemsize, Py_ssize_t stride=1):
+                       Py_ssize_t itemsize, Py_ssize_t stride=1, Py_ssize_t ksize=3):
     """Scratch per thread for ``plane3x3`` on values of ``itemsize`` bytes at
-    ``stride``: the number of values (a row of pad values, the ``stride * (band - 1) +
-    3`` padded rows of a band, ``stride`` vectors plus 2 wide, and with ``stream`` two
-    bands of output rows) and of pointers (two row tables)."""
+    ``stride`` with a ``ksize`` kernel: the number of values (a row of pad values, the
+    ``stride * (band - 1) + ksize`` padded rows of a band, ``stride`` vectors plus
+    ``ksize - 1`` wide, and with ``stream`` two bands of output rows) and of pointers
+    (two row tables)."""
     cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
-    cdef Py_ssize_t ld = stride * vw + 2
-    cdef Py_ssize_t band_rows = stride * (band - 1) + 3
+    cdef Py_ssize_t ld = stride * vw + ksize - 1
+    cdef Py_ssize_t band_rows = stride * (band - 1) + ksize
     cdef Py_ssize_t values = max(W, ld) + band_rows * ld
     return values + (2 * band * OW if stream else 0), 2 * band_rows
 
@@ -1633,15 +1801,15 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
              Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
              floating pad_value, bint has_bias, bint relu, Py_ssize_t band, bint stream,
              floating[:, ::1] work, Py_ssize_t[:, ::1] row_work, int n_threads,
-             Py_ssize_t stride=1):
-    """Depthwise-style 3x3 dilation-1 convolution at ``stride`` 1 or 2 (both axes), one
-    input channel per group.
+             Py_ssize_t stride=1, Py_ssize_t ksize=3):
+    """Depthwise-style K x K (``ksize`` 3, 5 or 7) dilation-1 convolution at ``stride`` 1
+    or 2 (both axes), one input channel per group.
 
-    x: (N, groups, H*W); weight: (C_out, 9), output channel co reading input channel
-    co // (C_out/groups); out: (N, C_out, OH*OW). rowidx (stride * (OH - 1) + 3,) /
-    colidx (stride * OW + 2,): the input row / column at each padded position, -1 for
-    ``pad_value`` (any padding mode maps through them; at stride 2 the last column is
-    read but never used); lo_w: the left padding, so that the columns
+    x: (N, groups, H*W); weight: (C_out, K*K), output channel co reading input channel
+    co // (C_out/groups); out: (N, C_out, OH*OW). rowidx (stride * (OH - 1) + K,) /
+    colidx (stride * OW + K - 1,): the input row / column at each padded position, -1
+    for ``pad_value`` (any padding mode maps through them; at stride 2 the last column
+    is read but never used); lo_w: the left padding, so that the columns
     [lo_w, lo_w + W) are the input row itself. Units are (image, output channel, band
     of ``band`` output rows), split into one contiguous run per thread; each output is
     computed by the same arithmetic whatever the band, so results do not depend on it
@@ -1649,7 +1817,7 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     to ``out`` with non-temporal stores while the next one computes (for outputs
     larger than the cache). ``work`` and ``row_work`` hold, one row per thread, the
     values and pointers that ``plane3x3_workspace(band, W, OW, stream, itemsize,
-    stride)`` gives.
+    stride, ksize)`` gives.
     """
     cdef Py_ssize_t N = x.shape[0]
     cdef Py_ssize_t groups = x.shape[1]
@@ -1660,15 +1828,19 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
         raise ValueError(f"plane3x3: band must be at least 1, got {band}")
     if stride != 1 and stride != 2:
         raise ValueError(f"plane3x3: stride must be 1 or 2, got {stride}")
+    if ksize != 3 and ksize != 5 and ksize != 7:
+        raise ValueError(f"plane3x3: ksize must be 3, 5 or 7, got {ksize}")
     n_units = N * C_out * ((OH + band - 1) // band)
     if n_units == 0 or OW == 0:
         return
-    need = plane3x3_workspace(band, W, OW, stream, sizeof(floating), stride)
-    if rowidx.shape[0] < stride * (OH - 1) + 3 or colidx.shape[0] < stride * OW + 2 \
+    need = plane3x3_workspace(band, W, OW, stream, sizeof(floating), stride, ksize)
+    if rowidx.shape[0] < stride * (OH - 1) + ksize \
+            or colidx.shape[0] < stride * OW + ksize - 1 \
             or work.shape[0] < n_threads or n_threads < 1 \
             or row_work.shape[0] < n_threads or sizeof(void*) != sizeof(Py_ssize_t) \
             or work.shape[1] < need[0] or row_work.shape[1] < need[1] \
-            or weight.shape[1] != 9 or x.shape[2] != H * W or out.shape[2] != OH * OW \
+            or weight.shape[1] != ksize * ksize or x.shape[2] != H * W \
+            or out.shape[2] != OH * OW \
             or out.shape[0] != N or weight.shape[0] != C_out or C_out % groups \
             or bias.shape[0] < (C_out if has_bias else 1):
         raise ValueError("plane3x3: inconsistent shapes, tables or workspace")
@@ -1676,6 +1848,6 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     for t in prange(n_threads, nogil=True, schedule='static', num_threads=n_threads):
         plane3x3_units(xp, &weight[0, 0], &bias[0] if has_bias else NULL, &out[0, 0, 0],
                        &rowidx[0], &colidx[0], groups, C_out, H, W, OH, OW, lo_w,
-                       pad_value, relu, band, stride, stream, &work[t, 0],
+                       pad_value, relu, band, stride, ksize, stream, &work[t, 0],
                        <const floating**>&row_work[t, 0], n_units * t // n_threads,
                        n_units * (t + 1) // n_threads)

@@ -30,13 +30,14 @@ Computation and memory
 Depthwise convolution (and grouped convolution with few channels per group, see
 :func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
 
-* one input channel per group, 2-D, 3x3, stride 1 or 2 on both axes, dilation 1 (the
-  common depthwise layers, any padding and mode, any multiplier): the plane kernel,
-  over units of (image, output channel, band of rows), one contiguous run of units per
-  thread. A band is swept in strips one vector wide, down the rows, each input row
-  loaded once and feeding the output rows that read it (at stride 1: 3 loads, 9
-  multiplies, 9 adds per output vector; at stride 2, two input rows per output row,
-  each loaded as two pairs of vectors split into their even and odd lanes). Strips whose taps stay inside the input rows read them in place
+* one input channel per group, 2-D, 3x3, 5x5 or 7x7, stride 1 or 2 on both axes,
+  dilation 1 (the common depthwise layers, any padding and mode, any multiplier): the
+  plane kernel, over units of (image, output channel, band of rows), one contiguous
+  run of units per thread. A band is swept in strips one vector wide, down the rows,
+  each input row loaded once and feeding the output rows that read it through running
+  partial sums (3x3 at stride 1: 3 loads, 9 multiplies, 9 adds per output vector; at
+  stride 2, two input rows per output row, each loaded as pairs of vectors split into
+  their even and odd lanes). Strips whose taps stay inside the input rows read them in place
   (padding rows come from a row of pad values); the strips at the edges read small
   padded copies of their columns, so there are no scalar edge columns for any padding
   mode. Outputs of :data:`STREAM_MIN_BYTES` or more are computed into scratch and
@@ -50,11 +51,14 @@ Depthwise convolution (and grouped convolution with few channels per group, see
   ms, float64 8.7-8.9 -> 7.7-8.4 ms. At stride 2 (same shape, medians of 15
   alternating calls in one process, two runs), against the row kernel it replaced:
   one thread, float32 8.7-8.9 -> 5.0 ms, float64 11.4-12.9 -> 8.2 ms; 2 threads,
-  float32 4.6-4.8 -> 2.8 ms, float64 6.8-8.0 -> 4.5-4.6 ms. Extra memory per thread:
-  ``max(W, s*v + 2) + (s*(band - 1) + 3) * (s*v + 2)`` values at stride ``s``
-  (``v``: values per vector, 8 or 4 with AVX2), plus ``2 * band * OW`` when streaming
-  (a band is a whole plane unless there are fewer planes than threads), and ``2 *
-  (s*(band - 1) + 3)`` row pointers.
+  float32 4.6-4.8 -> 2.8 ms, float64 6.8-8.0 -> 4.5-4.6 ms. 5x5 and 7x7, against the
+  row kernel (one run, medians of 9 calls; float32, 2 threads): 5x5 stride 1 28.2 ->
+  8.8 ms, stride 2 15.0 -> 4.4 ms; 7x7 stride 1 55.9 -> 15.5 ms, stride 2 28.8 ->
+  6.9 ms. Extra memory per thread, for a K x K kernel at stride ``s``: ``max(W, L) +
+  (s*(band - 1) + K) * L`` values with ``L = s*v + K - 1`` (``v``: values per vector,
+  8 or 4 with AVX2), plus ``2 * band * OW`` when streaming (a band is a whole plane
+  unless there are fewer planes than threads), and ``2 * (s*(band - 1) + K)`` row
+  pointers.
 * other plain depthwise (one input and one output channel per group): the row kernel,
   parallel over (image, channel) planes, each output row accumulated in place from the
   input rows with vectorised interior loops and table-driven edges (3x3 fused into one
@@ -211,19 +215,21 @@ class _Plan:
         self.P = self.rows * OW
         self.plane = prod(self.spatial)
         self._dims = [*self.spatial, *self.out, *self.k, sw, Wp, Mq, self.QS, lo]
-        # 2-D 3x3 dilation 1, stride 1 or 2 on both axes: the plane kernel's tables of
-        # padded positions (at stride 2 its strips read one column more than the taps)
+        # 2-D 3x3, 5x5 or 7x7, dilation 1, stride 1 or 2 on both axes: the plane
+        # kernel's tables of padded positions (at stride 2 its strips read one column
+        # more than the taps)
         self.plane3x3 = None
+        K = self.k[2]
         if (self.spatial[0] == 1 and self.out[0] == 1 and tuple(p3[0]) == (0, 0)
-                and tuple(self.k) == (1, 3, 3) and tuple(s3[1:]) in ((1, 1), (2, 2))
-                and tuple(d3[1:]) == (1, 1)):
+                and tuple(self.k) in ((1, 3, 3), (1, 5, 5), (1, 7, 7))
+                and tuple(s3[1:]) in ((1, 1), (2, 2)) and tuple(d3[1:]) == (1, 1)):
             (lo_h, _), (lo_w, _) = p3[1], p3[2]
             s = s3[1]
             rowidx, colidx = (_geometry.tap_index_table(n, 1, count, 1, 1, lo, mode)[:, 0]
                               for n, count, lo in ((self.spatial[1],
-                                                    s * (self.out[1] - 1) + 3, lo_h),
-                                                   (W, s * OW + 2, lo_w)))
-            self.plane3x3 = (rowidx, colidx, lo_w, s)
+                                                    s * (self.out[1] - 1) + K, lo_h),
+                                                   (W, s * OW + K - 1, lo_w)))
+            self.plane3x3 = (rowidx, colidx, lo_w, s, K)
         for table in (self.idx_d, self.idx_h, self.idx_w, self.span, self.jmap,
                       self.qoff, self.phase, *(self.plane3x3 or ())[:2]):
             table.flags.writeable = False  # plans are cached and shared
@@ -300,20 +306,20 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     bias_arg = _bias_or_dummy(bias, x.dtype)
     if cin_g == 1 and plan.plane3x3 is not None and plan.out[2] > 0:
         # 3x3 stride 1 or 2: vector strips down the rows, the input read in place
-        rowidx, colidx, lo_w, stride = plan.plane3x3
+        rowidx, colidx, lo_w, stride, ksize = plan.plane3x3
         OH, OW = plan.out[1], plan.out[2]
         n_threads = _threads.resolve(n_threads, flops, N * C_out * OH)
         band = _rows_per_tile(OH, N * C_out, n_threads)
         stream = out.nbytes >= STREAM_MIN_BYTES
         values, pointers = _depthwise.plane3x3_workspace(band, plan.spatial[2], OW, stream,
-                                                         x.dtype.itemsize, stride)
+                                                         x.dtype.itemsize, stride, ksize)
         work = workspace((n_threads, values), x.dtype)
         row_work = np.empty((n_threads, pointers), dtype=np.intp)
         _depthwise.plane3x3(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
             out.reshape(N, C_out, -1), rowidx, colidx, plan.spatial[1], plan.spatial[2],
             OH, OW, lo_w, plan.pad_value, bias is not None, relu, band, stream, work,
-            row_work, n_threads, stride)
+            row_work, n_threads, stride, ksize)
         return out
     if _row_kernel_wins(cin_g, cout_g):
         n_threads = _threads.resolve(n_threads, flops, N * C_out * plan.rows)
