@@ -635,7 +635,7 @@ def test_bad_inputs_raise_clear_errors():
 @pytest.mark.parametrize("stream", [False, True])
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, stride, ksize):
+def test_plane_conv_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, stride, ksize):
     # The plane kernel, 3x3, 5x5 and 7x7, at stride 1 and 2 (shapes too small for the
     # kernel skipped): every mode, uneven pads (wider than the input
     # where the mode allows), odd and even heights, rows narrower than a vector, a
@@ -675,7 +675,7 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, st
             x[1, 2, 0, 0] = np.nan if relu else x[1, 2, 0, 0]
             _, geometry_pads, out = conv.op.geometry(conv.spec, x.shape)
             plan = dwmod._plan(spatial, conv.spec, geometry_pads, out)
-            assert (plan.plane3x3 is not None) == (spec["kernel_size"] == ksize)
+            assert (plan.plane_conv is not None) == (spec["kernel_size"] == ksize)
             y = conv.apply(x, n_threads=1)
             ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
                               conv.params["bias"].astype(np.float64), (stride, stride),
@@ -693,7 +693,7 @@ def test_plane3x3_kernel_every_padding(rng, monkeypatch, mode, dtype, stream, st
 @pytest.mark.parametrize("ksize", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dtype,
+def test_plane_conv_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dtype,
                                                            stride, ksize):
     # Vector strips (8 or 4 lanes on AVX2, 4 or 2 on the baseline build; at stride 2
     # split into even and odd lanes, in a permuted lane order on AVX2), streamed or
@@ -720,7 +720,7 @@ def test_plane3x3_same_bits_streamed_or_not_on_either_build(rng, monkeypatch, dt
 @pytest.mark.parametrize("ksize", [3, 5, 7])
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_strips_read_in_place_stop_at_the_input_end(rng, guarded_array, dtype,
+def test_plane_conv_strips_read_in_place_stop_at_the_input_end(rng, guarded_array, dtype,
                                                             stride, ksize):
     # Strips read their input rows in place only where every value they load lies in
     # the row: the input ends at an unreadable page, every width up to 4 vectors.
@@ -738,7 +738,7 @@ def test_plane3x3_strips_read_in_place_stop_at_the_input_end(rng, guarded_array,
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_plane3x3_kernel_refuses_short_workspace(dtype):
+def test_plane_conv_kernel_refuses_short_workspace(dtype):
     from pyconv import _kernels
     kernel = _kernels.load("_depthwise")
     N, C, H, W = 1, 2, 4, 20
@@ -748,50 +748,50 @@ def test_plane3x3_kernel_refuses_short_workspace(dtype):
     rowidx[-1] = -1
     colidx = np.arange(-1, W + 1, dtype=np.intp)
     colidx[-1] = -1
-    values, pointers = kernel.plane3x3_workspace(H, W, W, True, np.dtype(dtype).itemsize)
+    values, pointers = kernel.plane_conv_workspace(H, W, W, True, np.dtype(dtype).itemsize)
     args = (x, np.zeros((C, 9), dtype), np.zeros(C, dtype), out, rowidx, colidx, H, W, H, W,
             1, dtype(0), True, False, H, True)
     work, row_work = np.zeros((1, values), dtype), np.zeros((1, pointers), np.intp)
-    kernel.plane3x3(*args, work, row_work, 1)  # enough: runs
+    kernel.plane_conv(*args, work, row_work, 1)  # enough: runs
     for short in (np.zeros((1, values - 1), dtype), work[:, :0]):
-        with pytest.raises(ValueError, match="plane3x3"):
-            kernel.plane3x3(*args, short, row_work, 1)
-    with pytest.raises(ValueError, match="plane3x3"):
-        kernel.plane3x3(*args, work, np.zeros((1, pointers - 1), np.intp), 1)
-    with pytest.raises(ValueError, match="plane3x3"):
-        kernel.plane3x3(*args, work, row_work, 2)  # one workspace row for two threads
+        with pytest.raises(ValueError, match="plane_conv"):
+            kernel.plane_conv(*args, short, row_work, 1)
+    with pytest.raises(ValueError, match="plane_conv"):
+        kernel.plane_conv(*args, work, np.zeros((1, pointers - 1), np.intp), 1)
+    with pytest.raises(ValueError, match="plane_conv"):
+        kernel.plane_conv(*args, work, row_work, 2)  # one workspace row for two threads
     with pytest.raises(ValueError, match="band"):
-        kernel.plane3x3(*args[:-2], 0, True, work, row_work, 1)
+        kernel.plane_conv(*args[:-2], 0, True, work, row_work, 1)
     with pytest.raises(ValueError, match="stride must be 1 or 2, got 3"):
-        kernel.plane3x3(*args, work, row_work, 1, 3)
+        kernel.plane_conv(*args, work, row_work, 1, 3)
     with pytest.raises(ValueError, match="ksize must be 3, 5 or 7, got 4"):
-        kernel.plane3x3(*args, work, row_work, 1, 1, 4)
-    with pytest.raises(ValueError, match="plane3x3"):  # 9 weights per channel, not 25
-        kernel.plane3x3(*args, work, row_work, 1, 1, 5)
+        kernel.plane_conv(*args, work, row_work, 1, 1, 4)
+    with pytest.raises(ValueError, match="plane_conv"):  # 9 weights per channel, not 25
+        kernel.plane_conv(*args, work, row_work, 1, 1, 5)
     # stride 2 reads more rows and columns per band: the stride-1 tables and
     # workspace are too short for it
-    with pytest.raises(ValueError, match="plane3x3"):
-        kernel.plane3x3(*args, work, row_work, 1, 2)
-    need = kernel.plane3x3_workspace(H, W, W, True, np.dtype(dtype).itemsize, 2)
+    with pytest.raises(ValueError, match="plane_conv"):
+        kernel.plane_conv(*args, work, row_work, 1, 2)
+    need = kernel.plane_conv_workspace(H, W, W, True, np.dtype(dtype).itemsize, 2)
     assert need[0] > values and need[1] > pointers
 
 
-def test_plane3x3_kernel_is_the_path_taken():
+def test_plane_conv_kernel_is_the_path_taken():
     conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 4, "kernel_size": 3,
                         "padding": 1})
     _, pads, out = conv.op.geometry(conv.spec, (1, 4, 8, 8))
-    assert dwmod._plan((8, 8), conv.spec, pads, out).plane3x3 is not None
+    assert dwmod._plan((8, 8), conv.spec, pads, out).plane_conv is not None
     strided = pyconv.Conv({**conv.spec, "stride": 2})
     _, pads, out = strided.op.geometry(strided.spec, (1, 4, 8, 8))
-    assert dwmod._plan((8, 8), strided.spec, pads, out).plane3x3[3] == 2
+    assert dwmod._plan((8, 8), strided.spec, pads, out).plane_conv[3] == 2
     wide = pyconv.Conv({**conv.spec, "kernel_size": 7, "padding": 3})
     _, pads, out = wide.op.geometry(wide.spec, (1, 4, 8, 8))
-    assert dwmod._plan((8, 8), wide.spec, pads, out).plane3x3[3:] == (1, 7)
+    assert dwmod._plan((8, 8), wide.spec, pads, out).plane_conv[3:] == (1, 7)
     for other in ({"stride": 3}, {"stride": [1, 2]}, {"dilation": 2},
                   {"kernel_size": [3, 5], "padding": 1}, {"kernel_size": 4}):
         spec = pyconv.Conv({**conv.spec, **other}).spec
         _, pads, out = conv.op.geometry(spec, (1, 4, 8, 8))
-        assert dwmod._plan((8, 8), spec, pads, out).plane3x3 is None
+        assert dwmod._plan((8, 8), spec, pads, out).plane_conv is None
 
 
 @pytest.mark.parametrize("op,groups", [("depthwise_conv3d", None), ("conv3d", 2)])

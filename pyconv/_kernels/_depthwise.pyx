@@ -34,10 +34,11 @@ with a plain scalar fallback for other compilers. The other kernels here use no 
 identically.
 
 ``grouped_direct``: ``prange`` over (image, group, row tile); depthwise is the case of
-one input channel per group. ``plane3x3``: 2-D 3x3 stride-1 convolution with one input
-channel per group, units of (image, output channel, band of rows) in one contiguous
-run per thread, each band swept in vector-wide strips down its rows (each input row
-loaded once for the three output rows that read it), the input read in place except
+one input channel per group. ``plane_conv``: 2-D 3x3, 5x5 or 7x7 convolution at stride
+1 or 2 with one input channel per group, units of (image, output channel, band of
+rows) in one contiguous run per thread, each band swept in vector-wide strips down
+its rows (each input row loaded once for the output rows that read it), the input
+read in place except
 at the edge strips (small padded copies), optionally written out with non-temporal
 stores that drain while the next band computes. ``separable``: ``prange`` over
 (image, band of output rows); the depthwise result of a band goes into the thread's
@@ -1488,14 +1489,14 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
                 bias_relu_tile(c_ptr, C_out, cols, P, pw_bias_ptr, has_pw_bias, relu)
 
 
-# -- 3x3 plane kernel, stride 1 or 2: one input channel per group ------------------------
+# -- plane kernel, 3x3, 5x5 or 7x7 at stride 1 or 2: one input channel per group ---------
 # Units are (image, output channel, band of output rows), swept in strips one vector
-# wide, down the band's rows (pyconv_dw_strip3_*, pyconv_dw_strip3s2_* for stride 2):
-# no scalar edge columns and no
-# column tables in the hot loop. Strips whose taps stay inside the input row read it
+# wide, down the band's rows (pyconv_dw_strip3_* and pyconv_dw_strip3s2_* for 3x3 at
+# stride 1 and 2, pyconv_dw_strip<K>s<stride>_* for 5x5 and 7x7): no scalar edge
+# columns and no column tables in the hot loop. Strips whose taps stay inside the input row read it
 # in place (rows through the row table, padding rows from a row of pad values); a
 # strip at an edge reads a small padded copy of its columns made through the tables
-# (any padding mode). Rows narrower than a vector take plane3x3_rows on a padded copy
+# (any padding mode). Rows narrower than a vector take plane_conv_rows on a padded copy
 # of the band. Streamed outputs are computed into scratch and copied out with
 # non-temporal stores a vector at a time while the next band computes, so that
 # memory and arithmetic overlap.
@@ -1553,7 +1554,7 @@ cdef inline void vcopy(floating* d, const floating* s) noexcept nogil:
         pyconv_dw_vcopy_d(d, s)
 
 
-cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating* w9,
+cdef inline void plane_conv_rows(const floating* p, Py_ssize_t ldp, const floating* w9,
                                floating bias, floating* o, Py_ssize_t OW,
                                Py_ssize_t n_rows, bint relu, Py_ssize_t s,
                                Py_ssize_t K) noexcept nogil:
@@ -1628,7 +1629,7 @@ cdef inline void plane3x3_rows(const floating* p, Py_ssize_t ldp, const floating
             o[ow] = 0 if v < 0 else v  # NaN stays NaN, as in torch.relu
 
 
-cdef inline void strip3(const floating** rows, Py_ssize_t off, const floating* w9,
+cdef inline void strip(const floating** rows, Py_ssize_t off, const floating* w9,
                         floating bias, floating* o, Py_ssize_t OW, Py_ssize_t n_rows,
                         bint relu, pyconv_dw_pend* pend, const floating* pf, Py_ssize_t npf,
                         Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K) noexcept nogil:
@@ -1679,14 +1680,14 @@ cdef inline void strip3(const floating** rows, Py_ssize_t off, const floating* w
                                  kp)
 
 
-cdef void plane3x3_units(const floating* x, const floating* weight, const floating* bias,
+cdef void plane_conv_units(const floating* x, const floating* weight, const floating* bias,
                          floating* out, const Py_ssize_t* rowidx, const Py_ssize_t* colidx,
                          Py_ssize_t groups, Py_ssize_t C_out, Py_ssize_t H, Py_ssize_t W,
                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
                          floating pad_value, bint relu, Py_ssize_t band, Py_ssize_t s,
                          Py_ssize_t K, bint stream, floating* work, const floating** rows,
                          Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
-    # Units u0 <= u < u1 in order, with one thread's workspace (see plane3x3_workspace);
+    # Units u0 <= u < u1 in order, with one thread's workspace (see plane_conv_workspace);
     # rows: 2 * (s * (band - 1) + K) pointers of scratch. K: the kernel size (3, 5 or
     # 7), s: the stride (1 or 2); a band of nr output rows reads s * (nr - 1) + K
     # padded rows, a strip of vw output columns s * vw + K - 1 padded columns (at
@@ -1732,7 +1733,7 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
         if OW < vw:
             padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + K, colidx,
                          s * (OW - 1) + K, lo_w, pad_value)
-            plane3x3_rows(block, ld, w9, b, dst, OW, nr, relu, s, K)
+            plane_conv_rows(block, ld, w9, b, dst, OW, nr, relu, s, K)
         else:
             for r in range(s * (nr - 1) + K):
                 rows[r] = (xc + rowidx[s * r0 + r] * W if rowidx[s * r0 + r] >= 0
@@ -1755,12 +1756,12 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
                     c = OW - vw    # the last strip overlaps: it recomputes the same values
                 if s * c >= lo_w and s * c + ld <= lo_w + W:
                     # the input rows in place (padding rows: padrow)
-                    strip3(rows, s * c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
+                    strip(rows, s * c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
                            npf, &kp, s, K)
                 else:
                     padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + K,
                                  colidx + s * c, ld, lo_w - s * c, pad_value)
-                    strip3(block_rows, 0, w9, b, dst + c, OW, nr, relu, &pend, pf, npf,
+                    strip(block_rows, 0, w9, b, dst + c, OW, nr, relu, &pend, pf, npf,
                            &kp, s, K)
                 c += vw
         if stream:
@@ -1781,9 +1782,9 @@ cdef void plane3x3_units(const floating* x, const floating* weight, const floati
         pyconv_dw_sfence()
 
 
-def plane3x3_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stream,
+def plane_conv_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stream,
                        Py_ssize_t itemsize, Py_ssize_t stride=1, Py_ssize_t ksize=3):
-    """Scratch per thread for ``plane3x3`` on values of ``itemsize`` bytes at
+    """Scratch per thread for ``plane_conv`` on values of ``itemsize`` bytes at
     ``stride`` with a ``ksize`` kernel: the number of values (a row of pad values, the
     ``stride * (band - 1) + ksize`` padded rows of a band, ``stride`` vectors plus
     ``ksize - 1`` wide, and with ``stream`` two bands of output rows) and of pointers
@@ -1795,7 +1796,7 @@ def plane3x3_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stream
     return values + (2 * band * OW if stream else 0), 2 * band_rows
 
 
-def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
+def plane_conv(const floating[:, :, ::1] x, const floating[:, ::1] weight,
              const floating[::1] bias, floating[:, :, ::1] out,
              const Py_ssize_t[::1] rowidx, const Py_ssize_t[::1] colidx,
              Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
@@ -1816,7 +1817,7 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     or on the thread count. ``stream``: each band is computed into scratch and written
     to ``out`` with non-temporal stores while the next one computes (for outputs
     larger than the cache). ``work`` and ``row_work`` hold, one row per thread, the
-    values and pointers that ``plane3x3_workspace(band, W, OW, stream, itemsize,
+    values and pointers that ``plane_conv_workspace(band, W, OW, stream, itemsize,
     stride, ksize)`` gives.
     """
     cdef Py_ssize_t N = x.shape[0]
@@ -1825,15 +1826,15 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t n_units, t
     cdef const floating* xp
     if band < 1:
-        raise ValueError(f"plane3x3: band must be at least 1, got {band}")
+        raise ValueError(f"plane_conv: band must be at least 1, got {band}")
     if stride != 1 and stride != 2:
-        raise ValueError(f"plane3x3: stride must be 1 or 2, got {stride}")
+        raise ValueError(f"plane_conv: stride must be 1 or 2, got {stride}")
     if ksize != 3 and ksize != 5 and ksize != 7:
-        raise ValueError(f"plane3x3: ksize must be 3, 5 or 7, got {ksize}")
+        raise ValueError(f"plane_conv: ksize must be 3, 5 or 7, got {ksize}")
     n_units = N * C_out * ((OH + band - 1) // band)
     if n_units == 0 or OW == 0:
         return
-    need = plane3x3_workspace(band, W, OW, stream, sizeof(floating), stride, ksize)
+    need = plane_conv_workspace(band, W, OW, stream, sizeof(floating), stride, ksize)
     if rowidx.shape[0] < stride * (OH - 1) + ksize \
             or colidx.shape[0] < stride * OW + ksize - 1 \
             or work.shape[0] < n_threads or n_threads < 1 \
@@ -1843,10 +1844,10 @@ def plane3x3(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             or out.shape[2] != OH * OW \
             or out.shape[0] != N or weight.shape[0] != C_out or C_out % groups \
             or bias.shape[0] < (C_out if has_bias else 1):
-        raise ValueError("plane3x3: inconsistent shapes, tables or workspace")
+        raise ValueError("plane_conv: inconsistent shapes, tables or workspace")
     xp = &x[0, 0, 0] if H * W > 0 else NULL
     for t in prange(n_threads, nogil=True, schedule='static', num_threads=n_threads):
-        plane3x3_units(xp, &weight[0, 0], &bias[0] if has_bias else NULL, &out[0, 0, 0],
+        plane_conv_units(xp, &weight[0, 0], &bias[0] if has_bias else NULL, &out[0, 0, 0],
                        &rowidx[0], &colidx[0], groups, C_out, H, W, OH, OW, lo_w,
                        pad_value, relu, band, stride, ksize, stream, &work[t, 0],
                        <const floating**>&row_work[t, 0], n_units * t // n_threads,

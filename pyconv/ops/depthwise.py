@@ -218,7 +218,7 @@ class _Plan:
         # 2-D 3x3, 5x5 or 7x7, dilation 1, stride 1 or 2 on both axes: the plane
         # kernel's tables of padded positions (at stride 2 its strips read one column
         # more than the taps)
-        self.plane3x3 = None
+        self.plane_conv = None
         K = self.k[2]
         if (self.spatial[0] == 1 and self.out[0] == 1 and tuple(p3[0]) == (0, 0)
                 and tuple(self.k) in ((1, 3, 3), (1, 5, 5), (1, 7, 7))
@@ -229,9 +229,9 @@ class _Plan:
                               for n, count, lo in ((self.spatial[1],
                                                     s * (self.out[1] - 1) + K, lo_h),
                                                    (W, s * OW + K - 1, lo_w)))
-            self.plane3x3 = (rowidx, colidx, lo_w, s, K)
+            self.plane_conv = (rowidx, colidx, lo_w, s, K)
         for table in (self.idx_d, self.idx_h, self.idx_w, self.span, self.jmap,
-                      self.qoff, self.phase, *(self.plane3x3 or ())[:2]):
+                      self.qoff, self.phase, *(self.plane_conv or ())[:2]):
             table.flags.writeable = False  # plans are cached and shared
 
     def scratch(self, cin_g, itemsize):
@@ -304,18 +304,18 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
     relu = spec["activation"] == "relu"
     bias_arg = _bias_or_dummy(bias, x.dtype)
-    if cin_g == 1 and plan.plane3x3 is not None and plan.out[2] > 0:
+    if cin_g == 1 and plan.plane_conv is not None and plan.out[2] > 0:
         # 3x3 stride 1 or 2: vector strips down the rows, the input read in place
-        rowidx, colidx, lo_w, stride, ksize = plan.plane3x3
+        rowidx, colidx, lo_w, stride, ksize = plan.plane_conv
         OH, OW = plan.out[1], plan.out[2]
         n_threads = _threads.resolve(n_threads, flops, N * C_out * OH)
         band = _rows_per_tile(OH, N * C_out, n_threads)
         stream = out.nbytes >= STREAM_MIN_BYTES
-        values, pointers = _depthwise.plane3x3_workspace(band, plan.spatial[2], OW, stream,
+        values, pointers = _depthwise.plane_conv_workspace(band, plan.spatial[2], OW, stream,
                                                          x.dtype.itemsize, stride, ksize)
         work = workspace((n_threads, values), x.dtype)
         row_work = np.empty((n_threads, pointers), dtype=np.intp)
-        _depthwise.plane3x3(
+        _depthwise.plane_conv(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
             out.reshape(N, C_out, -1), rowidx, colidx, plan.spatial[1], plan.spatial[2],
             OH, OW, lo_w, plan.pad_value, bias is not None, relu, band, stream, work,
