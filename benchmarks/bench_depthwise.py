@@ -26,6 +26,13 @@ CONFIGS = [
     ("depthwise 3x3 p1", (8, 256, 56, 56), DW, (np.float32, np.float64)),
     ("depthwise 3x3 p1, new output", (8, 256, 56, 56), DW, (np.float32, np.float64)),
     ("depthwise 3x3 s2 p1", (8, 256, 56, 56), dict(DW, stride=2), (np.float32, np.float64)),
+    # EfficientNet / MobileNetV3 (5x5) and ConvNeXt (7x7) depthwise layers
+    ("depthwise 5x5 p2", (8, 256, 56, 56), dict(DW, kernel_size=5, padding=2),
+     (np.float32, np.float64)),
+    ("depthwise 5x5 s2 p2", (8, 256, 56, 56), dict(DW, kernel_size=5, padding=2, stride=2),
+     (np.float32, np.float64)),
+    ("depthwise 7x7 p3", (8, 256, 56, 56), dict(DW, kernel_size=7, padding=3),
+     (np.float32, np.float64)),
     ("separable 32->64 3x3 p1", (8, 32, 112, 112),
      {"op": "separable_conv2d", "in_channels": 32, "out_channels": 64, "kernel_size": 3,
       "padding": 1}, (np.float32,)),
