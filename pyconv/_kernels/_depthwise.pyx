@@ -566,9 +566,12 @@ cdef extern from *:
       #define PYCONV_DW_SHUF1(a, M, ...) __builtin_shuffle((a), (M){__VA_ARGS__})
     #endif
     #if (defined(__GNUC__) || defined(__clang__)) && PYCONV_DW_VBYTES == 32
-      #define PYCONV_DW_EVEN_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 0, 2, 8, 10, 4, 6, 12, 14)
-      #define PYCONV_DW_ODD_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 1, 3, 9, 11, 5, 7, 13, 15)
-      #define PYCONV_DW_UNPERM_f(v) PYCONV_DW_SHUF1(v, pyconv_dw_mf, 0, 1, 4, 5, 2, 3, 6, 7)
+      #define PYCONV_DW_EVEN_f(a, b) \\
+          PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 0, 2, 8, 10, 4, 6, 12, 14)
+      #define PYCONV_DW_ODD_f(a, b) \\
+          PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 1, 3, 9, 11, 5, 7, 13, 15)
+      #define PYCONV_DW_UNPERM_f(v) \\
+          PYCONV_DW_SHUF1(v, pyconv_dw_mf, 0, 1, 4, 5, 2, 3, 6, 7)
       #define PYCONV_DW_EVEN_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 0, 4, 2, 6)
       #define PYCONV_DW_ODD_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 1, 5, 3, 7)
       #define PYCONV_DW_UNPERM_d(v) PYCONV_DW_SHUF1(v, pyconv_dw_md, 0, 2, 1, 3)
@@ -1359,8 +1362,8 @@ def separable(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
         return
     if work.shape[0] < n_threads or iwork.shape[0] < n_threads:
         raise ValueError("separable: workspace too small")
-    cdef const floating* packed = check_packed("separable", pw_packed, k_block, panel_work,
-                                               C_out, C_mid, n_threads)
+    cdef const floating* packed = check_packed("separable", pw_packed, k_block,
+                                               panel_work, C_out, C_mid, n_threads)
     cdef floating* panel = NULL
     n_bands = (rows + rows_per_band - 1) // rows_per_band
     n_units = N * n_bands
@@ -1493,13 +1496,13 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
 # Units are (image, output channel, band of output rows), swept in strips one vector
 # wide, down the band's rows (pyconv_dw_strip3_* and pyconv_dw_strip3s2_* for 3x3 at
 # stride 1 and 2, pyconv_dw_strip<K>s<stride>_* for 5x5 and 7x7): no scalar edge
-# columns and no column tables in the hot loop. Strips whose taps stay inside the input row read it
-# in place (rows through the row table, padding rows from a row of pad values); a
-# strip at an edge reads a small padded copy of its columns made through the tables
-# (any padding mode). Rows narrower than a vector take plane_conv_rows on a padded copy
-# of the band. Streamed outputs are computed into scratch and copied out with
-# non-temporal stores a vector at a time while the next band computes, so that
-# memory and arithmetic overlap.
+# columns and no column tables in the hot loop. Strips whose taps stay inside the
+# input row read it in place (rows through the row table, padding rows from a row of
+# pad values); a strip at an edge reads a small padded copy of its columns made
+# through the tables (any padding mode). Rows narrower than a vector take
+# plane_conv_rows on a padded copy of the band. Streamed outputs are computed into
+# scratch and copied out with non-temporal stores a vector at a time while the next
+# band computes, so that memory and arithmetic overlap.
 
 cdef inline void padded_block(floating* dst, Py_ssize_t ld, const floating* xc,
                               Py_ssize_t W, const Py_ssize_t* rowidx, Py_ssize_t n_rows,

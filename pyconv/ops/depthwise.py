@@ -37,10 +37,10 @@ Depthwise convolution (and grouped convolution with few channels per group, see
   each input row loaded once and feeding the output rows that read it through running
   partial sums (3x3 at stride 1: 3 loads, 9 multiplies, 9 adds per output vector; at
   stride 2, two input rows per output row, each loaded as pairs of vectors split into
-  their even and odd lanes). Strips whose taps stay inside the input rows read them in place
-  (padding rows come from a row of pad values); the strips at the edges read small
-  padded copies of their columns, so there are no scalar edge columns for any padding
-  mode. Outputs of :data:`STREAM_MIN_BYTES` or more are computed into scratch and
+  their even and odd lanes). Strips whose taps stay inside the input rows read them
+  in place (padding rows come from a row of pad values); the strips at the edges read
+  small padded copies of their columns, so there are no scalar edge columns for any
+  padding mode. Outputs of :data:`STREAM_MIN_BYTES` or more are computed into scratch and
   copied out with non-temporal stores, which skip reading the output's lines into the
   cache first; the copy of one band is done a vector at a time while the next band
   computes, and the next band's input is prefetched meanwhile, so that memory traffic
@@ -305,14 +305,15 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     relu = spec["activation"] == "relu"
     bias_arg = _bias_or_dummy(bias, x.dtype)
     if cin_g == 1 and plan.plane_conv is not None and plan.out[2] > 0:
-        # 3x3 stride 1 or 2: vector strips down the rows, the input read in place
+        # 3x3, 5x5, 7x7 at stride 1 or 2: vector strips down the rows, the input read
+        # in place
         rowidx, colidx, lo_w, stride, ksize = plan.plane_conv
         OH, OW = plan.out[1], plan.out[2]
         n_threads = _threads.resolve(n_threads, flops, N * C_out * OH)
         band = _rows_per_tile(OH, N * C_out, n_threads)
         stream = out.nbytes >= STREAM_MIN_BYTES
-        values, pointers = _depthwise.plane_conv_workspace(band, plan.spatial[2], OW, stream,
-                                                         x.dtype.itemsize, stride, ksize)
+        values, pointers = _depthwise.plane_conv_workspace(
+            band, plan.spatial[2], OW, stream, x.dtype.itemsize, stride, ksize)
         work = workspace((n_threads, values), x.dtype)
         row_work = np.empty((n_threads, pointers), dtype=np.intp)
         _depthwise.plane_conv(
@@ -651,7 +652,9 @@ def _pointwise_packed(weight, dtype, n_threads):
     _, k_block = packed_tiling(1, mid, -(-c_out // rows), rows, np.dtype(dtype).itemsize,
                                panel, 1, True)
     packed = packed_weight(weight.reshape(c_out, mid), 1, rows, k_block).reshape(-1)
-    return packed, k_block, workspace((n_threads, k_block * panel), dtype, slot="pointwise panel")
+    panels = workspace((n_threads, k_block * panel), dtype, slot="pointwise panel")
+    return packed, k_block, panels
+
 
 OPS = [
     *(DepthwiseConvND(r) for r in (1, 2, 3)),
