@@ -306,6 +306,62 @@ def test_separable_pointwise_on_either_gemm(rng, monkeypatch, level, dtype):
         np.testing.assert_array_equal(conv.apply(x, n_threads=3), y)
 
 
+@pytest.mark.parametrize("ksize,stride", [(3, 2), (5, 1), (5, 2), (7, 1)])
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "constant"])
+def test_separable_depthwise_step_on_the_plane_kernel(rng, monkeypatch, ksize, stride,
+                                                      mode):
+    # 2-D 5x5 and 7x7, and 3x3 at stride 2: the depthwise step of each band runs on
+    # the plane kernel (its row table sliced at the band), any multiplier; bands of
+    # one and of several rows, against the float64 loops; any thread count, the
+    # same bits; on either build (pointwise on the packed tiles or on BLAS).
+    from pyconv import _kernels
+    for level, band_bytes, m in (("avx2", 64, 1), ("avx2", dwmod.BAND_BYTES, 2),
+                                 ("avx2", 3000, 1), ("baseline", 3000, 2)):
+        monkeypatch.setattr(_kernels, "LEVEL", level)
+        monkeypatch.setattr(dwmod, "BAND_BYTES", band_bytes)
+        spec = {"op": "separable_conv2d", "in_channels": 3, "out_channels": 5,
+                "depth_multiplier": m, "kernel_size": ksize, "stride": stride,
+                "padding": ksize // 2, "padding_mode": mode, "bias": "both",
+                "activation": "relu"}
+        if mode == "constant":
+            spec["padding_value"] = 0.5
+        conv = pyconv.Conv(spec, seed=4, dtype=np.float64)
+        x = rng.standard_normal((2, 3, 11, 19))
+        _, pads, out = conv.op.geometry(conv.spec, x.shape)
+        assert dwmod._plan((11, 19), conv.spec, pads, out).plane_conv is not None
+        ref = refdw.separable_nd(x, conv.params, [stride] * 2, [(ksize // 2,) * 2] * 2,
+                                 [1, 1], m, mode, spec.get("padding_value", 0.0))
+        y = conv.apply(x, n_threads=1)
+        assert_close(y, np.maximum(ref, 0), np.float64)
+        np.testing.assert_array_equal(conv.apply(x, n_threads=3), y)
+
+
+def test_separable_plane_refuses_inconsistent_arguments():
+    from pyconv import _kernels
+    kernel = _kernels.load("_depthwise")
+    conv = pyconv.Conv({"op": "separable_conv2d", "in_channels": 4, "out_channels": 6,
+                        "kernel_size": 3, "padding": 1}, seed=0, dtype=np.float64)
+    x = np.zeros((1, 4, 5, 5))
+    _, pads, out = conv.op.geometry(conv.spec, x.shape)
+    rowidx, colidx, lo_w, stride, ksize = dwmod._plan((5, 5), conv.spec, pads,
+                                                      out).plane_conv
+    values, pointers = kernel.plane_conv_workspace(5, 5, 5, False, 8, 1, 3)
+    p = conv.params
+    head = (x.reshape(1, 4, -1), p["depthwise_weight"].reshape(4, -1), np.zeros(1),
+            p["pointwise_weight"].reshape(6, 4), p["pointwise_bias"], np.zeros((1, 6, 25)))
+    geometry = (rowidx, colidx, 5, 5, 5, 5, lo_w)
+    tail = (0.0, False, True, False, 5)
+    work = np.zeros((1, 4 * 25 + values))
+    row_work = np.zeros((1, pointers), np.intp)
+    kernel.separable_plane(*head, *geometry, 1, 3, *tail, work, row_work, 1)  # runs
+    with pytest.raises(ValueError, match="separable_plane: inconsistent"):
+        kernel.separable_plane(*head, *geometry, 1, 3, *tail, work[:, :-1], row_work, 1)
+    with pytest.raises(ValueError, match="separable_plane: inconsistent"):
+        kernel.separable_plane(*head, *geometry, 2, 3, *tail, work, row_work, 1)
+    with pytest.raises(ValueError, match="separable_plane: rows_per_band"):
+        kernel.separable_plane(*head, *geometry, 1, 4, *tail, work, row_work, 1)
+
+
 def test_separable_refuses_a_short_packed_weight_or_panel():
     from pyconv import _kernels
     kernel = _kernels.load("_depthwise")

@@ -1492,6 +1492,81 @@ def separable_rows(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight
                 bias_relu_tile(c_ptr, C_out, cols, P, pw_bias_ptr, has_pw_bias, relu)
 
 
+def separable_plane(const floating[:, :, ::1] x, const floating[:, ::1] dw_weight,
+                    const floating[::1] dw_bias, const floating[:, ::1] pw_weight,
+                    const floating[::1] pw_bias, floating[:, :, ::1] out,
+                    const Py_ssize_t[::1] rowidx, const Py_ssize_t[::1] colidx,
+                    Py_ssize_t H, Py_ssize_t W, Py_ssize_t OH, Py_ssize_t OW,
+                    Py_ssize_t lo_w, Py_ssize_t stride, Py_ssize_t ksize,
+                    floating pad_value, bint has_dw_bias, bint has_pw_bias, bint relu,
+                    Py_ssize_t rows_per_band, floating[:, ::1] work,
+                    Py_ssize_t[:, ::1] row_work, int n_threads,
+                    const floating[::1] pw_packed=None, Py_ssize_t k_block=0,
+                    floating[:, ::1] panel_work=None):
+    """``separable`` with the depthwise step on the plane kernel (``plane_conv``'s
+    geometry: K x K at stride 1 or 2, any multiplier), each band of output rows of
+    one image computed channel by channel into the thread's band buffer.
+
+    ``work`` has one row per thread: the band (``C_mid * rows_per_band * OW`` values),
+    then ``plane_conv_workspace(rows_per_band, W, OW, False, itemsize, stride,
+    ksize)`` values; ``row_work`` that call's pointers. The pointwise step as in
+    ``separable``.
+    """
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C_in = x.shape[1]
+    cdef Py_ssize_t C_mid = dw_weight.shape[0]
+    cdef Py_ssize_t C_out = out.shape[1]
+    cdef Py_ssize_t P = out.shape[2]
+    cdef Py_ssize_t n_bands, n_units, band_size, u, n, r0, nr, cols
+    cdef floating* buf = NULL
+    cdef floating* panel = NULL
+    cdef floating* c_ptr
+    cdef const floating* pw_bias_ptr = &pw_bias[0] if has_pw_bias else NULL
+    cdef const floating* dw_bias_ptr = &dw_bias[0] if has_dw_bias else NULL
+    if N == 0 or P == 0 or OH == 0 or OW == 0:
+        return
+    if rows_per_band < 1 or (stride != 1 and stride != 2) \
+            or (ksize != 3 and ksize != 5 and ksize != 7):
+        raise ValueError("separable_plane: rows_per_band, stride or ksize out of range")
+    band_size = C_mid * rows_per_band * OW
+    need = plane_conv_workspace(rows_per_band, W, OW, False, sizeof(floating), stride,
+                                ksize)
+    if work.shape[0] < n_threads or work.shape[1] < band_size + need[0] \
+            or row_work.shape[0] < n_threads or row_work.shape[1] < need[1] \
+            or sizeof(void*) != sizeof(Py_ssize_t) \
+            or rowidx.shape[0] < stride * (OH - 1) + ksize \
+            or colidx.shape[0] < stride * OW + ksize - 1 \
+            or dw_weight.shape[1] != ksize * ksize or x.shape[2] != H * W \
+            or P != OH * OW or C_mid % C_in or pw_weight.shape[1] != C_mid:
+        raise ValueError("separable_plane: inconsistent shapes, tables or workspace")
+    cdef const floating* packed = check_packed("separable_plane", pw_packed, k_block,
+                                               panel_work, C_out, C_mid, n_threads)
+    n_bands = (OH + rows_per_band - 1) // rows_per_band
+    n_units = N * n_bands
+    with nogil, parallel(num_threads=n_threads):
+        buf = &work[omp_get_thread_num(), 0]
+        panel = &panel_work[omp_get_thread_num(), 0] if packed != NULL else NULL
+        for u in prange(n_units, schedule='static'):
+            n = u // n_bands
+            r0 = (u % n_bands) * rows_per_band
+            nr = OH - r0
+            if nr > rows_per_band:
+                nr = rows_per_band
+            cols = nr * OW
+            # one band of every channel: the band is the whole "plane" of each unit
+            plane_conv_units(&x[n, 0, 0], &dw_weight[0, 0], dw_bias_ptr, buf,
+                             &rowidx[stride * r0], &colidx[0], C_in, C_mid, H, W, nr, OW,
+                             lo_w, pad_value, False, nr, stride, ksize, False,
+                             buf + band_size,
+                             <const floating**>&row_work[omp_get_thread_num(), 0], 0,
+                             C_mid, stride * r0)
+            c_ptr = &out[n, 0, r0 * OW]
+            pointwise_band(&pw_weight[0, 0], packed, k_block, buf, c_ptr, C_out, cols,
+                           C_mid, P, panel)
+            if has_pw_bias or relu:
+                bias_relu_tile(c_ptr, C_out, cols, P, pw_bias_ptr, has_pw_bias, relu)
+
+
 # -- plane kernel, 3x3, 5x5 or 7x7 at stride 1 or 2: one input channel per group ---------
 # Units are (image, output channel, band of output rows), swept in strips one vector
 # wide, down the band's rows (pyconv_dw_strip3_* and pyconv_dw_strip3s2_* for 3x3 at
@@ -1689,8 +1764,10 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
                          Py_ssize_t OH, Py_ssize_t OW, Py_ssize_t lo_w,
                          floating pad_value, bint relu, Py_ssize_t band, Py_ssize_t s,
                          Py_ssize_t K, bint stream, floating* work, const floating** rows,
-                         Py_ssize_t u0, Py_ssize_t u1) noexcept nogil:
+                         Py_ssize_t u0, Py_ssize_t u1, Py_ssize_t pf_row0=0) noexcept nogil:
     # Units u0 <= u < u1 in order, with one thread's workspace (see plane_conv_workspace);
+    # pf_row0: about the input row where band 0 starts (a prefetch hint; rowidx may
+    # be a slice of a longer table);
     # rows: 2 * (s * (band - 1) + K) pointers of scratch. K: the kernel size (3, 5 or
     # 7), s: the stride (1 or 2); a band of nr output rows reads s * (nr - 1) + K
     # padded rows, a strip of vw output columns s * vw + K - 1 padded columns (at
@@ -1746,7 +1823,7 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
             kp = 0
             pf = NULL
             t = (u + 1) % n_bands
-            r = s * t * band - 1 if t > 0 else 0    # about its first row (a hint only)
+            r = (s * t * band - 1 if t > 0 else 0) + pf_row0   # about its first row
             if u + 1 < u1 and r < H:
                 pf = x + (((u + 1) // (n_bands * C_out)) * groups
                           + ((u + 1) // n_bands) % C_out // mult) * H * W + r * W

@@ -85,15 +85,17 @@ as documented in :mod:`pyconv.ops.conv`).
 The separable op never materialises the whole depthwise result: it works on bands of
 output rows of one image. Each thread computes the depthwise output of its band
 (``m*C_in * rows * OW`` values, at most ``BAND_BYTES`` unless a single output row of all
-``m*C_in`` channels is larger) and multiplies it at once by the pointwise weight into the
-output: on the packed GEMM tiles of :mod:`pyconv.ops.conv` in the AVX2 build (up to
+``m*C_in`` channels is larger; on the plane kernel for 2-D 5x5 and 7x7 and for stride
+2, one channel's band at a time, else on the row or padded-row kernel) and multiplies it at
+once by the pointwise weight into the output: on the packed GEMM tiles of :mod:`pyconv.ops.conv` in the AVX2 build (up to
 ``PACKED_MAX_ROWS`` output channels; the weight packed once per parameter array), else
 on BLAS. On 8x32x112x112 -> 64, 3x3 (medians of 11 alternating calls in one process,
 two runs), the packed tiles against OpenBLAS: float32 1 thread 22.3-23.1 -> 18.1 ms, 2
 threads 11.8-12.3 -> 9.8-10.0 ms; float64 58.6-59.5 -> 34.2-34.5 ms and 30.5-31.2 ->
 18.2-18.6 ms. Extra memory: one such band per thread, reused across calls, and on the
-packed tiles one column panel (``k_block * 24`` or ``* 12`` values) per thread (with a
-multiplier above 1, also the padded rows of one input channel, as above).
+packed tiles one column panel (``k_block * 24`` or ``* 12`` values) per thread (on the
+plane kernel also its scratch for one band, as above; on the padded-row kernel the
+padded rows of one input channel).
 
 Examples
 --------
@@ -621,7 +623,20 @@ class SeparableConvND(Op):
         packed = _pointwise_packed(params["pointwise_weight"], x.dtype, n_threads)
         # OpenBLAS is pinned to one thread only where it runs
         with contextlib.nullcontext() if packed else _threads.blas_pinned:
-            if _row_kernel_wins(1, spec["depth_multiplier"]):
+            # the plane kernel where it gains (measured on 8x32x112x112 -> 64: 5x5
+            # 24 -> 15.5 ms, 3x3 stride 2 18 -> 14.7 ms; 3x3 stride 1 even, float64
+            # 6 % behind the row kernel)
+            if plan.plane_conv is not None and plan.plane_conv[3:] != (1, 3) and OW > 0:
+                rowidx, colidx, lo_w, stride, ksize = plan.plane_conv
+                values, pointers = _depthwise.plane_conv_workspace(
+                    rows_per_band, plan.spatial[2], OW, False, itemsize, stride, ksize)
+                work = workspace((n_threads, band + values), x.dtype)
+                row_work = np.empty((n_threads, pointers), dtype=np.intp)
+                _depthwise.separable_plane(
+                    *common, rowidx, colidx, plan.spatial[1], plan.spatial[2],
+                    plan.out[1], OW, lo_w, stride, ksize, plan.pad_value, *flags[:3],
+                    rows_per_band, work, row_work, n_threads, *packed)
+            elif _row_kernel_wins(1, spec["depth_multiplier"]):
                 work = workspace((n_threads, band), x.dtype)
                 _depthwise.separable_rows(*common, *plan.row_kernel_args(),
                                           spec["depth_multiplier"], plan.pad_value,
