@@ -559,7 +559,7 @@ cdef extern from *:
        partial sum it starts. Each output is bias + ((row0 + row1) + row2), as in
        the stride-1 strip, on either build. */
     #if defined(__clang__)
-      #define PYCONV_DW_SHUF2(a, b, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
+      #define PYCONV_DW_SHUF2(a, b, M, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
       #define PYCONV_DW_SHUF1(a, M, ...) __builtin_shufflevector((a), (a), __VA_ARGS__)
     #elif defined(__GNUC__)
       #define PYCONV_DW_SHUF2(a, b, M, ...) __builtin_shuffle((a), (b), (M){__VA_ARGS__})
