@@ -531,6 +531,48 @@ def test_rows_read_in_place_stop_at_the_input_end(rng, guarded_array, k, s):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_plane_windows_run_on_the_global_kernel(rng, monkeypatch, dtype):
+    # A window that is the whole plane (a pool over the full spatial size, adaptive
+    # pooling to 1): the global-pool kernel, the same values as the reference (NaN
+    # propagates through max); windows that only look like it keep the general
+    # kernel (padding, dilation, a cut window, divisor_override, indices).
+    from pyconv.ops import pooling
+
+    general = pooling.run_separable
+    calls = []
+    monkeypatch.setattr(pooling, "run_separable",
+                        lambda *a, **k: calls.append(1) or general(*a, **k))
+    import pyconv.ops.adaptive as adaptive
+    monkeypatch.setattr(adaptive, "run_separable", pooling.run_separable)
+    x = rng.standard_normal((3, 5, 7, 6)).astype(dtype)
+    x[1, 2, 3, 4] = np.nan
+    whole = [({"op": "avg_pool2d", "kernel_size": [7, 6]}, "avg"),
+             ({"op": "max_pool2d", "kernel_size": [7, 6], "stride": 3}, "max"),
+             ({"op": "adaptive_avg_pool2d", "output_size": 1}, "avg"),
+             ({"op": "adaptive_max_pool2d", "output_size": [1, 1]}, "max")]
+    for spec, kind in whole:
+        with np.errstate(invalid="ignore"):
+            expected = (np.mean if kind == "avg" else np.max)(
+                x.astype(np.float64), axis=(2, 3), keepdims=True)
+        got = run(spec, x)
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(expected))
+        np.testing.assert_allclose(got, expected, rtol=1e-6 if dtype == np.float32
+                                   else 1e-13, err_msg=str(spec))
+    assert calls == []
+    x = x[:, :, :, :5].copy()  # 7x5
+    general_cases = [{"op": "avg_pool2d", "kernel_size": [7, 5], "divisor_override": 3},
+                     {"op": "avg_pool2d", "kernel_size": [7, 5], "padding": [0, 1],
+                      "count_include_pad": False},
+                     {"op": "max_pool2d", "kernel_size": [7, 3], "dilation": [1, 2]},
+                     {"op": "max_pool2d", "kernel_size": [6, 5], "stride": 4}]
+    for spec in general_cases:
+        run(spec, x)
+    assert len(calls) == len(general_cases)
+    v, i = run({"op": "adaptive_max_pool2d", "output_size": 1, "return_indices": True}, x)
+    assert i.shape == (3, 5, 1, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_indices_fast_kernel_equals_scan_in_tap_order(rng, dtype):
     """The order-free kernel (used where padding never takes part) against the kernel
     that scans each window in row-major tap order: same value bits, same indices."""

@@ -59,7 +59,10 @@ through a 4x4 transpose in each 128-bit lane), prefetches input rows ahead of us
 and splits the work over (n, c) planes. Max and average windows one input row high
 without padding columns (1-D pooling, among others) read that row in place instead
 of combining it into a copy: avg_pool1d kernel 4 stride 4 on 64x64x4096 float32
-went from 11.2 to 6.2 ms at 2 threads (medians of 11 calls). With indices, where
+went from 11.2 to 6.2 ms at 2 threads (medians of 11 calls). Max and average pools
+whose only window is each whole (n, c) plane (kernel = input size, no padding or
+dilation; without indices or ``divisor_override``) run on the global-pool kernel, as
+adaptive pooling to size 1 does: 32x512x7x7 float32, 0.87 -> 0.10 ms at 2 threads. With indices, where
 padding cells never take part (-inf padding or none), the winner is computed
 order-free (the NaN with the largest index, else the largest value with the smallest
 index), which is the row-major scan's winner; other padding modes scan each window
@@ -168,6 +171,25 @@ def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, sc
     return out
 
 
+def whole_plane_window(spatial, kernel, dilation, pads, out_spatial):
+    """Whether the only window is the whole (n, c) plane: one output per axis, its
+    window the whole input axis, undilated, with no padding (``pads``: resolved
+    ``(lo, hi)`` pairs)."""
+    return all(o == 1 and k == n and d == 1 and tuple(p) == (0, 0)
+               for n, k, d, p, o in zip(spatial, kernel, dilation, pads, out_spatial))
+
+
+def run_whole_planes(x, out, kind, n_threads):
+    """Max or mean of each (n, c) plane on the global-pool kernel (eight interleaved
+    partial results, vectorised): where a window is the whole plane, the row and
+    column passes would cost several times more on these short planes (ResNet's 7x7
+    head: 32x512x7x7 float32 took 0.87 ms through them, PyTorch 0.40)."""
+    planes, length = x.shape[0] * x.shape[1], prod(x.shape[2:])
+    n = _threads.resolve(n_threads, planes * length, planes, x.nbytes)
+    kernel().global_pool(x.reshape(planes, length), out.reshape(planes), kind == "max", n)
+    return out
+
+
 def run_max_indices(x, out, plan, n_threads, *, pad_value=None):
     """Max pool with argmax indices; returns ``(out, indices)``.
 
@@ -273,6 +295,12 @@ class SlidingPool(Op):
         return pg.cached(("geometry", *self._geometry_key(spec, input_shape)),
                          lambda: self._geometry(spec, input_shape))
 
+    def whole_plane(self, spec, x_shape):
+        """Whether the only window of ``x_shape`` is each whole (n, c) plane."""
+        _, pads, out_spatial = self.geometry(spec, x_shape)
+        return whole_plane_window(x_shape[2:], spec["kernel_size"], self._dilation(spec),
+                                  pads, out_spatial)
+
     def _geometry(self, spec, input_shape):
         shape = self.check_input_shape(input_shape, self.rank)
         spatial = shape[2:]
@@ -371,6 +399,8 @@ class MaxPoolND(SlidingPool):
         mode = spec["padding_mode"]
         pad_value = spec["padding_value"] if mode == "constant" else (
             0.0 if mode == "zeros" else None)
+        if not spec["return_indices"] and self.whole_plane(spec, x.shape):
+            return run_whole_planes(x, out, "max", n_threads)
         if spec["return_indices"]:
             return run_max_indices(x, out, plan, n_threads, pad_value=pad_value)
         return run_separable(x, out, plan, "max", n_threads, pad_value=pad_value)
@@ -416,6 +446,8 @@ class AvgPoolND(SlidingPool):
         plan = self.plan(spec, x.shape)
         mode = spec["padding_mode"]
         pad_value = spec["padding_value"] if mode == "constant" else None
+        if spec["divisor_override"] is None and self.whole_plane(spec, x.shape):
+            return run_whole_planes(x, out, "avg", n_threads)
         return run_separable(x, out, plan, "avg", n_threads, pad_value=pad_value,
                              divisor_override=spec["divisor_override"])
 
