@@ -49,6 +49,12 @@ CONFIGS = [
      lambda F, t: F.adaptive_max_pool2d(t, 7)),
     ("global_avg_pool", (32, 512, 7, 7),
      {"op": "global_avg_pool"}, lambda F, t: F.adaptive_avg_pool2d(t, 1)),
+    # classifier heads written as adaptive or whole-input pools
+    ("adaptive_avg_pool2d ->1x1", (32, 512, 14, 14),
+     {"op": "adaptive_avg_pool2d", "output_size": 1},
+     lambda F, t: F.adaptive_avg_pool2d(t, 1)),
+    ("avg_pool2d k7 (whole plane)", (32, 512, 7, 7),
+     {"op": "avg_pool2d", "kernel_size": 7}, lambda F, t: F.avg_pool2d(t, 7)),
     ("max_pool3d k3 s2 p1", (2, 32, 32, 56, 56),
      {"op": "max_pool3d", "kernel_size": 3, "stride": 2, "padding": 1},
      lambda F, t: F.max_pool3d(t, 3, 2, 1)),
