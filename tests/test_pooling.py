@@ -573,6 +573,29 @@ def test_whole_plane_windows_run_on_the_global_kernel(rng, monkeypatch, dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_whole_plane_max_keeps_the_scans_winner_among_ties(dtype):
+    # The global kernel's eight lanes would pick a winner among equal values by lane;
+    # for the values that compare equal yet differ (+0.0 and -0.0; NaNs) it is the
+    # scan's: the first zero of the largest value, the last NaN.
+    x = np.full((1, 3, 5, 5), -1.0, dtype)
+    x[0, 0].flat[2], x[0, 0].flat[9] = -0.0, 0.0     # first: -0.0 (lane 2 after lane 1)
+    x[0, 1].flat[1], x[0, 1].flat[10] = 0.0, -0.0    # first: +0.0
+    x[0, 2].flat[3] = np.nan
+    nan2 = np.array(np.nan, dtype)
+    nan2.view(np.uint32 if dtype == np.float32 else np.uint64)[...] |= 1  # other payload
+    x[0, 2].flat[12] = nan2
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    for spec in ({"op": "max_pool2d", "kernel_size": 5},
+                 {"op": "adaptive_max_pool2d", "output_size": 1},
+                 {"op": "global_max_pool"},
+                 {"op": "max_pool2d", "kernel_size": 5, "return_indices": True}):
+        got = run(spec, x)
+        got = (got[0] if isinstance(got, tuple) else got).reshape(3)
+        assert np.signbit(got[0]) and not np.signbit(got[1]), spec
+        assert got[2:].view(bits) == nan2.view(bits), spec
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_indices_fast_kernel_equals_scan_in_tap_order(rng, dtype):
     """The order-free kernel (used where padding never takes part) against the kernel
     that scans each window in row-major tap order: same value bits, same indices."""

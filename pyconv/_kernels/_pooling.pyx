@@ -963,6 +963,13 @@ cdef inline floating plane_reduce(const floating* row, Py_ssize_t L,
             m = nanmax(m, acc[j])
         for i in range(n8, L):
             m = nanmax(m, row[i])
+        if m == 0 or m != m:
+            # +0.0 and -0.0 tie, and NaNs differ in their bits: where the winner is
+            # either, the row-major scan's own winner (its first zero of the largest
+            # value, its last NaN), as max pooling over the same window gives
+            m = row[0]
+            for i in range(1, L):
+                m = nanmax(m, row[i])
     else:
         while i < n8:
             for j in range(8):
