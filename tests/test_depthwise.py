@@ -336,19 +336,24 @@ def test_separable_depthwise_step_on_the_plane_kernel(rng, monkeypatch, ksize, s
         np.testing.assert_array_equal(conv.apply(x, n_threads=3), y)
 
 
-def test_separable_plane_refuses_inconsistent_arguments():
+def _separable_kernel_call():
+    """The depthwise kernel module, the plan of a 4 -> 6 3x3 separable layer on one 5x5
+    image, and the kernels' leading arguments for it (float64)."""
     from pyconv import _kernels
-    kernel = _kernels.load("_depthwise")
     conv = pyconv.Conv({"op": "separable_conv2d", "in_channels": 4, "out_channels": 6,
                         "kernel_size": 3, "padding": 1}, seed=0, dtype=np.float64)
     x = np.zeros((1, 4, 5, 5))
     _, pads, out = conv.op.geometry(conv.spec, x.shape)
-    rowidx, colidx, lo_w, stride, ksize = dwmod._plan((5, 5), conv.spec, pads,
-                                                      out).plane_conv
-    values, pointers = kernel.plane_conv_workspace(5, 5, 5, False, 8, 1, 3)
     p = conv.params
     head = (x.reshape(1, 4, -1), p["depthwise_weight"].reshape(4, -1), np.zeros(1),
             p["pointwise_weight"].reshape(6, 4), p["pointwise_bias"], np.zeros((1, 6, 25)))
+    return _kernels.load("_depthwise"), dwmod._plan((5, 5), conv.spec, pads, out), head
+
+
+def test_separable_plane_refuses_inconsistent_arguments():
+    kernel, plan, head = _separable_kernel_call()
+    rowidx, colidx, lo_w, stride, ksize = plan.plane_conv
+    values, pointers = kernel.plane_conv_workspace(5, 5, 5, False, 8, 1, 3)
     geometry = (rowidx, colidx, 5, 5, 5, 5, lo_w)
     tail = (0.0, False, True, False, 5)
     work = np.zeros((1, 4 * 25 + values))
@@ -363,17 +368,8 @@ def test_separable_plane_refuses_inconsistent_arguments():
 
 
 def test_separable_refuses_a_short_packed_weight_or_panel():
-    from pyconv import _kernels
-    kernel = _kernels.load("_depthwise")
-    conv = pyconv.Conv({"op": "separable_conv2d", "in_channels": 4, "out_channels": 6,
-                        "kernel_size": 3, "padding": 1}, seed=0, dtype=np.float64)
-    x = np.zeros((1, 4, 5, 5))
-    _, pads, out = conv.op.geometry(conv.spec, x.shape)
-    plan = dwmod._plan((5, 5), conv.spec, pads, out)
-    p = conv.params
-    args = (x.reshape(1, 4, -1), p["depthwise_weight"].reshape(4, -1), np.zeros(1),
-            p["pointwise_weight"].reshape(6, 4), p["pointwise_bias"],
-            np.zeros((1, 6, 25)), *plan.row_kernel_args(), 1, 0.0, False, True, False, 5,
+    kernel, plan, head = _separable_kernel_call()
+    args = (*head, *plan.row_kernel_args(), 1, 0.0, False, True, False, 5,
             np.zeros((1, 4 * 25)), 1)
     packed = np.zeros(8 * 4)  # two panels of 4 rows, 4 channels
     kernel.separable_rows(*args, packed, 4, np.zeros((1, 4 * 12)))  # enough: runs

@@ -133,7 +133,7 @@ cdef extern from *:
       #define PYCONV_DW_SW_d 1
     #endif
     /* A pending copy s[0:n] -> d[0:n] by non-temporal stores, done a vector at a time
-       (in pyconv_dw_strip3_*) between the arithmetic of the next unit of work, so
+       (in the plane kernel's strips) between the arithmetic of the next unit of work, so
        that the stores drain while the core computes instead of in one burst; finish
        stores what is left. i: values copied so far. The stores are fenced once, by
        whoever ends the last copy (pyconv_dw_sfence), before other threads may read
@@ -491,73 +491,36 @@ cdef extern from *:
         } \\
     }
 
-    /* 3x3 stride-1, one strip of VW output columns: n_rows output rows o[r * OW + 0:VW]
-       from the n_rows + 2 input rows rows[i] + off, each read at columns [0, VW+2).
-       Down the rows: each input row is loaded once (three shifted vectors) and feeds
-       the three output rows that read it, through two running partial sums, so every
-       output vector costs 3 loads, 9 multiplies and 9 adds. Each output is
-       bias + ((row0 + row1) + row2), row k = (w[3k]*x0 + w[3k+1]*x1) + w[3k+2]*x2,
-       as in the other 3x3 paths. Meanwhile, per output vector: one vector of the
-       pending copy pend, and one line of pf[0:npf] prefetched (*kp: the next line,
-       carried from strip to strip). Not inlined: on its own, the loop keeps the
-       weights in registers. */
+    /* The plane kernel's strips: n_rows output rows o[r * OW + 0:VW] of one strip of VW
+       output columns of a K x K kernel (3, 5 or 7) at stride ST (1 or 2), from the
+       input rows rows[i] + off. Down the rows: each input row is loaded once and
+       feeds the output rows that read it through running partial sums (3x3 at stride
+       1: three shifted vectors per row, so every output vector costs 3 loads, 9
+       multiplies and 9 adds). Each output is bias + ((...(R_0 + R_1) + ...) +
+       R_{K-1}), R_t = (...(w*x_0 + w*x_1) + ...) + w*x_{K-1}, left to right, on
+       either build (for 3x3 as in the other 3x3 paths). Meanwhile, per output vector:
+       one vector of the pending copy pend, and ST lines of pf[0:npf] prefetched (*kp:
+       the next line, carried from strip to strip; a stride-2 band reads about four
+       times the values it writes). Not inlined: on its own, the loop keeps the
+       weights in registers.
+
+       Stride 2: output column j reads the padded columns 2j .. 2j + K - 1. Per input
+       row, pairs of vectors are split into their even and odd lanes, which gives
+       the taps' vectors. With 32-byte vectors the split stays within 128-bit lanes
+       (one shuffle each, where a full deinterleave costs a cross-lane permute more),
+       so the lanes hold the outputs in a fixed permuted order: the arithmetic is lane
+       by lane, and one permute per output vector (PYCONV_DW_UNPERM) puts them back in
+       order. */
     #if defined(__GNUC__) || defined(__clang__)
       #define PYCONV_DW_NOINLINE __attribute__((noinline))
     #else
       #define PYCONV_DW_NOINLINE
     #endif
-    #define PYCONV_DW_STRIP3(S, T, V, VU, M, RELU) \\
-    /* d[0:VW] = s[0:VW], unaligned */ \\
+    /* d[0:VW] = s[0:VW], unaligned */
+    #define PYCONV_DW_VCOPY(S, T, VU) \\
     static inline void pyconv_dw_vcopy_##S(T* d, const T* s) { \\
         *(VU*)d = *(const VU*)s; \\
-    } \\
-    static PYCONV_DW_NOINLINE void pyconv_dw_strip3_##S( \\
-            const T* const* rows, Py_ssize_t off, const T* w, T bias, T* o, \\
-            Py_ssize_t OW, Py_ssize_t n_rows, int relu, pyconv_dw_pend* pend, \\
-            const T* pf, Py_ssize_t npf, Py_ssize_t* kp) { \\
-        Py_ssize_t r, k = *kp, line = 64 / (Py_ssize_t)sizeof(T); \\
-        /* the pending copy in locals: the vector stores below may alias *pend */ \\
-        Py_ssize_t si = pend->i, sn = pend->n - PYCONV_DW_SW_##S; \\
-        const T* ss = (const T*)pend->s; \\
-        T* sd = (T*)pend->d; \\
-        V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \\
-        V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \\
-        V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \\
-        V vb = bias - (V){0}; \\
-        V x0, x1, x2, a0, a1, v; \\
-        const T* q = rows[0] + off; \\
-        x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
-        a0 = (w0 * x0 + w1 * x1) + w2 * x2; \\
-        q = rows[1] + off; \\
-        x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
-        a0 = a0 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
-        a1 = (w0 * x0 + w1 * x1) + w2 * x2; \\
-        for (r = 0; r < n_rows; r++) { \\
-            if (si <= sn) { PYCONV_DW_SV_##S(sd + si, ss + si); si += PYCONV_DW_SW_##S; } \\
-            if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
-            q = rows[r + 2] + off; \\
-            x0 = *(const VU*)q; x1 = *(const VU*)(q + 1); x2 = *(const VU*)(q + 2); \\
-            v = vb + (a0 + ((w6 * x0 + w7 * x1) + w8 * x2)); \\
-            if (relu) RELU(V, M, v); \\
-            *(VU*)(o + r * OW) = v; \\
-            a0 = a1 + ((w3 * x0 + w4 * x1) + w5 * x2); \\
-            a1 = (w0 * x0 + w1 * x1) + w2 * x2; \\
-        } \\
-        *kp = k; \\
-        pend->i = si; \\
     }
-
-    /* Stride 2: the same strip, output column j reading the padded columns 2j,
-       2j + 1, 2j + 2. Per input row, two pairs of vectors (from the strip's first
-       column and two further on) are split into their even and odd lanes, which
-       gives the three taps' vectors, e0, od and e1. With 32-byte vectors the split
-       stays within 128-bit lanes (one shuffle each, where a full deinterleave costs
-       a cross-lane permute more), so the lanes hold the outputs in a fixed permuted
-       order: the arithmetic is lane by lane, and one permute per output vector
-       (PYCONV_DW_UNPERM) puts them back in order. Output row r reads the padded
-       rows 2r, 2r + 1, 2r + 2; the last is also row 0 of output row r + 1, whose
-       partial sum it starts. Each output is bias + ((row0 + row1) + row2), as in
-       the stride-1 strip, on either build. */
     #if defined(__clang__)
       #define PYCONV_DW_SHUF2(a, b, M, ...) __builtin_shufflevector((a), (b), __VA_ARGS__)
       #define PYCONV_DW_SHUF1(a, M, ...) __builtin_shufflevector((a), (a), __VA_ARGS__)
@@ -583,62 +546,16 @@ cdef extern from *:
       #define PYCONV_DW_ODD_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 1, 3)
       #define PYCONV_DW_UNPERM_d(v) (v)
     #endif
-    #if defined(__GNUC__) || defined(__clang__)
-      /* e0, od: even and odd lanes of q[0:2VW]; e1: even lanes of q[2:2VW+2] */
-      #define PYCONV_DW_TAPS_S2(S, VU, VW, q, e0, od, e1) do { \\
-          VU lo_ = *(const VU*)(q), hi_ = *(const VU*)((q) + VW); \\
-          VU lo2_ = *(const VU*)((q) + 2), hi2_ = *(const VU*)((q) + VW + 2); \\
-          e0 = PYCONV_DW_EVEN_##S(lo_, hi_); od = PYCONV_DW_ODD_##S(lo_, hi_); \\
-          e1 = PYCONV_DW_EVEN_##S(lo2_, hi2_); } while (0)
-    #else
-      #define PYCONV_DW_TAPS_S2(S, VU, VW, q, e0, od, e1) do { \\
-          e0 = (q)[0]; od = (q)[1]; e1 = (q)[2]; } while (0)
+    #if !defined(__GNUC__) && !defined(__clang__)
       #define PYCONV_DW_UNPERM_f(v) (v)
       #define PYCONV_DW_UNPERM_d(v) (v)
     #endif
-    #define PYCONV_DW_STRIP3S2(S, T, V, VU, VW, M, RELU) \\
-    static PYCONV_DW_NOINLINE void pyconv_dw_strip3s2_##S( \\
-            const T* const* rows, Py_ssize_t off, const T* w, T bias, T* o, \\
-            Py_ssize_t OW, Py_ssize_t n_rows, int relu, pyconv_dw_pend* pend, \\
-            const T* pf, Py_ssize_t npf, Py_ssize_t* kp) { \\
-        Py_ssize_t r, k = *kp, line = 64 / (Py_ssize_t)sizeof(T); \\
-        Py_ssize_t si = pend->i, sn = pend->n - PYCONV_DW_SW_##S; \\
-        const T* ss = (const T*)pend->s; \\
-        T* sd = (T*)pend->d; \\
-        V w0 = w[0] - (V){0}, w1 = w[1] - (V){0}, w2 = w[2] - (V){0}; \\
-        V w3 = w[3] - (V){0}, w4 = w[4] - (V){0}, w5 = w[5] - (V){0}; \\
-        V w6 = w[6] - (V){0}, w7 = w[7] - (V){0}, w8 = w[8] - (V){0}; \\
-        V vb = bias - (V){0}; \\
-        V e0, od, e1, a0, v; \\
-        PYCONV_DW_TAPS_S2(S, VU, VW, rows[0] + off, e0, od, e1); \\
-        a0 = (w0 * e0 + w1 * od) + w2 * e1; \\
-        for (r = 0; r < n_rows; r++) { \\
-            if (si <= sn) { PYCONV_DW_SV_##S(sd + si, ss + si); si += PYCONV_DW_SW_##S; } \\
-            /* two lines: a band reads about four times the values it writes */ \\
-            if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
-            if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
-            PYCONV_DW_TAPS_S2(S, VU, VW, rows[2 * r + 1] + off, e0, od, e1); \\
-            a0 = a0 + ((w3 * e0 + w4 * od) + w5 * e1); \\
-            PYCONV_DW_TAPS_S2(S, VU, VW, rows[2 * r + 2] + off, e0, od, e1); \\
-            v = vb + (a0 + ((w6 * e0 + w7 * od) + w8 * e1)); \\
-            a0 = (w0 * e0 + w1 * od) + w2 * e1; \\
-            if (relu) RELU(V, M, v); \\
-            *(VU*)(o + r * OW) = PYCONV_DW_UNPERM_##S(v); \\
-        } \\
-        *kp = k; \\
-        pend->i = si; \\
-    }
-
-    /* K x K (5 or 7), stride ST (1 or 2): the same scheme with more rows in flight.
-       Iteration r reads the ST new input rows ST*r + K - ST .. ST*r + K - 1; input
+    /* Iteration r reads the ST new input rows ST*r + K - ST .. ST*r + K - 1; input
        row i adds its row sum R_t (t = i - ST*j, the kernel row it is for) to the
        partial sum P[j] of output row r + j, J = ceil(K / ST) of them in flight, the
-       conditions on t being constants once the loops are unrolled. Each output is
-       bias + ((...(R_0 + R_1) + ...) + R_{K-1}), R_t = (...(w*x_0 + w*x_1) + ...)
-       + w*x_{K-1}, left to right as in the 3x3 strips. x_t: stride 1, the row at
-       column t; stride 2, the even or odd lanes of the pair of vectors at column t
-       or t - 1 (reading one column past the taps at most), in the permuted lane
-       order of the 3x3 stride-2 strip. */
+       conditions on t being constants once the loops are unrolled. x_t: stride 1, the
+       row at column t; stride 2, the even or odd lanes of the pair of vectors at
+       column t or t - 1 (reading one column past the taps at most). */
     #if defined(__GNUC__) || defined(__clang__)
       #define PYCONV_DW_TAPSK(S, VU, VW, K, ST, q, x) do { \\
           int t_; \\
@@ -703,6 +620,9 @@ cdef extern from *:
         pend->i = si; \\
     }
     #define PYCONV_DW_STRIPS_K(S, T, V, VU, VW, M, RELU) \\
+        PYCONV_DW_VCOPY(S, T, VU) \\
+        PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 3, 1) \\
+        PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 3, 2) \\
         PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 5, 1) \\
         PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 5, 2) \\
         PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 7, 1) \\
@@ -711,12 +631,6 @@ cdef extern from *:
     #if defined(__GNUC__) || defined(__clang__)
     PYCONV_DW_TYPED(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
     PYCONV_DW_TYPED(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
-    PYCONV_DW_STRIP3(f, float, pyconv_dw_vf, pyconv_dw_vfu, pyconv_dw_mf, PYCONV_DW_RELU)
-    PYCONV_DW_STRIP3(d, double, pyconv_dw_vd, pyconv_dw_vdu, pyconv_dw_md, PYCONV_DW_RELU)
-    PYCONV_DW_STRIP3S2(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf,
-                       PYCONV_DW_RELU)
-    PYCONV_DW_STRIP3S2(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md,
-                       PYCONV_DW_RELU)
     PYCONV_DW_STRIPS_K(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf,
                        PYCONV_DW_RELU)
     PYCONV_DW_STRIPS_K(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md,
@@ -724,13 +638,25 @@ cdef extern from *:
     #else
     PYCONV_DW_TYPED(f, float, float, float, 1, int)
     PYCONV_DW_TYPED(d, double, double, double, 1, int)
-    PYCONV_DW_STRIP3(f, float, float, float, int, PYCONV_DW_SRELU)
-    PYCONV_DW_STRIP3(d, double, double, double, int, PYCONV_DW_SRELU)
-    PYCONV_DW_STRIP3S2(f, float, float, float, 1, int, PYCONV_DW_SRELU)
-    PYCONV_DW_STRIP3S2(d, double, double, double, 1, int, PYCONV_DW_SRELU)
     PYCONV_DW_STRIPS_K(f, float, float, float, 1, int, PYCONV_DW_SRELU)
     PYCONV_DW_STRIPS_K(d, double, double, double, 1, int, PYCONV_DW_SRELU)
     #endif
+    /* One strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2). */
+    #define PYCONV_DW_STRIP_ANY(S, T) \\
+    static void pyconv_dw_strip_##S(const T* const* rows, Py_ssize_t off, const T* w, \\
+                                    T bias, T* o, Py_ssize_t OW, Py_ssize_t n_rows, \\
+                                    int relu, pyconv_dw_pend* pend, const T* pf, \\
+                                    Py_ssize_t npf, Py_ssize_t* kp, Py_ssize_t s, \\
+                                    Py_ssize_t K) { \\
+        void (*f)(const T* const*, Py_ssize_t, const T*, T, T*, Py_ssize_t, Py_ssize_t, \\
+                  int, pyconv_dw_pend*, const T*, Py_ssize_t, Py_ssize_t*) = \\
+            K == 7 ? (s == 1 ? pyconv_dw_strip7s1_##S : pyconv_dw_strip7s2_##S) \\
+            : K == 5 ? (s == 1 ? pyconv_dw_strip5s1_##S : pyconv_dw_strip5s2_##S) \\
+            : (s == 1 ? pyconv_dw_strip3s1_##S : pyconv_dw_strip3s2_##S); \\
+        f(rows, off, w, bias, o, OW, n_rows, relu, pend, pf, npf, kp); \\
+    }
+    PYCONV_DW_STRIP_ANY(f, float)
+    PYCONV_DW_STRIP_ANY(d, double)
     """
     ctypedef struct pyconv_dw_geom:
         const Py_ssize_t* idx_d
@@ -763,58 +689,15 @@ cdef extern from *:
     void pyconv_dw_sfence() noexcept nogil
     void pyconv_dw_vcopy_f(float* d, const float* s) noexcept nogil
     void pyconv_dw_vcopy_d(double* d, const double* s) noexcept nogil
-    void pyconv_dw_strip3_f(const float* const* rows, Py_ssize_t off, const float* w,
-                            float bias, float* o,
-                            Py_ssize_t OW, Py_ssize_t n_rows, int relu,
-                            pyconv_dw_pend* pend, const float* pf, Py_ssize_t npf,
-                            Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip3_d(const double* const* rows, Py_ssize_t off, const double* w,
-                            double bias, double* o,
-                            Py_ssize_t OW, Py_ssize_t n_rows, int relu,
-                            pyconv_dw_pend* pend, const double* pf, Py_ssize_t npf,
-                            Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip3s2_f(const float* const* rows, Py_ssize_t off, const float* w,
-                              float bias, float* o,
-                              Py_ssize_t OW, Py_ssize_t n_rows, int relu,
-                              pyconv_dw_pend* pend, const float* pf, Py_ssize_t npf,
-                              Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip3s2_d(const double* const* rows, Py_ssize_t off, const double* w,
-                              double bias, double* o,
-                              Py_ssize_t OW, Py_ssize_t n_rows, int relu,
-                              pyconv_dw_pend* pend, const double* pf, Py_ssize_t npf,
-                              Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip5s1_f(const float* const* rows, Py_ssize_t off, const float* w,
-                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const float* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip5s1_d(const double* const* rows, Py_ssize_t off, const double* w,
-                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const double* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip5s2_f(const float* const* rows, Py_ssize_t off, const float* w,
-                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const float* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip5s2_d(const double* const* rows, Py_ssize_t off, const double* w,
-                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const double* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip7s1_f(const float* const* rows, Py_ssize_t off, const float* w,
-                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const float* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip7s1_d(const double* const* rows, Py_ssize_t off, const double* w,
-                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const double* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip7s2_f(const float* const* rows, Py_ssize_t off, const float* w,
-                              float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const float* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
-    void pyconv_dw_strip7s2_d(const double* const* rows, Py_ssize_t off, const double* w,
-                              double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                              int relu, pyconv_dw_pend* pend, const double* pf,
-                              Py_ssize_t npf, Py_ssize_t* kp) noexcept nogil
+    void pyconv_dw_strip_f(const float* const* rows, Py_ssize_t off, const float* w,
+                           float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                           int relu, pyconv_dw_pend* pend, const float* pf, Py_ssize_t npf,
+                           Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K) noexcept nogil
+    void pyconv_dw_strip_d(const double* const* rows, Py_ssize_t off, const double* w,
+                           double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                           int relu, pyconv_dw_pend* pend, const double* pf,
+                           Py_ssize_t npf, Py_ssize_t* kp, Py_ssize_t s,
+                           Py_ssize_t K) noexcept nogil
     void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
                           const double* xg, const double* w, Py_ssize_t wstride,
                           const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
@@ -1569,9 +1452,9 @@ def separable_plane(const floating[:, :, ::1] x, const floating[:, ::1] dw_weigh
 
 # -- plane kernel, 3x3, 5x5 or 7x7 at stride 1 or 2: one input channel per group ---------
 # Units are (image, output channel, band of output rows), swept in strips one vector
-# wide, down the band's rows (pyconv_dw_strip3_* and pyconv_dw_strip3s2_* for 3x3 at
-# stride 1 and 2, pyconv_dw_strip<K>s<stride>_* for 5x5 and 7x7): no scalar edge
-# columns and no column tables in the hot loop. Strips whose taps stay inside the
+# wide, down the band's rows (pyconv_dw_strip<K>s<stride>_*, one macro for every
+# kernel size and stride): no scalar edge columns and no column tables in the hot
+# loop. Strips whose taps stay inside the
 # input row read it in place (rows through the row table, padding rows from a row of
 # pad values); a strip at an edge reads a small padded copy of its columns made
 # through the tables (any padding mode). Rows narrower than a vector take
@@ -1708,54 +1591,14 @@ cdef inline void plane_conv_rows(const floating* p, Py_ssize_t ldp, const floati
 
 
 cdef inline void strip(const floating** rows, Py_ssize_t off, const floating* w9,
-                        floating bias, floating* o, Py_ssize_t OW, Py_ssize_t n_rows,
-                        bint relu, pyconv_dw_pend* pend, const floating* pf, Py_ssize_t npf,
-                        Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K) noexcept nogil:
+                       floating bias, floating* o, Py_ssize_t OW, Py_ssize_t n_rows,
+                       bint relu, pyconv_dw_pend* pend, const floating* pf, Py_ssize_t npf,
+                       Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K) noexcept nogil:
     # one strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2)
-    if K == 5:
-        if floating is float:
-            if s == 1:
-                pyconv_dw_strip5s1_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-            else:
-                pyconv_dw_strip5s2_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-        else:
-            if s == 1:
-                pyconv_dw_strip5s1_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-            else:
-                pyconv_dw_strip5s2_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-        return
-    if K == 7:
-        if floating is float:
-            if s == 1:
-                pyconv_dw_strip7s1_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-            else:
-                pyconv_dw_strip7s2_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-        else:
-            if s == 1:
-                pyconv_dw_strip7s1_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-            else:
-                pyconv_dw_strip7s2_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf,
-                                     npf, kp)
-        return
     if floating is float:
-        if s == 1:
-            pyconv_dw_strip3_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
-        else:
-            pyconv_dw_strip3s2_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf,
-                                 kp)
+        pyconv_dw_strip_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K)
     else:
-        if s == 1:
-            pyconv_dw_strip3_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp)
-        else:
-            pyconv_dw_strip3s2_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf,
-                                 kp)
+        pyconv_dw_strip_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K)
 
 
 cdef void plane_conv_units(const floating* x, const floating* weight, const floating* bias,

@@ -121,8 +121,10 @@ cdef extern from *:
                 for (g = 0; 4 * g < k; g++) {
                     __m256 a = pc_ld(p + 4 * g), b = pc_ld(p + 4 * g + 8);
                     __m256 c = pc_ld(p + 4 * g + 16), d = pc_ld(p + 4 * g + 24);
-                    __m256 ab0 = _mm256_unpacklo_ps(a, b), cd0 = _mm256_unpacklo_ps(c, d);
-                    __m256 ab1 = _mm256_unpackhi_ps(a, b), cd1 = _mm256_unpackhi_ps(c, d);
+                    __m256 ab0 = _mm256_unpacklo_ps(a, b);
+                    __m256 cd0 = _mm256_unpacklo_ps(c, d);
+                    __m256 ab1 = _mm256_unpackhi_ps(a, b);
+                    __m256 cd1 = _mm256_unpackhi_ps(c, d);
                     __m256 x[4];
                     x[0] = _mm256_shuffle_ps(ab0, cd0, _MM_SHUFFLE(1, 0, 1, 0));
                     x[1] = _mm256_shuffle_ps(ab0, cd0, _MM_SHUFFLE(3, 2, 3, 2));

@@ -39,11 +39,10 @@ import numbers
 import numpy as np
 
 from pyconv import _pool_geometry as pg
-from pyconv import _threads
 from pyconv._geometry import as_3d
 from pyconv._spec import Invalid, boolean, key
 from pyconv.ops._base import Op, prod
-from pyconv.ops.pooling import kernel, run_max_indices, run_separable, run_whole_planes
+from pyconv.ops.pooling import run_max_indices, run_separable, run_whole_planes
 
 
 def output_size_value(rank):
@@ -194,12 +193,8 @@ class GlobalPool(Op):
         return prod(self.check_shape(input_shape))
 
     def forward(self, spec, x, params, out, n_threads):
-        shape = self.check_shape(x.shape)
-        planes, length = shape[0] * shape[1], prod(shape[2:])
-        n = _threads.resolve(n_threads, planes * length, planes, x.nbytes)
-        kernel().global_pool(x.reshape(planes, length), out.reshape(planes),
-                             self.kind == "max", n)
-        return out
+        self.check_shape(x.shape)
+        return run_whole_planes(x, out, self.kind, n_threads)
 
 
 OPS = [*(AdaptivePoolND(r, "avg") for r in (1, 2, 3)),

@@ -86,10 +86,10 @@ The separable op never materialises the whole depthwise result: it works on band
 output rows of one image. Each thread computes the depthwise output of its band
 (``m*C_in * rows * OW`` values, at most ``BAND_BYTES`` unless a single output row of all
 ``m*C_in`` channels is larger; on the plane kernel for 2-D 5x5 and 7x7 and for stride
-2, one channel's band at a time, else on the row or padded-row kernel) and multiplies it at
-once by the pointwise weight into the output: on the packed GEMM tiles of :mod:`pyconv.ops.conv` in the AVX2 build (up to
-``PACKED_MAX_ROWS`` output channels; the weight packed once per parameter array), else
-on BLAS. On 8x32x112x112 -> 64, 3x3 (medians of 11 alternating calls in one process,
+2, one channel's band at a time, else on the row or padded-row kernel) and multiplies
+it at once by the pointwise weight into the output: on the packed GEMM tiles of
+:mod:`pyconv.ops.conv` in the AVX2 build (up to ``PACKED_MAX_ROWS`` output channels;
+the weight packed once per parameter array), else on BLAS. On 8x32x112x112 -> 64, 3x3 (medians of 11 alternating calls in one process,
 two runs), the packed tiles against OpenBLAS: float32 1 thread 22.3-23.1 -> 18.1 ms, 2
 threads 11.8-12.3 -> 9.8-10.0 ms; float64 58.6-59.5 -> 34.2-34.5 ms and 30.5-31.2 ->
 18.2-18.6 ms. Extra memory: one such band per thread, reused across calls, and on the
@@ -623,9 +623,10 @@ class SeparableConvND(Op):
         packed = _pointwise_packed(params["pointwise_weight"], x.dtype, n_threads)
         # OpenBLAS is pinned to one thread only where it runs
         with contextlib.nullcontext() if packed else _threads.blas_pinned:
-            # the plane kernel where it gains (measured on 8x32x112x112 -> 64: 5x5
-            # 24 -> 15.5 ms, 3x3 stride 2 18 -> 14.7 ms; 3x3 stride 1 even, float64
-            # 6 % behind the row kernel)
+            # the plane kernel where it gains (float32, one thread: 8x64x56x56 -> 128
+            # 5x5 24 -> 15.5 ms, 8x64x112x112 -> 128 3x3 stride 2 18 -> 14.7 ms; on
+            # 8x32x112x112 -> 64 3x3 stride 1 it was 5 % ahead in float32 and 6 %
+            # behind the row kernel in float64)
             if plan.plane_conv is not None and plan.plane_conv[3:] != (1, 3) and OW > 0:
                 rowidx, colidx, lo_w, stride, ksize = plan.plane_conv
                 values, pointers = _depthwise.plane_conv_workspace(

@@ -187,7 +187,8 @@ def run_whole_planes(x, out, kind, n_threads):
     head: 32x512x7x7 float32 took 0.87 ms through them, PyTorch 0.40)."""
     planes, length = x.shape[0] * x.shape[1], prod(x.shape[2:])
     n = _threads.resolve(n_threads, planes * length, planes, x.nbytes)
-    kernel().global_pool(x.reshape(planes, length), out.reshape(planes), kind == "max", n)
+    kernel().global_pool(x.reshape(planes, length), out.reshape(planes), kind == "max",
+                         n)
     return out
 
 
