@@ -90,6 +90,26 @@ def test_every_mode_odd_sizes_and_partial_tiles(rng, mode, variant):
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_float32_rows_of_every_tile_count(rng, variant):
+    # Rows of 1 to 21 tiles and of 64-66 (a transform block's BLK = 64 tiles): the
+    # float32 column split and output interleave work four tiles at a time, with a
+    # remainder of 0-3 tiles, and every padding mode gathers its edge columns.
+    m = VARIANTS[variant]
+    for i, tiles in enumerate(list(range(1, 22)) + [64, 65, 66]):
+        W = m * tiles - 2 + int(rng.integers(0, m))   # pads 1: OW = W, ceil(W/m) tiles
+        mode = MODES[i % len(MODES)]
+        x = rng.standard_normal((2, 4, 7, W)).astype(np.float32)
+        w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(6).astype(np.float32)
+        relu = bool(i % 2)
+        value = 0.5 if mode == "constant" else 0.0
+        out = run(x, w, b, [(1, 1), (1, 1)], mode, value, relu, groups=2, variant=variant)
+        ref, mag = reference(x, w, b, [(1, 1), (1, 1)], mode, value, relu, groups=2)
+        err = np.max(np.abs(out - ref)) / np.max(mag)
+        assert err < TOL[np.float32, variant], (tiles, W, mode, relu, err)
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_against_torch_realistic_channels(torch, rng, dtype, variant):
     F = torch.nn.functional

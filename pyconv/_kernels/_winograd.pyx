@@ -31,6 +31,7 @@ Each thread owns one row of the caller's workspace of ``workspace_row(...)`` val
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.string cimport memcpy
 
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
@@ -67,14 +68,100 @@ def workspace_row(Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t
 
 # ---- input side ----------------------------------------------------------------------
 
+cdef extern from *:
+    """
+    #if defined(__SSE__) || defined(_M_X64)
+      #include <xmmintrin.h>
+      #define PYCONV_WG_SSE 1
+    #else
+      #define PYCONV_WG_SSE 0
+    #endif
+    /* d_s[i] = src[4*i + s] for s < 6, i < nb (the columns of nb F(4x4) tiles, whose
+       6 columns overlap by 2): columns 0-3 by 4x4 transposes, columns 4 and 5 are the
+       next tile's 0 and 1. The compiler's own loop gathered each value with permutes
+       and blends (43% of the input transform). Pure moves: the same bits. */
+    static inline void pyconv_wg_split4_f(const float* src, ptrdiff_t nb, float* d0,
+                                          float* d1, float* d2, float* d3, float* d4,
+                                          float* d5)
+    {
+        ptrdiff_t i = 0;
+    #if PYCONV_WG_SSE
+        for (; i + 4 <= nb; i += 4) {
+            __m128 a = _mm_loadu_ps(src + 4 * i), b = _mm_loadu_ps(src + 4 * i + 4);
+            __m128 c = _mm_loadu_ps(src + 4 * i + 8), d = _mm_loadu_ps(src + 4 * i + 12);
+            __m128 a4, b4;
+            _MM_TRANSPOSE4_PS(a, b, c, d);
+            /* columns 4 and 5: a and b moved down one tile, the next tile's first two
+               columns (src[4*i + 16], src[4*i + 17]: at most src[4*nb + 1]) last */
+            a4 = _mm_move_ss(a, _mm_load_ss(src + 4 * i + 16));
+            b4 = _mm_move_ss(b, _mm_load_ss(src + 4 * i + 17));
+            _mm_storeu_ps(d0 + i, a);
+            _mm_storeu_ps(d1 + i, b);
+            _mm_storeu_ps(d2 + i, c);
+            _mm_storeu_ps(d3 + i, d);
+            _mm_storeu_ps(d4 + i, _mm_shuffle_ps(a4, a4, _MM_SHUFFLE(0, 3, 2, 1)));
+            _mm_storeu_ps(d5 + i, _mm_shuffle_ps(b4, b4, _MM_SHUFFLE(0, 3, 2, 1)));
+        }
+    #endif
+        for (; i < nb; i++) {
+            d0[i] = src[4 * i];
+            d1[i] = src[4 * i + 1];
+            d2[i] = src[4 * i + 2];
+            d3[i] = src[4 * i + 3];
+            d4[i] = src[4 * i + 4];
+            d5[i] = src[4 * i + 5];
+        }
+    }
+    /* o[4*i + c] = act(y_c[i] + b) for i < n (the interleaving of four output
+       columns of F(4x4) tiles): a 4x4 transpose per four tiles. act is ReLU (NaN and
+       -0.0 kept, as v < 0 is false for both) or nothing, as in the scalar loop: the
+       same bits. */
+    static inline ptrdiff_t pyconv_wg_store4_f(const float* y0, const float* y1,
+                                               const float* y2, const float* y3,
+                                               ptrdiff_t n, float* o, float b, int relu)
+    {
+        ptrdiff_t i = 0;
+    #if PYCONV_WG_SSE
+        const __m128 vb = _mm_set1_ps(b), zero = _mm_setzero_ps();
+        for (; i + 4 <= n; i += 4) {
+            __m128 a = _mm_add_ps(_mm_loadu_ps(y0 + i), vb);
+            __m128 c = _mm_add_ps(_mm_loadu_ps(y1 + i), vb);
+            __m128 d = _mm_add_ps(_mm_loadu_ps(y2 + i), vb);
+            __m128 e = _mm_add_ps(_mm_loadu_ps(y3 + i), vb);
+            if (relu) {
+                a = _mm_andnot_ps(_mm_cmplt_ps(a, zero), a);
+                c = _mm_andnot_ps(_mm_cmplt_ps(c, zero), c);
+                d = _mm_andnot_ps(_mm_cmplt_ps(d, zero), d);
+                e = _mm_andnot_ps(_mm_cmplt_ps(e, zero), e);
+            }
+            _MM_TRANSPOSE4_PS(a, c, d, e);
+            _mm_storeu_ps(o + 4 * i, a);
+            _mm_storeu_ps(o + 4 * i + 4, c);
+            _mm_storeu_ps(o + 4 * i + 8, d);
+            _mm_storeu_ps(o + 4 * i + 12, e);
+        }
+    #endif
+        return i;
+    }
+    """
+    void pyconv_wg_split4_f(const float* src, Py_ssize_t nb, float* d0, float* d1,
+                            float* d2, float* d3, float* d4, float* d5) noexcept nogil
+    Py_ssize_t pyconv_wg_store4_f(const float* y0, const float* y1, const float* y2,
+                                  const float* y3, Py_ssize_t n, float* o, float b,
+                                  int relu) noexcept nogil
+
+
 cdef inline const floating* row_pointer(const floating* xp, Py_ssize_t W, Py_ssize_t h,
                                         Py_ssize_t j0, Py_ssize_t ncol,
                                         const Py_ssize_t* colidx, const Py_ssize_t* colrun,
                                         floating pad, floating* buf) noexcept nogil:
     # Pointer to ``ncol`` values of input row h at padded columns j0 .. j0+ncol-1:
-    # in place when they are consecutive input columns, else gathered into buf.
-    cdef Py_ssize_t j, w
+    # in place when they are consecutive input columns, else gathered into buf, each
+    # run of consecutive columns as one copy (a value at a time, the gather of a padded
+    # row took 45% of the input transform).
+    cdef Py_ssize_t j, w, run
     cdef floating fill
+    cdef const floating* src
     if h >= 0 and colrun[j0] >= ncol:
         return xp + h * W + colidx[j0]
     if h < 0:
@@ -82,12 +169,19 @@ cdef inline const floating* row_pointer(const floating* xp, Py_ssize_t W, Py_ssi
         for j in range(ncol):
             buf[j] = fill
         return buf
-    for j in range(ncol):
+    src = xp + h * W
+    j = 0
+    while j < ncol:
         w = colidx[j0 + j]
         if w >= 0:
-            buf[j] = xp[h * W + w]
+            run = colrun[j0 + j]
+            if run > ncol - j:
+                run = ncol - j
+            memcpy(buf + j, src + w, run * sizeof(floating))
+            j = j + run
         else:
             buf[j] = pad if w == -1 else 0
+            j = j + 1
     return buf
 
 
@@ -160,6 +254,9 @@ cdef inline void horizontal_f2(const floating* tp, Py_ssize_t n, floating* v,
 
 cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
                              floating* tc) noexcept nogil:
+    # The constants in the dtype: an integer literal times a float is computed in
+    # double by Cython's C, two conversions per value (float32 ran 1.3x slower).
+    cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     cdef const floating* r0 = rp[0]
     cdef const floating* r1 = rp[1]
     cdef const floating* r2 = rp[2]
@@ -175,12 +272,12 @@ cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
         d3 = r3[j]
         d4 = r4[j]
         d5 = r5[j]
-        tc[j] = 4 * d0 - 5 * d2 + d4
-        tc[LDC + j] = (d4 - 4 * d2) + (d3 - 4 * d1)
-        tc[2 * LDC + j] = (d4 - 4 * d2) - (d3 - 4 * d1)
-        tc[3 * LDC + j] = (d4 - d2) + 2 * (d3 - d1)
-        tc[4 * LDC + j] = (d4 - d2) - 2 * (d3 - d1)
-        tc[5 * LDC + j] = 4 * d1 - 5 * d3 + d5
+        tc[j] = c4 * d0 - c5 * d2 + d4
+        tc[LDC + j] = (d4 - c4 * d2) + (d3 - c4 * d1)
+        tc[2 * LDC + j] = (d4 - c4 * d2) - (d3 - c4 * d1)
+        tc[3 * LDC + j] = (d4 - d2) + c2 * (d3 - d1)
+        tc[4 * LDC + j] = (d4 - d2) - c2 * (d3 - d1)
+        tc[5 * LDC + j] = c4 * d1 - c5 * d3 + d5
 
 
 cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexcept nogil:
@@ -190,6 +287,10 @@ cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexc
     for k in range(6):
         src = tc + k * LDC
         dst = tp + k * BLK
+        if floating is float:
+            pyconv_wg_split4_f(src, nb, dst, dst + 6 * BLK, dst + 12 * BLK, dst + 18 * BLK,
+                               dst + 24 * BLK, dst + 30 * BLK)
+            continue
         for i in range(nb):
             dst[i] = src[4 * i]
             dst[6 * BLK + i] = src[4 * i + 1]
@@ -201,6 +302,9 @@ cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexc
 
 cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
                                Py_ssize_t ldv) noexcept nogil:
+    # The constants in the dtype: an integer literal times a float is computed in
+    # double by Cython's C, two conversions per value (float32 ran 1.3x slower).
+    cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     cdef Py_ssize_t k, i
     cdef const floating* d0
     cdef const floating* d1
@@ -218,22 +322,22 @@ cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
         d5 = d4 + 6 * BLK
         o = v + 6 * k * ldv
         for i in range(n):
-            o[i] = 4 * d0[i] - 5 * d2[i] + d4[i]
+            o[i] = c4 * d0[i] - c5 * d2[i] + d4[i]
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - 4 * d2[i]) + (d3[i] - 4 * d1[i])
+            o[i] = (d4[i] - c4 * d2[i]) + (d3[i] - c4 * d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - 4 * d2[i]) - (d3[i] - 4 * d1[i])
+            o[i] = (d4[i] - c4 * d2[i]) - (d3[i] - c4 * d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - d2[i]) + 2 * (d3[i] - d1[i])
+            o[i] = (d4[i] - d2[i]) + c2 * (d3[i] - d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - d2[i]) - 2 * (d3[i] - d1[i])
+            o[i] = (d4[i] - d2[i]) - c2 * (d3[i] - d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = 4 * d1[i] - 5 * d3[i] + d5[i]
+            o[i] = c4 * d1[i] - c5 * d3[i] + d5[i]
 
 
 # ---- output side ---------------------------------------------------------------------
@@ -282,6 +386,9 @@ cdef inline void output_block_f2(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
 
 cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t nb,
                                  floating* y) noexcept nogil:
+    # The constants in the dtype: an integer literal times a float is computed in
+    # double by Cython's C, two conversions per value (float32 ran 1.3x slower).
+    cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     # y[(4*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i].
     cdef floating pbuf[6 * 4 * BLK]
     cdef const floating* m0
@@ -304,13 +411,13 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
             o[i] = m0[i] + (m1[i] + m2[i]) + (m3[i] + m4[i])
         o = o + BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + 2 * (m3[i] - m4[i])
+            o[i] = (m1[i] - m2[i]) + c2 * (m3[i] - m4[i])
         o = o + BLK
         for i in range(nb):
-            o[i] = (m1[i] + m2[i]) + 4 * (m3[i] + m4[i])
+            o[i] = (m1[i] + m2[i]) + c4 * (m3[i] + m4[i])
         o = o + BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + 8 * (m3[i] - m4[i]) + m5[i]
+            o[i] = (m1[i] - m2[i]) + c8 * (m3[i] - m4[i]) + m5[i]
     for c in range(4):              # then along the rows
         m0 = pbuf + c * BLK
         m1 = m0 + 4 * BLK
@@ -323,13 +430,13 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
             o[i] = m0[i] + (m1[i] + m2[i]) + (m3[i] + m4[i])
         o = y + (4 + c) * BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + 2 * (m3[i] - m4[i])
+            o[i] = (m1[i] - m2[i]) + c2 * (m3[i] - m4[i])
         o = y + (8 + c) * BLK
         for i in range(nb):
-            o[i] = (m1[i] + m2[i]) + 4 * (m3[i] + m4[i])
+            o[i] = (m1[i] + m2[i]) + c4 * (m3[i] + m4[i])
         o = y + (12 + c) * BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + 8 * (m3[i] - m4[i]) + m5[i]
+            o[i] = (m1[i] - m2[i]) + c8 * (m3[i] - m4[i]) + m5[i]
 
 
 cdef inline floating act(floating v, bint relu) noexcept nogil:
@@ -344,7 +451,7 @@ cdef inline void store_rows(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
                             Py_ssize_t OW, floating b, bint relu) noexcept nogil:
     # Output rows r < ni of nb tiles: orow[r*OW + mt*i + c] = act(y[(mt*r + c)*BLK + i]
     # + b); the last tile keeps only nj_last columns.
-    cdef Py_ssize_t r, c, i, nfull
+    cdef Py_ssize_t r, c, i, i0, nfull
     cdef floating* o
     cdef const floating* y0
     cdef const floating* y1
@@ -362,7 +469,10 @@ cdef inline void store_rows(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
         else:
             y2 = y1 + BLK
             y3 = y2 + BLK
-            for i in range(nfull):
+            i0 = 0
+            if floating is float:
+                i0 = pyconv_wg_store4_f(y0, y1, y2, y3, nfull, o, b, relu)
+            for i in range(i0, nfull):
                 o[4 * i] = act(y0[i] + b, relu)
                 o[4 * i + 1] = act(y1[i] + b, relu)
                 o[4 * i + 2] = act(y2[i] + b, relu)
@@ -373,16 +483,16 @@ cdef inline void store_rows(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
 
 # ---- one work unit -------------------------------------------------------------------
 
-cdef inline floating nonfinite_probe(const floating* y, Py_ssize_t mt,
-                                     Py_ssize_t nb) noexcept nogil:
-    # 0 when the block's mt*mt*nb transform outputs are all finite, else NaN: v - v is
-    # NaN exactly for inf and NaN (no -ffast-math, so it is not folded to 0).
-    cdef floating acc = 0
+cdef inline void nonfinite_probe(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
+                                 floating* acc) noexcept nogil:
+    # acc[i] stays 0 while the block's mt*mt*nb transform outputs are all finite, else
+    # turns NaN: v - v is NaN exactly for inf and NaN (no -ffast-math, so it is not
+    # folded to 0). One sum per tile, not one for the block: a single running sum is a
+    # chain of dependent scalar adds, which took half of the output transform's time.
     cdef Py_ssize_t r, i
     for r in range(mt * mt):
         for i in range(nb):
-            acc = acc + (y[r * BLK + i] - y[r * BLK + i])
-    return acc
+            acc[i] = acc[i] + (y[r * BLK + i] - y[r * BLK + i])
 
 
 cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
@@ -418,6 +528,7 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     cdef const floating* rp[6]
     cdef floating b
     cdef floating probe = 0
+    cdef floating probes[BLK]
     cdef const floating* xp
     # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
     #    row segments it spans
@@ -460,6 +571,8 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
             gemm_rm(u + a * u_ld, vbuf + a * ldv, mbuf + a * ldm, cout_g, nt, cin_g,
                     cin_g, chunk, chunk, 0)
     # 3. output transform, bias, ReLU; only valid outputs of edge tiles are written
+    for q in range(BLK):
+        probes[q] = 0
     for c in range(cout_g if stages & 4 else 0):
         b = bias[c] if has_bias else 0
         qb = q0
@@ -469,7 +582,7 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
                 output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
             else:
                 output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
-            probe = probe + nonfinite_probe(y, mt, qb_end - qb)
+            nonfinite_probe(y, mt, qb_end - qb, probes)
             q = qb
             while q < qb_end:
                 img = q // n_tiles
@@ -489,6 +602,8 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
                            OW, b, relu)
                 q = q + nb
             qb = qb_end
+    for q in range(BLK):
+        probe = probe + probes[q]
     return probe == probe
 
 
