@@ -127,7 +127,7 @@ cdef inline void plan_chunk(const Geom* g, const floating* off, Py_ssize_t ocs,
                     if <floating>c0 > coord:
                         c0 = c0 - 1
                     l = coord - <floating>c0
-                    wlo[a] = 1 - l
+                    wlo[a] = <floating>1 - l   # a bare 1 would make it double
                     whi[a] = l
                     base = base + (c0 + 1) * g.ps[a]
             dw = pw + t * pc * nc + 2 * q
