@@ -143,9 +143,101 @@ cdef extern from *:
     #endif
         return i;
     }
+    /* The F(4x4) transforms along one axis, four tiles per step, every output of a
+       step from one load of its inputs (the compiler's loops, one per output, read
+       each input three to four times; no FMA, the scalar loop's order of operations:
+       the same bits as it):
+       input, B^T:  o_s[i] = sum_j B^T[s][j] d_j[i], d_j = r[j] (or d + j*ldd),
+                    o_s = o + s*ldo;
+       output, A^T: o_r[i] = sum_j A^T[r][j] d_j[i], r < 4. */
+    static inline void pyconv_wg_bt6_rows_f(const float* const* r, ptrdiff_t n,
+                                            float* o, ptrdiff_t ldo)
+    {
+        const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4];
+        const float *r5 = r[5];
+        ptrdiff_t i = 0;
+    #if PYCONV_WG_SSE
+        const __m128 c2 = _mm_set1_ps(2.0f), c4 = _mm_set1_ps(4.0f);
+        const __m128 c5 = _mm_set1_ps(5.0f);
+        for (; i + 4 <= n; i += 4) {
+            __m128 d0 = _mm_loadu_ps(r0 + i), d1 = _mm_loadu_ps(r1 + i);
+            __m128 d2 = _mm_loadu_ps(r2 + i), d3 = _mm_loadu_ps(r3 + i);
+            __m128 d4 = _mm_loadu_ps(r4 + i), d5 = _mm_loadu_ps(r5 + i);
+            __m128 a = _mm_sub_ps(d4, _mm_mul_ps(c4, d2));
+            __m128 b = _mm_sub_ps(d3, _mm_mul_ps(c4, d1));
+            __m128 e = _mm_sub_ps(d4, d2);
+            __m128 f = _mm_mul_ps(c2, _mm_sub_ps(d3, d1));
+            _mm_storeu_ps(o + i, _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4, d0),
+                                                       _mm_mul_ps(c5, d2)), d4));
+            _mm_storeu_ps(o + ldo + i, _mm_add_ps(a, b));
+            _mm_storeu_ps(o + 2 * ldo + i, _mm_sub_ps(a, b));
+            _mm_storeu_ps(o + 3 * ldo + i, _mm_add_ps(e, f));
+            _mm_storeu_ps(o + 4 * ldo + i, _mm_sub_ps(e, f));
+            _mm_storeu_ps(o + 5 * ldo + i, _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4, d1),
+                                                                 _mm_mul_ps(c5, d3)), d5));
+        }
+    #endif
+        for (; i < n; i++) {
+            float d0 = r0[i], d1 = r1[i], d2 = r2[i], d3 = r3[i], d4 = r4[i];
+            float d5 = r5[i];
+            float a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, e = d4 - d2;
+            float f = 2.0f * (d3 - d1);
+            o[i] = (4.0f * d0 - 5.0f * d2) + d4;
+            o[ldo + i] = a + b;
+            o[2 * ldo + i] = a - b;
+            o[3 * ldo + i] = e + f;
+            o[4 * ldo + i] = e - f;
+            o[5 * ldo + i] = (4.0f * d1 - 5.0f * d3) + d5;
+        }
+    }
+
+    static inline void pyconv_wg_bt6_f(const float* d, ptrdiff_t ldd, ptrdiff_t n,
+                                       float* o, ptrdiff_t ldo)
+    {
+        const float* r[6] = {d, d + ldd, d + 2 * ldd, d + 3 * ldd, d + 4 * ldd,
+                             d + 5 * ldd};
+        pyconv_wg_bt6_rows_f(r, n, o, ldo);
+    }
+
+    static inline void pyconv_wg_at6_f(const float* d, ptrdiff_t ldd, ptrdiff_t n,
+                                       float* o, ptrdiff_t ldo)
+    {
+        ptrdiff_t i = 0;
+    #if PYCONV_WG_SSE
+        const __m128 c2 = _mm_set1_ps(2.0f), c4 = _mm_set1_ps(4.0f);
+        const __m128 c8 = _mm_set1_ps(8.0f);
+        for (; i + 4 <= n; i += 4) {
+            __m128 m0 = _mm_loadu_ps(d + i), m1 = _mm_loadu_ps(d + ldd + i);
+            __m128 m2 = _mm_loadu_ps(d + 2 * ldd + i), m3 = _mm_loadu_ps(d + 3 * ldd + i);
+            __m128 m4 = _mm_loadu_ps(d + 4 * ldd + i), m5 = _mm_loadu_ps(d + 5 * ldd + i);
+            __m128 p12 = _mm_add_ps(m1, m2), p34 = _mm_add_ps(m3, m4);
+            __m128 n12 = _mm_sub_ps(m1, m2), n34 = _mm_sub_ps(m3, m4);
+            _mm_storeu_ps(o + i, _mm_add_ps(_mm_add_ps(m0, p12), p34));
+            _mm_storeu_ps(o + ldo + i, _mm_add_ps(n12, _mm_mul_ps(c2, n34)));
+            _mm_storeu_ps(o + 2 * ldo + i, _mm_add_ps(p12, _mm_mul_ps(c4, p34)));
+            _mm_storeu_ps(o + 3 * ldo + i,
+                          _mm_add_ps(_mm_add_ps(n12, _mm_mul_ps(c8, n34)), m5));
+        }
+    #endif
+        for (; i < n; i++) {
+            float m0 = d[i], m1 = d[ldd + i], m2 = d[2 * ldd + i], m3 = d[3 * ldd + i];
+            float m4 = d[4 * ldd + i], m5 = d[5 * ldd + i];
+            float p12 = m1 + m2, p34 = m3 + m4, n12 = m1 - m2, n34 = m3 - m4;
+            o[i] = (m0 + p12) + p34;
+            o[ldo + i] = n12 + 2.0f * n34;
+            o[2 * ldo + i] = p12 + 4.0f * p34;
+            o[3 * ldo + i] = (n12 + 8.0f * n34) + m5;
+        }
+    }
     """
     void pyconv_wg_split4_f(const float* src, Py_ssize_t nb, float* d0, float* d1,
                             float* d2, float* d3, float* d4, float* d5) noexcept nogil
+    void pyconv_wg_bt6_rows_f(const float** r, Py_ssize_t n, float* o,
+                              Py_ssize_t ldo) noexcept nogil
+    void pyconv_wg_bt6_f(const float* d, Py_ssize_t ldd, Py_ssize_t n, float* o,
+                         Py_ssize_t ldo) noexcept nogil
+    void pyconv_wg_at6_f(const float* d, Py_ssize_t ldd, Py_ssize_t n, float* o,
+                         Py_ssize_t ldo) noexcept nogil
     Py_ssize_t pyconv_wg_store4_f(const float* y0, const float* y1, const float* y2,
                                   const float* y3, Py_ssize_t n, float* o, float b,
                                   int relu) noexcept nogil
@@ -265,6 +357,9 @@ cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
     cdef const floating* r5 = rp[5]
     cdef Py_ssize_t j
     cdef floating d0, d1, d2, d3, d4, d5
+    if floating is float:
+        pyconv_wg_bt6_rows_f(rp, ncol, tc, LDC)
+        return
     for j in range(ncol):
         d0 = r0[j]
         d1 = r1[j]
@@ -313,6 +408,10 @@ cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
     cdef const floating* d4
     cdef const floating* d5
     cdef floating* o
+    if floating is float:
+        for k in range(6):
+            pyconv_wg_bt6_f(tp + k * BLK, 6 * BLK, n, v + 6 * k * ldv, ldv)
+        return
     for k in range(6):
         d0 = tp + k * BLK
         d1 = d0 + 6 * BLK
@@ -399,6 +498,12 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
     cdef const floating* m5
     cdef floating* o
     cdef Py_ssize_t k, c, i
+    if floating is float:
+        for k in range(6):
+            pyconv_wg_at6_f(mm + 6 * k * ldm, ldm, nb, pbuf + 4 * k * BLK, BLK)
+        for c in range(4):
+            pyconv_wg_at6_f(pbuf + c * BLK, 4 * BLK, nb, y + c * BLK, 4 * BLK)
+        return
     for k in range(6):              # rows of M: A^T along the columns s
         m0 = mm + 6 * k * ldm
         m1 = m0 + ldm

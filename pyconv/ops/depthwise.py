@@ -28,7 +28,8 @@
 Computation and memory
 ----------------------
 Depthwise convolution (and grouped convolution with few channels per group, see
-:func:`prefers_direct`) runs on direct kernels (``pyconv._kernels._depthwise``):
+:func:`prefers_direct`, unless ``conv2d``'s "auto" takes Winograd for a 3x3 stride-1
+layer with 8 of them) runs on direct kernels (``pyconv._kernels._depthwise``):
 
 * one input channel per group, 2-D, 3x3, 5x5 or 7x7, stride 1 or 2 on both axes,
   dilation 1 (the common depthwise layers, any padding and mode, any multiplier): the
