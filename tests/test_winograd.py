@@ -109,6 +109,25 @@ def test_float32_rows_of_every_tile_count(rng, variant):
         assert err < TOL[np.float32, variant], (tiles, W, mode, relu, err)
 
 
+@pytest.mark.parametrize("level", ["avx2", "baseline"])
+@pytest.mark.parametrize("tiles_per_chunk", [3, 5, 7])
+def test_float32_f4_chunks_that_cut_rows_and_images(rng, monkeypatch, level,
+                                                    tiles_per_chunk):
+    # Units of 3-7 tiles (the baseline build has no panel multiple) start and end
+    # inside tile rows and span images: the F4 input transform's whole 4-tile steps
+    # write past a row segment into tiles other segments and channels own.
+    from pyconv import _kernels
+    from pyconv.ops import _winograd
+    monkeypatch.setattr(_kernels, "LEVEL", level)
+    monkeypatch.setattr(_winograd, "TILES_PER_CHUNK", tiles_per_chunk)
+    x = rng.standard_normal((3, 6, 9, 23)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    out = run(x, w, b, [(1, 1), (1, 1)], "reflect", groups=2, n_threads=2, variant="F4")
+    ref, mag = reference(x, w, b, [(1, 1), (1, 1)], "reflect", groups=2)
+    assert np.max(np.abs(out - ref)) / np.max(mag) < TOL[np.float32, "F4"]
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_against_torch_realistic_channels(torch, rng, dtype, variant):

@@ -31,7 +31,7 @@ Each thread owns one row of the caller's workspace of ``workspace_row(...)`` val
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.string cimport memcpy
+from libc.string cimport memcpy, memset
 
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
@@ -76,42 +76,6 @@ cdef extern from *:
     #else
       #define PYCONV_WG_SSE 0
     #endif
-    /* d_s[i] = src[4*i + s] for s < 6, i < nb (the columns of nb F(4x4) tiles, whose
-       6 columns overlap by 2): columns 0-3 by 4x4 transposes, columns 4 and 5 are the
-       next tile's 0 and 1. The compiler's own loop gathered each value with permutes
-       and blends (43% of the input transform). Pure moves: the same bits. */
-    static inline void pyconv_wg_split4_f(const float* src, ptrdiff_t nb, float* d0,
-                                          float* d1, float* d2, float* d3, float* d4,
-                                          float* d5)
-    {
-        ptrdiff_t i = 0;
-    #if PYCONV_WG_SSE
-        for (; i + 4 <= nb; i += 4) {
-            __m128 a = _mm_loadu_ps(src + 4 * i), b = _mm_loadu_ps(src + 4 * i + 4);
-            __m128 c = _mm_loadu_ps(src + 4 * i + 8), d = _mm_loadu_ps(src + 4 * i + 12);
-            __m128 a4, b4;
-            _MM_TRANSPOSE4_PS(a, b, c, d);
-            /* columns 4 and 5: a and b moved down one tile, the next tile's first two
-               columns (src[4*i + 16], src[4*i + 17]: at most src[4*nb + 1]) last */
-            a4 = _mm_move_ss(a, _mm_load_ss(src + 4 * i + 16));
-            b4 = _mm_move_ss(b, _mm_load_ss(src + 4 * i + 17));
-            _mm_storeu_ps(d0 + i, a);
-            _mm_storeu_ps(d1 + i, b);
-            _mm_storeu_ps(d2 + i, c);
-            _mm_storeu_ps(d3 + i, d);
-            _mm_storeu_ps(d4 + i, _mm_shuffle_ps(a4, a4, _MM_SHUFFLE(0, 3, 2, 1)));
-            _mm_storeu_ps(d5 + i, _mm_shuffle_ps(b4, b4, _MM_SHUFFLE(0, 3, 2, 1)));
-        }
-    #endif
-        for (; i < nb; i++) {
-            d0[i] = src[4 * i];
-            d1[i] = src[4 * i + 1];
-            d2[i] = src[4 * i + 2];
-            d3[i] = src[4 * i + 3];
-            d4[i] = src[4 * i + 4];
-            d5[i] = src[4 * i + 5];
-        }
-    }
     /* o[4*i + c] = act(y_c[i] + b) for i < n (the interleaving of four output
        columns of F(4x4) tiles): a 4x4 transpose per four tiles. act is ReLU (NaN and
        -0.0 kept, as v < 0 is false for both) or nothing, as in the scalar loop: the
@@ -143,13 +107,43 @@ cdef extern from *:
     #endif
         return i;
     }
-    /* The F(4x4) transforms along one axis, four tiles per step, every output of a
-       step from one load of its inputs (the compiler's loops, one per output, read
-       each input three to four times; no FMA, the scalar loop's order of operations:
-       the same bits as it):
-       input, B^T:  o_s[i] = sum_j B^T[s][j] d_j[i], d_j = r[j] (or d + j*ldd),
-                    o_s = o + s*ldo;
-       output, A^T: o_r[i] = sum_j A^T[r][j] d_j[i], r < 4. */
+    /* The float32 F(4x4) transforms along one axis, four tiles (or columns) per step,
+       every output of a step from one load of its inputs (the compiler's loops, one
+       per output, read each input three to four times), in the scalar loops' order
+       of operations, without FMA:
+       input, B^T:  o_s[i] = sum_j B^T[s][j] d_j[i], s < 6, o_s = o + s*ldo;
+       output, A^T: o_r[i] = sum_j A^T[r][j] d_j[i], r < 4.
+       PYCONV_WG_BT6_SSE: B^T of one step (d0..d5: four lanes each). */
+    #define PYCONV_WG_BT6_SSE(d0, d1, d2, d3, d4, d5, o, ldo, i)                       \
+        do {                                                                        \
+            const __m128 c2_ = _mm_set1_ps(2.0f), c4_ = _mm_set1_ps(4.0f);          \
+            const __m128 c5_ = _mm_set1_ps(5.0f);                                   \
+            __m128 a_ = _mm_sub_ps(d4, _mm_mul_ps(c4_, d2));                        \
+            __m128 b_ = _mm_sub_ps(d3, _mm_mul_ps(c4_, d1));                        \
+            __m128 e_ = _mm_sub_ps(d4, d2);                                         \
+            __m128 f_ = _mm_mul_ps(c2_, _mm_sub_ps(d3, d1));                        \
+            _mm_storeu_ps((o) + (i), _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4_, d0),      \
+                                                           _mm_mul_ps(c5_, d2)), d4)); \
+            _mm_storeu_ps((o) + (ldo) + (i), _mm_add_ps(a_, b_));                    \
+            _mm_storeu_ps((o) + 2 * (ldo) + (i), _mm_sub_ps(a_, b_));                \
+            _mm_storeu_ps((o) + 3 * (ldo) + (i), _mm_add_ps(e_, f_));                \
+            _mm_storeu_ps((o) + 4 * (ldo) + (i), _mm_sub_ps(e_, f_));                \
+            _mm_storeu_ps((o) + 5 * (ldo) + (i),                                     \
+                          _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4_, d1),                 \
+                                                _mm_mul_ps(c5_, d3)), d5));          \
+        } while (0)
+    #define PYCONV_WG_BT6_SCALAR(d0, d1, d2, d3, d4, d5, o, ldo, i)                    \
+        do {                                                                        \
+            float a_ = d4 - 4.0f * d2, b_ = d3 - 4.0f * d1, e_ = d4 - d2;           \
+            float f_ = 2.0f * (d3 - d1);                                            \
+            (o)[i] = (4.0f * d0 - 5.0f * d2) + d4;                                   \
+            (o)[(ldo) + (i)] = a_ + b_;                                              \
+            (o)[2 * (ldo) + (i)] = a_ - b_;                                          \
+            (o)[3 * (ldo) + (i)] = e_ + f_;                                          \
+            (o)[4 * (ldo) + (i)] = e_ - f_;                                          \
+            (o)[5 * (ldo) + (i)] = (4.0f * d1 - 5.0f * d3) + d5;                     \
+        } while (0)
+
     static inline void pyconv_wg_bt6_rows_f(const float* const* r, ptrdiff_t n,
                                             float* o, ptrdiff_t ldo)
     {
@@ -157,46 +151,51 @@ cdef extern from *:
         const float *r5 = r[5];
         ptrdiff_t i = 0;
     #if PYCONV_WG_SSE
-        const __m128 c2 = _mm_set1_ps(2.0f), c4 = _mm_set1_ps(4.0f);
-        const __m128 c5 = _mm_set1_ps(5.0f);
         for (; i + 4 <= n; i += 4) {
             __m128 d0 = _mm_loadu_ps(r0 + i), d1 = _mm_loadu_ps(r1 + i);
             __m128 d2 = _mm_loadu_ps(r2 + i), d3 = _mm_loadu_ps(r3 + i);
             __m128 d4 = _mm_loadu_ps(r4 + i), d5 = _mm_loadu_ps(r5 + i);
-            __m128 a = _mm_sub_ps(d4, _mm_mul_ps(c4, d2));
-            __m128 b = _mm_sub_ps(d3, _mm_mul_ps(c4, d1));
-            __m128 e = _mm_sub_ps(d4, d2);
-            __m128 f = _mm_mul_ps(c2, _mm_sub_ps(d3, d1));
-            _mm_storeu_ps(o + i, _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4, d0),
-                                                       _mm_mul_ps(c5, d2)), d4));
-            _mm_storeu_ps(o + ldo + i, _mm_add_ps(a, b));
-            _mm_storeu_ps(o + 2 * ldo + i, _mm_sub_ps(a, b));
-            _mm_storeu_ps(o + 3 * ldo + i, _mm_add_ps(e, f));
-            _mm_storeu_ps(o + 4 * ldo + i, _mm_sub_ps(e, f));
-            _mm_storeu_ps(o + 5 * ldo + i, _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4, d1),
-                                                                 _mm_mul_ps(c5, d3)), d5));
+            PYCONV_WG_BT6_SSE(d0, d1, d2, d3, d4, d5, o, ldo, i);
         }
     #endif
         for (; i < n; i++) {
             float d0 = r0[i], d1 = r1[i], d2 = r2[i], d3 = r3[i], d4 = r4[i];
             float d5 = r5[i];
-            float a = d4 - 4.0f * d2, b = d3 - 4.0f * d1, e = d4 - d2;
-            float f = 2.0f * (d3 - d1);
-            o[i] = (4.0f * d0 - 5.0f * d2) + d4;
-            o[ldo + i] = a + b;
-            o[2 * ldo + i] = a - b;
-            o[3 * ldo + i] = e + f;
-            o[4 * ldo + i] = e - f;
-            o[5 * ldo + i] = (4.0f * d1 - 5.0f * d3) + d5;
+            PYCONV_WG_BT6_SCALAR(d0, d1, d2, d3, d4, d5, o, ldo, i);
         }
     }
 
-    static inline void pyconv_wg_bt6_f(const float* d, ptrdiff_t ldd, ptrdiff_t n,
-                                       float* o, ptrdiff_t ldo)
+    /* The columns of F(4x4) tiles split out and B^T applied in one step, four tiles
+       at a time: o_s[i] = sum_j B^T[s][j] src[4*i + j], s < 6. A 4x4 transpose gives
+       each tile's columns 0-3; columns 4 and 5 are the next tile's 0 and 1. (The
+       compiler's loop for the split alone gathered each value with permutes and
+       blends, 43% of the input transform; and stores, which bound it, are fewer
+       without the split columns stored.) Rows are short (14 tiles on a 56-wide
+       image), so with SSE the last step is a whole one too: it reads src up to
+       src[4*ceil4(nb) + 1] and writes o_s up to o_s[ceil4(nb) - 1] (ceil4: nb rounded
+       up to a multiple of 4); the caller provides both. */
+    static inline void pyconv_wg_split_bt6_f(const float* src, ptrdiff_t nb, float* o,
+                                             ptrdiff_t ldo)
     {
-        const float* r[6] = {d, d + ldd, d + 2 * ldd, d + 3 * ldd, d + 4 * ldd,
-                             d + 5 * ldd};
-        pyconv_wg_bt6_rows_f(r, n, o, ldo);
+        ptrdiff_t i = 0;
+    #if PYCONV_WG_SSE
+        for (; i < nb; i += 4) {
+            __m128 a = _mm_loadu_ps(src + 4 * i), b = _mm_loadu_ps(src + 4 * i + 4);
+            __m128 c = _mm_loadu_ps(src + 4 * i + 8), d = _mm_loadu_ps(src + 4 * i + 12);
+            __m128 a4, b4;
+            _MM_TRANSPOSE4_PS(a, b, c, d);
+            a4 = _mm_move_ss(a, _mm_load_ss(src + 4 * i + 16));
+            b4 = _mm_move_ss(b, _mm_load_ss(src + 4 * i + 17));
+            a4 = _mm_shuffle_ps(a4, a4, _MM_SHUFFLE(0, 3, 2, 1));
+            b4 = _mm_shuffle_ps(b4, b4, _MM_SHUFFLE(0, 3, 2, 1));
+            PYCONV_WG_BT6_SSE(a, b, c, d, a4, b4, o, ldo, i);
+        }
+    #endif
+        for (; i < nb; i++) {
+            float d0 = src[4 * i], d1 = src[4 * i + 1], d2 = src[4 * i + 2];
+            float d3 = src[4 * i + 3], d4 = src[4 * i + 4], d5 = src[4 * i + 5];
+            PYCONV_WG_BT6_SCALAR(d0, d1, d2, d3, d4, d5, o, ldo, i);
+        }
     }
 
     static inline void pyconv_wg_at6_f(const float* d, ptrdiff_t ldd, ptrdiff_t n,
@@ -230,12 +229,10 @@ cdef extern from *:
         }
     }
     """
-    void pyconv_wg_split4_f(const float* src, Py_ssize_t nb, float* d0, float* d1,
-                            float* d2, float* d3, float* d4, float* d5) noexcept nogil
     void pyconv_wg_bt6_rows_f(const float** r, Py_ssize_t n, float* o,
                               Py_ssize_t ldo) noexcept nogil
-    void pyconv_wg_bt6_f(const float* d, Py_ssize_t ldd, Py_ssize_t n, float* o,
-                         Py_ssize_t ldo) noexcept nogil
+    void pyconv_wg_split_bt6_f(const float* src, Py_ssize_t nb, float* o,
+                               Py_ssize_t ldo) noexcept nogil
     void pyconv_wg_at6_f(const float* d, Py_ssize_t ldd, Py_ssize_t n, float* o,
                          Py_ssize_t ldo) noexcept nogil
     Py_ssize_t pyconv_wg_store4_f(const float* y0, const float* y1, const float* y2,
@@ -382,10 +379,6 @@ cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexc
     for k in range(6):
         src = tc + k * LDC
         dst = tp + k * BLK
-        if floating is float:
-            pyconv_wg_split4_f(src, nb, dst, dst + 6 * BLK, dst + 12 * BLK, dst + 18 * BLK,
-                               dst + 24 * BLK, dst + 30 * BLK)
-            continue
         for i in range(nb):
             dst[i] = src[4 * i]
             dst[6 * BLK + i] = src[4 * i + 1]
@@ -408,10 +401,6 @@ cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
     cdef const floating* d4
     cdef const floating* d5
     cdef floating* o
-    if floating is float:
-        for k in range(6):
-            pyconv_wg_bt6_f(tp + k * BLK, 6 * BLK, n, v + 6 * k * ldv, ldv)
-        return
     for k in range(6):
         d0 = tp + k * BLK
         d1 = d0 + 6 * BLK
@@ -627,7 +616,8 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     cdef Py_ssize_t ldm = cout_g * chunk + SKEW
     cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol, img, ql, off
     cdef floating rbuf[6 * LDC]
-    cdef floating tc[6 * LDC]
+    # 16 more: pyconv_wg_split_bt6_f reads whole steps of 4 tiles (zeroed, not stale)
+    cdef floating tc[6 * LDC + 16]
     cdef floating tp[36 * BLK]
     cdef floating y[16 * BLK]
     cdef const floating* rp[6]
@@ -637,6 +627,7 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     cdef const floating* xp
     # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
     #    row segments it spans
+    memset(tc, 0, sizeof(tc))
     for c in range(cin_g if stages & 1 else 0):
         qb = q0
         while qb < q1:
@@ -660,11 +651,21 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
                     split_f2(tc, nb, tp + (q - qb))
                 else:
                     vertical_f4(rp, ncol, tc)
-                    split_f4(tc, nb, tp + (q - qb))
+                    if floating is float:
+                        # Split and horizontal pass at once. The up to 3 tiles past the
+                        # segment it writes are the next segment's (written after it),
+                        # the next channel's first (likewise), past the unit's last
+                        # tile (never read), or in the last V row's SKEW padding.
+                        for r in range(6):
+                            pyconv_wg_split_bt6_f(tc + r * LDC, nb,
+                                                  vbuf + c * chunk + (q - q0) + 6 * r * ldv,
+                                                  ldv)
+                    else:
+                        split_f4(tc, nb, tp + (q - qb))
                 q = q + nb
             if mt == 2:
                 horizontal_f2(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
-            else:
+            elif floating is not float:
                 horizontal_f4(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
             qb = qb_end
     # 2. alpha^2 GEMMs: M[a] (cout_g x nt) = U[a] (cout_g x cin_g) @ V[a] (cin_g x nt)
