@@ -115,17 +115,23 @@ def test_float32_f4_chunks_that_cut_rows_and_images(rng, monkeypatch, level,
                                                     tiles_per_chunk):
     # Units of 3-7 tiles (the baseline build has no panel multiple) start and end
     # inside tile rows and span images: the F4 input transform's whole 4-tile steps
-    # write past a row segment into tiles other segments and channels own.
+    # write past a row segment into tiles other segments and channels own, and its
+    # vertical pass reads each segment's columns in place around their edges.
     from pyconv import _kernels
     from pyconv.ops import _winograd
     monkeypatch.setattr(_kernels, "LEVEL", level)
     monkeypatch.setattr(_winograd, "TILES_PER_CHUNK", tiles_per_chunk)
+    # Wide pads give segments of padding columns only and tile rows of padding rows.
     x = rng.standard_normal((3, 6, 9, 23)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     b = rng.standard_normal(4).astype(np.float32)
-    out = run(x, w, b, [(1, 1), (1, 1)], "reflect", groups=2, n_threads=2, variant="F4")
-    ref, mag = reference(x, w, b, [(1, 1), (1, 1)], "reflect", groups=2)
-    assert np.max(np.abs(out - ref)) / np.max(mag) < TOL[np.float32, "F4"]
+    for mode in MODES:
+        value = -1.5 if mode == "constant" else 0.0
+        for pads in ([(1, 1), (1, 1)], [(4, 5), (9, 6)]):
+            out = run(x, w, b, pads, mode, value, groups=2, n_threads=2, variant="F4")
+            ref, mag = reference(x, w, b, pads, mode, value, groups=2)
+            err = np.max(np.abs(out - ref)) / np.max(mag)
+            assert err < TOL[np.float32, "F4"], (mode, pads, err)
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

@@ -372,6 +372,53 @@ cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
         tc[5 * LDC + j] = c4 * d1 - c5 * d3 + d5
 
 
+cdef inline void vertical_f4_in_place(const float* xp, Py_ssize_t W,
+                                      const Py_ssize_t* rows, Py_ssize_t j0,
+                                      Py_ssize_t ncol, const Py_ssize_t* colidx,
+                                      const Py_ssize_t* colrun, float pad,
+                                      const float* padrows, float* tc) noexcept nogil:
+    # vertical_f4 of the 6 input rows rows[0:6] (-1: a row of pad values, -2: of
+    # zeros, as in row_pointer) at padded columns j0 .. j0+ncol-1, float32, reading the
+    # input in place: the first stretch of consecutive input columns goes through the
+    # vector pass from the rows themselves, the columns around it (padding, mirrored
+    # or wrapped columns: one or two at a usual edge) one at a time. Copying whole
+    # padded rows for it took 18% of the convolution. padrows: LDC pad values, then
+    # LDC zeros.
+    cdef Py_ssize_t a, ja, run, r, h, w
+    cdef const float* rp[6]
+    cdef const float* cp[6]
+    cdef float col[6]
+    ja = 0
+    while ja < ncol and colidx[j0 + ja] < 0:
+        ja = ja + 1
+    run = 0
+    if ja < ncol:
+        run = colrun[j0 + ja]
+        if run > ncol - ja:
+            run = ncol - ja
+        for r in range(6):
+            h = rows[r]
+            rp[r] = (xp + h * W + colidx[j0 + ja] if h >= 0
+                     else padrows + (0 if h == -1 else LDC))
+        pyconv_wg_bt6_rows_f(rp, run, tc + ja, LDC)
+    for r in range(6):
+        cp[r] = col + r
+    a = 0
+    while a < ncol:
+        if a == ja:
+            a = ja + run
+            continue
+        w = colidx[j0 + a]
+        for r in range(6):
+            h = rows[r]
+            if h >= 0 and w >= 0:
+                col[r] = xp[h * W + w]
+            else:
+                col[r] = pad if (h == -1 or (h >= 0 and w == -1)) else 0
+        pyconv_wg_bt6_rows_f(cp, 1, tc + a, LDC)
+        a = a + 1
+
+
 cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexcept nogil:
     cdef Py_ssize_t k, i
     cdef const floating* src
@@ -618,6 +665,8 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     cdef floating rbuf[6 * LDC]
     # 16 more: pyconv_wg_split_bt6_f reads whole steps of 4 tiles (zeroed, not stale)
     cdef floating tc[6 * LDC + 16]
+    cdef floating padrows[2 * LDC]
+    cdef bint padrows_ready = False
     cdef floating tp[36 * BLK]
     cdef floating y[16 * BLK]
     cdef const floating* rp[6]
@@ -643,25 +692,32 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
                 ncol = nb * mt + 2
                 off = in_off[img * in_ld + c]
                 xp = x + off if off >= 0 else pad_plane
-                for r in range(alpha):
-                    rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, ncol,
-                                        colidx, colrun, pad, rbuf + r * LDC)
+                if floating is float and mt == 4:
+                    if not padrows_ready:
+                        for r in range(LDC):
+                            padrows[r] = pad
+                            padrows[LDC + r] = 0
+                        padrows_ready = True
+                    vertical_f4_in_place(xp, W, rowidx + th * mt, tw * mt, ncol, colidx,
+                                         colrun, pad, padrows, tc)
+                else:
+                    for r in range(alpha):
+                        rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, ncol,
+                                            colidx, colrun, pad, rbuf + r * LDC)
                 if mt == 2:
                     vertical_f2(rp, ncol, tc)
                     split_f2(tc, nb, tp + (q - qb))
-                else:
+                elif floating is not float:
                     vertical_f4(rp, ncol, tc)
-                    if floating is float:
-                        # Split and horizontal pass at once. The up to 3 tiles past the
-                        # segment it writes are the next segment's (written after it),
-                        # the next channel's first (likewise), past the unit's last
-                        # tile (never read), or in the last V row's SKEW padding.
-                        for r in range(6):
-                            pyconv_wg_split_bt6_f(tc + r * LDC, nb,
-                                                  vbuf + c * chunk + (q - q0) + 6 * r * ldv,
-                                                  ldv)
-                    else:
-                        split_f4(tc, nb, tp + (q - qb))
+                    split_f4(tc, nb, tp + (q - qb))
+                else:
+                    # Split and horizontal pass at once. The up to 3 tiles past the
+                    # segment it writes are the next segment's (written after it), the
+                    # next channel's first (likewise), past the unit's last tile (never
+                    # read), or in the last V row's SKEW padding.
+                    for r in range(6):
+                        pyconv_wg_split_bt6_f(tc + r * LDC, nb,
+                                              vbuf + c * chunk + (q - q0) + 6 * r * ldv, ldv)
                 q = q + nb
             if mt == 2:
                 horizontal_f2(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
