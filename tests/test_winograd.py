@@ -259,11 +259,13 @@ def test_check_finite_reports_spoiled_tiles(rng, value):
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     for variant in VARIANTS:
         run(x, w, None, [(1, 1), (1, 1)], variant=variant, check_finite=True)  # no error
-        bad = x.copy()
-        bad[1, 2, 16, 18] = value                       # the last tile of the last image
-        with pytest.raises(NonFiniteTiles):
-            run(bad, w, None, [(1, 1), (1, 1)], variant=variant, check_finite=True)
-        run(bad, w, None, [(1, 1), (1, 1)], variant=variant)  # unchecked: no error
+        # the last tile of the last image, the first tile, one inside a row
+        for where in ((1, 2, 16, 18), (0, 0, 0, 0), (1, 1, 8, 9)):
+            bad = x.copy()
+            bad[where] = value
+            with pytest.raises(NonFiniteTiles):
+                run(bad, w, None, [(1, 1), (1, 1)], variant=variant, check_finite=True)
+            run(bad, w, None, [(1, 1), (1, 1)], variant=variant)  # unchecked: no error
     # an infinite pad value spoils the edge tiles too
     with pytest.raises(NonFiniteTiles):
         run(x, w, None, [(1, 1), (1, 1)], "constant", np.inf, check_finite=True)

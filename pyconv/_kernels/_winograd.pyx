@@ -198,34 +198,51 @@ cdef extern from *:
         }
     }
 
+    /* With probe (else NULL), probe[0:4] also collects v - v of every output: they
+       stay 0 while all are finite (see nonfinite_probe). */
     static inline void pyconv_wg_at6_f(const float* d, ptrdiff_t ldd, ptrdiff_t n,
-                                       float* o, ptrdiff_t ldo)
+                                       float* o, ptrdiff_t ldo, float* probe)
     {
         ptrdiff_t i = 0;
     #if PYCONV_WG_SSE
         const __m128 c2 = _mm_set1_ps(2.0f), c4 = _mm_set1_ps(4.0f);
         const __m128 c8 = _mm_set1_ps(8.0f);
+        __m128 acc = _mm_setzero_ps();
         for (; i + 4 <= n; i += 4) {
             __m128 m0 = _mm_loadu_ps(d + i), m1 = _mm_loadu_ps(d + ldd + i);
             __m128 m2 = _mm_loadu_ps(d + 2 * ldd + i), m3 = _mm_loadu_ps(d + 3 * ldd + i);
             __m128 m4 = _mm_loadu_ps(d + 4 * ldd + i), m5 = _mm_loadu_ps(d + 5 * ldd + i);
             __m128 p12 = _mm_add_ps(m1, m2), p34 = _mm_add_ps(m3, m4);
             __m128 n12 = _mm_sub_ps(m1, m2), n34 = _mm_sub_ps(m3, m4);
-            _mm_storeu_ps(o + i, _mm_add_ps(_mm_add_ps(m0, p12), p34));
-            _mm_storeu_ps(o + ldo + i, _mm_add_ps(n12, _mm_mul_ps(c2, n34)));
-            _mm_storeu_ps(o + 2 * ldo + i, _mm_add_ps(p12, _mm_mul_ps(c4, p34)));
-            _mm_storeu_ps(o + 3 * ldo + i,
-                          _mm_add_ps(_mm_add_ps(n12, _mm_mul_ps(c8, n34)), m5));
+            __m128 y0 = _mm_add_ps(_mm_add_ps(m0, p12), p34);
+            __m128 y1 = _mm_add_ps(n12, _mm_mul_ps(c2, n34));
+            __m128 y2 = _mm_add_ps(p12, _mm_mul_ps(c4, p34));
+            __m128 y3 = _mm_add_ps(_mm_add_ps(n12, _mm_mul_ps(c8, n34)), m5);
+            _mm_storeu_ps(o + i, y0);
+            _mm_storeu_ps(o + ldo + i, y1);
+            _mm_storeu_ps(o + 2 * ldo + i, y2);
+            _mm_storeu_ps(o + 3 * ldo + i, y3);
+            if (probe)
+                acc = _mm_add_ps(acc, _mm_add_ps(_mm_add_ps(_mm_sub_ps(y0, y0),
+                                                            _mm_sub_ps(y1, y1)),
+                                                 _mm_add_ps(_mm_sub_ps(y2, y2),
+                                                            _mm_sub_ps(y3, y3))));
         }
+        if (probe)
+            _mm_storeu_ps(probe, _mm_add_ps(_mm_loadu_ps(probe), acc));
     #endif
         for (; i < n; i++) {
             float m0 = d[i], m1 = d[ldd + i], m2 = d[2 * ldd + i], m3 = d[3 * ldd + i];
             float m4 = d[4 * ldd + i], m5 = d[5 * ldd + i];
             float p12 = m1 + m2, p34 = m3 + m4, n12 = m1 - m2, n34 = m3 - m4;
-            o[i] = (m0 + p12) + p34;
-            o[ldo + i] = n12 + 2.0f * n34;
-            o[2 * ldo + i] = p12 + 4.0f * p34;
-            o[3 * ldo + i] = (n12 + 8.0f * n34) + m5;
+            float y0 = (m0 + p12) + p34, y1 = n12 + 2.0f * n34;
+            float y2 = p12 + 4.0f * p34, y3 = (n12 + 8.0f * n34) + m5;
+            o[i] = y0;
+            o[ldo + i] = y1;
+            o[2 * ldo + i] = y2;
+            o[3 * ldo + i] = y3;
+            if (probe)
+                probe[0] += (y0 - y0) + (y1 - y1) + (y2 - y2) + (y3 - y3);
         }
     }
     """
@@ -234,7 +251,7 @@ cdef extern from *:
     void pyconv_wg_split_bt6_f(const float* src, Py_ssize_t nb, float* o,
                                Py_ssize_t ldo) noexcept nogil
     void pyconv_wg_at6_f(const float* d, Py_ssize_t ldd, Py_ssize_t n, float* o,
-                         Py_ssize_t ldo) noexcept nogil
+                         Py_ssize_t ldo, float* probe) noexcept nogil
     Py_ssize_t pyconv_wg_store4_f(const float* y0, const float* y1, const float* y2,
                                   const float* y3, Py_ssize_t n, float* o, float b,
                                   int relu) noexcept nogil
@@ -520,11 +537,12 @@ cdef inline void output_block_f2(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
 # F(4x4, 3x3): A^T = [[1,1,1,1,1,0],[0,1,-1,2,-2,0],[0,1,1,4,4,0],[0,1,-1,8,-8,1]]
 
 cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t nb,
-                                 floating* y) noexcept nogil:
+                                 floating* y, floating* probe) noexcept nogil:
     # The constants in the dtype: an integer literal times a float is computed in
     # double by Cython's C, two conversions per value (float32 ran 1.3x slower).
     cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
-    # y[(4*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i].
+    # y[(4*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i]. In float32,
+    # probe[0:4] also collects y - y (see nonfinite_probe).
     cdef floating pbuf[6 * 4 * BLK]
     cdef const floating* m0
     cdef const floating* m1
@@ -536,9 +554,9 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
     cdef Py_ssize_t k, c, i
     if floating is float:
         for k in range(6):
-            pyconv_wg_at6_f(mm + 6 * k * ldm, ldm, nb, pbuf + 4 * k * BLK, BLK)
+            pyconv_wg_at6_f(mm + 6 * k * ldm, ldm, nb, pbuf + 4 * k * BLK, BLK, NULL)
         for c in range(4):
-            pyconv_wg_at6_f(pbuf + c * BLK, 4 * BLK, nb, y + c * BLK, 4 * BLK)
+            pyconv_wg_at6_f(pbuf + c * BLK, 4 * BLK, nb, y + c * BLK, 4 * BLK, probe)
         return
     for k in range(6):              # rows of M: A^T along the columns s
         m0 = mm + 6 * k * ldm
@@ -743,8 +761,10 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
             if mt == 2:
                 output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
             else:
-                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
-            nonfinite_probe(y, mt, qb_end - qb, probes)
+                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y,
+                                probes)
+            if mt == 2 or floating is not float:   # float F4: probed as computed
+                nonfinite_probe(y, mt, qb_end - qb, probes)
             q = qb
             while q < qb_end:
                 img = q // n_tiles
