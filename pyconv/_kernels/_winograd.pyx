@@ -360,8 +360,8 @@ cdef inline void horizontal_f2(const floating* tp, Py_ssize_t n, floating* v,
 
 cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
                              floating* tc) noexcept nogil:
-    # The constants in the dtype: an integer literal times a float is computed in
-    # double by Cython's C, two conversions per value (float32 ran 1.3x slower).
+    # Constants in the dtype: Cython's C computes an integer literal times a float
+    # in double (float32 ran 1.3x slower so, before its own vectorised passes).
     cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     cdef const floating* r0 = rp[0]
     cdef const floating* r1 = rp[1]
@@ -371,9 +371,6 @@ cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
     cdef const floating* r5 = rp[5]
     cdef Py_ssize_t j
     cdef floating d0, d1, d2, d3, d4, d5
-    if floating is float:
-        pyconv_wg_bt6_rows_f(rp, ncol, tc, LDC)
-        return
     for j in range(ncol):
         d0 = r0[j]
         d1 = r1[j]
@@ -454,8 +451,8 @@ cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexc
 
 cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
                                Py_ssize_t ldv) noexcept nogil:
-    # The constants in the dtype: an integer literal times a float is computed in
-    # double by Cython's C, two conversions per value (float32 ran 1.3x slower).
+    # Constants in the dtype: Cython's C computes an integer literal times a float
+    # in double (float32 ran 1.3x slower so, before its own vectorised passes).
     cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     cdef Py_ssize_t k, i
     cdef const floating* d0
@@ -536,13 +533,24 @@ cdef inline void output_block_f2(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
 
 # F(4x4, 3x3): A^T = [[1,1,1,1,1,0],[0,1,-1,2,-2,0],[0,1,1,4,4,0],[0,1,-1,8,-8,1]]
 
+cdef inline void output_block_f4_float(const float* mm, Py_ssize_t ldm, Py_ssize_t nb,
+                                       float* y, float* probe) noexcept nogil:
+    # output_block_f4 in float32, vectorised; probe[0:4] also collects y - y (see
+    # nonfinite_probe).
+    cdef float pbuf[6 * 4 * BLK]
+    cdef Py_ssize_t k, c
+    for k in range(6):
+        pyconv_wg_at6_f(mm + 6 * k * ldm, ldm, nb, pbuf + 4 * k * BLK, BLK, NULL)
+    for c in range(4):
+        pyconv_wg_at6_f(pbuf + c * BLK, 4 * BLK, nb, y + c * BLK, 4 * BLK, probe)
+
+
 cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t nb,
-                                 floating* y, floating* probe) noexcept nogil:
-    # The constants in the dtype: an integer literal times a float is computed in
-    # double by Cython's C, two conversions per value (float32 ran 1.3x slower).
+                                 floating* y) noexcept nogil:
+    # Constants in the dtype: Cython's C computes an integer literal times a float
+    # in double (float32 ran 1.3x slower so, before its own vectorised passes).
     cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
-    # y[(4*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i]. In float32,
-    # probe[0:4] also collects y - y (see nonfinite_probe).
+    # y[(4*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i].
     cdef floating pbuf[6 * 4 * BLK]
     cdef const floating* m0
     cdef const floating* m1
@@ -552,12 +560,6 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
     cdef const floating* m5
     cdef floating* o
     cdef Py_ssize_t k, c, i
-    if floating is float:
-        for k in range(6):
-            pyconv_wg_at6_f(mm + 6 * k * ldm, ldm, nb, pbuf + 4 * k * BLK, BLK, NULL)
-        for c in range(4):
-            pyconv_wg_at6_f(pbuf + c * BLK, 4 * BLK, nb, y + c * BLK, 4 * BLK, probe)
-        return
     for k in range(6):              # rows of M: A^T along the columns s
         m0 = mm + 6 * k * ldm
         m1 = m0 + ldm
@@ -760,10 +762,12 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
             qb_end = qb + BLK if q1 - qb > BLK else q1
             if mt == 2:
                 output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+            elif floating is float:   # probed as computed
+                output_block_f4_float(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y,
+                                      probes)
             else:
-                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y,
-                                probes)
-            if mt == 2 or floating is not float:   # float F4: probed as computed
+                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+            if mt == 2 or floating is not float:
                 nonfinite_probe(y, mt, qb_end - qb, probes)
             q = qb
             while q < qb_end:
