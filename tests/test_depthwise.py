@@ -461,6 +461,32 @@ def test_prefers_direct():
     assert not dwmod.prefers_direct(spec(8, 8, 256), (1, 8, 56, 56))  # 32 out / group
     assert dwmod.prefers_direct(spec(256, 32, k=1), (1, 256, 56, 56))
     assert not dwmod.prefers_direct(spec(256, 16, k=1), (1, 256, 56, 56))
+    # float32 rows narrower than a vector: im2col from 8 channels per group
+    narrow = (1, 256, 7, 7)
+    assert not dwmod.prefers_direct(spec(256, 32), narrow, np.float32, 7)
+    assert not dwmod.prefers_direct(spec(256, 16), narrow, np.float32, 7)
+    assert dwmod.prefers_direct(spec(256, 64), narrow, np.float32, 7)   # 4 per group
+    assert dwmod.prefers_direct(spec(256, 256), narrow, np.float32, 7)  # depthwise
+    assert dwmod.prefers_direct(spec(256, 32), narrow, np.float64, 7)
+    assert dwmod.prefers_direct(spec(256, 32), narrow, np.float32, 8)
+
+
+def test_narrow_float32_grouped_runs_on_im2col(monkeypatch, rng):
+    # "auto" sends a 7-wide float32 output with 16 channels per group to im2col + GEMM
+    # (spied on), and the result matches the direct kernel's.
+    from pyconv.ops import conv as convmod
+    calls = []
+    real = convmod.conv_forward
+    monkeypatch.setattr(convmod, "conv_forward",
+                        lambda *a, **k: calls.append(1) or real(*a, **k))
+    spec = {"op": "conv2d", "in_channels": 64, "out_channels": 64, "groups": 4,
+            "kernel_size": 3, "stride": 2, "padding": 1}
+    x = rng.standard_normal((2, 64, 14, 14)).astype(np.float32)
+    auto = pyconv.Conv(spec, seed=0)
+    direct = pyconv.Conv({**spec, "algorithm": "direct"}, params=auto.params)
+    y = auto.apply(x)
+    assert calls and y.shape == (2, 64, 7, 7)
+    np.testing.assert_allclose(y, direct.apply(x), rtol=1e-5, atol=1e-5)
 
 
 # Odd widths (vector tails), 1-3 and 5-6 output channels per group (every register

@@ -188,7 +188,8 @@ class ConvND(Op):
             # element is, or on overflow, where the direct result is right too).
             if algo == "fft" or np.isfinite(y.sum()):
                 return y
-        if algo == "direct" or (algo == "auto" and depthwise.prefers_direct(spec, shape)):
+        if algo == "direct" or (algo == "auto" and depthwise.prefers_direct(
+                spec, shape, x.dtype, out_spatial[-1])):
             run = depthwise.grouped_direct_forward
         else:
             run = conv_forward

@@ -150,6 +150,14 @@ ROW_SCRATCH_BYTES = 128 << 10
 #: multiply-add does not.
 DIRECT_MAX_CHANNELS_PER_GROUP = 16
 DIRECT_MAX_CHANNELS_1X1 = 8
+#: float32 output rows narrower than this (one AVX2 vector) leave the direct kernel's
+#: column blocks to its scalar edge loop; from ``DIRECT_MIN_CHANNELS_NARROW`` channels
+#: per group im2col is then faster. Measured (8x256, 2 threads, direct / im2col):
+#: output width 6-7, 8 per group 1.43-1.63, 16 per group 2.2-2.5, 4 per group
+#: 0.81-1.09; width 14, 8 per group 0.45-0.88. float64 (4-value vectors): direct
+#: faster at width 6-7 (0.44-1.07).
+DIRECT_MIN_WIDTH_FLOAT32 = 8
+DIRECT_MIN_CHANNELS_NARROW = 8
 _INT32_MAX = 2**31 - 1
 
 
@@ -368,7 +376,7 @@ def _direct_wins(cin_g, cout_g, kernel_size=(3,)):
     return max(cin_g, cout_g) <= limit
 
 
-def prefers_direct(spec, input_shape):
+def prefers_direct(spec, input_shape, dtype=None, out_width=None):
     """Whether a ``conv`` spec runs faster on the direct grouped kernel than im2col+GEMM.
 
     True for convolutions, grouped or not, with at most
@@ -376,12 +384,27 @@ def prefers_direct(spec, input_shape):
     (``DIRECT_MAX_CHANNELS_1X1`` for 1x1 kernels; depthwise with a small multiplier
     and single-channel image filtering included): the
     GEMM's dimensions ``C_out/groups`` and ``C_in/groups * prod(k)`` are then too small
-    for it to pay for the column copy. ``input_shape`` is accepted for future
-    size-dependent rules; the measured crossover does not depend on it.
+    for it to pay for the column copy. The exception: float32 output rows
+    (``out_width``, the last output axis) narrower than ``DIRECT_MIN_WIDTH_FLOAT32``
+    with ``DIRECT_MIN_CHANNELS_NARROW`` or more channels per group. ``input_shape`` is
+    accepted for further size-dependent rules.
+
+    Examples
+    --------
+    >>> spec = {"in_channels": 256, "out_channels": 256, "groups": 32,
+    ...         "kernel_size": (3, 3)}
+    >>> prefers_direct(spec, (8, 256, 56, 56), "float32", out_width=56)
+    True
+    >>> prefers_direct(spec, (8, 256, 7, 7), "float32", out_width=7)
+    False
     """
     groups = spec["groups"]
-    return _direct_wins(spec["in_channels"] // groups, spec["out_channels"] // groups,
-                        spec["kernel_size"])
+    cin_g, cout_g = spec["in_channels"] // groups, spec["out_channels"] // groups
+    if (out_width is not None and dtype is not None and np.dtype(dtype) == np.float32
+            and out_width < DIRECT_MIN_WIDTH_FLOAT32
+            and max(cin_g, cout_g) >= DIRECT_MIN_CHANNELS_NARROW):
+        return False
+    return _direct_wins(cin_g, cout_g, spec["kernel_size"])
 
 
 # -- depthwise ------------------------------------------------------------------------------
