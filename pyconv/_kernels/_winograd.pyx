@@ -20,7 +20,11 @@ The transforms run over blocks of up to ``BLK`` tiles of one tile row with the t
 index innermost (so the compiler can vectorise them): the vertical pass over the
 alpha input rows is shared by horizontally overlapping tiles and written
 phase-split (``T[p][k][i]`` = column ``m*i + p``), so the horizontal pass reads
-contiguous data and writes each V[a] stream contiguously.
+contiguous data and writes each V[a] stream contiguously. float32 F(4x4, 3x3), the
+common case, has SSE passes of its own (the same bits in both builds): the vertical
+pass reads the input rows in place, and the split and horizontal pass are one step,
+four tiles at a time through a 4x4 transpose, straight into V; the output transform
+and its interleaving into output rows likewise.
 
 Units write disjoint output tiles, so they run under one ``prange`` with
 single-threaded GEMMs inside (pyconv's packed tiles, or OpenBLAS pinned to one
