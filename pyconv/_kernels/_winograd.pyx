@@ -364,9 +364,6 @@ cdef inline void horizontal_f2(const floating* tp, Py_ssize_t n, floating* v,
 
 cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
                              floating* tc) noexcept nogil:
-    # Constants in the dtype: Cython's C computes an integer literal times a float
-    # in double (float32 ran 1.3x slower so, before its own vectorised passes).
-    cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     cdef const floating* r0 = rp[0]
     cdef const floating* r1 = rp[1]
     cdef const floating* r2 = rp[2]
@@ -382,12 +379,12 @@ cdef inline void vertical_f4(const floating** rp, Py_ssize_t ncol,
         d3 = r3[j]
         d4 = r4[j]
         d5 = r5[j]
-        tc[j] = c4 * d0 - c5 * d2 + d4
-        tc[LDC + j] = (d4 - c4 * d2) + (d3 - c4 * d1)
-        tc[2 * LDC + j] = (d4 - c4 * d2) - (d3 - c4 * d1)
-        tc[3 * LDC + j] = (d4 - d2) + c2 * (d3 - d1)
-        tc[4 * LDC + j] = (d4 - d2) - c2 * (d3 - d1)
-        tc[5 * LDC + j] = c4 * d1 - c5 * d3 + d5
+        tc[j] = 4 * d0 - 5 * d2 + d4
+        tc[LDC + j] = (d4 - 4 * d2) + (d3 - 4 * d1)
+        tc[2 * LDC + j] = (d4 - 4 * d2) - (d3 - 4 * d1)
+        tc[3 * LDC + j] = (d4 - d2) + 2 * (d3 - d1)
+        tc[4 * LDC + j] = (d4 - d2) - 2 * (d3 - d1)
+        tc[5 * LDC + j] = 4 * d1 - 5 * d3 + d5
 
 
 cdef inline void vertical_f4_in_place(const float* xp, Py_ssize_t W,
@@ -455,9 +452,6 @@ cdef inline void split_f4(const floating* tc, Py_ssize_t nb, floating* tp) noexc
 
 cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
                                Py_ssize_t ldv) noexcept nogil:
-    # Constants in the dtype: Cython's C computes an integer literal times a float
-    # in double (float32 ran 1.3x slower so, before its own vectorised passes).
-    cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     cdef Py_ssize_t k, i
     cdef const floating* d0
     cdef const floating* d1
@@ -475,22 +469,22 @@ cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
         d5 = d4 + 6 * BLK
         o = v + 6 * k * ldv
         for i in range(n):
-            o[i] = c4 * d0[i] - c5 * d2[i] + d4[i]
+            o[i] = 4 * d0[i] - 5 * d2[i] + d4[i]
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - c4 * d2[i]) + (d3[i] - c4 * d1[i])
+            o[i] = (d4[i] - 4 * d2[i]) + (d3[i] - 4 * d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - c4 * d2[i]) - (d3[i] - c4 * d1[i])
+            o[i] = (d4[i] - 4 * d2[i]) - (d3[i] - 4 * d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - d2[i]) + c2 * (d3[i] - d1[i])
+            o[i] = (d4[i] - d2[i]) + 2 * (d3[i] - d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = (d4[i] - d2[i]) - c2 * (d3[i] - d1[i])
+            o[i] = (d4[i] - d2[i]) - 2 * (d3[i] - d1[i])
         o = o + ldv
         for i in range(n):
-            o[i] = c4 * d1[i] - c5 * d3[i] + d5[i]
+            o[i] = 4 * d1[i] - 5 * d3[i] + d5[i]
 
 
 # ---- output side ---------------------------------------------------------------------
@@ -551,9 +545,6 @@ cdef inline void output_block_f4_float(const float* mm, Py_ssize_t ldm, Py_ssize
 
 cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t nb,
                                  floating* y) noexcept nogil:
-    # Constants in the dtype: Cython's C computes an integer literal times a float
-    # in double (float32 ran 1.3x slower so, before its own vectorised passes).
-    cdef floating c2 = 2, c4 = 4, c5 = 5, c8 = 8
     # y[(4*r + c)*BLK + i] = (A^T M_i A)[r, c], M_i[a] = mm[a*ldm + i].
     cdef floating pbuf[6 * 4 * BLK]
     cdef const floating* m0
@@ -576,13 +567,13 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
             o[i] = m0[i] + (m1[i] + m2[i]) + (m3[i] + m4[i])
         o = o + BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + c2 * (m3[i] - m4[i])
+            o[i] = (m1[i] - m2[i]) + 2 * (m3[i] - m4[i])
         o = o + BLK
         for i in range(nb):
-            o[i] = (m1[i] + m2[i]) + c4 * (m3[i] + m4[i])
+            o[i] = (m1[i] + m2[i]) + 4 * (m3[i] + m4[i])
         o = o + BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + c8 * (m3[i] - m4[i]) + m5[i]
+            o[i] = (m1[i] - m2[i]) + 8 * (m3[i] - m4[i]) + m5[i]
     for c in range(4):              # then along the rows
         m0 = pbuf + c * BLK
         m1 = m0 + 4 * BLK
@@ -595,13 +586,13 @@ cdef inline void output_block_f4(const floating* mm, Py_ssize_t ldm, Py_ssize_t 
             o[i] = m0[i] + (m1[i] + m2[i]) + (m3[i] + m4[i])
         o = y + (4 + c) * BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + c2 * (m3[i] - m4[i])
+            o[i] = (m1[i] - m2[i]) + 2 * (m3[i] - m4[i])
         o = y + (8 + c) * BLK
         for i in range(nb):
-            o[i] = (m1[i] + m2[i]) + c4 * (m3[i] + m4[i])
+            o[i] = (m1[i] + m2[i]) + 4 * (m3[i] + m4[i])
         o = y + (12 + c) * BLK
         for i in range(nb):
-            o[i] = (m1[i] - m2[i]) + c8 * (m3[i] - m4[i]) + m5[i]
+            o[i] = (m1[i] - m2[i]) + 8 * (m3[i] - m4[i]) + m5[i]
 
 
 cdef inline floating act(floating v, bint relu) noexcept nogil:
@@ -687,8 +678,9 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     cdef Py_ssize_t ldm = cout_g * chunk + SKEW
     cdef Py_ssize_t c, q, th, tw, tw_end, nb, r, a, ni, nj, qb, qb_end, ncol, img, ql, off
     cdef floating rbuf[6 * LDC]
-    # 16 more: pyconv_wg_split_bt6_f reads whole steps of 4 tiles (zeroed, not stale)
-    cdef floating tc[6 * LDC + 16]
+    # float32 F4 reads whole steps of 4 tiles of a row, up to 4*BLK + 1 < LDC values:
+    # zeroed first, so that none of them is uninitialised
+    cdef floating tc[6 * LDC]
     cdef floating padrows[2 * LDC]
     cdef bint padrows_ready = False
     cdef floating tp[36 * BLK]
@@ -700,7 +692,8 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     cdef const floating* xp
     # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
     #    row segments it spans
-    memset(tc, 0, sizeof(tc))
+    if floating is float and mt == 4:
+        memset(tc, 0, sizeof(tc))
     for c in range(cin_g if stages & 1 else 0):
         qb = q0
         while qb < q1:
