@@ -29,17 +29,19 @@ channels at a time, from padded copies of the input rows it reads:
   build, so the two builds differ in the last bits here.
 
 Vectors are GCC/Clang vector extensions (32 bytes where AVX is enabled, else 16),
-with a plain scalar fallback for other compilers. The other kernels here use no FMA
-(the build turns contraction off), so for them the AVX2 and baseline builds round
-identically.
+with a plain scalar fallback for other compilers. The plane kernel's strips (below)
+also form each kernel row's sum with FMA in the AVX2 build; the other kernels here
+use no FMA (the build turns contraction off), so for them the AVX2 and baseline
+builds round identically.
 
 ``grouped_direct``: ``prange`` over (image, group, row tile); depthwise is the case of
 one input channel per group. ``plane_conv``: 2-D 3x3, 5x5 or 7x7 convolution at stride
 1 or 2 with one input channel per group, units of (image, output channel, band of
 rows) in one contiguous run per thread, each band swept in vector-wide strips down
 its rows (each input row loaded once for the output rows that read it), the input
-read in place except
-at the edge strips (small padded copies), optionally written out with non-temporal
+read in place, also at the edge strips of a 3x3 stride-1 layer that reach one
+column past the row (that lane is replaced by the padding's value), other edge strips
+from small padded copies, optionally written out with non-temporal
 stores that drain while the next band computes. ``separable``: ``prange`` over
 (image, band of output rows); the depthwise result of a band goes into the thread's
 row of the caller's workspace and is multiplied at once by the pointwise weight (one
@@ -495,10 +497,14 @@ cdef extern from *:
        output columns of a K x K kernel (3, 5 or 7) at stride ST (1 or 2), from the
        input rows rows[i] + off. Down the rows: each input row is loaded once and
        feeds the output rows that read it through running partial sums (3x3 at stride
-       1: three shifted vectors per row, so every output vector costs 3 loads, 9
-       multiplies and 9 adds). Each output is bias + ((...(R_0 + R_1) + ...) +
-       R_{K-1}), R_t = (...(w*x_0 + w*x_1) + ...) + w*x_{K-1}, left to right, on
-       either build (for 3x3 as in the other 3x3 paths). Meanwhile, per output vector:
+       1: three shifted vectors per row, so every output vector costs 3 loads, 3
+       multiplies, 6 multiply-adds and 3 adds). Each output is bias + ((...(R_0 +
+       R_1) + ...) + R_{K-1}), R_t = (...(w*x_0 + w*x_1) + ...) + w*x_{K-1}, left to
+       right, each "+ w*x" within a row one FMA in the AVX2 build made by GCC or Clang
+       (PYCONV_DW_MADD: on 8x256x56x56, 3x3, one thread, float64 14.9 -> 11.5 ms,
+       float32 7.3 -> 6.4 ms, medians of 31 alternating calls), a multiply and an add in the baseline build (as in the other
+       3x3 paths), so the two builds differ in the last bits. Meanwhile, per output
+       vector:
        one vector of the pending copy pend, and ST lines of pf[0:npf] prefetched (*kp:
        the next line, carried from strip to strip; a stride-2 band reads about four
        times the values it writes). Not inlined: on its own, the loop keeps the
@@ -574,23 +580,46 @@ cdef extern from *:
           int t_; \\
           for (t_ = 0; t_ < K; t_++) x[t_] = (q)[t_]; } while (0)
     #endif
+    /* Edge strips of a 3 x 3 kernel at stride 1 whose taps reach one column past the
+       input row, on the left (EDGE 1: lane 0 of tap 0) or on the right (EDGE 2: the
+       last lane of tap 2): the row is read in place and that lane is replaced by ev,
+       the value the padding gives there (a bit select, so the arithmetic is that of
+       any other strip). */
+    #if defined(__GNUC__) || defined(__clang__)
+      #define PYCONV_DW_EDGEMASK(M, VW, EDGE, em) M em; do { int l_; \\
+          for (l_ = 0; l_ < VW; l_++) \\
+              em[l_] = (EDGE == 1 ? l_ == 0 : l_ == VW - 1) ? -1 : 0; } while (0)
+      #define PYCONV_DW_EDGESEL(V, M, EDGE, K, x, e, em) do { \\
+          V e_ = (e) - (V){0}; M a_, b_; \\
+          memcpy(&a_, &x[EDGE == 1 ? 0 : K - 1], sizeof a_); \\
+          memcpy(&b_, &e_, sizeof b_); \\
+          a_ = (a_ & ~em) | (b_ & em); \\
+          memcpy(&x[EDGE == 1 ? 0 : K - 1], &a_, sizeof a_); } while (0)
+    #else
+      #define PYCONV_DW_EDGEMASK(M, VW, EDGE, em) int em = 0
+      #define PYCONV_DW_EDGESEL(V, M, EDGE, K, x, e, em) \\
+          ((void)(em), x[EDGE == 1 ? 0 : K - 1] = (e))
+    #endif
     /* input row x, relative index i, into the partial sums P of the rows in flight */
-    #define PYCONV_DW_ADDROW(V, K, ST, J, wv, x, i, P) do { \\
+    #define PYCONV_DW_ADDROW(S, V, K, ST, J, wv, x, i, P) do { \\
         int j_, u_; \\
         PYCONV_DW_UNROLL for (j_ = 0; j_ < J; j_++) { \\
             const int t_ = (i) - ST * j_; \\
             if (t_ >= 0 && t_ < K) { \\
                 V rt_ = wv[t_ * K] * x[0]; \\
                 PYCONV_DW_UNROLL for (u_ = 1; u_ < K; u_++) \\
-                    rt_ = rt_ + wv[t_ * K + u_] * x[u_]; \\
+                    rt_ = PYCONV_DW_MADD_v##S(rt_, wv[t_ * K + u_], x[u_]); \\
                 P[j_] = t_ == 0 ? rt_ : P[j_] + rt_; \\
             } \\
         } } while (0)
     #define PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, K, ST) \\
-    static PYCONV_DW_NOINLINE void pyconv_dw_strip##K##s##ST##_##S( \\
+        PYCONV_DW_STRIPKE(S, T, V, VU, VW, M, RELU, K, ST, 0, \\
+                          pyconv_dw_strip##K##s##ST##_##S)
+    #define PYCONV_DW_STRIPKE(S, T, V, VU, VW, M, RELU, K, ST, EDGE, NAME) \\
+    static PYCONV_DW_NOINLINE void NAME( \\
             const T* const* rows, Py_ssize_t off, const T* w, T bias, T* o, \\
             Py_ssize_t OW, Py_ssize_t n_rows, int relu, pyconv_dw_pend* pend, \\
-            const T* pf, Py_ssize_t npf, Py_ssize_t* kp) { \\
+            const T* pf, Py_ssize_t npf, Py_ssize_t* kp, const T* ev) { \\
         enum { J = (K - 1) / ST + 1 }; \\
         Py_ssize_t r, k = *kp, line = 64 / (Py_ssize_t)sizeof(T); \\
         Py_ssize_t si = pend->i, sn = pend->n - PYCONV_DW_SW_##S; \\
@@ -598,10 +627,12 @@ cdef extern from *:
         T* sd = (T*)pend->d; \\
         V wv[K * K], P[J], x[K], v, vb = bias - (V){0}; \\
         int i, m, j; \\
+        PYCONV_DW_EDGEMASK(M, VW, EDGE, em); \\
         PYCONV_DW_UNROLL for (i = 0; i < K * K; i++) wv[i] = w[i] - (V){0}; \\
         PYCONV_DW_UNROLL for (i = 0; i < K - ST; i++) { \\
             PYCONV_DW_TAPSK(S, VU, VW, K, ST, rows[i] + off, x); \\
-            PYCONV_DW_ADDROW(V, K, ST, J, wv, x, i, P); \\
+            if (EDGE) PYCONV_DW_EDGESEL(V, M, EDGE, K, x, ev[i], em); \\
+            PYCONV_DW_ADDROW(S, V, K, ST, J, wv, x, i, P); \\
         } \\
         for (r = 0; r < n_rows; r++) { \\
             if (si <= sn) { PYCONV_DW_SV_##S(sd + si, ss + si); si += PYCONV_DW_SW_##S; } \\
@@ -609,7 +640,9 @@ cdef extern from *:
                 if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
             PYCONV_DW_UNROLL for (m = 0; m < ST; m++) { \\
                 PYCONV_DW_TAPSK(S, VU, VW, K, ST, rows[ST * r + K - ST + m] + off, x); \\
-                PYCONV_DW_ADDROW(V, K, ST, J, wv, x, K - ST + m, P); \\
+                if (EDGE) \\
+                    PYCONV_DW_EDGESEL(V, M, EDGE, K, x, ev[ST * r + K - ST + m], em); \\
+                PYCONV_DW_ADDROW(S, V, K, ST, J, wv, x, K - ST + m, P); \\
             } \\
             v = vb + P[0]; \\
             PYCONV_DW_UNROLL for (j = 0; j + 1 < J; j++) P[j] = P[j + 1]; \\
@@ -622,6 +655,8 @@ cdef extern from *:
     #define PYCONV_DW_STRIPS_K(S, T, V, VU, VW, M, RELU) \\
         PYCONV_DW_VCOPY(S, T, VU) \\
         PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 3, 1) \\
+        PYCONV_DW_STRIPKE(S, T, V, VU, VW, M, RELU, 3, 1, 1, pyconv_dw_strip3l_##S) \\
+        PYCONV_DW_STRIPKE(S, T, V, VU, VW, M, RELU, 3, 1, 2, pyconv_dw_strip3r_##S) \\
         PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 3, 2) \\
         PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 5, 1) \\
         PYCONV_DW_STRIPK(S, T, V, VU, VW, M, RELU, 5, 2) \\
@@ -641,19 +676,21 @@ cdef extern from *:
     PYCONV_DW_STRIPS_K(f, float, float, float, 1, int, PYCONV_DW_SRELU)
     PYCONV_DW_STRIPS_K(d, double, double, double, 1, int, PYCONV_DW_SRELU)
     #endif
-    /* One strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2). */
+    /* One strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2); edge: 0, or for
+       3 x 3 at stride 1 the edge strip (1 left, 2 right) with its values ev. */
     #define PYCONV_DW_STRIP_ANY(S, T) \\
     static void pyconv_dw_strip_##S(const T* const* rows, Py_ssize_t off, const T* w, \\
                                     T bias, T* o, Py_ssize_t OW, Py_ssize_t n_rows, \\
                                     int relu, pyconv_dw_pend* pend, const T* pf, \\
                                     Py_ssize_t npf, Py_ssize_t* kp, Py_ssize_t s, \\
-                                    Py_ssize_t K) { \\
+                                    Py_ssize_t K, int edge, const T* ev) { \\
         void (*f)(const T* const*, Py_ssize_t, const T*, T, T*, Py_ssize_t, Py_ssize_t, \\
-                  int, pyconv_dw_pend*, const T*, Py_ssize_t, Py_ssize_t*) = \\
-            K == 7 ? (s == 1 ? pyconv_dw_strip7s1_##S : pyconv_dw_strip7s2_##S) \\
+                  int, pyconv_dw_pend*, const T*, Py_ssize_t, Py_ssize_t*, const T*) = \\
+            edge == 1 ? pyconv_dw_strip3l_##S : edge == 2 ? pyconv_dw_strip3r_##S \\
+            : K == 7 ? (s == 1 ? pyconv_dw_strip7s1_##S : pyconv_dw_strip7s2_##S) \\
             : K == 5 ? (s == 1 ? pyconv_dw_strip5s1_##S : pyconv_dw_strip5s2_##S) \\
             : (s == 1 ? pyconv_dw_strip3s1_##S : pyconv_dw_strip3s2_##S); \\
-        f(rows, off, w, bias, o, OW, n_rows, relu, pend, pf, npf, kp); \\
+        f(rows, off, w, bias, o, OW, n_rows, relu, pend, pf, npf, kp, ev); \\
     }
     PYCONV_DW_STRIP_ANY(f, float)
     PYCONV_DW_STRIP_ANY(d, double)
@@ -692,12 +729,13 @@ cdef extern from *:
     void pyconv_dw_strip_f(const float* const* rows, Py_ssize_t off, const float* w,
                            float bias, float* o, Py_ssize_t OW, Py_ssize_t n_rows,
                            int relu, pyconv_dw_pend* pend, const float* pf, Py_ssize_t npf,
-                           Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K) noexcept nogil
+                           Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K, int edge,
+                           const float* ev) noexcept nogil
     void pyconv_dw_strip_d(const double* const* rows, Py_ssize_t off, const double* w,
                            double bias, double* o, Py_ssize_t OW, Py_ssize_t n_rows,
                            int relu, pyconv_dw_pend* pend, const double* pf,
                            Py_ssize_t npf, Py_ssize_t* kp, Py_ssize_t s,
-                           Py_ssize_t K) noexcept nogil
+                           Py_ssize_t K, int edge, const double* ev) noexcept nogil
     void pyconv_dw_rows_d(double* dst, Py_ssize_t cstride, double* q, Py_ssize_t* ro,
                           const double* xg, const double* w, Py_ssize_t wstride,
                           const double* bias, Py_ssize_t cout_g, Py_ssize_t r0,
@@ -1593,12 +1631,45 @@ cdef inline void plane_conv_rows(const floating* p, Py_ssize_t ldp, const floati
 cdef inline void strip(const floating** rows, Py_ssize_t off, const floating* w9,
                        floating bias, floating* o, Py_ssize_t OW, Py_ssize_t n_rows,
                        bint relu, pyconv_dw_pend* pend, const floating* pf, Py_ssize_t npf,
-                       Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K) noexcept nogil:
-    # one strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2)
+                       Py_ssize_t* kp, Py_ssize_t s, Py_ssize_t K, int edge=0,
+                       const floating* ev=NULL) noexcept nogil:
+    # one strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2); edge 1 / 2: a 3x3
+    # stride-1 strip one column past the left / right end of the rows, ev: the
+    # padding's value there, per row (see edge_rows)
     if floating is float:
-        pyconv_dw_strip_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K)
+        pyconv_dw_strip_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K,
+                          edge, ev)
     else:
-        pyconv_dw_strip_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K)
+        pyconv_dw_strip_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K,
+                          edge, ev)
+
+
+cdef inline void edge_rows(const floating** erows, floating* ev, floating* tiny,
+                           const floating** rows, Py_ssize_t n_rows, Py_ssize_t off,
+                           Py_ssize_t ld, Py_ssize_t ecol, const floating* padrow,
+                           const floating* x_lo, const floating* x_hi,
+                           floating pad_value) noexcept nogil:
+    # The row table and edge values of an edge strip that reads the n_rows rows at
+    # columns [off, off + ld), one column past either end of them (column ecol of
+    # the padded row, -1 or W, whose value the padding gives: ev). Rows of padding
+    # read the pad row; a row whose read would leave the input array [x_lo, x_hi)
+    # (its first row on the left, its last on the right) reads a copy in tiny (ld
+    # values) instead.
+    cdef Py_ssize_t i, k
+    cdef const floating* src
+    for i in range(n_rows):
+        src = rows[i]
+        if src == padrow:
+            erows[i] = padrow - off    # reads padrow[0:ld]
+            ev[i] = pad_value
+            continue
+        ev[i] = src[ecol] if ecol >= 0 else pad_value
+        if src + off < x_lo or src + off + ld > x_hi:
+            for k in range(ld):
+                tiny[k] = src[off + k] if x_lo <= src + off + k < x_hi else pad_value
+            erows[i] = tiny - off
+        else:
+            erows[i] = src
 
 
 cdef void plane_conv_units(const floating* x, const floating* weight, const floating* bias,
@@ -1611,7 +1682,7 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
     # Units u0 <= u < u1 in order, with one thread's workspace (see plane_conv_workspace);
     # pf_row0: about the input row where band 0 starts (a prefetch hint; rowidx may
     # be a slice of a longer table);
-    # rows: 2 * (s * (band - 1) + K) pointers of scratch. K: the kernel size (3, 5 or
+    # rows: 3 * (s * (band - 1) + K) pointers of scratch. K: the kernel size (3, 5 or
     # 7), s: the stride (1 or 2); a band of nr output rows reads s * (nr - 1) + K
     # padded rows, a strip of vw output columns s * vw + K - 1 padded columns (at
     # stride 2, one more than its taps reach).
@@ -1625,6 +1696,7 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
     cdef floating* padrow = work                # max(W, ld) pad values
     cdef floating* block = padrow + (W if W > ld else ld)   # band_rows rows of ld
     cdef const floating** block_rows = rows + band_rows
+    cdef const floating** edge_table = rows + 2 * band_rows
     cdef floating* bufs[2]
     cdef floating* dst
     cdef floating* final
@@ -1633,7 +1705,9 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
     cdef const floating* w9
     cdef floating b
     cdef Py_ssize_t u, n, co, t, r0, nr, r, c, kp, npf
-    cdef int cur = 0
+    cdef int cur = 0, edge
+    # the end of the images these units read (edge strips read no further)
+    cdef const floating* x_hi = x + ((u1 - 1) // (n_bands * C_out) + 1) * groups * H * W
     cdef pyconv_dw_pend pend
     pend.s = pend.d = NULL
     pend.i = pend.n = 0
@@ -1681,6 +1755,17 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
                     # the input rows in place (padding rows: padrow)
                     strip(rows, s * c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
                            npf, &kp, s, K)
+                elif s == 1 and K == 3 and (
+                        (c == lo_w - 1 and c + ld <= lo_w + W)
+                        or (c >= lo_w and c + ld == lo_w + W + 1)):
+                    # one column past either end of the rows: read in place, that
+                    # lane from edge_rows (no padded copy)
+                    edge = 1 if c < lo_w else 2
+                    edge_rows(edge_table, block, block + band_rows, rows, nr + 2,
+                              c - lo_w, ld, colidx[c] if edge == 1 else colidx[c + ld - 1],
+                              padrow, x, x_hi, pad_value)
+                    strip(edge_table, c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
+                          npf, &kp, s, K, edge, block)
                 else:
                     padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + K,
                                  colidx + s * c, ld, lo_w - s * c, pad_value)
@@ -1711,12 +1796,12 @@ def plane_conv_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stre
     ``stride`` with a ``ksize`` kernel: the number of values (a row of pad values, the
     ``stride * (band - 1) + ksize`` padded rows of a band, ``stride`` vectors plus
     ``ksize - 1`` wide, and with ``stream`` two bands of output rows) and of pointers
-    (two row tables)."""
+    (three row tables)."""
     cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
     cdef Py_ssize_t ld = stride * vw + ksize - 1
     cdef Py_ssize_t band_rows = stride * (band - 1) + ksize
     cdef Py_ssize_t values = max(W, ld) + band_rows * ld
-    return values + (2 * band * OW if stream else 0), 2 * band_rows
+    return values + (2 * band * OW if stream else 0), 3 * band_rows
 
 
 def plane_conv(const floating[:, :, ::1] x, const floating[:, ::1] weight,
