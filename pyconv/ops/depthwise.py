@@ -50,8 +50,8 @@ layer with 8 of them) runs on direct kernels (``pyconv._kernels._depthwise``):
   the copy of one band is done while the next band computes, a share at the start of
   each strip (float64, 2 threads: 7.2 -> 6.7 ms against a vector per output row),
   and the next band's input is prefetched meanwhile (a line per output vector, two at
-  two, so that memory traffic and arithmetic overlap. Measured on 8x256x56x56 (medians of 25 alternating calls in
-  one process, two runs), against the earlier version of this kernel that copied every
+  stride 2), so that memory traffic and arithmetic overlap. Measured on 8x256x56x56
+  (medians of 25 alternating calls in one process, two runs), against the earlier version of this kernel that copied every
   band padded into scratch and streamed it out at once: one thread, float32 8.9-9.0 ->
   8.0-8.2 ms, float64 16.1-17.5 -> 14.9-15.0 ms; 2 threads, float32 4.7-5.7 -> 4.5-5.4
   ms, float64 8.7-8.9 -> 7.7-8.4 ms. At stride 2 (same shape, medians of 15
