@@ -137,9 +137,9 @@ cdef extern from *:
     /* A pending copy s[0:n] -> d[0:n] by non-temporal stores, done a strip's share at
        a time (in the plane kernel's strips) between the arithmetic of the next unit
        of work, so that the stores drain while the core computes instead of in one
-       burst per band; finish stores what is left. i: values copied so far. The stores are fenced once, by
-       whoever ends the last copy (pyconv_dw_sfence), before other threads may read
-       them. */
+       burst per band; finish stores what is left. i: values copied so far. The
+       stores are fenced once, by whoever ends the last copy (pyconv_dw_sfence),
+       before other threads may read them. */
     typedef struct { const void* s; void* d; Py_ssize_t i, n; } pyconv_dw_pend;
     #define PYCONV_DW_PEND(S, T) \\
     static void pyconv_dw_pend_start_##S(pyconv_dw_pend* p, T* d, const T* s, \\
@@ -502,8 +502,9 @@ cdef extern from *:
        R_1) + ...) + R_{K-1}), R_t = (...(w*x_0 + w*x_1) + ...) + w*x_{K-1}, left to
        right, each "+ w*x" within a row one FMA in the AVX2 build made by GCC or Clang
        (PYCONV_DW_MADD: on 8x256x56x56, 3x3, one thread, float64 14.9 -> 11.5 ms,
-       float32 7.3 -> 6.4 ms, medians of 31 alternating calls), a multiply and an add in the baseline build (as in the other
-       3x3 paths), so the two builds differ in the last bits. Meanwhile: first
+       float32 7.3 -> 6.4 ms, medians of 31 alternating calls), a multiply and an
+       add in the baseline build (as in the other 3x3 paths), so the two builds
+       differ in the last bits. Meanwhile: first
        n_rows vectors of the pending copy pend (the strips of a band together copy
        the previous band), then per output vector ST lines of pf[0:npf] prefetched
        (*kp: the next line, carried from strip to strip; a stride-2 band reads about
