@@ -1,5 +1,8 @@
 """Depthwise, pointwise, separable convolution and the direct grouped kernel."""
 import json
+import mmap
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -915,3 +918,50 @@ def test_grouped_register_blocks_on_either_build(rng, monkeypatch, level, dtype)
                           (1, 1), groups)
         assert_close(y, np.maximum(ref, 0), dtype)
         np.testing.assert_array_equal(y, conv.apply(x, n_threads=2))
+
+
+_GUARDED = r"""
+import ctypes, mmap, sys
+import numpy as np
+import pyconv
+dtype, width, mode = np.dtype(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+page = mmap.PAGESIZE
+libc = ctypes.CDLL(None)
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+buf = mmap.mmap(-1, 3 * page, prot=mmap.PROT_READ | mmap.PROT_WRITE)
+start = ctypes.addressof(ctypes.c_char.from_buffer(buf))
+# the pages on either side of the input: no access
+assert libc.mprotect(start, page, 0) == 0 and libc.mprotect(start + 2 * page, page, 0) == 0
+n = page // dtype.itemsize
+x = np.frombuffer(buf, dtype=dtype, count=n, offset=page).reshape(1, 1, n // width, width)
+x[...] = np.random.default_rng(5).standard_normal(x.shape)
+conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 1, "kernel_size": 3,
+                    "padding": 1, "padding_mode": mode}, seed=5, dtype=dtype)
+np.save(sys.argv[4], conv.apply(x))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux")
+@pytest.mark.parametrize("mode", ["zeros", "reflect", "replicate", "circular"])
+@pytest.mark.parametrize("dtype,width", [(np.float32, 128), (np.float64, 64),
+                                         (np.float32, 16), (np.float64, 8)])
+def test_plane_conv_edge_strips_read_only_the_input(tmp_path, mode, dtype, width):
+    # The edge strips of a 3x3 stride-1 layer read their rows in place, one column
+    # past them replaced by the padding's value: on the input's first and last rows
+    # that column lies outside the array. Here the array fills one page between two
+    # pages that may not be read (a read there kills the process), and the result
+    # still matches the float64 loop.
+    out = tmp_path / "y.npy"
+    run = subprocess.run([sys.executable, "-c", _GUARDED, np.dtype(dtype).name, str(width),
+                          mode, str(out)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = mmap.PAGESIZE // np.dtype(dtype).itemsize // width
+    x = np.random.default_rng(5).standard_normal((1, 1, rows, width)).astype(dtype)
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 1, "kernel_size": 3,
+                        "padding": 1, "padding_mode": mode}, seed=5, dtype=dtype)
+    _, pads, out_spatial = conv.op.geometry(conv.spec, x.shape)
+    assert dwmod._plan(x.shape[2:], conv.spec, pads, out_spatial).plane_conv is not None
+    ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                      conv.params["bias"].astype(np.float64), (1, 1), [[1, 1], [1, 1]],
+                      (1, 1), 1, mode)
+    assert_close(np.load(out), ref, dtype)
