@@ -1641,41 +1641,13 @@ cdef inline void strip(const floating** rows, Py_ssize_t off, const floating* w9
                        const floating* ev=NULL) noexcept nogil:
     # one strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2); edge 1 / 2: a 3x3
     # stride-1 strip one column past the left / right end of the rows, ev: the
-    # padding's value there, per row (see edge_rows)
+    # padding's value there, per row (see plane_conv_units)
     if floating is float:
         pyconv_dw_strip_f(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K,
                           edge, ev)
     else:
         pyconv_dw_strip_d(rows, off, w9, bias, o, OW, n_rows, relu, pend, pf, npf, kp, s, K,
                           edge, ev)
-
-
-cdef inline void edge_rows(const floating** erows, floating* ev, floating* tiny,
-                           const floating** rows, Py_ssize_t n_rows, Py_ssize_t off,
-                           Py_ssize_t ld, Py_ssize_t ecol, const floating* padrow,
-                           const floating* x_lo, const floating* x_hi,
-                           floating pad_value) noexcept nogil:
-    # The row table and edge values of an edge strip that reads the n_rows rows at
-    # columns [off, off + ld), one column past either end of them (column ecol of
-    # the padded row, -1 or W, whose value the padding gives: ev). Rows of padding
-    # read the pad row; a row whose read would leave the input array [x_lo, x_hi)
-    # (its first row on the left, its last on the right) reads a copy in tiny (ld
-    # values) instead.
-    cdef Py_ssize_t i, k
-    cdef const floating* src
-    for i in range(n_rows):
-        src = rows[i]
-        if src == padrow:
-            erows[i] = padrow - off    # reads padrow[0:ld]
-            ev[i] = pad_value
-            continue
-        ev[i] = src[ecol] if ecol >= 0 else pad_value
-        if src + off < x_lo or src + off + ld > x_hi:
-            for k in range(ld):
-                tiny[k] = src[off + k] if x_lo <= src + off + k < x_hi else pad_value
-            erows[i] = tiny - off
-        else:
-            erows[i] = src
 
 
 cdef void plane_conv_units(const floating* x, const floating* weight, const floating* bias,
@@ -1688,7 +1660,7 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
     # Units u0 <= u < u1 in order, with one thread's workspace (see plane_conv_workspace);
     # pf_row0: about the input row where band 0 starts (a prefetch hint; rowidx may
     # be a slice of a longer table);
-    # rows: 3 * (s * (band - 1) + K) pointers of scratch. K: the kernel size (3, 5 or
+    # rows: 2 * (s * (band - 1) + K) pointers of scratch. K: the kernel size (3, 5 or
     # 7), s: the stride (1 or 2); a band of nr output rows reads s * (nr - 1) + K
     # padded rows, a strip of vw output columns s * vw + K - 1 padded columns (at
     # stride 2, one more than its taps reach).
@@ -1699,10 +1671,12 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
     cdef Py_ssize_t n_bands = (OH + band - 1) // band
     cdef Py_ssize_t ld = s * vw + K - 1             # padded copies' row length
     cdef Py_ssize_t band_rows = s * (band - 1) + K  # padded rows of a band
-    cdef floating* padrow = work                # max(W, ld) pad values
-    cdef floating* block = padrow + (W if W > ld else ld)   # band_rows rows of ld
+    # padrow: pad values, also one before it and up to column W (edge strips read
+    # one column past the row), and as many as a band has rows (their edge values)
+    cdef floating* padrow = work + 1
+    cdef floating* block = padrow + max(W + 1, ld, band_rows)   # band_rows rows of ld
     cdef const floating** block_rows = rows + band_rows
-    cdef const floating** edge_table = rows + 2 * band_rows
+    cdef const floating* ev
     cdef floating* bufs[2]
     cdef floating* dst
     cdef floating* final
@@ -1710,16 +1684,17 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
     cdef const floating* pf
     cdef const floating* w9
     cdef floating b
-    cdef Py_ssize_t u, n, co, t, r0, nr, r, c, kp, npf
+    cdef Py_ssize_t u, n, co, t, r0, nr, r, c, j, kp, npf
     cdef int cur = 0, edge
-    # the end of the images these units read (edge strips read no further)
+    # the end of the images these units read: an edge strip on the plane that ends
+    # there (or starts at x) would read one value past them, and takes a padded copy
     cdef const floating* x_hi = x + ((u1 - 1) // (n_bands * C_out) + 1) * groups * H * W
     cdef pyconv_dw_pend pend
     pend.s = pend.d = NULL
     pend.i = pend.n = 0
     bufs[0] = block + band_rows * ld
     bufs[1] = bufs[0] + band * OW
-    fill(padrow, 0, block - padrow, pad_value)
+    fill(work, 0, block - work, pad_value)
     for r in range(band_rows):
         block_rows[r] = block + r * ld
     for u in range(u0, u1):
@@ -1762,16 +1737,20 @@ cdef void plane_conv_units(const floating* x, const floating* weight, const floa
                     strip(rows, s * c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
                            npf, &kp, s, K)
                 elif s == 1 and K == 3 and (
-                        (c == lo_w - 1 and c + ld <= lo_w + W)
-                        or (c >= lo_w and c + ld == lo_w + W + 1)):
-                    # one column past either end of the rows: read in place, that
-                    # lane from edge_rows (no padded copy)
+                        (c == lo_w - 1 and c + ld <= lo_w + W and xc != x)
+                        or (c >= lo_w and c + ld == lo_w + W + 1 and xc + H * W != x_hi)):
+                    # one column past either end of the rows: read in place (padding
+                    # rows from padrow), that lane from ev, the padding's values there
                     edge = 1 if c < lo_w else 2
-                    edge_rows(edge_table, block, block + band_rows, rows, nr + 2,
-                              c - lo_w, ld, colidx[c] if edge == 1 else colidx[c + ld - 1],
-                              padrow, x, x_hi, pad_value)
-                    strip(edge_table, c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf,
-                          npf, &kp, s, K, edge, block)
+                    j = colidx[c] if edge == 1 else colidx[c + ld - 1]
+                    if j < 0:
+                        ev = padrow
+                    else:
+                        for r in range(nr + 2):
+                            block[r] = rows[r][j]
+                        ev = block
+                    strip(rows, c - lo_w, w9, b, dst + c, OW, nr, relu, &pend, pf, npf,
+                          &kp, s, K, edge, ev)
                 else:
                     padded_block(block, ld, xc, W, rowidx + s * r0, s * (nr - 1) + K,
                                  colidx + s * c, ld, lo_w - s * c, pad_value)
@@ -1802,12 +1781,12 @@ def plane_conv_workspace(Py_ssize_t band, Py_ssize_t W, Py_ssize_t OW, bint stre
     ``stride`` with a ``ksize`` kernel: the number of values (a row of pad values, the
     ``stride * (band - 1) + ksize`` padded rows of a band, ``stride`` vectors plus
     ``ksize - 1`` wide, and with ``stream`` two bands of output rows) and of pointers
-    (three row tables)."""
+    (two row tables)."""
     cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
     cdef Py_ssize_t ld = stride * vw + ksize - 1
     cdef Py_ssize_t band_rows = stride * (band - 1) + ksize
-    cdef Py_ssize_t values = max(W, ld) + band_rows * ld
-    return values + (2 * band * OW if stream else 0), 3 * band_rows
+    cdef Py_ssize_t values = 1 + max(W + 1, ld, band_rows) + band_rows * ld
+    return values + (2 * band * OW if stream else 0), 2 * band_rows
 
 
 def plane_conv(const floating[:, :, ::1] x, const floating[:, ::1] weight,

@@ -61,11 +61,11 @@ layer with 8 of them) runs on direct kernels (``pyconv._kernels._depthwise``):
   float32 4.6-4.8 -> 2.8 ms, float64 6.8-8.0 -> 4.5-4.6 ms. 5x5 and 7x7, against the
   row kernel (one run, medians of 9 calls; float32, 2 threads): 5x5 stride 1 28.2 ->
   8.8 ms, stride 2 15.0 -> 4.4 ms; 7x7 stride 1 55.9 -> 15.5 ms, stride 2 28.8 ->
-  6.9 ms. Extra memory per thread, for a K x K kernel at stride ``s``: ``max(W, L) +
-  (s*(band - 1) + K) * L`` values with ``L = s*v + K - 1`` (``v``: values per vector,
-  8 or 4 with AVX2), plus ``2 * band * OW`` when streaming (a band is a whole plane
-  unless there are fewer planes than threads), and ``3 * (s*(band - 1) + K)`` row
-  pointers.
+  6.9 ms. Extra memory per thread, for a K x K kernel at stride ``s``, with ``R =
+  s*(band - 1) + K`` (the input rows of a band): ``1 + max(W + 1, L, R) + R * L``
+  values with ``L = s*v + K - 1`` (``v``: values per vector, 8 or 4 with AVX2), plus
+  ``2 * band * OW`` when streaming (a band is a whole plane unless there are fewer
+  planes than threads), and ``2 * R`` row pointers.
 * other plain depthwise (one input and one output channel per group): the row kernel,
   parallel over (image, channel) planes, each output row accumulated in place from the
   input rows with vectorised interior loops and table-driven edges (3x3 fused into one
