@@ -946,11 +946,12 @@ np.save(sys.argv[4], conv.apply(x))
 @pytest.mark.parametrize("dtype,width", [(np.float32, 128), (np.float64, 64),
                                          (np.float32, 16), (np.float64, 8)])
 def test_plane_conv_edge_strips_read_only_the_input(tmp_path, mode, dtype, width):
-    # The edge strips of a 3x3 stride-1 layer read their rows in place, one column
-    # past them replaced by the padding's value: on the input's first and last rows
-    # that column lies outside the array. Here the array fills one page between two
-    # pages that may not be read (a read there kills the process), and the result
-    # still matches the float64 loop.
+    # The edge strips of a 3x3 stride-1 layer read their rows in place, the lane one
+    # column past them replaced by the padding's value: on the input's first and
+    # last rows that column lies outside the array, so the first and last planes
+    # take padded copies. Here the array fills one page between two pages that may
+    # not be read (a read there kills the process: with that exception removed,
+    # every case does), and the result still matches the float64 loop.
     out = tmp_path / "y.npy"
     run = subprocess.run([sys.executable, "-c", _GUARDED, np.dtype(dtype).name, str(width),
                           mode, str(out)], capture_output=True, text=True, timeout=120)
