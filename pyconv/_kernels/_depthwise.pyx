@@ -501,8 +501,9 @@ cdef extern from *:
        multiplies, 6 multiply-adds and 3 adds). Each output is bias + ((...(R_0 +
        R_1) + ...) + R_{K-1}), R_t = (...(w*x_0 + w*x_1) + ...) + w*x_{K-1}, left to
        right, each "+ w*x" within a row one FMA in the AVX2 build made by GCC or Clang
-       (PYCONV_DW_MADD: on 8x256x56x56, 3x3, one thread, float64 14.9 -> 11.5 ms,
-       float32 7.3 -> 6.4 ms, medians of 31 alternating calls), a multiply and an
+       (PYCONV_DW_MADD: on 8x256x56x56, 3x3, against a multiply and an add, medians
+       of 5 alternating processes: one thread float64 12.8 -> 11.6 ms, float32 7.2
+       -> 6.7 ms; 2 threads 7.3 -> 6.8 and 4.2 -> 3.7 ms), a multiply and an
        add in the baseline build (as in the other 3x3 paths), so the two builds
        differ in the last bits. Meanwhile: first
        n_rows vectors of the pending copy pend (the strips of a band together copy

@@ -43,7 +43,8 @@ layer with 8 of them) runs on direct kernels (``pyconv._kernels._depthwise``):
   rows come from a row of pad values), and so do the edge strips of a 3x3 stride-1
   layer that reach one column past the row, with that lane replaced by the padding's
   value (8x256x56x56, one thread, against padded copies: float32 7.6 -> 7.3 ms,
-  float64 15.2 -> 14.9 ms); other edge strips read small padded copies of their
+  float64 15.2 -> 14.9 ms), except on the input's first and last planes, where that
+  column lies outside the array; other edge strips read small padded copies of their
   columns, so there are no scalar edge columns for any padding mode. Outputs of
   :data:`STREAM_MIN_BYTES` or more are computed into scratch and copied out with
   non-temporal stores, which skip reading the output's lines into the cache first;
