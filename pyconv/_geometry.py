@@ -9,6 +9,8 @@ import functools
 
 import numpy as np
 
+from pyconv._memo import cached, spec_key
+
 PADDING_MODES = ("zeros", "constant", "reflect", "symmetric", "replicate", "circular")
 
 
@@ -55,6 +57,16 @@ def window_geometry(op, spec, input_shape, channels):
     ``spec`` has ``kernel_size``, ``stride``, ``dilation`` and ``padding``; the input
     must be ``(N, channels, *spatial)`` with ``op.rank`` spatial axes.
     """
+    if type(input_shape) is tuple and all(type(n) is int for n in input_shape):
+        shape, pads, out = cached(
+            ("window_geometry", op.name, spec_key(spec), input_shape, channels),
+            lambda: _window_geometry(op, spec, input_shape, channels))
+        return shape, list(pads), out
+    shape, pads, out = _window_geometry(op, spec, input_shape, channels)
+    return shape, list(pads), out
+
+
+def _window_geometry(op, spec, input_shape, channels):
     shape = op.check_input_shape(input_shape, op.rank, channels)
     spatial = shape[2:]
     pads = resolve_padding(spec["padding"], spatial, spec["kernel_size"], spec["stride"],
@@ -63,7 +75,7 @@ def window_geometry(op, spec, input_shape, channels):
         conv_output_length(op.name, axis, n, k, s, d, lo, hi)
         for axis, (n, k, s, d, (lo, hi)) in enumerate(zip(
             spatial, spec["kernel_size"], spec["stride"], spec["dilation"], pads)))
-    return shape, pads, out
+    return shape, tuple(pads), out
 
 
 def conv_output_length(op, axis, length, k, s, d, lo, hi):

@@ -16,11 +16,10 @@ Plan conventions (``int64`` tables of shape ``(out, taps)``):
 """
 from __future__ import annotations
 
-import copy
-
 import numpy as np
 
 from pyconv._geometry import effective_kernel, tap_index_table
+from pyconv._memo import cached, freeze, spec_key  # noqa: F401 (used as pg.*)
 
 PAD = -1
 SKIP = -2
@@ -184,52 +183,3 @@ class Plan:
             min(16, max(1, round(2 * in_rows / self.rows))) * self.x4_shape[3])
         for d in self.divs:
             d.flags.writeable = False
-
-
-_CACHE = {}
-_CACHE_SIZE = 256
-
-
-def cached(key, build):
-    """``build()``, remembered under ``key`` (a few hundred entries at most).
-
-    Shape rules and plans depend only on the spec's geometry and the input shape, and
-    rebuilding them costs far more than a small pooling call; the values are
-    read-only, so sharing them between calls and threads is safe.
-    """
-    try:
-        return _CACHE[key]
-    except KeyError:
-        pass
-    value = build()
-    if len(_CACHE) >= _CACHE_SIZE:
-        _CACHE.clear()
-    _CACHE[key] = value
-    return value
-
-
-_SPEC_KEYS = {}
-
-
-def spec_key(spec):
-    """A hashable key for a normalised spec dict, remembered per dict object.
-
-    An op receives the same spec dict on every call of one ``Conv``; the key is
-    rebuilt only if that dict is a new one or has changed since (compared with a
-    private copy), so a call costs one lookup and one dict comparison.
-    """
-    entry = _SPEC_KEYS.get(id(spec))
-    if entry is not None and entry[0] is spec and entry[1] == spec:
-        return entry[2]
-    key = freeze(sorted(spec.items()))
-    if len(_SPEC_KEYS) >= _CACHE_SIZE:
-        _SPEC_KEYS.clear()
-    _SPEC_KEYS[id(spec)] = (spec, copy.deepcopy(spec), key)
-    return key
-
-
-def freeze(value):
-    """A hashable copy of a spec value (lists become tuples)."""
-    if isinstance(value, (list, tuple)):
-        return tuple(freeze(v) for v in value)
-    return value

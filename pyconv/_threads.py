@@ -119,13 +119,15 @@ def resolve(n_threads, flops, units, nbytes=0):
     ``nbytes``: the bytes the call reads and writes; a call runs serially only when
     both its FLOPs and its bytes are below the thresholds.
     """
+    if n_threads is not None:
+        n = _check_count(n_threads, "n_threads")
+    if flops < SERIAL_WORK_FLOPS and nbytes < SERIAL_WORK_BYTES:
+        # serial whatever the policy says, so it is not consulted (the environment
+        # and the affinity mask cost microseconds of a small call)
+        return 1
     if n_threads is None:
         n = get_num_threads()
-    else:
-        n = _check_count(n_threads, "n_threads")
-        if not openmp_enabled():
-            n = 1
-    if flops < SERIAL_WORK_FLOPS and nbytes < SERIAL_WORK_BYTES:
+    elif not openmp_enabled():
         n = 1
     return max(1, min(n, max(units, 1)))
 

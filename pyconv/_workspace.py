@@ -20,19 +20,27 @@ def workspace(shape, dtype, slot="kernel"):
     ``slot`` names independent buffers, for callers that need more than one at a time
     (a kernel's scratch and the operands prepared for it).
     """
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    # the view handed out last, reused for the same request (slicing, viewing and
+    # reshaping took microseconds of a small call)
+    last = buffers.get((slot, "view"))
+    if last is not None and last[0] == shape and last[1] == dtype \
+            and last[2] is buffers.get(slot):
+        return last[3]
     dtype = np.dtype(dtype)
     count = 1
     for n in shape:
         count *= int(n)
     nbytes = max(count * dtype.itemsize, 1)
-    buffers = getattr(_local, "buffers", None)
-    if buffers is None:
-        buffers = _local.buffers = {}
     buf = buffers.get(slot)
     if buf is None or buf.nbytes < nbytes:
         buf = np.empty(nbytes, dtype=np.uint8)
         buffers[slot] = buf
-    return buf[:count * dtype.itemsize].view(dtype).reshape(shape)
+    view = buf[:count * dtype.itemsize].view(dtype).reshape(shape)
+    buffers[(slot, "view")] = (tuple(shape), dtype, buf, view)
+    return view
 
 
 def release_workspaces():

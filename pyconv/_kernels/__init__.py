@@ -36,6 +36,11 @@ def _choose_level():
 LEVEL = _choose_level()
 
 
+# (name, level) -> module: every call of every op asks, and the import machinery
+# took several microseconds of a small call each time
+_loaded = {}
+
+
 def load(name, level=None):
     """The kernel module ``name`` (e.g. ``"_conv"``) built for ``level`` (default: LEVEL).
 
@@ -43,12 +48,19 @@ def load(name, level=None):
     debug builds).
     """
     level = LEVEL if level is None else level
+    module = _loaded.get((name, level))
+    if module is not None:
+        return module
+    module = None
     if level == "avx2":
         try:
-            return importlib.import_module(f"{__name__}.{name}_avx2")
+            module = importlib.import_module(f"{__name__}.{name}_avx2")
         except ImportError:
             pass
-    return importlib.import_module(f"{__name__}.{name}")
+    if module is None:
+        module = importlib.import_module(f"{__name__}.{name}")
+    _loaded[(name, level)] = module
+    return module
 
 
 def active_level(name):

@@ -52,6 +52,7 @@ True
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 
@@ -99,11 +100,13 @@ def fft_preferred(spec, input_shape, pads, dtype=np.float64):
     ...               [(2, 2), (2, 2)])
     False
     """
+    k = spec["kernel_size"]
+    # (math.prod, and scipy imported past this test: most layers stop here, and
+    # the two cost a small call several microseconds)
+    if any(s != 1 for s in spec["stride"]) or math.prod(k) < AUTO_MIN_TAPS:
+        return False
     from scipy import fft as sfft
 
-    k = spec["kernel_size"]
-    if any(s != 1 for s in spec["stride"]) or np.prod(k) < AUTO_MIN_TAPS:
-        return False
     N, C_in = input_shape[:2]
     groups, C_out = spec["groups"], spec["out_channels"]
     ek = [d * (n - 1) + 1 for n, d in zip(k, spec["dilation"])]

@@ -63,7 +63,7 @@ import math
 
 import numpy as np
 
-from pyconv import _geometry, _threads
+from pyconv import _geometry, _memo, _threads
 from pyconv._dtypes import NATIVE_NAMES
 from pyconv._workspace import workspace
 
@@ -146,9 +146,18 @@ def winograd_preferred(spec, input_shape, dtype):
     >>> winograd_preferred({**spec, "in_channels": 3}, (8, 3, 56, 56), "float32") is None
     True
     """
+    dtype = np.dtype(dtype)
+    if type(input_shape) is tuple and all(type(n) is int for n in input_shape):
+        # (the thresholds below are constants, fixed at import)
+        return _memo.cached(("winograd_preferred", _memo.spec_key(spec), input_shape,
+                             dtype.char),
+                            lambda: _preferred(spec, input_shape, dtype))
+    return _preferred(spec, input_shape, dtype)
+
+
+def _preferred(spec, input_shape, dtype):
     if not winograd_supported(spec, input_shape):
         return None
-    dtype = np.dtype(dtype)
     groups = spec["groups"]
     cin_g = spec["in_channels"] // groups
     cout_g = spec["out_channels"] // groups
@@ -266,6 +275,16 @@ def chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize, multiple=1):
     >>> chunk_tiles(12544, 2, 64, 64, 4, 4, multiple=24)  # 24, 48, 72 balance alike
     72
     """
+    # remembered: the search costs more than a small convolution (the tunables are in
+    # the key, so that a changed one takes effect)
+    return _memo.cached(
+        ("winograd_chunk_tiles", n_tiles, units_outside, cin_g, cout_g, m, itemsize,
+         multiple, TILES_PER_CHUNK, BYTES_PER_THREAD, MIN_UNITS, BALANCE_UNITS,
+         MIN_BALANCED_CHUNK),
+        lambda: _chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize, multiple))
+
+
+def _chunk_tiles(n_tiles, units_outside, cin_g, cout_g, m, itemsize, multiple):
     chunk = _balanced_chunk(n_tiles, units_outside, cin_g, cout_g, m, itemsize)
     if multiple <= 1:
         return chunk
@@ -331,6 +350,19 @@ class NonFiniteTiles(ArithmeticError):
     spread over whole tiles. ``out`` then holds partial results."""
 
 
+@functools.lru_cache(maxsize=64)
+def _plane_tables(N, C_in, plane, out_image):
+    """Read-only plane tables of the (N, C, H, W) layout: ``in_off`` (N, C_in) and
+    ``out_off`` (N,), for ``plane = H*W`` input and ``out_image = C_out*OH*OW`` output
+    values per image."""
+    in_off = (np.arange(N, dtype=np.intp)[:, None] * (C_in * plane)
+              + np.arange(C_in, dtype=np.intp)[None, :] * plane)
+    out_off = np.arange(N, dtype=np.intp) * out_image
+    in_off.setflags(write=False)
+    out_off.setflags(write=False)
+    return in_off, out_off
+
+
 def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, relu,
                     groups, n_threads=None, variant="F2", filter_transform=None,
                     check_finite=False):
@@ -389,10 +421,7 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
         raise ValueError("winograd: x and out must be C-contiguous arrays of one dtype")
     if N == 0 or C_out == 0:
         return out
-    # plane tables of the (N, C, H, W) layout
-    in_off = (np.arange(N, dtype=np.intp)[:, None] * (C_in * H * W)
-              + np.arange(C_in, dtype=np.intp)[None, :] * (H * W))
-    out_off = np.arange(N, dtype=np.intp) * (C_out * OH * OW)
+    in_off, out_off = _plane_tables(N, C_in, H * W, C_out * OH * OW)
     _run(x.reshape(-1), in_off, None, u, bias, out.reshape(-1), out_off, OH * OW,
          (H, W), (OH, OW), pads, padding_mode, padding_value, relu, groups, n_threads,
          m, check_finite)

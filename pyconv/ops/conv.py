@@ -18,7 +18,7 @@ import weakref
 
 import numpy as np
 
-from pyconv import _geometry, _threads
+from pyconv import _geometry, _kernels, _memo, _threads
 from pyconv._dtypes import NATIVE_NAMES
 from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding, real
@@ -140,21 +140,37 @@ class ConvND(Op):
         return params
 
     # -- computation --------------------------------------------------------------
+    def _route(self, spec, shape, pads, out_spatial, dtype):
+        """``(variant, fft, direct)``: the Winograd variant (or None), and whether the
+        FFT and the direct kernel are to be taken, for one input shape and dtype."""
+        from pyconv.ops import _fft, _winograd, depthwise
+
+        algo = spec["algorithm"]
+        winograd_shape = _winograd_shape(self.rank, spec, shape)
+        variant = None
+        if algo == "auto" and winograd_shape is not None:
+            variant = _winograd.winograd_preferred(*winograd_shape, dtype)
+        elif algo == "winograd":
+            variant = (_winograd.winograd_preferred(*winograd_shape, dtype)
+                       or ("F4" if dtype == np.float64 else _winograd.FLOAT32_VARIANT))
+        elif algo.startswith("winograd_"):
+            variant = algo[-2:].upper()
+        fft = algo == "fft" or (algo == "auto" and _fft.fft_preferred(spec, shape, pads,
+                                                                      dtype))
+        direct = algo == "direct" or (algo == "auto" and depthwise.prefers_direct(
+            spec, shape, dtype, out_spatial[-1]))
+        return variant, fft, direct
+
     def forward(self, spec, x, params, out, n_threads):
         shape, pads, out_spatial = self.geometry(spec, x.shape)
         from pyconv.ops import _fft, _winograd, depthwise
 
         weight, bias = params["weight"], params.get("bias")
         algo = spec["algorithm"]
-        winograd_shape = _winograd_shape(self.rank, spec, shape)
-        variant = None
-        if algo == "auto" and winograd_shape is not None:
-            variant = _winograd.winograd_preferred(*winograd_shape, x.dtype)
-        elif algo == "winograd":
-            variant = (_winograd.winograd_preferred(*winograd_shape, x.dtype)
-                       or ("F4" if x.dtype == np.float64 else _winograd.FLOAT32_VARIANT))
-        elif algo.startswith("winograd_"):
-            variant = algo[-2:].upper()
+        # the choice depends on the spec, shape and dtype alone: made once
+        variant, use_fft, use_direct = _memo.cached(
+            ("conv_route", self.name, _memo.spec_key(spec), shape, x.dtype.char),
+            lambda: self._route(spec, shape, pads, out_spatial, x.dtype))
         # Winograd spreads one NaN or inf over its whole output tile; the direct
         # methods keep it to the outputs whose window holds it. Under "auto" the
         # kernel reports non-finite outputs (no serial pass over the input, which
@@ -175,7 +191,7 @@ class ConvND(Op):
         except _winograd.NonFiniteTiles:
             return conv_forward(self.name, x, weight, bias, out, spec, pads, out_spatial,
                                 n_threads)
-        if algo == "fft" or (algo == "auto" and _fft.fft_preferred(spec, shape, pads, x.dtype)):
+        if use_fft:
             dilation = tuple(spec["dilation"])
             y = _fft.fft_conv(
                 x, weight, bias, out, pads, spec["stride"], dilation, spec["groups"],
@@ -188,8 +204,7 @@ class ConvND(Op):
             # element is, or on overflow, where the direct result is right too).
             if algo == "fft" or np.isfinite(y.sum()):
                 return y
-        if algo == "direct" or (algo == "auto" and depthwise.prefers_direct(
-                spec, shape, x.dtype, out_spatial[-1])):
+        if use_direct:
             run = depthwise.grouped_direct_forward
         else:
             run = conv_forward
@@ -392,68 +407,104 @@ def tile_rows(rows, ow, bytes_per_column, pairs):
     return max(1, min(per_tile, rows))
 
 
+class _Im2colPlan:
+    """What the im2col + GEMM kernel needs of one geometry, apart from the data:
+    3-D shapes, tap tables, tiling and workspace size (see :func:`conv_forward`)."""
+
+    def __init__(self, op_name, x_shape, itemsize, dtype_name, C_out, groups, kernel_size,
+                 stride, dilation, pads, out_spatial, mode, scatter, vector, rows):
+        N, C_in = x_shape[:2]
+        self.spatial = spatial = _geometry.as_3d(x_shape[2:], 1)
+        self.k3 = k3 = _geometry.as_3d(kernel_size, 1)
+        s3 = _geometry.as_3d(stride, 1)
+        self.sw = s3[2]
+        d3 = _geometry.as_3d(dilation, 1)
+        p3 = [(0, 0)] * (3 - len(pads)) + list(pads)
+        self.o3 = o3 = _geometry.as_3d(out_spatial, 1)
+        self.tables = tuple(
+            _geometry.tap_index_table(n, o, k, s, d, lo, mode).ravel()
+            for n, o, k, s, d, (lo, _) in zip(spatial, o3, k3, s3, d3, p3))
+        # kept for later calls only with tables as small as tap_index_table caches
+        self.small = all(t.size <= _geometry.CACHED_TABLE_ENTRIES for t in self.tables)
+        self.span = _geometry.interior_spans(spatial[2], o3[2], k3[2], s3[2], d3[2],
+                                             p3[2][0])
+        self.ck = ck = (C_in // groups) * prod(k3)
+        self.direct = direct = (prod(k3) == 1 and all(s == 1 for s in s3)
+                                and all(p == (0, 0) for p in p3))
+        P = prod(o3)
+        self.rows = rows
+        m_panels = -(-(C_out // groups) // rows)
+        self.packed = vector and C_out // groups <= PACKED_MAX_ROWS[dtype_name]
+        if self.packed:
+            panel = vector[dtype_name]
+            tile_columns, k_block = packed_tiling(P, ck, m_panels, rows, itemsize, panel,
+                                                  N * groups, direct)
+            extra = k_block * panel
+        else:
+            if max(ck, P, prod(spatial)) > _INT32_MAX:
+                raise ValueError(f"{op_name}: a plane of {P} outputs or {ck} taps per "
+                                 "output exceeds the 2**31 - 1 limit of the BLAS interface")
+            tile_columns = o3[2] * tile_rows(o3[0] * o3[1], o3[2], ck * itemsize, N * groups)
+            k_block = ck
+            extra = 0
+        if scatter:
+            extra += m_panels * rows * tile_columns   # the tile scattered into out
+        self.tile_columns, self.k_block = tile_columns, k_block
+        self.flops = 2 * N * C_out * P * ck
+        self.units = N * groups * -(-P // tile_columns)
+        # at least one value per thread: the kernel takes each thread's row's address
+        self.work_values = max(1, (0 if direct else ck * tile_columns) + extra)
+
+
+def _tunables():
+    """The module's tiling constants, as part of a cached plan's key (so that a changed
+    one takes effect)."""
+    return (tuple(PACKED_MAX_ROWS.items()), PACKED_COLUMN_BYTES, PACKED_MIN_PANELS,
+            PACKED_MAX_PANELS, PACKED_DIRECT_PANELS, PACKED_MIN_UNITS,
+            PACKED_WEIGHT_BLOCK_BYTES, PACKED_MIN_K_BLOCK, TILE_COLUMNS,
+            COLUMN_BYTES_PER_THREAD, MIN_UNITS, MIN_SPLIT_COLUMNS)
+
+
 def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threads,
                  out_index=None):
     """Run the im2col + GEMM kernel for a validated dense convolution.
 
     ``out_index`` (optional): the place of each of the ``prod(out_spatial)`` outputs
     in ``out``'s planes, when ``out`` is larger (a phase of a transposed convolution).
+    The plan of a geometry is built once (it costs more than a small convolution).
     """
-    from pyconv import _kernels
     _conv = _kernels.load("_conv")
-
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]
     groups = spec["groups"]
-    spatial = _geometry.as_3d(x.shape[2:], 1)
-    k3 = _geometry.as_3d(spec["kernel_size"], 1)
-    s3 = _geometry.as_3d(spec["stride"], 1)
-    d3 = _geometry.as_3d(spec["dilation"], 1)
-    p3 = [(0, 0)] * (3 - len(pads)) + list(pads)
-    o3 = _geometry.as_3d(out_spatial, 1)
+    dtype_name = NATIVE_NAMES[x.dtype]
+    vector = _conv.PACKED_COLUMNS if _conv.PACKED_VECTOR else None
+    kernel_size, stride, dilation = spec["kernel_size"], spec["stride"], spec["dilation"]
     mode = spec["padding_mode"]
-    tables = [_geometry.tap_index_table(n, o, k, s, d, lo, mode)
-              for n, o, k, s, d, (lo, _) in zip(spatial, o3, k3, s3, d3, p3)]
-    span = _geometry.interior_spans(spatial[2], o3[2], k3[2], s3[2], d3[2], p3[2][0])
-    ck = (C_in // groups) * prod(k3)
-    direct = (prod(k3) == 1 and all(s == 1 for s in s3)
-              and all(p == (0, 0) for p in p3))
-    P = prod(o3)
-    itemsize = x.dtype.itemsize
-    rows = _conv.PACKED_ROWS
-    m_panels = -(-(C_out // groups) // rows)
-    packed = (_conv.PACKED_VECTOR
-              and C_out // groups <= PACKED_MAX_ROWS[NATIVE_NAMES[x.dtype]])
-    if packed:
-        panel = _conv.PACKED_COLUMNS[NATIVE_NAMES[x.dtype]]
-        tile_columns, k_block = packed_tiling(P, ck, m_panels, rows, itemsize, panel,
-                                              N * groups, direct)
-        weight_arg = packed_weight(weight, groups, rows, k_block)
-        extra = k_block * panel
+    plan = _memo.cached(
+        ("im2col", x.shape, dtype_name, C_out, groups, tuple(kernel_size), tuple(stride),
+         tuple(dilation), tuple(map(tuple, pads)), tuple(out_spatial), mode,
+         out_index is not None, vector is not None, _conv.PACKED_ROWS, _tunables()),
+        lambda: _Im2colPlan(op_name, x.shape, x.dtype.itemsize, dtype_name, C_out, groups,
+                            kernel_size, stride, dilation, pads, out_spatial, mode,
+                            out_index is not None, vector, _conv.PACKED_ROWS),
+        keep=lambda plan: plan.small)
+    if plan.packed:
+        weight_arg = packed_weight(weight, groups, plan.rows, plan.k_block)
     else:
-        if max(ck, P, prod(spatial)) > _INT32_MAX:
-            raise ValueError(f"{op_name}: a plane of {P} outputs or {ck} taps per output "
-                             "exceeds the 2**31 - 1 limit of the BLAS interface")
-        tile_columns = o3[2] * tile_rows(o3[0] * o3[1], o3[2], ck * itemsize, N * groups)
-        k_block = ck
-        weight_arg = weight.reshape(C_out, ck)
-        extra = 0
-    if out_index is not None:
-        extra += m_panels * rows * tile_columns   # the tile scattered into out
-    n_threads = _threads.resolve(n_threads, 2 * N * C_out * P * ck,
-                                 N * groups * -(-P // tile_columns))
-    # at least one value per thread: the kernel takes each thread's row's address
-    work = workspace((n_threads, max(1, (0 if direct else ck * tile_columns) + extra)),
-                     x.dtype)
+        weight_arg = weight.reshape(C_out, plan.ck)
+    n_threads = _threads.resolve(n_threads, plan.flops, plan.units)
+    work = workspace((n_threads, plan.work_values), x.dtype)
     bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
+    spatial, o3, k3 = plan.spatial, plan.o3, plan.k3
     # the packed GEMM leaves OpenBLAS alone (no pinning, no warm-up)
-    with contextlib.nullcontext() if packed else _threads.blas_pinned:
+    with contextlib.nullcontext() if plan.packed else _threads.blas_pinned:
         _conv.conv_nd(x.reshape(N, C_in, -1), weight_arg, bias_arr,
-                      out.reshape(N, C_out, -1), tables[0].ravel(), tables[1].ravel(),
-                      tables[2].ravel(), span, spatial[1], spatial[2], o3[0], o3[1], o3[2],
-                      k3[0], k3[1], k3[2], s3[2], groups, spec["padding_value"],
-                      bias is not None, spec["activation"] == "relu", direct,
-                      tile_columns, packed, k_block,
+                      out.reshape(N, C_out, -1), *plan.tables, plan.span, spatial[1],
+                      spatial[2], o3[0], o3[1], o3[2], k3[0], k3[1], k3[2], plan.sw, groups,
+                      spec["padding_value"], bias is not None,
+                      spec["activation"] == "relu", plan.direct, plan.tile_columns,
+                      plan.packed, plan.k_block,
                       _NO_INDEX if out_index is None else out_index, work, n_threads)
     return out
 

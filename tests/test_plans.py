@@ -1,0 +1,129 @@
+"""Plans, routes and scratch views remembered across calls (pyconv._memo,
+pyconv._workspace): a later call with another shape, dtype, spec or tuning constant
+must never run on what an earlier call left behind."""
+import numpy as np
+import pytest
+
+import pyconv
+from pyconv import _kernels, _memo, _workspace
+from reference import conv_nd as reference_conv
+
+
+def _spy(monkeypatch, module_name, function_name):
+    """Record the positional arguments of every call of a kernel function."""
+    module = _kernels.load(module_name)
+    real = getattr(module, function_name)
+    calls = []
+
+    def spy(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, function_name, spy)
+    return calls
+
+
+def test_one_conv_alternating_shapes_and_dtypes_matches_the_reference():
+    rng = np.random.default_rng(0)
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 3, "out_channels": 4,
+                        "kernel_size": 3, "padding": "same"}, seed=0, dtype=np.float64)
+    w, b = conv.params["weight"], conv.params["bias"]
+    shapes = [(1, 3, 9, 7), (2, 3, 5, 11), (1, 3, 9, 7), (3, 3, 4, 4), (2, 3, 5, 11)]
+    for i, shape in enumerate(shapes * 2):
+        dtype = np.float32 if i % 3 == 0 else np.float64
+        x = rng.standard_normal(shape).astype(dtype)
+        ref = reference_conv(x.astype(np.float64), w, b, (1, 1), [(1, 1), (1, 1)], (1, 1), 1)
+        got = conv.apply(x)
+        assert got.dtype == dtype and got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, rtol=1e-4 if dtype == np.float32 else 1e-10,
+                                   atol=1e-4 if dtype == np.float32 else 1e-10)
+
+
+def test_convs_with_equal_specs_but_different_algorithms_take_their_own_route(monkeypatch):
+    x = np.random.default_rng(1).standard_normal((2, 16, 12, 12))
+    base = {"op": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
+            "padding": 1}
+    calls = _spy(monkeypatch, "_winograd", "winograd_2d")
+    auto = pyconv.Conv(base, seed=0, dtype=np.float64)
+    im2col = pyconv.Conv({**base, "algorithm": "im2col"}, params=auto.params)
+    y_auto = auto.apply(x)
+    assert len(calls) == 1     # 16 channels, 18 F4 tiles: "auto" takes Winograd
+    y_im2col = im2col.apply(x)
+    assert len(calls) == 1     # ... and "im2col" does not, on the same shape
+    np.testing.assert_allclose(y_auto, y_im2col, rtol=1e-10, atol=1e-10)
+
+
+def test_a_changed_tiling_constant_takes_effect(monkeypatch):
+    from pyconv.ops import conv as conv_module
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 8, "out_channels": 8,
+                        "kernel_size": 1, "algorithm": "im2col"}, seed=0)
+    x = np.random.default_rng(2).standard_normal((1, 8, 40, 40)).astype(np.float32)
+    calls = _spy(monkeypatch, "_conv", "conv_nd")
+    expected = conv.apply(x)
+    conv.apply(x)
+    TILE_COLUMNS, PACKED = 22, 23    # conv_nd's arguments
+    if not calls[0][PACKED]:         # only the packed GEMM tiles by panels
+        pytest.skip("no packed GEMM in this build")
+    tile_columns = calls[-1][TILE_COLUMNS]
+    monkeypatch.setattr(conv_module, "PACKED_MIN_UNITS", 1)   # no split for threads
+    np.testing.assert_array_equal(conv.apply(x), expected)
+    assert calls[-1][TILE_COLUMNS] != tile_columns
+
+
+def test_a_changed_winograd_chunk_constant_takes_effect(monkeypatch):
+    from pyconv.ops import _winograd
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 16, "out_channels": 16,
+                        "kernel_size": 3, "padding": 1}, seed=0, dtype=np.float64)
+    x = np.random.default_rng(3).standard_normal((4, 16, 24, 24))
+    calls = _spy(monkeypatch, "_winograd", "winograd_2d")
+    first = conv.apply(x)
+    CHUNK = 22                       # winograd_2d's argument
+    chunk = calls[-1][CHUNK]
+    monkeypatch.setattr(_winograd, "TILES_PER_CHUNK", 5)
+    np.testing.assert_allclose(conv.apply(x), first, rtol=1e-12, atol=1e-12)
+    assert calls[-1][CHUNK] < chunk   # (a multiple of the packed GEMM's panel)
+
+
+def test_plans_with_large_tables_are_not_kept():
+    from pyconv import _geometry
+    conv = pyconv.Conv({"op": "conv1d", "in_channels": 1, "out_channels": 1,
+                        "kernel_size": 3, "algorithm": "im2col"}, seed=0)
+    long = _geometry.CACHED_TABLE_ENTRIES
+    _memo._CACHE.clear()
+    conv.apply(np.ones((1, 1, 64), np.float32))
+    conv.apply(np.ones((1, 1, long), np.float32))
+    kept = [k for k in _memo._CACHE if k[0] == "im2col"]
+    assert [k[1] for k in kept] == [(1, 1, 64)]
+
+
+def test_workspace_views_are_reused_only_for_the_same_request():
+    _workspace.release_workspaces()
+    a = _workspace.workspace((2, 3), np.float32)
+    assert _workspace.workspace((2, 3), np.float32) is a
+    assert _workspace.workspace([2, 3], "float32").shape == (2, 3)
+    b = _workspace.workspace((3, 2), np.float32)
+    assert b.shape == (3, 2) and b is not a
+    c = _workspace.workspace((2, 3), np.float64)
+    assert c.dtype == np.float64 and c.shape == (2, 3)
+    big = _workspace.workspace((1000, 1000), np.float32)   # the buffer grows
+    assert big.shape == (1000, 1000)
+    again = _workspace.workspace((2, 3), np.float32)
+    assert again.shape == (2, 3) and again.base is not a.base
+    assert _workspace.workspace((2, 3), np.float32, slot="other") is not again
+    _workspace.release_workspaces()
+    assert _workspace.workspace((2, 3), np.float32) is not again
+
+
+def test_a_mutated_spec_dict_gets_a_new_key():
+    spec = {"kernel_size": [3, 3], "stride": [1, 1]}
+    first = _memo.spec_key(spec)
+    assert _memo.spec_key(spec) == first
+    spec["stride"][0] = 2
+    assert _memo.spec_key(spec) != first
+
+
+def test_small_calls_still_validate_n_threads():
+    relu = pyconv.Conv({"op": "relu"})
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="n_threads expects a positive int"):
+            relu.apply(np.ones(4), n_threads=bad)
