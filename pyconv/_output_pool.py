@@ -20,6 +20,7 @@ Such an output is an ordinary writable array that does not own its memory
 ``MAX_FREE_PER_SIZE`` buffers of one size and ``MAX_FREE_BYTES`` in all, dropping the
 buffers freed longest ago to make room; :func:`pyconv.release_workspaces` frees them.
 """
+import math
 import threading
 import weakref
 
@@ -67,9 +68,7 @@ def new_output(shape, dtype):
     (2, 3)
     """
     dtype = np.dtype(dtype)
-    count = 1
-    for n in shape:
-        count *= int(n)
+    count = int(math.prod(shape))
     nbytes = count * dtype.itemsize
     if nbytes < MIN_BYTES:
         return np.empty(shape, dtype=dtype)

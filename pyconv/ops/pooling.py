@@ -299,6 +299,10 @@ class SlidingPool(Op):
 
     def whole_plane(self, spec, x_shape):
         """Whether the only window of ``x_shape`` is each whole (n, c) plane."""
+        return pg.cached(("whole_plane", *self._geometry_key(spec, x_shape)),
+                         lambda: self._whole_plane(spec, x_shape))
+
+    def _whole_plane(self, spec, x_shape):
         _, pads, out_spatial = self.geometry(spec, x_shape)
         return whole_plane_window(x_shape[2:], spec["kernel_size"], self._dilation(spec),
                                   pads, out_spatial)
