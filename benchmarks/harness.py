@@ -138,6 +138,55 @@ def peak_extra_mib(fn):
     return (peak - base) / 2**20
 
 
+def _proc_status_kib(field):
+    """A ``kB`` field of ``/proc/self/status`` (``VmRSS``, ``VmHWM``)."""
+    with open("/proc/self/status", encoding="ascii") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"/proc/self/status has no {field}")
+
+
+def _return_free_memory():
+    """Ask glibc's allocator to hand freed memory back to the system (no-op elsewhere),
+    so that what earlier cases freed does not hide this one's growth."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_rss_growth_mib(fn):
+    """Peak resident memory that a call of ``fn`` adds to the process, MiB (Linux;
+    NaN where the kernel offers no resettable peak).
+
+    Scratch buffers and free outputs are released and freed heap memory returned to
+    the system first; then the kernel's peak-RSS mark is reset (``5`` written to
+    ``/proc/self/clear_refs``) and the result is that mark after the call
+    (``VmHWM``) minus the resident size before it (``VmRSS``). Unlike
+    :func:`peak_extra_mib` this sees every allocation (a kernel's own, OpenMP's,
+    BLAS's), but only the pages the call touches.
+    """
+    import gc
+
+    import pyconv
+
+    pyconv.release_workspaces()
+    gc.collect()
+    _return_free_memory()
+    try:
+        before = _proc_status_kib("VmRSS")
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+    except OSError:
+        fn()
+        return float("nan")
+    fn()
+    return max(_proc_status_kib("VmHWM") - before, 0) / 1024
+
+
 def set_peer_threads(n):
     """Give PyTorch ``n`` threads, if a case has imported it (no peer needs it else)."""
     torch = sys.modules.get("torch")
@@ -155,7 +204,7 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
     results = []
     header = (f"{'case':<40} {'shape':<22} {'dtype':<8} {'thr':>3} {'pyconv ms':>10} "
               f"{'peer ms':>9} {'peer':<13} {'ratio':>6} {'GFLOP/s':>8} {'GB/s':>7} "
-              f"{'ceil%':>6} {'MiB':>7} {'agree':>8}")
+              f"{'ceil%':>6} {'MiB':>7} {'RSS MiB':>8} {'agree':>8}")
     out(header)
     out("-" * len(header))
     for case in cases:
@@ -191,14 +240,37 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
                     rate = ceilings["gemm_gflops_1thread"].get(case.dtype)
                     ceiling = gflops / (rate * n) if rate else float("nan")
             mib = peak_extra_mib(lambda: case.run(n))
+            rss = peak_rss_growth_mib(lambda: case.run(n))
             row = {"case": case.name, "shape": case.shape, "dtype": case.dtype,
                    "threads": n, "pyconv_ms": ms, "peer_ms": peer_ms, "peer": case.peer_name,
                    "ratio": ratio, "gflops": gflops, "gbs": gbs, "ceiling_fraction": ceiling,
-                   "peak_extra_mib": mib, "agreement": err}
+                   "peak_extra_mib": mib, "peak_rss_growth_mib": rss, "agreement": err}
             results.append(row)
             out(f"{case.name:<40} {case.shape:<22} {case.dtype:<8} {n:>3} {ms:>10.2f} "
                 f"{peer_ms:>9.2f} {case.peer_name:<13} {ratio:>6.2f} {gflops:>8.1f} "
-                f"{gbs:>7.1f} {ceiling * 100:>6.0f} {mib:>7.1f} {err:>8.1e}")
+                f"{gbs:>7.1f} {ceiling * 100:>6.0f} {mib:>7.1f} {rss:>8.1f} {err:>8.1e}")
+    return results
+
+
+def measure_memory(cases, threads, out=print):
+    """Memory of every case at every thread count, timing nothing: rows with the
+    identifying fields, ``peak_extra_mib`` and ``peak_rss_growth_mib`` (after one
+    warm-up call, so that one-time caches such as transformed weights are not
+    counted, as in :func:`run_cases`, which measures after its timed runs)."""
+    results = []
+    header = f"{'case':<40} {'shape':<22} {'dtype':<8} {'thr':>3} {'MiB':>7} {'RSS MiB':>8}"
+    out(header)
+    out("-" * len(header))
+    for case in cases:
+        for n in threads:
+            case.run(n)
+            mib = peak_extra_mib(lambda: case.run(n))
+            rss = peak_rss_growth_mib(lambda: case.run(n))
+            results.append({"case": case.name, "shape": case.shape, "dtype": case.dtype,
+                            "threads": n, "peak_extra_mib": mib,
+                            "peak_rss_growth_mib": rss})
+            out(f"{case.name:<40} {case.shape:<22} {case.dtype:<8} {n:>3} {mib:>7.1f} "
+                f"{rss:>8.1f}")
     return results
 
 
@@ -247,15 +319,16 @@ def _fmt(value, spec, suffix=""):
 
 
 RST_HEAD = ("case", "shape", "dtype", "threads", "pyconv ms", "peer", "peer ms",
-            "ratio", "GFLOP/s or GB/s", "ceil%", "MiB")
+            "ratio", "GFLOP/s or GB/s", "ceil%", "MiB", "RSS MiB")
 
 
 def rst_table(results, machine=None, date=None):
     """The results as a reStructuredText ``list-table`` with the machine line on top.
 
     ``ratio`` is peer time / pyconv time; the rate column is GB/s for memory-bound
-    cases (those with a byte count), GFLOP/s otherwise; ``ceil%`` and ``MiB`` as in
-    :func:`run_cases`.
+    cases (those with a byte count), GFLOP/s otherwise; ``ceil%``, ``MiB`` (NumPy
+    allocations at their peak, :func:`peak_extra_mib`) and ``RSS MiB`` (peak resident
+    growth, :func:`peak_rss_growth_mib`) as in :func:`run_cases`.
     """
     rows = []
     for r in results:
@@ -267,7 +340,8 @@ def rst_table(results, machine=None, date=None):
         rows.append((r["case"], r["shape"], r["dtype"], str(r["threads"]),
                      _fmt(r["pyconv_ms"], ".2f"), r["peer"], _fmt(r["peer_ms"], ".2f"),
                      _fmt(r["ratio"], ".2f"), rate, _fmt(ceiling * 100, ".0f"),
-                     _fmt(r.get("peak_extra_mib", float("nan")), ".1f")))
+                     _fmt(r.get("peak_extra_mib", float("nan")), ".1f"),
+                     _fmt(r.get("peak_rss_growth_mib", float("nan")), ".1f")))
     date = date or time.strftime("%Y-%m-%d")
     lines = [f"Measured {date} with {_rst_text(machine or machine_line())}.", "",
              ".. list-table::", "   :header-rows: 1", ""]

@@ -12,6 +12,11 @@ Run from the repository root::
 without timing anything again. Given several files (repeated runs of the same cases,
 e.g. on a shared machine), each row is taken from the run whose ratio is the median
 of that case's ratios, and the table names the files' count.
+
+``--memory-only --json memory.json`` times nothing: it measures each case's peak
+memory (NumPy allocations and resident-set growth, one call after a warm-up);
+``--memory-json memory.json`` beside ``--from-json`` puts those columns into the
+rows of the same cases.
 """
 from __future__ import annotations
 
@@ -27,8 +32,8 @@ import numpy as np
 
 if not __package__:  # run as a script: benchmarks.* from the checkout
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from benchmarks.harness import (machine_line, measure_ceilings, run_cases,  # noqa: E402
-                                write_rst)
+from benchmarks.harness import (machine_line, measure_ceilings,  # noqa: E402
+                                measure_memory, run_cases, write_rst)
 
 
 def collect_cases(only=None, modules=None):
@@ -106,6 +111,24 @@ def load_runs(paths):
     return results, machine, date
 
 
+MEMORY_COLUMNS = ("peak_extra_mib", "peak_rss_growth_mib")
+
+
+def with_memory(results, path):
+    """``results`` with the memory columns of the same cases (name, shape, dtype,
+    threads) taken from a ``--memory-only`` file; rows it lacks keep theirs."""
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f)
+    memory = {(r["case"], r["shape"], r["dtype"], r["threads"]): r
+              for r in (saved["results"] if isinstance(saved, dict) else saved)}
+    merged = []
+    for row in results:
+        found = memory.get((row["case"], row["shape"], row["dtype"], row["threads"]))
+        merged.append(row if found is None else
+                      {**row, **{k: found[k] for k in MEMORY_COLUMNS if k in found}})
+    return merged
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", default="1,2")
@@ -121,10 +144,31 @@ def main(argv=None):
                         help="time nothing: take the results (and machine line) from "
                         "these files written by --json, for --rst/--png (several "
                         "files: the median run of each case)")
+    parser.add_argument("--memory-only", action="store_true",
+                        help="time nothing: measure each case's peak memory (for "
+                        "--memory-json)")
+    parser.add_argument("--memory-json", metavar="FILE",
+                        help="with --from-json: take the memory columns from this "
+                        "file written by --memory-only --json")
     args = parser.parse_args(argv)
+    if args.memory_json and not args.from_json:
+        parser.error("--memory-json goes with --from-json")
 
+    if args.memory_only:
+        threads = [int(t) for t in args.threads.split(",")]
+        machine, date = machine_line(), time.strftime("%Y-%m-%d")
+        print("# " + machine)
+        modules = args.modules.split(",") if args.modules else None
+        results = measure_memory(collect_cases(args.only, modules), threads)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"machine": machine, "date": date, "results": results}, f,
+                          indent=1)
+        return results
     if args.from_json:
         results, machine, date = load_runs(args.from_json)
+        if args.memory_json:
+            results = with_memory(results, args.memory_json)
         if args.json:   # the merged rows, for a later --from-json
             with open(args.json, "w") as f:
                 json.dump({"machine": machine, "date": date, "results": results}, f,
@@ -139,8 +183,8 @@ def main(argv=None):
         results = run_cases(cases, threads, repeats=args.repeats, ceilings=ceilings)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"machine": machine, "date": date, "ceilings": ceilings, "results": results},
-                          f, indent=1)
+                json.dump({"machine": machine, "date": date, "ceilings": ceilings,
+                           "results": results}, f, indent=1)
     if args.rst:
         write_rst(args.rst, results, machine, date)
     if args.png:

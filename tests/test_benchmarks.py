@@ -105,6 +105,7 @@ def test_run_cases_rows_rates_and_ceilings():
     for r in rows:
         assert r["pyconv_ms"] > 0
         assert r["peak_extra_mib"] >= 0
+        assert not r["peak_rss_growth_mib"] < 0
     compute, memory, alone = rows[1], rows[2], rows[4]
     assert compute["ratio"] == pytest.approx(compute["peer_ms"] / compute["pyconv_ms"])
     assert compute["gflops"] == pytest.approx(1e6 / compute["pyconv_ms"] / 1e6)
@@ -125,6 +126,67 @@ def test_run_cases_stops_when_pyconv_and_the_peer_disagree():
     nan = Case("nan", "5", "float64", lambda n: x * np.nan, lambda n: x, peer_name="numpy")
     with pytest.raises(AssertionError, match="disagree"):
         harness.run_cases([nan], [1], repeats=1, out=lambda s: None)
+
+
+def _can_reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _can_reset_peak_rss(), reason="no resettable peak RSS (Linux)")
+def test_peak_rss_growth_sees_what_a_call_touches_even_outside_numpy():
+    import ctypes
+
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    libc.malloc.argtypes = [ctypes.c_size_t]
+    libc.free.argtypes = [ctypes.c_void_p]
+    size = 64 << 20
+
+    def c_buffer():      # what a kernel's own malloc would do: NumPy never sees it
+        p = libc.malloc(size)
+        ctypes.memset(p, 1, size)
+        libc.free(p)
+
+    def numpy_buffer():
+        np.ones(size // 8).sum()
+
+    def nothing():
+        pass
+
+    assert harness.peak_rss_growth_mib(c_buffer) > 60
+    assert harness.peak_extra_mib(c_buffer) < 1
+    assert harness.peak_rss_growth_mib(numpy_buffer) > 60
+    assert harness.peak_extra_mib(numpy_buffer) > 60
+    assert harness.peak_rss_growth_mib(nothing) < 8
+
+
+def test_memory_only_run_fills_the_memory_columns_of_a_timed_run(tmp_path, monkeypatch):
+    fake_suite(monkeypatch)
+    run.main(["--threads", "1", "--repeats", "1", "--json", str(tmp_path / "t.json")])
+    timed = json.loads((tmp_path / "t.json").read_text())["results"]
+    for row in timed:    # an older file: no memory columns
+        del row["peak_extra_mib"], row["peak_rss_growth_mib"]
+    (tmp_path / "old.json").write_text(json.dumps({"results": timed}))
+    monkeypatch.setattr(run, "run_cases", lambda *a, **k: pytest.fail("timed"))
+    memory = run.main(["--threads", "1", "--memory-only", "--json", str(tmp_path / "m.json")])
+    cases = [(r["case"], r["threads"]) for r in timed]
+    assert [(r["case"], r["threads"]) for r in memory] == cases
+    assert all(set(r) == {"case", "shape", "dtype", "threads", "peak_extra_mib",
+                          "peak_rss_growth_mib"} for r in memory)
+    memory[0]["peak_rss_growth_mib"] = 123.25   # a value to find in the table
+    (tmp_path / "m.json").write_text(json.dumps({"results": memory[:1]}))
+    rows = run.main(["--from-json", str(tmp_path / "old.json"), "--memory-json",
+                     str(tmp_path / "m.json"), "--rst", str(tmp_path / "t.rst")])
+    assert rows[0]["peak_rss_growth_mib"] == 123.25
+    assert "peak_rss_growth_mib" not in rows[1]         # not in the memory file: kept
+    assert "     - 123.2" in (tmp_path / "t.rst").read_text()
+    with pytest.raises(SystemExit):
+        run.main(["--memory-json", str(tmp_path / "m.json")])
 
 
 def test_agreement_is_relative_to_the_peer_magnitude():
