@@ -127,3 +127,25 @@ def test_small_calls_still_validate_n_threads():
     for bad in (0, -1, 1.5, True):
         with pytest.raises(ValueError, match="n_threads expects a positive int"):
             relu.apply(np.ones(4), n_threads=bad)
+
+
+def test_a_weight_freed_after_its_module_is_torn_down_leaves_no_error(monkeypatch):
+    # At interpreter exit a Conv may outlive the globals of pyconv.ops.conv; the
+    # callback that drops its cached transform must not look them up then.
+    import gc
+    import sys
+
+    from pyconv.ops import conv as conv_module
+    unraisable = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    w = np.ones((4, 4, 3, 3), np.float32)
+    w.setflags(write=False)
+    assert conv_module.cached_transform(w, ("test tag",), lambda: 1) == 1
+    cache = conv_module._transforms
+    assert (id(w), "test tag") in cache
+    key = (id(w), "test tag")
+    monkeypatch.setattr(conv_module, "_transforms", None)   # as at interpreter exit
+    del w
+    gc.collect()
+    assert not unraisable, [u.exc_value for u in unraisable]
+    assert key not in cache

@@ -320,7 +320,8 @@ def cached_transform(weight, tag, make):
     if hit is not None and hit[0]() is weight and hit[1] == tag:
         return hit[2]
     transform = make()
-    ref = weakref.ref(weight, lambda _, key=key: _transforms.pop(key, None))
+    # (the cache bound now: at interpreter exit the module's globals may be gone first)
+    ref = weakref.ref(weight, lambda _, key=key, cache=_transforms: cache.pop(key, None))
     _transforms[key] = (ref, tag, transform)
     return transform
 
