@@ -59,7 +59,7 @@ def window_geometry(op, spec, input_shape, channels):
     """
     if type(input_shape) is tuple and all(type(n) is int for n in input_shape):
         shape, pads, out = cached(
-            ("window_geometry", op.name, spec_key(spec), input_shape, channels),
+            ("window_geometry", op, spec_key(spec), input_shape, channels),
             lambda: _window_geometry(op, spec, input_shape, channels))
         return shape, list(pads), out
     shape, pads, out = _window_geometry(op, spec, input_shape, channels)

@@ -169,7 +169,7 @@ class ConvND(Op):
         algo = spec["algorithm"]
         # the choice depends on the spec, shape and dtype alone: made once
         variant, use_fft, use_direct = _memo.cached(
-            ("conv_route", self.name, _memo.spec_key(spec), shape, x.dtype.char),
+            ("conv_route", self, _memo.spec_key(spec), shape, x.dtype.char),
             lambda: self._route(spec, shape, pads, out_spatial, x.dtype))
         # Winograd spreads one NaN or inf over its whole output tile; the direct
         # methods keep it to the outputs whose window holds it. Under "auto" the
