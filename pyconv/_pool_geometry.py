@@ -151,7 +151,10 @@ class Plan:
     padding; ``wstart``/``wcnt``/``dw``: each output column's taps in row-buffer
     coordinates, ``wstart + t*dw`` for ``t < wcnt``; the first ``n_uniform`` columns
     are full windows ``ow*sw + t``, ``t < kw``; ``divs``: per-axis divisor factors
-    (float64); ``pads_skipped``: padding cells never take part (-inf padding, or
+    (float64), ``div_w_f32`` the W factors in float32 and ``div_f32_exact`` whether
+    float32 holds every factor and product of them exactly (then a float32 kernel
+    forms the divisors in float32 with the same result); ``pads_skipped``: padding
+    cells never take part (-inf padding, or
     none), so max pooling with indices may use the order-free kernel. ``x4_shape``
     and ``out4_shape`` are the input and output seen as ``(planes, D, H, W)``;
     ``rows`` is the output rows per plane, ``units`` the output rows in all;
@@ -160,7 +163,8 @@ class Plan:
 
     __slots__ = ("in_shape", "out_shape", "x4_shape", "out4_shape", "rows", "units",
                  "prefetch", "tab_d", "tab_h", "tab_w", "wsrc", "lo_w", "wstart", "wcnt",
-                 "dw", "n_uniform", "kw", "sw", "divs", "flops_per_output", "pads_skipped")
+                 "dw", "n_uniform", "kw", "sw", "divs", "div_w_f32", "div_f32_exact",
+                 "flops_per_output", "pads_skipped")
 
     def __init__(self, **fields):
         for name, value in fields.items():
@@ -168,6 +172,12 @@ class Plan:
                 value.flags.writeable = False
             setattr(self, name, value)
         self.divs = tuple(np.ascontiguousarray(d, dtype=np.float64) for d in self.divs)
+        self.div_w_f32 = self.divs[2].astype(np.float32)
+        self.div_w_f32.flags.writeable = False
+        # whole numbers (window counts) whose products stay within float32's 2**24
+        largest = [float(np.abs(d).max()) if d.size else 1.0 for d in self.divs]
+        self.div_f32_exact = bool(largest[0] * largest[1] * largest[2] <= 2.0**24
+                                  and all((d == np.round(d)).all() for d in self.divs))
         planes = self.in_shape[0] * self.in_shape[1]
         self.x4_shape = (planes, *(1,) * (5 - len(self.in_shape)), *self.in_shape[2:])
         self.out4_shape = (planes, *(1,) * (5 - len(self.out_shape)), *self.out_shape[2:])

@@ -733,3 +733,52 @@ def test_out_argument_and_spec_roundtrip():
         if "pool" in name:
             op = pyconv.get_op(name)
             assert op.summary and set(op.formulas) >= {"output", "params", "macs", "flops"}
+
+
+@pytest.mark.parametrize("spec", [
+    {"op": "avg_pool2d", "kernel_size": 3, "stride": 1, "padding": 1},
+    {"op": "avg_pool2d", "kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
+     "count_include_pad": False},
+    {"op": "lp_pool2d", "norm_type": 2, "kernel_size": 3, "stride": 2, "ceil_mode": True},
+    {"op": "adaptive_avg_pool2d", "output_size": [5, 3]},
+])
+def test_float32_divisors_formed_in_float32_give_the_same_bits(spec, rng):
+    # The separable kernel forms float32 divisors in float32 when the plan says that is
+    # exact; the same call with the divisors formed in double must agree bit for bit.
+    from pyconv.ops import pooling
+    x = rng.standard_normal((2, 3, 17, 13)).astype(np.float32)
+    conv = pyconv.Conv(spec)
+    k = pooling.kernel()
+    real = k.pool_separable_f32
+    calls = []
+
+    def spy(*args):
+        calls.append(args)
+        return real(*args)
+
+    try:
+        k.pool_separable_f32 = spy
+        fast = conv.apply(x)
+    finally:
+        k.pool_separable_f32 = real
+    DIV_EXACT, OUT = 16, 1                 # pool_separable_f32's arguments
+    assert len(calls) == 1 and calls[0][DIV_EXACT]
+    args = list(calls[0])
+    args[DIV_EXACT] = False
+    args[OUT] = np.full_like(args[OUT], np.nan)
+    real(*args)
+    np.testing.assert_array_equal(args[OUT].reshape(fast.shape), fast)
+
+
+def test_float32_divisors_beyond_2_24_are_formed_in_double():
+    from pyconv import _pool_geometry as pg
+    fields = dict(in_shape=(1, 1, 8, 8), out_shape=(1, 1, 1, 1), tab_d=np.zeros((1, 1)),
+                  tab_h=np.zeros((1, 1)), tab_w=np.zeros((1, 1)), wsrc=np.zeros(8),
+                  lo_w=0, wstart=np.zeros(1), wcnt=np.ones(1), dw=1, n_uniform=0, kw=1,
+                  sw=1, flops_per_output=1, pads_skipped=True)
+    exact = pg.Plan(divs=(np.ones(1), np.full(1, 4096.0), np.full(1, 4096.0)), **fields)
+    assert exact.div_f32_exact          # 2**24 itself is a float32
+    beyond = pg.Plan(divs=(np.ones(1), np.full(1, 4097.0), np.full(1, 4096.0)), **fields)
+    assert not beyond.div_f32_exact
+    fraction = pg.Plan(divs=(np.ones(1), np.ones(1), np.full(1, 2.5)), **fields)
+    assert not fraction.div_f32_exact

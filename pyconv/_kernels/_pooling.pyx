@@ -461,7 +461,8 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
                    Py_ssize_t kw, Py_ssize_t sw, int kind, bint has_pad_value,
                    floating padv, double norm, double scale, bint use_override,
                    floating override_f, double base_div,
-                   const double* div_w, Py_ssize_t prefetch) noexcept nogil:
+                   const double* div_w, const floating* div_wc, bint div_exact,
+                   Py_ssize_t prefetch) noexcept nogil:
     """One output row: rows pass into ``rb`` (padded coordinates), then columns.
 
     Each input row read is also prefetched ``prefetch`` values ahead (0: none), where
@@ -475,7 +476,7 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
     cdef const floating* row
     cdef const floating* pend0 = NULL
     cdef const floating* pend1 = NULL
-    cdef floating fill, v
+    cdef floating fill, v, bdc
     cdef floating scale_f = <floating>scale
     cdef double inv_norm = 1.0 / norm if norm != 0 else 0.0
     cdef const floating* cols = rb     # what the columns pass reads
@@ -559,6 +560,13 @@ cdef void pool_row(const floating* xp, Py_ssize_t H, Py_ssize_t W,
         if use_override:
             for i in range(OW):
                 orow[i] = orow[i] / override_f
+        elif div_exact:
+            # the divisor formed in the compute dtype: the same value (its factors
+            # and their product are exact there), without a conversion per output
+            # from double (that took a third of a 3x3 stride-1 average pool)
+            bdc = <floating>base_div
+            for i in range(OW):
+                orow[i] = orow[i] / (bdc * div_wc[i])
         else:
             for i in range(OW):
                 orow[i] = orow[i] / <floating>(base_div * div_w[i])
@@ -578,7 +586,8 @@ cdef void pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                          const int64_t[::1] wstart, const int64_t[::1] wcnt, Py_ssize_t dw,
                          Py_ssize_t n_uniform, Py_ssize_t kw, Py_ssize_t sw,
                          const double[::1] div_d, const double[::1] div_h,
-                         const double[::1] div_w, int kind, bint has_pad_value,
+                         const double[::1] div_w, const floating[::1] div_wc,
+                         bint div_exact, int kind, bint has_pad_value,
                          double pad_value, double norm, double scale, bint use_override,
                          double divisor_override, floating[:, ::1] work, Py_ssize_t block,
                          Py_ssize_t prefetch, int n_threads) noexcept:
@@ -590,7 +599,9 @@ cdef void pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
     ``wstart[ow] + t*dw``, ``t < wcnt[ow]``, from that buffer; the first ``n_uniform``
     columns are known to be full windows ``ow*sw + t``, ``t < kw`` (``dw == 1``), which
     take a faster loop. Divisors (integers held as doubles) (avg, lp) are
-    ``divisor_override`` if ``use_override``, else ``div_d[od] * div_h[oh] * div_w[ow]``.
+    ``divisor_override`` if ``use_override``, else ``div_d[od] * div_h[oh] * div_w[ow]``
+    (with ``div_exact``: formed in the compute dtype from ``div_wc``, ``div_w`` in that
+    dtype, which the caller sets only where that is exact).
     ``work`` has at least ``Wp + 16`` values per thread; each parallel unit is
     ``block`` consecutive output rows (``od*OH + oh``) of one plane.
     """
@@ -627,7 +638,7 @@ cdef void pool_separable(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] 
                          rb, &wsrc[0], Wp, lo_w, &out[p, od, oh, 0], OW, &wstart[0],
                          &wcnt[0], dw, n_uniform, kw, sw, kind, has_pad_value, padv,
                          norm, scale, use_override, override_f, base_div, &div_w[0],
-                         prefetch)
+                         &div_wc[0], div_exact, prefetch)
 
 
 def pool_separable_f32(
@@ -636,13 +647,15 @@ def pool_separable_f32(
         const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
         const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
         Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
-        const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
-        double norm, double scale, bint use_override, double divisor_override,
-        float[:, ::1] work, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
+        const double[::1] div_w, const float[::1] div_wc, bint div_exact, int kind,
+        bint has_pad_value, double pad_value, double norm, double scale,
+        bint use_override, double divisor_override, float[:, ::1] work,
+        Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
     """:func:`pool_separable` for float arrays (no fused-type dispatch per call)."""
     pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw,
-                   div_d, div_h, div_w, kind, has_pad_value, pad_value, norm, scale,
-                   use_override, divisor_override, work, block, prefetch, n_threads)
+                   div_d, div_h, div_w, div_wc, div_exact, kind, has_pad_value, pad_value,
+                   norm, scale, use_override, divisor_override, work, block, prefetch,
+                   n_threads)
 
 
 def pool_separable_f64(
@@ -651,13 +664,15 @@ def pool_separable_f64(
         const int64_t[::1] wsrc, Py_ssize_t lo_w, const int64_t[::1] wstart,
         const int64_t[::1] wcnt, Py_ssize_t dw, Py_ssize_t n_uniform, Py_ssize_t kw,
         Py_ssize_t sw, const double[::1] div_d, const double[::1] div_h,
-        const double[::1] div_w, int kind, bint has_pad_value, double pad_value,
-        double norm, double scale, bint use_override, double divisor_override,
-        double[:, ::1] work, Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
+        const double[::1] div_w, const double[::1] div_wc, bint div_exact, int kind,
+        bint has_pad_value, double pad_value, double norm, double scale,
+        bint use_override, double divisor_override, double[:, ::1] work,
+        Py_ssize_t block, Py_ssize_t prefetch, int n_threads):
     """:func:`pool_separable` for double arrays (no fused-type dispatch per call)."""
     pool_separable(x, out, tab_d, tab_h, wsrc, lo_w, wstart, wcnt, dw, n_uniform, kw, sw,
-                   div_d, div_h, div_w, kind, has_pad_value, pad_value, norm, scale,
-                   use_override, divisor_override, work, block, prefetch, n_threads)
+                   div_d, div_h, div_w, div_wc, div_exact, kind, has_pad_value, pad_value,
+                   norm, scale, use_override, divisor_override, work, block, prefetch,
+                   n_threads)
 
 
 cdef inline bint better(floating a, int32_t ai, floating b, int32_t bi) noexcept nogil:

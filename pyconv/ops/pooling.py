@@ -164,8 +164,10 @@ def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, sc
     d = plan.divs
     k = kernel()
     run = k.pool_separable_f32 if x.dtype == np.float32 else k.pool_separable_f64
+    f32 = x.dtype == np.float32
     run(x4, out4, plan.tab_d, plan.tab_h, plan.wsrc, plan.lo_w, plan.wstart, plan.wcnt,
-        plan.dw, plan.n_uniform, plan.kw, plan.sw, d[0], d[1], d[2], KINDS[kind],
+        plan.dw, plan.n_uniform, plan.kw, plan.sw, d[0], d[1], d[2],
+        plan.div_w_f32 if f32 else d[2], plan.div_f32_exact or not f32, KINDS[kind],
         pad_value is not None, 0.0 if pad_value is None else pad_value, norm, scale,
         divisor_override is not None, 0.0 if divisor_override is None else divisor_override,
         work, unit_rows(x4.shape[0], plan.rows, n), plan.prefetch, n)
