@@ -67,7 +67,11 @@ adaptive pooling to size 1 does: 32x512x7x7 float32, 0.87 -> 0.13 ms at 2 thread
 where padding cells never take part (-inf padding or none), the winner is computed
 order-free (the NaN with the largest index, else the largest value with the smallest
 index), which is the row-major scan's winner; other padding modes scan each window
-in tap order.
+in tap order. Average and lp pools divide each sum by its window's count; float32
+kernels form that divisor in float32 when every count and product of counts is a
+whole number float32 holds exactly (short of windows of 2**24 cells: always), which
+gives the same divisor as forming it in double and saves a conversion per output
+(avg_pool2d k3 s1 p1 on 8x64x56x56, one thread: 3.0-3.2 -> 2.7 ms).
 
 Examples
 --------
