@@ -2,8 +2,10 @@
 
 Shape rules, plans and tables depend only on the spec and the input shape; rebuilding
 them in Python on every call costs far more than the kernel of a small call. The
-values kept here are immutable (tuples, read-only arrays), so sharing them between
-calls and threads is safe.
+values kept here are never changed once built (tuples, read-only arrays, plan
+objects whose attributes are set once), so sharing them between calls and threads
+is safe. Keys hold what the value depends on: the op, :func:`spec_key` of the spec,
+the input shape and dtype, and any module constant that tunes the result.
 """
 from __future__ import annotations
 
