@@ -85,15 +85,17 @@ def test_a_changed_winograd_chunk_constant_takes_effect(monkeypatch):
 
 
 def test_plans_with_large_tables_are_not_kept():
-    from pyconv import _geometry
+    from pyconv.ops import conv as conv_module
     conv = pyconv.Conv({"op": "conv1d", "in_channels": 1, "out_channels": 1,
                         "kernel_size": 3, "algorithm": "im2col"}, seed=0)
-    long = _geometry.CACHED_TABLE_ENTRIES
+    # tables: depth and height (one entry each), width (3 taps per output)
+    fits = (conv_module.PLAN_MAX_TABLE_ENTRIES - 2) // 3
     _memo._CACHE.clear()
     conv.apply(np.ones((1, 1, 64), np.float32))
-    conv.apply(np.ones((1, 1, long), np.float32))
+    conv.apply(np.ones((1, 1, fits + 2), np.float32))       # fits outputs: kept
+    conv.apply(np.ones((1, 1, fits + 3), np.float32))       # one more: not kept
     kept = [k for k in _memo._CACHE if k[0] == "im2col"]
-    assert [k[1] for k in kept] == [(1, 1, 64)]
+    assert [k[1] for k in kept] == [(1, 1, 64), (1, 1, fits + 2)]
 
 
 def test_workspace_views_are_reused_only_for_the_same_request():

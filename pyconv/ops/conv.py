@@ -408,6 +408,11 @@ def tile_rows(rows, ow, bytes_per_column, pairs):
     return max(1, min(per_tile, rows))
 
 
+#: An im2col plan is kept across calls only if its tap tables hold at most this many
+#: entries in all (32 KiB).
+PLAN_MAX_TABLE_ENTRIES = 4096
+
+
 class _Im2colPlan:
     """What the im2col + GEMM kernel needs of one geometry, apart from the data:
     3-D shapes, tap tables, tiling and workspace size (see :func:`conv_forward`)."""
@@ -425,8 +430,10 @@ class _Im2colPlan:
         self.tables = tuple(
             _geometry.tap_index_table(n, o, k, s, d, lo, mode).ravel()
             for n, o, k, s, d, (lo, _) in zip(spatial, o3, k3, s3, d3, p3))
-        # kept for later calls only with tables as small as tap_index_table caches
-        self.small = all(t.size <= _geometry.CACHED_TABLE_ENTRIES for t in self.tables)
+        # kept for later calls only with small tables, so that the cache of plans
+        # (at most 256) stays within 8 MiB; a layer with larger ones (a long 1-D
+        # signal) runs long enough that rebuilding its plan does not show
+        self.small = sum(t.size for t in self.tables) <= PLAN_MAX_TABLE_ENTRIES
         self.span = _geometry.interior_spans(spatial[2], o3[2], k3[2], s3[2], d3[2],
                                              p3[2][0])
         self.ck = ck = (C_in // groups) * prod(k3)
