@@ -187,6 +187,13 @@ def peak_rss_growth_mib(fn):
     return max(_proc_status_kib("VmHWM") - before, 0) / 1024
 
 
+def case_memory(case, n):
+    """``(peak_extra_mib, peak_rss_growth_mib)`` of one call of a case at ``n``
+    threads, each measured on a call of its own."""
+    return (peak_extra_mib(lambda: case.run(n)),
+            peak_rss_growth_mib(lambda: case.run(n)))
+
+
 def set_peer_threads(n):
     """Give PyTorch ``n`` threads, if a case has imported it (no peer needs it else)."""
     torch = sys.modules.get("torch")
@@ -239,8 +246,7 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
                 elif case.flops:
                     rate = ceilings["gemm_gflops_1thread"].get(case.dtype)
                     ceiling = gflops / (rate * n) if rate else float("nan")
-            mib = peak_extra_mib(lambda: case.run(n))
-            rss = peak_rss_growth_mib(lambda: case.run(n))
+            mib, rss = case_memory(case, n)
             row = {"case": case.name, "shape": case.shape, "dtype": case.dtype,
                    "threads": n, "pyconv_ms": ms, "peer_ms": peer_ms, "peer": case.peer_name,
                    "ratio": ratio, "gflops": gflops, "gbs": gbs, "ceiling_fraction": ceiling,
@@ -264,8 +270,7 @@ def measure_memory(cases, threads, out=print):
     for case in cases:
         for n in threads:
             case.run(n)
-            mib = peak_extra_mib(lambda: case.run(n))
-            rss = peak_rss_growth_mib(lambda: case.run(n))
+            mib, rss = case_memory(case, n)
             results.append({"case": case.name, "shape": case.shape, "dtype": case.dtype,
                             "threads": n, "peak_extra_mib": mib,
                             "peak_rss_growth_mib": rss})

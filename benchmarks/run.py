@@ -117,10 +117,8 @@ MEMORY_COLUMNS = ("peak_extra_mib", "peak_rss_growth_mib")
 def with_memory(results, path):
     """``results`` with the memory columns of the same cases (name, shape, dtype,
     threads) taken from a ``--memory-only`` file; rows it lacks keep theirs."""
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f)
-    memory = {(r["case"], r["shape"], r["dtype"], r["threads"]): r
-              for r in (saved["results"] if isinstance(saved, dict) else saved)}
+    rows, _, _ = load_runs([path])
+    memory = {(r["case"], r["shape"], r["dtype"], r["threads"]): r for r in rows}
     merged = []
     for row in results:
         found = memory.get((row["case"], row["shape"], row["dtype"], row["threads"]))

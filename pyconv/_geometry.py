@@ -57,12 +57,9 @@ def window_geometry(op, spec, input_shape, channels):
     ``spec`` has ``kernel_size``, ``stride``, ``dilation`` and ``padding``; the input
     must be ``(N, channels, *spatial)`` with ``op.rank`` spatial axes.
     """
-    if type(input_shape) is tuple and all(type(n) is int for n in input_shape):
-        shape, pads, out = cached(
-            ("window_geometry", op, spec_key(spec), input_shape, channels),
-            lambda: _window_geometry(op, spec, input_shape, channels))
-        return shape, list(pads), out
-    shape, pads, out = _window_geometry(op, spec, input_shape, channels)
+    shape, pads, out = cached(
+        ("window_geometry", op, spec_key(spec), input_shape, channels),
+        lambda: _window_geometry(op, spec, input_shape, channels))
     return shape, list(pads), out
 
 

@@ -17,7 +17,8 @@ _CACHE_SIZE = 256
 
 def cached(key, build, keep=None):
     """``build()``, remembered under ``key`` (a few hundred entries at most), unless
-    ``keep(value)`` is false (values too large to hold on to).
+    ``keep(value)`` is false (values too large to hold on to) or ``key`` cannot be
+    hashed (a shape given as a list, say: then ``build()`` runs every time).
 
     Examples
     --------
@@ -29,6 +30,8 @@ def cached(key, build, keep=None):
         return _CACHE[key]
     except KeyError:
         pass
+    except TypeError:   # unhashable: nothing to remember it by
+        return build()
     value = build()
     if keep is not None and not keep(value):
         return value

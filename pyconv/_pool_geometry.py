@@ -19,7 +19,6 @@ from __future__ import annotations
 import numpy as np
 
 from pyconv._geometry import effective_kernel, tap_index_table
-from pyconv._memo import cached, freeze, spec_key  # noqa: F401 (used as pg.*)
 
 PAD = -1
 SKIP = -2

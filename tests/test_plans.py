@@ -151,3 +151,16 @@ def test_a_weight_freed_after_its_module_is_torn_down_leaves_no_error(monkeypatc
     gc.collect()
     assert not unraisable, [u.exc_value for u in unraisable]
     assert key not in cache
+
+
+def test_a_shape_given_as_a_list_is_computed_not_remembered():
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 3, "out_channels": 4,
+                        "kernel_size": 3, "padding": "same"}, seed=0)
+    pool = pyconv.Conv({"op": "max_pool2d", "kernel_size": 2})
+    for c, shape in ((conv, (1, 3, 9, 7)), (pool, (1, 3, 9, 7))):
+        want = c.op.geometry(c._spec, shape)
+        entries = len(_memo._CACHE)
+        assert c.op.geometry(c._spec, list(shape)) == want
+        assert len(_memo._CACHE) == entries
+    with pytest.raises(ValueError, match="conv2d"):
+        conv.op.geometry(conv._spec, [1, 2, 9, 7])     # wrong channels: still refused

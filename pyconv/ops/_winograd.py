@@ -147,12 +147,9 @@ def winograd_preferred(spec, input_shape, dtype):
     True
     """
     dtype = np.dtype(dtype)
-    if type(input_shape) is tuple and all(type(n) is int for n in input_shape):
-        # (the thresholds below are constants, fixed at import)
-        return _memo.cached(("winograd_preferred", _memo.spec_key(spec), input_shape,
-                             dtype.char),
-                            lambda: _preferred(spec, input_shape, dtype))
-    return _preferred(spec, input_shape, dtype)
+    # (the thresholds below are constants, fixed at import)
+    return _memo.cached(("winograd_preferred", _memo.spec_key(spec), input_shape,
+                         dtype.char), lambda: _preferred(spec, input_shape, dtype))
 
 
 def _preferred(spec, input_shape, dtype):

@@ -38,6 +38,7 @@ import numbers
 
 import numpy as np
 
+from pyconv import _memo
 from pyconv import _pool_geometry as pg
 from pyconv._geometry import as_3d
 from pyconv._spec import Invalid, boolean, key
@@ -113,8 +114,8 @@ class AdaptivePoolND(Op):
 
     def geometry(self, spec, input_shape):
         """``(shape, out_spatial)`` for an input shape; validates it."""
-        return pg.cached(("geometry", self.name, pg.spec_key(spec), tuple(input_shape)),
-                         lambda: self._geometry(spec, input_shape))
+        return _memo.cached(("geometry", self, _memo.spec_key(spec), tuple(input_shape)),
+                            lambda: self._geometry(spec, input_shape))
 
     def _geometry(self, spec, input_shape):
         shape = self.check_input_shape(input_shape, self.rank)
@@ -139,8 +140,8 @@ class AdaptivePoolND(Op):
 
     def forward(self, spec, x, params, out, n_threads):
         shape, out_spatial = self.geometry(spec, x.shape)
-        plan = pg.cached(("plan", self.name, out_spatial, shape),
-                         lambda: adaptive_plan(shape, out_spatial))
+        plan = _memo.cached(("plan", self, out_spatial, shape),
+                            lambda: adaptive_plan(shape, out_spatial))
         if self.kind == "max" and spec["return_indices"]:
             return run_max_indices(x, out, plan, n_threads)
         if all(o == 1 for o in out_spatial):   # AdaptiveAvgPool2d(1): the global pool

@@ -53,8 +53,8 @@ layer with 8 of them) runs on direct kernels (``pyconv._kernels._depthwise``):
   and the next band's input is prefetched meanwhile (a line per output vector, two at
   stride 2), so that memory traffic and arithmetic overlap. Measured on 8x256x56x56
   (medians of 25 alternating calls in one process, two runs), against the earlier
-  version of this kernel that copied every
-  band padded into scratch and streamed it out at once: one thread, float32 8.9-9.0 ->
+  version of this kernel that copied every band padded into scratch and streamed it
+  out at once: one thread, float32 8.9-9.0 ->
   8.0-8.2 ms, float64 16.1-17.5 -> 14.9-15.0 ms; 2 threads, float32 4.7-5.7 -> 4.5-5.4
   ms, float64 8.7-8.9 -> 7.7-8.4 ms. At stride 2 (same shape, medians of 15
   alternating calls in one process, two runs), against the row kernel it replaced:
@@ -98,8 +98,8 @@ output rows of one image. Each thread computes the depthwise output of its band
 it at once by the pointwise weight into the output: on the packed GEMM tiles of
 :mod:`pyconv.ops.conv` in the AVX2 build (up to ``PACKED_MAX_ROWS`` output channels;
 the weight packed once per parameter array), else on BLAS. On 8x32x112x112 -> 64, 3x3
-(medians of 11 alternating calls in one process,
-two runs), the packed tiles against OpenBLAS: float32 1 thread 22.3-23.1 -> 18.1 ms, 2
+(medians of 11 alternating calls in one process, two runs), the packed tiles against
+OpenBLAS: float32 1 thread 22.3-23.1 -> 18.1 ms, 2
 threads 11.8-12.3 -> 9.8-10.0 ms; float64 58.6-59.5 -> 34.2-34.5 ms and 30.5-31.2 ->
 18.2-18.6 ms. Extra memory: one such band per thread, reused across calls, and on the
 packed tiles one column panel (``k_block * 24`` or ``* 12`` values) per thread (on the

@@ -96,8 +96,8 @@ import numbers
 
 import numpy as np
 
+from pyconv import _memo, _threads
 from pyconv import _pool_geometry as pg
-from pyconv import _threads
 from pyconv._geometry import as_3d
 from pyconv._errors import SpecError
 from pyconv._spec import Invalid, boolean, choice, int_tuple, key, optional, padding, real
@@ -296,17 +296,17 @@ class SlidingPool(Op):
                                spec["stride"], self._dilation(spec))
 
     def _geometry_key(self, spec, input_shape):
-        return (self.name, pg.spec_key(spec), tuple(input_shape))
+        return (self, _memo.spec_key(spec), tuple(input_shape))
 
     def geometry(self, spec, input_shape):
         """``(shape, pads, out_spatial)`` for an input shape; validates it."""
-        return pg.cached(("geometry", *self._geometry_key(spec, input_shape)),
-                         lambda: self._geometry(spec, input_shape))
+        return _memo.cached(("geometry", *self._geometry_key(spec, input_shape)),
+                            lambda: self._geometry(spec, input_shape))
 
     def whole_plane(self, spec, x_shape):
         """Whether the only window of ``x_shape`` is each whole (n, c) plane."""
-        return pg.cached(("whole_plane", *self._geometry_key(spec, x_shape)),
-                         lambda: self._whole_plane(spec, x_shape))
+        return _memo.cached(("whole_plane", *self._geometry_key(spec, x_shape)),
+                            lambda: self._whole_plane(spec, x_shape))
 
     def _whole_plane(self, spec, x_shape):
         _, pads, out_spatial = self.geometry(spec, x_shape)
@@ -348,7 +348,7 @@ class SlidingPool(Op):
     def plan(self, spec, x_shape):
         """The kernel plan (``pg.Plan``) for an input shape, cached."""
         key = ("plan", *self._geometry_key(spec, x_shape))
-        return pg.cached(key, lambda: self._build_plan(spec, x_shape))
+        return _memo.cached(key, lambda: self._build_plan(spec, x_shape))
 
     def _build_plan(self, spec, x_shape):
         """Per-axis tables (3 axes), W-axis row-buffer plan and divisor factors."""
