@@ -98,7 +98,16 @@ def test_special_values_like_torch(spec, tname, tkw, dtype, torch):
         neg_inf = x == -np.inf
         assert np.isnan(want[neg_inf]).all()
         assert (y[neg_inf] == 0).all() and np.signbit(y[neg_inf]).all()
-        x, y, want = x[~neg_inf], y[~neg_inf], want[~neg_inf]
+        # torch's own misses, seen with its float32 AVX-512 kernel: NaN at +inf, and
+        # inf at 3e38 (x * (1 + erf) overflows before the halving). There the exact
+        # value is x itself (gelu(x) rounds to x from x = 6 on); elsewhere torch is
+        # the reference.
+        torch_off = ~neg_inf & ~np.isnan(x) & (np.isnan(want) | (np.isinf(want)
+                                                                 & ~np.isinf(x)))
+        assert (x[torch_off] > 6).all()
+        np.testing.assert_array_equal(y[torch_off], x[torch_off])
+        keep = ~neg_inf & ~torch_off
+        x, y, want = x[keep], y[keep], want[keep]
     np.testing.assert_array_equal(np.isnan(y), np.isnan(want))
     np.testing.assert_array_equal(np.isnan(y), np.isnan(x))  # NaN only from NaN
     finite_y = ~np.isnan(y)
