@@ -45,9 +45,9 @@ def config():
         "scipy": scipy.__version__,
         "openmp": openmp_enabled(),
         "kernels": _kernels.LEVEL,
-        # the GEMM behind im2col and Winograd: pyconv's packed AVX2/FMA tiles (OpenBLAS
-        # for wide float32 layers), or OpenBLAS alone
-        "gemm": "packed" if _kernels.load("_conv").PACKED_VECTOR else "openblas",
+        # the GEMM behind im2col and Winograd for a layer of 64 output channels:
+        # pyconv's packed AVX2/FMA tiles, or OpenBLAS (baseline build, AVX-512 CPUs)
+        "gemm": "packed" if _kernels.packed_gemm(64) else "openblas",
         "threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
         "blas": scipy_blas or blas,
@@ -63,6 +63,8 @@ def show_config(file=None):
     >>> pyconv.show_config()  # doctest: +ELLIPSIS
     pyconv ...
     """
+    from pyconv import _kernels
+
     c = config()
     lines = [
         f"pyconv {c['version']}",
@@ -74,7 +76,10 @@ def show_config(file=None):
         f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}",
         f"  gemm        "
         + ("pyconv's packed AVX2/FMA tiles (OpenBLAS for wide float32 layers)"
-           if c["gemm"] == "packed" else "OpenBLAS"),
+           if c["gemm"] == "packed" else
+           "OpenBLAS (pyconv's packed AVX2/FMA tiles up to "
+           f"{_kernels.AVX512_PACKED_MAX_ROWS} output channels per group)"
+           if _kernels.packed_gemm(1) else "OpenBLAS"),
         f"  threads     {c['threads']} (of {c['cpu_count']} CPUs available)",
     ]
     for b in c["blas"]:

@@ -27,6 +27,7 @@ def force(kind, monkeypatch):
         if not vector_build_available():
             pytest.skip("no AVX2 build on this machine")
         monkeypatch.setattr(_kernels, "LEVEL", "avx2")
+        monkeypatch.setattr(_kernels, "GEMM", "packed")
         monkeypatch.setattr(conv_module, "PACKED_MAX_ROWS",
                             {"float32": 10**9, "float64": 10**9})
     elif kind == "openblas":
@@ -34,6 +35,7 @@ def force(kind, monkeypatch):
     else:
         # the baseline build's tiles: the plain C loop the header falls back to
         monkeypatch.setattr(_kernels, "LEVEL", "baseline")
+        monkeypatch.setattr(_kernels, "GEMM", "packed")
         monkeypatch.setattr(_kernels.load("_conv"), "PACKED_VECTOR", True)
         monkeypatch.setattr(conv_module, "PACKED_MAX_ROWS",
                             {"float32": 10**9, "float64": 10**9})
@@ -124,6 +126,115 @@ def test_wide_layers_go_to_openblas(monkeypatch):
         np.testing.assert_allclose(conv.apply(x), reference(conv, x), atol=1e-12)
     expected_last = "packed" if _conv.PACKED_VECTOR else "openblas"
     assert calls == ["openblas", "openblas", expected_last]
+
+
+@pytest.mark.parametrize("avx512", [False, True])
+def test_gemm_choice_by_cpu_and_group_width(monkeypatch, avx512):
+    """Under "auto", AVX-512 CPUs send GEMMs of more than 16 rows to OpenBLAS;
+    PYCONV_GEMM's two forced values decide for every GEMM; the baseline build,
+    whose tiles are a plain loop, always takes OpenBLAS."""
+    limit = _kernels.AVX512_PACKED_MAX_ROWS
+    monkeypatch.setattr(_kernels, "CPU_AVX512", avx512)
+    monkeypatch.setattr(_kernels, "LEVEL", "baseline")
+    for gemm in ("auto", "packed", "openblas"):
+        monkeypatch.setattr(_kernels, "GEMM", gemm)
+        assert not _kernels.packed_gemm(1) and not _kernels.packed_gemm(1000)
+    if not vector_build_available():
+        pytest.skip("no AVX2 build on this machine")
+    monkeypatch.setattr(_kernels, "LEVEL", "avx2")
+    monkeypatch.setattr(_kernels, "GEMM", "auto")
+    assert _kernels.packed_gemm(limit)
+    assert _kernels.packed_gemm(limit + 1) == (not avx512)
+    assert pyconv.config()["gemm"] == ("openblas" if avx512 else "packed")
+    monkeypatch.setattr(_kernels, "GEMM", "packed")
+    assert _kernels.packed_gemm(1) and _kernels.packed_gemm(10**6)
+    monkeypatch.setattr(_kernels, "GEMM", "openblas")
+    assert not _kernels.packed_gemm(1)
+    assert pyconv.config()["gemm"] == "openblas"
+
+
+@pytest.mark.parametrize("gemm", ["packed", "openblas"])
+def test_each_forced_gemm_runs_and_agrees(monkeypatch, gemm):
+    """The GEMM asked for is the one that runs (im2col, Winograd, grouped and
+    separable layers wider than the AVX-512 limit), and each agrees with the float64
+    loop."""
+    if gemm == "packed" and not vector_build_available():
+        pytest.skip("no AVX2 build on this machine")
+    monkeypatch.setattr(_kernels, "LEVEL", "avx2")
+    monkeypatch.setattr(_kernels, "GEMM", gemm)
+    _conv = _kernels.load("_conv")
+    calls = []
+    real = _conv.conv_nd
+
+    def spy(*args):
+        calls.append("packed" if args[23] else "openblas")   # conv_nd's `packed`
+        return real(*args)
+
+    monkeypatch.setattr(_conv, "conv_nd", spy)
+    _winograd = _kernels.load("_winograd")
+    real_winograd = _winograd.winograd_2d
+
+    def spy_winograd(*args):
+        calls.append("openblas" if args[-1] is None else "packed")   # u_packed
+        return real_winograd(*args)
+
+    monkeypatch.setattr(_winograd, "winograd_2d", spy_winograd)
+    rng = np.random.default_rng(4)
+    rows = _kernels.AVX512_PACKED_MAX_ROWS + 8
+    for algorithm, groups in (("im2col", 1), ("winograd", 1), ("winograd", 2)):
+        conv = pyconv.Conv({"op": "conv2d", "in_channels": 3 * groups,
+                            "out_channels": rows * groups, "kernel_size": 3,
+                            "padding": 1, "groups": groups, "algorithm": algorithm},
+                           seed=2, dtype=np.float64)
+        x = rng.standard_normal((2, 3 * groups, 9, 10))
+        np.testing.assert_allclose(conv.apply(x), reference(conv, x), rtol=1e-12,
+                                   atol=1e-12)
+    assert calls == [gemm] * 3
+    sep = pyconv.Conv({"op": "separable_conv2d", "in_channels": 4, "out_channels": rows,
+                       "kernel_size": 3, "padding": 1}, seed=3, dtype=np.float64)
+    x = rng.standard_normal((2, 4, 8, 9))
+    dw = sep.params["depthwise_weight"]
+    pw = sep.params["pointwise_weight"]
+    mid = np.zeros((2, 4, 8, 9))
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    for c in range(4):
+        for i in range(3):
+            for j in range(3):
+                mid[:, c] += dw[c, 0, i, j] * xp[:, c, i:i + 8, j:j + 9]
+    for name, target in (("depthwise_bias", mid), ):
+        if name in sep.params:
+            target += sep.params[name][None, :, None, None]
+    want = np.einsum("oc,nchw->nohw", pw[:, :, 0, 0], mid)
+    if "pointwise_bias" in sep.params:
+        want += sep.params["pointwise_bias"][None, :, None, None]
+    from pyconv.ops import depthwise
+    tiles = []
+    real_pointwise = depthwise._pointwise_packed
+
+    def spy_pointwise(*args):
+        result = real_pointwise(*args)
+        tiles.append(bool(result))
+        return result
+
+    monkeypatch.setattr(depthwise, "_pointwise_packed", spy_pointwise)
+    np.testing.assert_allclose(sep.apply(x), want, rtol=1e-12, atol=1e-12)
+    assert tiles == [gemm == "packed"]
+
+
+def test_gemm_environment_variable():
+    """PYCONV_GEMM is read at import; an unknown value means "auto"."""
+    import subprocess
+    import sys
+
+    code = "import pyconv; print(pyconv.config()['gemm'])"
+    for value, expected in (("openblas", "openblas"), ("bogus", None)):
+        env = dict(__import__("os").environ, PYCONV_GEMM=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout.strip()
+        if expected is not None:
+            assert out == expected
+        else:
+            assert out == pyconv.config()["gemm"]
 
 
 def test_packed_weights_layout():

@@ -176,11 +176,15 @@ def test_show_config(capsys):
     text = capsys.readouterr().out
     assert text.startswith(f"pyconv {pyconv.__version__}")
     assert "openmp" in text and "threads" in text and "blas" in text
-    # the AVX2 build runs its own GEMM, the baseline build OpenBLAS
+    # the AVX2 build runs its own GEMM, except for wide layers on AVX-512 CPUs; the
+    # baseline build OpenBLAS
     from pyconv import _kernels
-    expected = "packed" if _kernels.active_level("_conv") == "avx2" else "openblas"
+    avx2 = _kernels.active_level("_conv") == "avx2"
+    expected = "packed" if avx2 and not _kernels.CPU_AVX512 else "openblas"
+    if _kernels.GEMM != "auto":
+        expected = _kernels.GEMM if avx2 else "openblas"
     assert pyconv.config()["gemm"] == expected
-    assert ("packed AVX2/FMA tiles" in text) == (expected == "packed")
+    assert ("packed AVX2/FMA tiles" in text) == _kernels.packed_gemm(1)
 
 
 def test_openmp_present_when_the_build_requires_it():

@@ -188,7 +188,7 @@ def test_subpixel_phases_over_random_geometry(rng):
 
 def test_auto_takes_subpixel_where_the_packed_gemm_runs_its_phases():
     from pyconv import _kernels
-    packed = _kernels.load("_conv").PACKED_VECTOR
+    packed = _kernels.packed_gemm(64)
     f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
     big = tmod.SUBPIXEL_MIN_FLOPS
 

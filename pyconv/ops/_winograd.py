@@ -512,7 +512,7 @@ def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw,
                                          padding_mode)
     n_tiles = TH * TW
     dtype = x_flat.dtype
-    packed = _winograd.PACKED_VECTOR
+    packed = _kernels.packed_gemm(cout_g)
     chunk = chunk_tiles(N * n_tiles, groups, cin_g, cout_g, m, dtype.itemsize,
                         _winograd.PACKED_COLUMNS[NATIVE_NAMES[dtype]] if packed else 1)
     n_units = groups * -(-(N * n_tiles) // chunk)

@@ -382,7 +382,7 @@ def subpixel_preferred(spec, rank, dtype, flops):
     from pyconv import _kernels
     from pyconv.ops.conv import PACKED_MAX_ROWS
     return (rank >= 2 and flops >= SUBPIXEL_MIN_FLOPS
-            and _kernels.load("_conv").PACKED_VECTOR
+            and _kernels.packed_gemm(spec["out_channels"] // spec["groups"])
             and spec["out_channels"] // spec["groups"] <= PACKED_MAX_ROWS[NATIVE_NAMES[dtype]])
 
 
