@@ -74,7 +74,7 @@ def show_config(file=None):
         f"  openmp      {'on' if c['openmp'] else 'off (serial build)'}",
         f"  kernels     {c['kernels']} instruction set"
         f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}",
-        f"  gemm        "
+        "  gemm        "
         + ("pyconv's packed AVX2/FMA tiles (OpenBLAS for wide float32 layers)"
            if c["gemm"] == "packed" else
            "OpenBLAS (pyconv's packed AVX2/FMA tiles up to "

@@ -5,7 +5,8 @@ as ``<name>_avx2``, for AVX2. :func:`load` picks the AVX2 build when the CPU has
 and FMA (asked once, at import), so one wheel runs on any x86-64 CPU. Both builds
 round identically (no FMA contraction) except where a kernel asks for FMA
 explicitly: the packed GEMM, the direct grouped kernel's register blocks and the
-depthwise plane kernel's kernel-row sums (GCC and Clang builds). Elsewhere pyconv's own loops give the same bits on every x86-64 CPU.
+depthwise plane kernel's kernel-row sums (GCC and Clang builds). Elsewhere pyconv's
+own loops give the same bits on every x86-64 CPU.
 GEMM-based paths inherit OpenBLAS's CPU-specific kernels, whose rounding may differ
 between CPU models. Nothing differs between thread counts.
 ``PYCONV_KERNELS=baseline`` forces the baseline build.

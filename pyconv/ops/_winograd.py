@@ -400,7 +400,7 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
     alpha = m + 2
     N, C_in, H, W = x.shape
     C_out, OH, OW = out.shape[1:]
-    cin_g, cout_g = C_in // groups, C_out // groups
+    cin_g = C_in // groups
     (lo_h, hi_h), (lo_w, hi_w) = pads
     if OH != H + lo_h + hi_h - 2 or OW != W + lo_w + hi_w - 2:
         raise ValueError(f"winograd: out spatial shape {(OH, OW)} does not match a 3x3 "

@@ -301,6 +301,8 @@ def _winograd_shape(rank, spec, shape):
     if not winograd_applies(rank, spec):
         return None
     return (spec, shape) if rank == 2 else stacked_2d_spec(spec, shape)
+
+
 _transforms = {}
 
 
