@@ -45,6 +45,8 @@ def config():
         "scipy": scipy.__version__,
         "openmp": openmp_enabled(),
         "kernels": _kernels.LEVEL,
+        # the AVX2 build's activation loops in their AVX-512 copies (same results)
+        "avx512_loops": _kernels.LEVEL == "avx2" and _kernels.WIDE_LOOPS,
         # the GEMM behind im2col and Winograd for a layer of 64 output channels:
         # pyconv's packed AVX2/FMA tiles, or OpenBLAS (baseline build, AVX-512 CPUs)
         "gemm": "packed" if _kernels.packed_gemm(64) else "openblas",
@@ -73,7 +75,8 @@ def show_config(file=None):
         f"  scipy       {c['scipy']}",
         f"  openmp      {'on' if c['openmp'] else 'off (serial build)'}",
         f"  kernels     {c['kernels']} instruction set"
-        f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}",
+        f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}"
+        f"{'; AVX-512 activation loops' if c['avx512_loops'] else ''}",
         "  gemm        "
         + ("pyconv's packed AVX2/FMA tiles (OpenBLAS for wide float32 layers)"
            if c["gemm"] == "packed" else

@@ -272,6 +272,93 @@ def test_threads_bit_identical(spec, tname, tkw, rng):
     assert y1.tobytes() == y2.tobytes()
 
 
+LONG_LOOPS = [("gelu", "GELU", np.float32), ("gelu_tanh", "GELU_TANH", np.float32),
+              ("sigmoid", "SIGMOID", np.float32), ("sigmoid", "SIGMOID", np.float64)]
+
+
+def long_loop_inputs(rng, dtype):
+    """Every range the formulas branch on (by selects), the special values, and
+    lengths that leave every remainder of the 8- and 16-wide vector loops."""
+    with np.errstate(over="ignore"):
+        values = [np.linspace(-120, 120, 20011), SPECIAL,
+                  rng.standard_normal(4099) * 7, np.ldexp(1.0, np.arange(-149, 128)),
+                  -np.ldexp(1.0, np.arange(-149, 128))]
+        return [np.concatenate(values).astype(dtype)] + [
+            (rng.standard_normal(n) * 10).astype(dtype) for n in range(1, 40)]
+
+
+def assert_same_bits(a, b, what):
+    """Bit for bit, except the sign and payload of NaNs (which IEEE leaves open)."""
+    nan = np.isnan(a)
+    np.testing.assert_array_equal(nan, np.isnan(b), err_msg=str(what))
+    assert a[~nan].tobytes() == b[~nan].tobytes(), what
+
+
+@pytest.mark.parametrize("name,code,dtype", LONG_LOOPS)
+def test_avx512_loops_give_the_same_bits(name, code, dtype, rng):
+    """The AVX2 build's AVX-512 copies of the long loops against its AVX2 ones."""
+    from pyconv import _kernels
+    from pyconv.ops import activations as ops
+
+    kernels = _kernels.load("_activations", "avx2")
+    if not kernels.__name__.endswith("_avx2"):
+        pytest.skip("no AVX2 build on this machine")
+    if not _kernels.WIDE_LOOPS:
+        pytest.skip("this CPU has no AVX-512 (or PYCONV_KERNELS=avx2)")
+    code = getattr(ops, f"CODE_{code}")
+    try:
+        for x in long_loop_inputs(rng, dtype):
+            got = {}
+            for wide in (False, True):
+                assert kernels.set_wide_loops(wide) == wide
+                y = np.full_like(x, np.nan)
+                kernels.unary(x, y, code, 0.0, 1)
+                got[wide] = y
+            assert_same_bits(got[True], got[False], (name, x.size))
+    finally:
+        kernels.set_wide_loops(_kernels.WIDE_LOOPS)
+
+
+def test_avx512_loops_follow_the_cpu_and_the_environment():
+    """On by default exactly where the CPU has AVX-512 under the AVX2 build; off with
+    PYCONV_KERNELS=avx2 (and with =baseline, whose build has no copies)."""
+    import os
+    import subprocess
+    import sys
+
+    from pyconv import _kernels
+
+    assert pyconv.config()["avx512_loops"] == (
+        _kernels.LEVEL == "avx2" and _kernels._cpu_has_avx512_skx()
+        and os.environ.get("PYCONV_KERNELS", "auto") != "avx2")
+    code = ("import pyconv; from pyconv import _kernels; "
+            "print(pyconv.config()['avx512_loops'], _kernels.LEVEL)")
+    for value in ("avx2", "baseline"):
+        env = dict(os.environ, PYCONV_KERNELS=value)
+        out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                             text=True, check=True).stdout.split()
+        assert out[0] == "False"
+        assert out[1] == ("baseline" if value == "baseline" else _kernels.LEVEL)
+
+
+@pytest.mark.parametrize("name,code,dtype", LONG_LOOPS)
+def test_avx2_and_baseline_builds_give_the_same_bits(name, code, dtype, rng):
+    """No FMA contraction in the activations: the two builds round alike."""
+    from pyconv import _kernels
+    from pyconv.ops import activations as ops
+
+    avx2 = _kernels.load("_activations", "avx2")
+    base = _kernels.load("_activations", "baseline")
+    if avx2 is base:
+        pytest.skip("no AVX2 build on this machine")
+    code = getattr(ops, f"CODE_{code}")
+    for x in long_loop_inputs(rng, dtype):
+        y_avx2, y_base = np.empty_like(x), np.empty_like(x)
+        avx2.unary(x, y_avx2, code, 0.0, 1)
+        base.unary(x, y_base, code, 0.0, 1)
+        assert_same_bits(y_avx2, y_base, (name, x.size))
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernel_slices_cover_every_element(dtype, rng):
     """The kernel's per-thread slices, at any count and size, compute every element once."""

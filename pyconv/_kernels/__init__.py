@@ -9,7 +9,9 @@ depthwise plane kernel's kernel-row sums (GCC and Clang builds). Elsewhere pycon
 own loops give the same bits on every x86-64 CPU.
 GEMM-based paths inherit OpenBLAS's CPU-specific kernels, whose rounding may differ
 between CPU models. Nothing differs between thread counts.
-``PYCONV_KERNELS=baseline`` forces the baseline build.
+``PYCONV_KERNELS=baseline`` forces the baseline build. On CPUs with AVX-512, the
+AVX2 build's long activation loops run AVX-512 copies of themselves (same bits;
+``PYCONV_KERNELS=avx2`` keeps them on AVX2).
 
 The GEMMs behind im2col, Winograd, the transposed convolutions' phases and the
 separable op's pointwise step run either on pyconv's packed AVX2/FMA tiles or on
@@ -53,6 +55,19 @@ def _choose_gemm():
     return wanted if wanted in ("packed", "openblas") else "auto"
 
 
+def _cpu_has_avx512_skx():
+    """AVX-512 F, CD, BW, DQ and VL, with the OS saving the registers (NumPy's
+    check)."""
+    try:
+        from numpy._core._multiarray_umath import __cpu_features__ as features
+    except ImportError:  # pragma: no cover - NumPy < 2
+        try:
+            from numpy.core._multiarray_umath import __cpu_features__ as features
+        except ImportError:
+            return False
+    return bool(features.get("AVX512_SKX"))
+
+
 def _choose_level():
     wanted = os.environ.get("PYCONV_KERNELS", "auto").strip().lower()
     if wanted == "baseline":
@@ -62,6 +77,11 @@ def _choose_level():
 
 #: Instruction-set level of the kernels in use: "avx2" or "baseline".
 LEVEL = _choose_level()
+
+#: Whether the AVX2 build's kernels that hold AVX-512 copies of their loops (the
+#: long activations) run those: on CPUs with AVX-512, unless ``PYCONV_KERNELS=avx2``.
+WIDE_LOOPS = (LEVEL == "avx2" and _cpu_has_avx512_skx()
+              and os.environ.get("PYCONV_KERNELS", "auto").strip().lower() != "avx2")
 
 #: The GEMM wanted: "auto", "packed" (pyconv's tiles, where the build has them
 #: vectorised) or "openblas" (``PYCONV_GEMM``); see :func:`packed_gemm`.
@@ -95,6 +115,8 @@ def load(name, level=None):
             pass
     if module is None:
         module = importlib.import_module(f"{__name__}.{name}")
+    if hasattr(module, "set_wide_loops"):
+        module.set_wide_loops(WIDE_LOOPS)
     _loaded[(name, level)] = module
     return module
 

@@ -154,12 +154,20 @@ cdef extern from *:
         float r = 0.5f * v * pyconv_erfc_f(-v * 0.70710678118654752440f);
         return pyconv_sel_f(v == -INFINITY, -0.0f, r);
     }
+    /* gelu (tanh): 0.5*x*(1 + tanh(u)) = x*sigmoid(2u), u = c*(x + k*x^3); the
+       constants rounded from their double values, as the Cython loop did. */
+    static inline float pyconv_gelu_tanh_f(float v) {
+        const float c = (float)0.79788456080286535588, k = (float)0.044715;
+        float u = c * (v + k * v * v * v);
+        float w = v * pyconv_sigmoid_f(u + u);
+        return pyconv_sel_f(v == -INFINITY, -0.0f, w);
+    }
     /* y[i] = F(x[i]) over two halves at once: the two independent dependency chains
        per iteration let the out-of-order core overlap them (one chain alone left
        these long formulas latency-bound). x may be y: each element is read before
        it is written. */
-    #define PYCONV_TWO_STREAMS(NAME, T, F) \
-    static void NAME(const T* x, T* y, Py_ssize_t n) { \
+    #define PYCONV_TWO_STREAMS(NAME, T, F, ATTR) \
+    ATTR static void NAME(const T* x, T* y, Py_ssize_t n) { \
         Py_ssize_t h = n / 2, i; \
         for (i = 0; i < h; i++) { \
             T a = x[i], b = x[i + h]; \
@@ -168,15 +176,47 @@ cdef extern from *:
         } \
         if (n & 1) y[n - 1] = F(x[n - 1]); \
     }
-    PYCONV_TWO_STREAMS(pyconv_gelu_loop_f, float, pyconv_gelu_f)
-    PYCONV_TWO_STREAMS(pyconv_sigmoid_loop_f, float, pyconv_sigmoid_f)
-    PYCONV_TWO_STREAMS(pyconv_sigmoid_loop_d, double, pyconv_sigmoid_d)
+    /* The AVX2 build made by GCC also holds each loop compiled for AVX-512 (16-wide
+       vectors, 32 registers), taken where pyconv_wide_loops is set: the CPU has
+       AVX-512 F/VL/BW/DQ with the OS saving its registers (NumPy's AVX512_SKX, asked
+       from Python). The same operations without contraction: the same bits. float32
+       8x64x112x112, one thread: gelu 14.5 -> 8.1 ms, sigmoid 6.5 -> 4.0 ms. */
+    #if defined(__AVX2__) && defined(__x86_64__) && defined(__GNUC__) \
+        && !defined(__clang__) && __GNUC__ >= 8
+      #define PYCONV_WIDE_BUILT 1
+      #define PYCONV_WIDE_ATTR __attribute__((target( \
+          "avx512f,avx512vl,avx512bw,avx512dq,prefer-vector-width=512")))
+    #else
+      #define PYCONV_WIDE_BUILT 0
+    #endif
+    static int pyconv_wide_loops = 0;
+    #if PYCONV_WIDE_BUILT
+      #define PYCONV_LOOP(NAME, T, F) \
+      PYCONV_TWO_STREAMS(NAME##_narrow, T, F, ) \
+      PYCONV_TWO_STREAMS(NAME##_wide, T, F, PYCONV_WIDE_ATTR) \
+      static void NAME(const T* x, T* y, Py_ssize_t n) { \
+          if (pyconv_wide_loops) NAME##_wide(x, y, n); else NAME##_narrow(x, y, n); \
+      }
+    #else
+      #define PYCONV_LOOP(NAME, T, F) PYCONV_TWO_STREAMS(NAME, T, F, )
+    #endif
+    PYCONV_LOOP(pyconv_gelu_loop_f, float, pyconv_gelu_f)
+    PYCONV_LOOP(pyconv_gelu_tanh_loop_f, float, pyconv_gelu_tanh_f)
+    PYCONV_LOOP(pyconv_sigmoid_loop_f, float, pyconv_sigmoid_f)
+    PYCONV_LOOP(pyconv_sigmoid_loop_d, double, pyconv_sigmoid_d)
+    static int pyconv_set_wide_loops(int on) {
+        pyconv_wide_loops = PYCONV_WIDE_BUILT && on;
+        return pyconv_wide_loops;
+    }
     """
     float pyconv_sel_f(bint, float, float) noexcept nogil
     double pyconv_sel_d(bint, double, double) noexcept nogil
     float pyconv_sigmoid_f(float) noexcept nogil
     float pyconv_erfc_f(float) noexcept nogil
     void pyconv_gelu_loop_f(const float* x, float* y, Py_ssize_t n) noexcept nogil
+    void pyconv_gelu_tanh_loop_f(const float* x, float* y, Py_ssize_t n) noexcept nogil
+    int pyconv_set_wide_loops(int on) noexcept nogil
+    int PYCONV_WIDE_BUILT
     void pyconv_sigmoid_loop_f(const float* x, float* y, Py_ssize_t n) noexcept nogil
     void pyconv_sigmoid_loop_d(const double* x, double* y, Py_ssize_t n) noexcept nogil
     double pyconv_sigmoid_d(double) noexcept nogil
@@ -276,11 +316,14 @@ cdef void gelu_tanh_loop(const floating* x, floating* y, Py_ssize_t n) noexcept 
     cdef floating v, u, w
     cdef floating c = <floating>SQRT_2_OVER_PI
     cdef floating k = <floating>GELU_CUBIC
-    for i in range(n):
-        v = x[i]
-        u = c * (v + k * v * v * v)
-        w = v * f_sigmoid(u + u)   # 2 * u would be computed in double (Cython)
-        y[i] = f_sel(v == -INFINITY, -0.0, w)
+    if floating is float:
+        pyconv_gelu_tanh_loop_f(x, y, n)
+    else:
+        for i in range(n):
+            v = x[i]
+            u = c * (v + k * v * v * v)
+            w = v * f_sigmoid(u + u)   # 2 * u would be computed in double (Cython)
+            y[i] = f_sel(v == -INFINITY, -0.0, w)
 
 
 cdef void sigmoid_loop(const floating* x, floating* y, Py_ssize_t n) noexcept nogil:
@@ -317,6 +360,18 @@ cdef inline void run_slice(int kind, const floating* x, floating* y, Py_ssize_t 
         sigmoid_loop(x, y, n)
     else:
         tanh_loop(x, y, n)
+
+
+#: Whether this build holds AVX-512 copies of the long float32 loops (and sigmoid's
+#: float64 one): the AVX2 build made by GCC.
+WIDE_LOOPS_BUILT = bool(PYCONV_WIDE_BUILT)
+
+
+def set_wide_loops(bint on):
+    """Run the AVX-512 copies of the loops (``on``; only where built, and only on a
+    CPU with AVX-512 F/VL/BW/DQ: the caller checks) or the AVX2 ones. Returns
+    whether the AVX-512 copies now run. Both give the same bits."""
+    return bool(pyconv_set_wide_loops(on))
 
 
 def unary(const floating[::1] x, floating[::1] out, int kind, double param,
