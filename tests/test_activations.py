@@ -329,7 +329,7 @@ def test_avx512_loops_follow_the_cpu_and_the_environment():
     from pyconv import _kernels
 
     assert pyconv.config()["avx512_loops"] == (
-        _kernels.LEVEL == "avx2" and _kernels._cpu_has_avx512_skx()
+        _kernels.LEVEL == "avx2" and _kernels._cpu_has("AVX512_SKX")
         and os.environ.get("PYCONV_KERNELS", "auto") != "avx2")
     code = ("import pyconv; from pyconv import _kernels; "
             "print(pyconv.config()['avx512_loops'], _kernels.LEVEL)")

@@ -28,51 +28,35 @@ import importlib
 import os
 
 
-def _cpu_has_avx2():
+def _cpu_features():
+    """NumPy's table of CPU features (each checked for OS support too)."""
     try:
         from numpy._core._multiarray_umath import __cpu_features__ as features
     except ImportError:  # pragma: no cover - NumPy < 2
         try:
             from numpy.core._multiarray_umath import __cpu_features__ as features
         except ImportError:
-            return False
-    return bool(features.get("AVX2") and features.get("FMA3"))
+            return {}
+    return features
 
 
-def _cpu_has_avx512():
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # pragma: no cover - NumPy < 2
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as features
-        except ImportError:
-            return False
-    return bool(features.get("AVX512F"))
+def _cpu_has(*names):
+    """Whether the CPU has every feature named (NumPy's names: "AVX2", "FMA3",
+    "AVX512F", "AVX512_SKX" for AVX-512 F/CD/BW/DQ/VL, ...)."""
+    features = _cpu_features()
+    return all(features.get(name) for name in names)
 
 
-def _choose_gemm():
-    wanted = os.environ.get("PYCONV_GEMM", "auto").strip().lower()
-    return wanted if wanted in ("packed", "openblas") else "auto"
-
-
-def _cpu_has_avx512_skx():
-    """AVX-512 F, CD, BW, DQ and VL, with the OS saving the registers (NumPy's
-    check)."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # pragma: no cover - NumPy < 2
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as features
-        except ImportError:
-            return False
-    return bool(features.get("AVX512_SKX"))
+def _wanted(variable, choices):
+    """The value of an environment variable among ``choices``; else "auto"."""
+    wanted = os.environ.get(variable, "auto").strip().lower()
+    return wanted if wanted in choices else "auto"
 
 
 def _choose_level():
-    wanted = os.environ.get("PYCONV_KERNELS", "auto").strip().lower()
-    if wanted == "baseline":
+    if _wanted("PYCONV_KERNELS", ("baseline", "avx2")) == "baseline":
         return "baseline"
-    return "avx2" if _cpu_has_avx2() else "baseline"
+    return "avx2" if _cpu_has("AVX2", "FMA3") else "baseline"
 
 
 #: Instruction-set level of the kernels in use: "avx2" or "baseline".
@@ -80,14 +64,14 @@ LEVEL = _choose_level()
 
 #: Whether the AVX2 build's kernels that hold AVX-512 copies of their loops (the
 #: long activations) run those: on CPUs with AVX-512, unless ``PYCONV_KERNELS=avx2``.
-WIDE_LOOPS = (LEVEL == "avx2" and _cpu_has_avx512_skx()
-              and os.environ.get("PYCONV_KERNELS", "auto").strip().lower() != "avx2")
+WIDE_LOOPS = (LEVEL == "avx2" and _cpu_has("AVX512_SKX")
+              and _wanted("PYCONV_KERNELS", ("baseline", "avx2")) != "avx2")
 
 #: The GEMM wanted: "auto", "packed" (pyconv's tiles, where the build has them
 #: vectorised) or "openblas" (``PYCONV_GEMM``); see :func:`packed_gemm`.
-GEMM = _choose_gemm()
+GEMM = _wanted("PYCONV_GEMM", ("packed", "openblas"))
 #: Whether the CPU has AVX-512 (then OpenBLAS runs its AVX-512 kernels).
-CPU_AVX512 = _cpu_has_avx512()
+CPU_AVX512 = _cpu_has("AVX512F")
 #: Under "auto" on an AVX-512 CPU, GEMMs of at most this many rows stay on the tiles.
 AVX512_PACKED_MAX_ROWS = 16
 
