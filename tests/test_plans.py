@@ -70,6 +70,31 @@ def test_a_changed_tiling_constant_takes_effect(monkeypatch):
     assert calls[-1][TILE_COLUMNS] != tile_columns
 
 
+def test_1x1_layers_on_openblas_tile_by_their_own_constant(monkeypatch):
+    """A 1x1 layer read in place takes DIRECT_TILE_COLUMNS, a layer with a column
+    buffer TILE_COLUMNS; a change of either takes effect, and results stay right."""
+    from pyconv import _kernels
+    from pyconv.ops import conv as conv_module
+    monkeypatch.setattr(_kernels, "GEMM", "openblas")
+    calls = _spy(monkeypatch, "_conv", "conv_nd")
+    TILE_COLUMNS = 22                # conv_nd's argument
+    x = np.random.default_rng(4).standard_normal((8, 6, 20, 30))
+    for kernel_size, constant in ((1, "DIRECT_TILE_COLUMNS"), (3, "TILE_COLUMNS")):
+        pad = kernel_size // 2
+        conv = pyconv.Conv({"op": "conv2d", "in_channels": 6, "out_channels": 5,
+                            "kernel_size": kernel_size, "padding": pad,
+                            "algorithm": "im2col"}, seed=0, dtype=np.float64)
+        want = reference_conv(x, conv.params["weight"], conv.params["bias"], (1, 1),
+                              [(pad, pad), (pad, pad)], (1, 1), 1)
+        for columns in (60, 300):
+            monkeypatch.setattr(conv_module, constant, columns)
+            np.testing.assert_allclose(conv.apply(x), want, rtol=1e-12, atol=1e-12)
+            assert calls[-1][TILE_COLUMNS] == columns   # whole rows of 30 outputs
+        monkeypatch.undo()
+        monkeypatch.setattr(_kernels, "GEMM", "openblas")
+        calls = _spy(monkeypatch, "_conv", "conv_nd")
+
+
 def test_a_changed_winograd_chunk_constant_takes_effect(monkeypatch):
     from pyconv.ops import _winograd
     conv = pyconv.Conv({"op": "conv2d", "in_channels": 16, "out_channels": 16,
