@@ -402,9 +402,10 @@ def tile_rows(rows, ow, bytes_per_column, pairs, columns=None):
 
     GEMMs of different widths round differently, so a tiling that followed the
     thread count would make results depend on it. A tile aims at ``columns`` columns
-    (default :data:`TILE_COLUMNS`), stays under ``COLUMN_BYTES_PER_THREAD`` (but holds at least one row), and
-    when there are fewer than ``MIN_UNITS`` (image, group) pairs, images are split
-    into enough tiles for ``MIN_UNITS`` units, down to ``MIN_SPLIT_COLUMNS`` columns.
+    (default :data:`TILE_COLUMNS`), stays under ``COLUMN_BYTES_PER_THREAD`` (but holds
+    at least one row), and when there are fewer than ``MIN_UNITS`` (image, group)
+    pairs, images are split into enough tiles for ``MIN_UNITS`` units, down to
+    ``MIN_SPLIT_COLUMNS`` columns.
     """
     columns = TILE_COLUMNS if columns is None else columns
     per_tile = min(-(-columns // ow),
