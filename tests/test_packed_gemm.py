@@ -105,17 +105,32 @@ def test_blocking_edges_and_blocking_independence(packed_gemm, monkeypatch, dtyp
     np.testing.assert_allclose(small, ref, rtol=tol, atol=tol)
 
 
+def spy_gemms(monkeypatch):
+    """A list that each im2col or Winograd kernel call appends its GEMM to."""
+    calls = []
+    _conv = _kernels.load("_conv")
+    real_conv = _conv.conv_nd
+
+    def spy_conv(*args):
+        calls.append("packed" if args[23] else "openblas")   # conv_nd's `packed`
+        return real_conv(*args)
+
+    _winograd = _kernels.load("_winograd")
+    real_winograd = _winograd.winograd_2d
+
+    def spy_winograd(*args):
+        calls.append("openblas" if args[-1] is None else "packed")   # u_packed
+        return real_winograd(*args)
+
+    monkeypatch.setattr(_conv, "conv_nd", spy_conv)
+    monkeypatch.setattr(_winograd, "winograd_2d", spy_winograd)
+    return calls
+
+
 def test_wide_layers_go_to_openblas(monkeypatch):
     """Above PACKED_MAX_ROWS output channels per group the OpenBLAS GEMM runs."""
     _conv = _kernels.load("_conv")
-    calls = []
-    real = _conv.conv_nd
-
-    def spy(*args):
-        calls.append("packed" if args[23] else "openblas")   # conv_nd's `packed`
-        return real(*args)
-
-    monkeypatch.setattr(_conv, "conv_nd", spy)
+    calls = spy_gemms(monkeypatch)
     rng = np.random.default_rng(3)
     wide = conv_module.PACKED_MAX_ROWS["float64"] + 1
     for cout, groups in ((wide, 1), (2 * wide, 2), (8, 1)):
@@ -124,7 +139,7 @@ def test_wide_layers_go_to_openblas(monkeypatch):
                             "algorithm": "im2col"}, seed=1, dtype=np.float64)
         x = rng.standard_normal((1, 2 * groups, 6, 7))
         np.testing.assert_allclose(conv.apply(x), reference(conv, x), atol=1e-12)
-    expected_last = "packed" if _conv.PACKED_VECTOR else "openblas"
+    expected_last = "packed" if _kernels.packed_gemm(8) else "openblas"
     assert calls == ["openblas", "openblas", expected_last]
 
 
@@ -162,23 +177,7 @@ def test_each_forced_gemm_runs_and_agrees(monkeypatch, gemm):
         pytest.skip("no AVX2 build on this machine")
     monkeypatch.setattr(_kernels, "LEVEL", "avx2")
     monkeypatch.setattr(_kernels, "GEMM", gemm)
-    _conv = _kernels.load("_conv")
-    calls = []
-    real = _conv.conv_nd
-
-    def spy(*args):
-        calls.append("packed" if args[23] else "openblas")   # conv_nd's `packed`
-        return real(*args)
-
-    monkeypatch.setattr(_conv, "conv_nd", spy)
-    _winograd = _kernels.load("_winograd")
-    real_winograd = _winograd.winograd_2d
-
-    def spy_winograd(*args):
-        calls.append("openblas" if args[-1] is None else "packed")   # u_packed
-        return real_winograd(*args)
-
-    monkeypatch.setattr(_winograd, "winograd_2d", spy_winograd)
+    calls = spy_gemms(monkeypatch)
     rng = np.random.default_rng(4)
     rows = _kernels.AVX512_PACKED_MAX_ROWS + 8
     for algorithm, groups in (("im2col", 1), ("winograd", 1), ("winograd", 2)):
@@ -227,14 +226,13 @@ def test_gemm_environment_variable():
     import sys
 
     code = "import pyconv; print(pyconv.config()['gemm'])"
-    for value, expected in (("openblas", "openblas"), ("bogus", None)):
+    vector = _kernels.load("_conv").PACKED_VECTOR
+    auto = "packed" if vector and not _kernels.CPU_AVX512 else "openblas"
+    for value, expected in (("openblas", "openblas"), ("bogus", auto), ("auto", auto)):
         env = dict(__import__("os").environ, PYCONV_GEMM=value)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
                              text=True, check=True).stdout.strip()
-        if expected is not None:
-            assert out == expected
-        else:
-            assert out == pyconv.config()["gemm"]
+        assert out == expected, value
 
 
 def test_packed_weights_layout():
