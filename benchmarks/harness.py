@@ -201,6 +201,27 @@ def set_peer_threads(n):
         torch.set_num_threads(n)
 
 
+def second_opinion(case, n, mine, err, out):
+    """The agreement of a case whose first results disagreed, or an AssertionError.
+
+    pyconv's kernels give the same bits on every call; a peer need not (seen once in
+    six runs of the suite: PyTorch's float32 ``lp_pool2d``, 2e-4 off the float64 result
+    where pyconv's was within 1e-7). So both run once more: if pyconv's result is
+    unchanged and the peer's second one agrees with it, the peer varied, and a note
+    says so; anything else stops the run.
+    """
+    again = case.run(n)
+    theirs = case.peer(n)
+    second = agreement(again, theirs)
+    if (np.array_equal(_as_array(again), _as_array(mine), equal_nan=True)
+            and second <= case.rtol):
+        out(f"# {case.name}, {n} threads: {case.peer_name}'s first result was off by "
+            f"{err:.2e}, its second agrees with pyconv's unchanged one")
+        return second
+    raise AssertionError(f"{case.name}: pyconv and {case.peer_name} disagree "
+                         f"(relative error {err:.2e} > {case.rtol:.0e}, then {second:.2e})")
+
+
 def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
     """Time every case at every thread count; return result dicts.
 
@@ -223,8 +244,7 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
                 theirs = case.peer(n)
                 err = agreement(mine, theirs)
                 if not err <= case.rtol:
-                    raise AssertionError(f"{case.name}: pyconv and {case.peer_name} disagree "
-                                         f"(relative error {err:.2e} > {case.rtol:.0e})")
+                    err = second_opinion(case, n, mine, err, out)
             for _ in range(warmup):
                 case.run(n)
                 if case.peer is not None:

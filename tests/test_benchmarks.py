@@ -128,6 +128,25 @@ def test_run_cases_stops_when_pyconv_and_the_peer_disagree():
         harness.run_cases([nan], [1], repeats=1, out=lambda s: None)
 
 
+def test_a_peer_that_varies_gets_a_second_look_and_a_note():
+    """pyconv's result unchanged, the peer's first result off and its second right:
+    the run goes on with a note; a peer off twice, or a pyconv result that changes,
+    still stops it."""
+    x = np.ones(5)
+    answers = iter([x * (1 + 1e-3), x])
+    flaky = Case("flaky peer", "5", "float64", lambda n: x, lambda n: next(answers, x),
+                 peer_name="numpy", rtol=1e-4)
+    lines = []
+    rows = harness.run_cases([flaky], [1], repeats=1, warmup=0, out=lines.append)
+    assert rows[0]["agreement"] == 0.0
+    assert any("numpy's first result was off by 9.99e-04" in line for line in lines)
+    mine = iter([x, x * 2])
+    changing = Case("changing pyconv", "5", "float64", lambda n: next(mine, x),
+                    lambda n: x * (1 + 1e-3), peer_name="numpy", rtol=1e-4)
+    with pytest.raises(AssertionError, match="disagree"):
+        harness.run_cases([changing], [1], repeats=1, out=lambda s: None)
+
+
 def _can_reset_peak_rss():
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
