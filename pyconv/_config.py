@@ -47,8 +47,8 @@ def config():
         "kernels": _kernels.LEVEL,
         # the AVX2 build's activation loops in their AVX-512 copies (same results)
         "avx512_loops": _kernels.LEVEL == "avx2" and _kernels.WIDE_LOOPS,
-        # the GEMM behind im2col and Winograd for a layer of 64 output channels:
-        # pyconv's packed AVX2/FMA tiles, or OpenBLAS (baseline build, AVX-512 CPUs)
+        # the GEMM behind Winograd for a layer of 64 output channels: pyconv's packed
+        # AVX2/FMA tiles, or OpenBLAS (baseline build, AVX-512 CPUs)
         "gemm": "packed" if _kernels.packed_gemm(64) else "openblas",
         "threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
@@ -76,10 +76,13 @@ def show_config(file=None):
         f"  openmp      {'on' if c['openmp'] else 'off (serial build)'}",
         f"  kernels     {c['kernels']} instruction set"
         f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}"
-        f"{'; AVX-512 activation loops' if c['avx512_loops'] else ''}",
+        f"{'; AVX-512 activation loops and GEMM tiles' if c['avx512_loops'] else ''}",
         "  gemm        "
         + ("pyconv's packed AVX2/FMA tiles (OpenBLAS for wide float32 layers)"
            if c["gemm"] == "packed" else
+           "OpenBLAS, and pyconv's packed tiles in AVX-512 form for float32 im2col and"
+           f" up to {_kernels.AVX512_PACKED_MAX_ROWS} output channels per group"
+           if _kernels.packed_gemm(64, True) else
            "OpenBLAS (pyconv's packed AVX2/FMA tiles up to "
            f"{_kernels.AVX512_PACKED_MAX_ROWS} output channels per group)"
            if _kernels.packed_gemm(1) else "OpenBLAS"),

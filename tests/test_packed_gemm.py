@@ -160,6 +160,11 @@ def test_gemm_choice_by_cpu_and_group_width(monkeypatch, avx512):
     monkeypatch.setattr(_kernels, "GEMM", "auto")
     assert _kernels.packed_gemm(limit)
     assert _kernels.packed_gemm(limit + 1) == (not avx512)
+    # float32 im2col GEMMs: on the tiles where their AVX-512 form runs
+    for wide in (False, True):
+        monkeypatch.setattr(_kernels, "WIDE_LOOPS", wide)
+        assert _kernels.packed_gemm(limit + 1, True) == (not avx512 or wide)
+        assert _kernels.packed_gemm(limit + 1) == (not avx512)
     assert pyconv.config()["gemm"] == ("openblas" if avx512 else "packed")
     monkeypatch.setattr(_kernels, "GEMM", "packed")
     assert _kernels.packed_gemm(1) and _kernels.packed_gemm(10**6)
@@ -218,6 +223,47 @@ def test_each_forced_gemm_runs_and_agrees(monkeypatch, gemm):
     monkeypatch.setattr(depthwise, "_pointwise_packed", spy_pointwise)
     np.testing.assert_allclose(sep.apply(x), want, rtol=1e-12, atol=1e-12)
     assert tiles == [gemm == "packed"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx512_tiles_give_the_same_bits(monkeypatch, dtype):
+    """The packed GEMM's whole tiles two panels at a time in AVX-512 registers against
+    one panel at a time in AVX2 ones: im2col, 1x1, Winograd and separable layers,
+    widths that leave an odd panel, a partial panel, or none."""
+    if not vector_build_available():
+        pytest.skip("no AVX2 build on this machine")
+    if not _kernels.WIDE_LOOPS:
+        pytest.skip("this CPU has no AVX-512 (or PYCONV_KERNELS=avx2)")
+    monkeypatch.setattr(_kernels, "LEVEL", "avx2")
+    monkeypatch.setattr(_kernels, "GEMM", "packed")
+    modules = [_kernels.load(name) for name in ("_conv", "_winograd", "_depthwise")]
+    rng = np.random.default_rng(5)
+    specs = [({"op": "conv2d", "in_channels": 6, "out_channels": 8, "kernel_size": 3,
+               "padding": 1, "algorithm": "im2col"}, (2, 6, 11, 53)),
+             ({"op": "conv2d", "in_channels": 20, "out_channels": 12, "kernel_size": 1},
+              (2, 20, 9, 16)),
+             ({"op": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
+               "padding": 1, "algorithm": "winograd_f4"}, (2, 16, 21, 22)),
+             ({"op": "separable_conv2d", "in_channels": 8, "out_channels": 12,
+               "kernel_size": 3, "padding": 1}, (2, 8, 13, 17)),
+             ({"op": "conv1d", "in_channels": 5, "out_channels": 4, "kernel_size": 3,
+               "dilation": 2}, (3, 5, 300))]
+    try:
+        for spec, shape in specs:
+            conv = pyconv.Conv(spec, seed=6, dtype=dtype)
+            x = rng.standard_normal(shape).astype(dtype)
+            got = []
+            for wide in (False, True):
+                assert all(m.set_wide_loops(wide) == wide for m in modules)
+                got.append(conv.apply(x))
+            assert got[0].tobytes() == got[1].tobytes(), spec
+            if "weight" in conv.params:   # (the separable op: test_depthwise)
+                want = reference(conv, x.astype(np.float64))
+                tol = 1e-12 if dtype == np.float64 else 1e-4
+                np.testing.assert_allclose(got[1], want, rtol=tol, atol=tol)
+    finally:
+        for m in modules:
+            m.set_wide_loops(_kernels.WIDE_LOOPS)
 
 
 def test_gemm_environment_variable():

@@ -62,8 +62,9 @@ def _choose_level():
 #: Instruction-set level of the kernels in use: "avx2" or "baseline".
 LEVEL = _choose_level()
 
-#: Whether the AVX2 build's kernels that hold AVX-512 copies of their loops (the
-#: long activations) run those: on CPUs with AVX-512, unless ``PYCONV_KERNELS=avx2``.
+#: Whether the AVX2 build's kernels that hold AVX-512 copies of their loops (the long
+#: activations, the packed GEMM's whole tiles) run those: on CPUs with AVX-512, unless
+#: ``PYCONV_KERNELS=avx2``.
 WIDE_LOOPS = (LEVEL == "avx2" and _cpu_has("AVX512_SKX")
               and _wanted("PYCONV_KERNELS", ("baseline", "avx2")) != "avx2")
 
@@ -110,15 +111,19 @@ def active_level(name):
     return "avx2" if load(name).__name__.endswith("_avx2") else "baseline"
 
 
-def packed_gemm(rows):
+def packed_gemm(rows, im2col_float32=False):
     """Whether a GEMM of ``rows`` rows (output channels per group) runs on pyconv's
     packed tiles rather than OpenBLAS.
 
     Only where the kernels in use have the tiles vectorised (the AVX2 build). Then
     :data:`GEMM` decides; under "auto", the tiles take every GEMM on a CPU without
-    AVX-512 and those of at most :data:`AVX512_PACKED_MAX_ROWS` rows on one with it.
-    (Callers apply their own upper bounds on top.)
+    AVX-512. On one with it they take those of at most
+    :data:`AVX512_PACKED_MAX_ROWS` rows, and with ``im2col_float32`` (the float32
+    GEMMs of im2col and 1x1 layers) every one where their AVX-512 form runs
+    (:data:`WIDE_LOOPS`). (Callers apply their own upper bounds on top.)
     """
     if GEMM == "openblas" or not load("_conv").PACKED_VECTOR:
         return False
-    return GEMM == "packed" or not CPU_AVX512 or rows <= AVX512_PACKED_MAX_ROWS
+    if GEMM == "packed" or not CPU_AVX512:
+        return True
+    return rows <= AVX512_PACKED_MAX_ROWS or (im2col_float32 and WIDE_LOOPS)

@@ -56,7 +56,8 @@ from cython.parallel cimport parallel, prange
 from libc.string cimport memcpy
 
 from pyconv._kernels._blas cimport gemm_rm
-from pyconv._kernels._packed cimport PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, packed_gemm
+from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, packed_gemm,
+                                      pg_set_wide)
 from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
@@ -1846,3 +1847,11 @@ def plane_conv(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                        pad_value, relu, band, stride, ksize, stream, &work[t, 0],
                        <const floating**>&row_work[t, 0], n_units * t // n_threads,
                        n_units * (t + 1) // n_threads)
+
+
+def set_wide_loops(bint on):
+    """Run the packed GEMM's whole tiles two column panels at a time in AVX-512
+    registers (``on``; only where built, and only on a CPU with AVX-512: the caller
+    checks) or one panel at a time in AVX2 ones. Returns whether the AVX-512 tiles now
+    run. Both give the same bits."""
+    return bool(pg_set_wide(on))

@@ -14,6 +14,12 @@ cdef extern from "_packed_gemm.h" nogil:
                             float* c, Py_ssize_t ldc, int accumulate)
     void pg_tile_double_rows(Py_ssize_t k, const double* a, const double* b,
                              Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
+    void pg_tile_float_rows2(Py_ssize_t k, const float* a, const float* b, Py_ssize_t ldb,
+                             float* c, Py_ssize_t ldc, int accumulate)
+    void pg_tile_double_rows2(Py_ssize_t k, const double* a, const double* b,
+                              Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
+    int pg_wide, PG_WIDE_BUILT
+    int pg_set_wide(int on)
 
 
 cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
@@ -40,14 +46,27 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
     # read b's rows where they are (2-4% faster than packing them first, measured on
     # 1x1, 7x7 s2, conv1d, sub-pixel and Winograd layers); a partial panel of
     # columns or of rows is packed, zero-padded.
+    # With pg_wide (AVX-512 CPUs), pairs of whole panels run as one 512-bit tile.
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
-    cdef Py_ssize_t jp, j0, nr, mp, mr
+    cdef Py_ssize_t jp = 0, j0, nr, mp, mr
+    cdef Py_ssize_t n_panels = (n + nr_full - 1) // nr_full
     cdef bint whole_panels = m % PG_MR == 0
-    for jp in range((n + nr_full - 1) // nr_full):
+    while jp < n_panels:
         j0 = jp * nr_full
         nr = n - j0
         if nr > nr_full:
             nr = nr_full
+        jp += 1
+        if whole_panels and pg_wide and j0 + 2 * nr_full <= n:
+            for mp in range(m // PG_MR):
+                if floating is float:
+                    pg_tile_float_rows2(k, a + mp * k * PG_MR, b + j0, ldb,
+                                        c + mp * PG_MR * ldc + j0, ldc, accumulate)
+                else:
+                    pg_tile_double_rows2(k, a + mp * k * PG_MR, b + j0, ldb,
+                                         c + mp * PG_MR * ldc + j0, ldc, accumulate)
+            jp += 1
+            continue
         if whole_panels and nr == nr_full:
             for mp in range(m // PG_MR):
                 if floating is float:

@@ -40,7 +40,7 @@ from libc.string cimport memcpy, memset
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, PG_VECTOR,
-                                      packed_gemm)
+                                      packed_gemm, pg_set_wide)
 
 #: Whether the GEMMs can run on pyconv's packed tiles (the AVX2 build; see
 #: ``_packed_gemm.h``), given the filter in ``pyconv.ops._winograd.packed_filter``'s
@@ -885,3 +885,11 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
         if not finite[uu]:
             return False
     return True
+
+
+def set_wide_loops(bint on):
+    """Run the packed GEMM's whole tiles two column panels at a time in AVX-512
+    registers (``on``; only where built, and only on a CPU with AVX-512: the caller
+    checks) or one panel at a time in AVX2 ones. Returns whether the AVX-512 tiles now
+    run. Both give the same bits."""
+    return bool(pg_set_wide(on))
