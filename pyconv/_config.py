@@ -48,12 +48,28 @@ def config():
         # the AVX2 build's activation loops in their AVX-512 copies (same results)
         "avx512_loops": _kernels.LEVEL == "avx2" and _kernels.WIDE_LOOPS,
         # the GEMM behind Winograd for a layer of 64 output channels: pyconv's packed
-        # AVX2/FMA tiles, or OpenBLAS (baseline build, AVX-512 CPUs)
-        "gemm": "packed" if _kernels.packed_gemm(64) else "openblas",
+        # tiles, or OpenBLAS (baseline build; AVX-512 CPUs with PYCONV_KERNELS=avx2)
+        "gemm": "packed" if _kernels.packed_gemm(64, wide_wins=True) else "openblas",
         "threads": _threads.get_num_threads(),
         "cpu_count": _threads.cpu_count(),
         "blas": scipy_blas or blas,
     }
+
+
+def _gemm_line(gemm):
+    """show_config's words for the GEMM policy (``config()["gemm"]`` and the CPU)."""
+    from pyconv import _kernels
+
+    limit = _kernels.AVX512_PACKED_MAX_ROWS
+    form = "in AVX-512 form" if _kernels.packed_panel_multiple() == 2 else "AVX2/FMA"
+    if gemm == "packed" and not _kernels.packed_gemm(64):
+        return (f"pyconv's packed tiles, {form} (OpenBLAS for float64 im2col and "
+                f"transposed layers of more than {limit} output channels per group)")
+    if gemm == "packed":
+        return f"pyconv's packed tiles, {form} (OpenBLAS for wide float32 layers)"
+    if _kernels.packed_gemm(1):
+        return f"OpenBLAS (pyconv's packed AVX2/FMA tiles up to {limit} output channels per group)"
+    return "OpenBLAS"
 
 
 def show_config(file=None):
@@ -65,8 +81,6 @@ def show_config(file=None):
     >>> pyconv.show_config()  # doctest: +ELLIPSIS
     pyconv ...
     """
-    from pyconv import _kernels
-
     c = config()
     lines = [
         f"pyconv {c['version']}",
@@ -77,15 +91,7 @@ def show_config(file=None):
         f"  kernels     {c['kernels']} instruction set"
         f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}"
         f"{'; AVX-512 activation loops and GEMM tiles' if c['avx512_loops'] else ''}",
-        "  gemm        "
-        + ("pyconv's packed AVX2/FMA tiles (OpenBLAS for wide float32 layers)"
-           if c["gemm"] == "packed" else
-           "OpenBLAS, and pyconv's packed tiles in AVX-512 form for float32 im2col and"
-           f" up to {_kernels.AVX512_PACKED_MAX_ROWS} output channels per group"
-           if _kernels.packed_gemm(64, True) else
-           "OpenBLAS (pyconv's packed AVX2/FMA tiles up to "
-           f"{_kernels.AVX512_PACKED_MAX_ROWS} output channels per group)"
-           if _kernels.packed_gemm(1) else "OpenBLAS"),
+        f"  gemm        {_gemm_line(c['gemm'])}",
         f"  threads     {c['threads']} (of {c['cpu_count']} CPUs available)",
     ]
     for b in c["blas"]:

@@ -129,7 +129,6 @@ def spy_gemms(monkeypatch):
 
 def test_wide_layers_go_to_openblas(monkeypatch):
     """Above PACKED_MAX_ROWS output channels per group the OpenBLAS GEMM runs."""
-    _conv = _kernels.load("_conv")
     calls = spy_gemms(monkeypatch)
     rng = np.random.default_rng(3)
     wide = conv_module.PACKED_MAX_ROWS["float64"] + 1
@@ -160,12 +159,12 @@ def test_gemm_choice_by_cpu_and_group_width(monkeypatch, avx512):
     monkeypatch.setattr(_kernels, "GEMM", "auto")
     assert _kernels.packed_gemm(limit)
     assert _kernels.packed_gemm(limit + 1) == (not avx512)
-    # float32 im2col GEMMs: on the tiles where their AVX-512 form runs
+    # GEMMs that the tiles' AVX-512 form serves better: on the tiles where it runs
     for wide in (False, True):
         monkeypatch.setattr(_kernels, "WIDE_LOOPS", wide)
-        assert _kernels.packed_gemm(limit + 1, True) == (not avx512 or wide)
+        assert _kernels.packed_gemm(limit + 1, wide_wins=True) == (not avx512 or wide)
         assert _kernels.packed_gemm(limit + 1) == (not avx512)
-    assert pyconv.config()["gemm"] == ("openblas" if avx512 else "packed")
+        assert pyconv.config()["gemm"] == ("openblas" if avx512 and not wide else "packed")
     monkeypatch.setattr(_kernels, "GEMM", "packed")
     assert _kernels.packed_gemm(1) and _kernels.packed_gemm(10**6)
     monkeypatch.setattr(_kernels, "GEMM", "openblas")
@@ -273,7 +272,8 @@ def test_gemm_environment_variable():
 
     code = "import pyconv; print(pyconv.config()['gemm'])"
     vector = _kernels.load("_conv").PACKED_VECTOR
-    auto = "packed" if vector and not _kernels.CPU_AVX512 else "openblas"
+    wide_ok = not _kernels.CPU_AVX512 or _kernels.WIDE_LOOPS
+    auto = "packed" if vector and wide_ok else "openblas"
     for value, expected in (("openblas", "openblas"), ("bogus", auto), ("auto", auto)):
         env = dict(__import__("os").environ, PYCONV_GEMM=value)
         out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,

@@ -99,14 +99,14 @@ def test_a_changed_winograd_chunk_constant_takes_effect(monkeypatch):
     from pyconv.ops import _winograd
     conv = pyconv.Conv({"op": "conv2d", "in_channels": 16, "out_channels": 16,
                         "kernel_size": 3, "padding": 1}, seed=0, dtype=np.float64)
-    x = np.random.default_rng(3).standard_normal((4, 16, 24, 24))
+    x = np.random.default_rng(3).standard_normal((8, 16, 48, 48))
     calls = _spy(monkeypatch, "_winograd", "winograd_2d")
     first = conv.apply(x)
     CHUNK = 22                       # winograd_2d's argument
     chunk = calls[-1][CHUNK]
-    monkeypatch.setattr(_winograd, "TILES_PER_CHUNK", 5)
+    monkeypatch.setattr(_winograd, "TILES_PER_CHUNK", 256)
     np.testing.assert_allclose(conv.apply(x), first, rtol=1e-12, atol=1e-12)
-    assert calls[-1][CHUNK] < chunk   # (a multiple of the packed GEMM's panel)
+    assert calls[-1][CHUNK] > chunk   # (a multiple of the packed GEMM's panel)
 
 
 def test_plans_with_large_tables_are_not_kept():

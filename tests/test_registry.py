@@ -180,7 +180,8 @@ def test_show_config(capsys):
     # baseline build OpenBLAS
     from pyconv import _kernels
     avx2 = _kernels.active_level("_conv") == "avx2"
-    expected = "packed" if avx2 and not _kernels.CPU_AVX512 else "openblas"
+    expected = ("packed" if avx2 and (not _kernels.CPU_AVX512 or _kernels.WIDE_LOOPS)
+                else "openblas")
     if _kernels.GEMM != "auto":
         expected = _kernels.GEMM if avx2 else "openblas"
     assert pyconv.config()["gemm"] == expected

@@ -16,13 +16,15 @@ AVX2 build's long activation loops run AVX-512 copies of themselves (same bits;
 The GEMMs behind im2col, Winograd, the transposed convolutions' phases and the
 separable op's pointwise step run either on pyconv's packed AVX2/FMA tiles or on
 OpenBLAS (:func:`packed_gemm`). The tiles are faster where OpenBLAS itself runs AVX2
-code. On CPUs with AVX-512, OpenBLAS's AVX-512 kernels are faster for GEMMs of more
-than :data:`AVX512_PACKED_MAX_ROWS` rows (output channels per group), and "auto"
-takes them there (2 threads, float32: Winograd F4 8x64x56x56 -> 64 4.6 -> 3.6 ms, 1x1
-8x256x56x56 -> 64 6.5 -> 6.1 ms, conv1d 16x128x4096 k3 d4 45 -> 37 ms; with 8 or 16
-channels per group the tiles stay ahead: 8x256x56x56 3x3 in 32 groups 7.9 vs 9.8 ms,
-in 16 groups 8.9 vs 12.3 ms). ``PYCONV_GEMM=packed`` or ``=openblas`` forces one for
-every GEMM.
+code. On CPUs with AVX-512, OpenBLAS runs AVX-512 kernels, and so do the tiles' whole
+tiles (two column panels at a time in 512-bit registers, the same bits); measured at
+2 threads on such a CPU, the tiles then stay ahead for Winograd (float32 F4
+8x64x56x56 -> 64: 3.2 ms against OpenBLAS's 3.6; float64 6.7-6.9 against 7.3-7.5;
+conv3d 3x3x3 11.4-11.7 against 13.1-13.3), float32 im2col and 1x1 layers (7x7 s2
+8.4-9.4 against 11.2 ms) and narrow groups, and OpenBLAS is ahead for float64 im2col
+and 1x1 layers of more than :data:`AVX512_PACKED_MAX_ROWS` channels per group (1x1
+8x256x56x56 -> 64: 7.5 ms against 11.6) and for the transposed convolutions' phases.
+``PYCONV_GEMM=packed`` or ``=openblas`` forces one for every GEMM.
 """
 import importlib
 import os
@@ -111,19 +113,26 @@ def active_level(name):
     return "avx2" if load(name).__name__.endswith("_avx2") else "baseline"
 
 
-def packed_gemm(rows, im2col_float32=False):
+def packed_gemm(rows, wide_wins=False):
     """Whether a GEMM of ``rows`` rows (output channels per group) runs on pyconv's
     packed tiles rather than OpenBLAS.
 
     Only where the kernels in use have the tiles vectorised (the AVX2 build). Then
     :data:`GEMM` decides; under "auto", the tiles take every GEMM on a CPU without
     AVX-512. On one with it they take those of at most
-    :data:`AVX512_PACKED_MAX_ROWS` rows, and with ``im2col_float32`` (the float32
-    GEMMs of im2col and 1x1 layers) every one where their AVX-512 form runs
-    (:data:`WIDE_LOOPS`). (Callers apply their own upper bounds on top.)
+    :data:`AVX512_PACKED_MAX_ROWS` rows, and with ``wide_wins`` (the caller's GEMMs
+    ran faster on the tiles' AVX-512 form than on OpenBLAS: Winograd's, float32
+    im2col and 1x1 layers) every one where that form runs (:data:`WIDE_LOOPS`).
+    (Callers apply their own upper bounds on top.)
     """
     if GEMM == "openblas" or not load("_conv").PACKED_VECTOR:
         return False
     if GEMM == "packed" or not CPU_AVX512:
         return True
-    return rows <= AVX512_PACKED_MAX_ROWS or (im2col_float32 and WIDE_LOOPS)
+    return rows <= AVX512_PACKED_MAX_ROWS or (wide_wins and WIDE_LOOPS)
+
+
+def packed_panel_multiple():
+    """Column panels per whole tile: 2 where the AVX-512 tiles run (they take two
+    panels at a time; Winograd's chunks are sized in such pairs), else 1."""
+    return 2 if WIDE_LOOPS and LEVEL == "avx2" else 1

@@ -502,7 +502,7 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
     C_out = weight.shape[0]
     groups = spec["groups"]
     dtype_name = NATIVE_NAMES[x.dtype]
-    packed = _kernels.packed_gemm(C_out // groups, x.dtype == np.float32)
+    packed = _kernels.packed_gemm(C_out // groups, wide_wins=x.dtype == np.float32)
     vector = _conv.PACKED_COLUMNS if packed else None
     kernel_size, stride, dilation = spec["kernel_size"], spec["stride"], spec["dilation"]
     mode = spec["padding_mode"]
