@@ -10,8 +10,8 @@ own loops give the same bits on every x86-64 CPU.
 GEMM-based paths inherit OpenBLAS's CPU-specific kernels, whose rounding may differ
 between CPU models. Nothing differs between thread counts.
 ``PYCONV_KERNELS=baseline`` forces the baseline build. On CPUs with AVX-512, the
-AVX2 build's long activation loops run AVX-512 copies of themselves (same bits;
-``PYCONV_KERNELS=avx2`` keeps them on AVX2).
+AVX2 build's long activation loops and the packed GEMM's whole tiles run AVX-512
+copies of themselves (same bits; ``PYCONV_KERNELS=avx2`` keeps them on AVX2).
 
 The GEMMs behind im2col, Winograd, the transposed convolutions' phases and the
 separable op's pointwise step run either on pyconv's packed AVX2/FMA tiles or on
