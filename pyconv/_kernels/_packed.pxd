@@ -49,6 +49,7 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
     # With pg_wide (AVX-512 CPUs), pairs of whole panels run as one 512-bit tile.
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
     cdef Py_ssize_t jp = 0, j0, nr, mp, mr
+    cdef bint pair
     cdef Py_ssize_t n_panels = (n + nr_full - 1) // nr_full
     cdef bint whole_panels = m % PG_MR == 0
     while jp < n_panels:
@@ -57,24 +58,19 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
         if nr > nr_full:
             nr = nr_full
         jp += 1
-        if whole_panels and pg_wide and j0 + 2 * nr_full <= n:
-            for mp in range(m // PG_MR):
-                if floating is float:
-                    pg_tile_float_rows2(k, a + mp * k * PG_MR, b + j0, ldb,
-                                        c + mp * PG_MR * ldc + j0, ldc, accumulate)
-                else:
-                    pg_tile_double_rows2(k, a + mp * k * PG_MR, b + j0, ldb,
-                                         c + mp * PG_MR * ldc + j0, ldc, accumulate)
-            jp += 1
-            continue
         if whole_panels and nr == nr_full:
+            pair = pg_wide and j0 + 2 * nr_full <= n
             for mp in range(m // PG_MR):
                 if floating is float:
-                    pg_tile_float_rows(k, a + mp * k * PG_MR, b + j0, ldb,
-                                       c + mp * PG_MR * ldc + j0, ldc, accumulate)
+                    (pg_tile_float_rows2 if pair else pg_tile_float_rows)(
+                        k, a + mp * k * PG_MR, b + j0, ldb, c + mp * PG_MR * ldc + j0,
+                        ldc, accumulate)
                 else:
-                    pg_tile_double_rows(k, a + mp * k * PG_MR, b + j0, ldb,
-                                        c + mp * PG_MR * ldc + j0, ldc, accumulate)
+                    (pg_tile_double_rows2 if pair else pg_tile_double_rows)(
+                        k, a + mp * k * PG_MR, b + j0, ldb, c + mp * PG_MR * ldc + j0,
+                        ldc, accumulate)
+            if pair:
+                jp += 1
             continue
         pack_columns(b + j0, ldb, k, nr, nr_full, panel)
         for mp in range((m + PG_MR - 1) // PG_MR):

@@ -41,7 +41,7 @@
 
 #if PG_VECTOR
 
-#define PG_TILE_AVX2(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                        \
+#define PG_TILE_VEC(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                        \
     T t_[PG_MR * 3 * W];                                                              \
     const T* s_;                                                                      \
     T* d_;                                                                            \
@@ -89,7 +89,7 @@ static inline void pg_tile_float(ptrdiff_t k, const float* a, const float* b, fl
                                  int accumulate)
 {
     const ptrdiff_t ldb = PG_NR_FLOAT;
-    PG_TILE_AVX2(float, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
+    PG_TILE_VEC(float, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
                  _mm256_fmadd_ps, _mm256_setzero_ps, 8)
 }
 
@@ -98,7 +98,7 @@ static inline void pg_tile_double(ptrdiff_t k, const double* a, const double* b,
                                   int accumulate)
 {
     const ptrdiff_t ldb = PG_NR_DOUBLE;
-    PG_TILE_AVX2(double, __m256d, _mm256_loadu_pd, _mm256_storeu_pd,
+    PG_TILE_VEC(double, __m256d, _mm256_loadu_pd, _mm256_storeu_pd,
                  _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_setzero_pd, 4)
 }
 
@@ -109,7 +109,7 @@ static inline void pg_tile_float_rows(ptrdiff_t k, const float* a, const float* 
                                       int accumulate)
 {
     const ptrdiff_t mr = PG_MR, nr = PG_NR_FLOAT;
-    PG_TILE_AVX2(float, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
+    PG_TILE_VEC(float, __m256, _mm256_loadu_ps, _mm256_storeu_ps, _mm256_broadcast_ss,
                  _mm256_fmadd_ps, _mm256_setzero_ps, 8)
 }
 
@@ -118,7 +118,7 @@ static inline void pg_tile_double_rows(ptrdiff_t k, const double* a, const doubl
                                        int accumulate)
 {
     const ptrdiff_t mr = PG_MR, nr = PG_NR_DOUBLE;
-    PG_TILE_AVX2(double, __m256d, _mm256_loadu_pd, _mm256_storeu_pd,
+    PG_TILE_VEC(double, __m256d, _mm256_loadu_pd, _mm256_storeu_pd,
                  _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_setzero_pd, 4)
 }
 
@@ -130,42 +130,16 @@ static inline void pg_tile_double_rows(ptrdiff_t k, const double* a, const doubl
  * 88-97 GFLOP/s for the 256-bit tiles, 147-180 for these. */
 #if defined(__GNUC__) && defined(__x86_64__)
 #define PG_WIDE_BUILT 1
-#define PG_TILE_WIDE(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                       \
-    VEC c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;                   \
-    ptrdiff_t kk_;                                                                    \
-    if (accumulate) {                                                                 \
-        c00 = LOAD(c); c01 = LOAD(c + W); c02 = LOAD(c + 2 * W);                      \
-        c10 = LOAD(c + ldc); c11 = LOAD(c + ldc + W); c12 = LOAD(c + ldc + 2 * W);    \
-        c20 = LOAD(c + 2 * ldc); c21 = LOAD(c + 2 * ldc + W);                         \
-        c22 = LOAD(c + 2 * ldc + 2 * W);                                              \
-        c30 = LOAD(c + 3 * ldc); c31 = LOAD(c + 3 * ldc + W);                         \
-        c32 = LOAD(c + 3 * ldc + 2 * W);                                              \
-    } else {                                                                          \
-        c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = ZERO(); \
-    }                                                                                 \
-    for (kk_ = 0; kk_ < k; kk_++) {                                                   \
-        VEC b0 = LOAD(b), b1 = LOAD(b + W), b2 = LOAD(b + 2 * W), av;                 \
-        av = BCAST(a[0]);                                                             \
-        c00 = FMA(av, b0, c00); c01 = FMA(av, b1, c01); c02 = FMA(av, b2, c02);       \
-        av = BCAST(a[1]);                                                             \
-        c10 = FMA(av, b0, c10); c11 = FMA(av, b1, c11); c12 = FMA(av, b2, c12);       \
-        av = BCAST(a[2]);                                                             \
-        c20 = FMA(av, b0, c20); c21 = FMA(av, b1, c21); c22 = FMA(av, b2, c22);       \
-        av = BCAST(a[3]);                                                             \
-        c30 = FMA(av, b0, c30); c31 = FMA(av, b1, c31); c32 = FMA(av, b2, c32);       \
-        a += PG_MR;                                                                   \
-        b += ldb;                                                                     \
-    }                                                                                 \
-    STORE(c, c00); STORE(c + W, c01); STORE(c + 2 * W, c02); c += ldc;                \
-    STORE(c, c10); STORE(c + W, c11); STORE(c + 2 * W, c12); c += ldc;                \
-    STORE(c, c20); STORE(c + W, c21); STORE(c + 2 * W, c22); c += ldc;                \
-    STORE(c, c30); STORE(c + W, c31); STORE(c + 2 * W, c32);
+/* one broadcast from memory, as the 256-bit tiles' _mm256_broadcast_s* */
+#define PG_BCAST512_PS(p) _mm512_set1_ps(*(p))
+#define PG_BCAST512_PD(p) _mm512_set1_pd(*(p))
 
 __attribute__((target("avx512f")))
 static void pg_tile_float_rows2(ptrdiff_t k, const float* a, const float* b,
                                 ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate)
 {
-    PG_TILE_WIDE(float, __m512, _mm512_loadu_ps, _mm512_storeu_ps, _mm512_set1_ps,
+    const ptrdiff_t mr = PG_MR, nr = 3 * 16;
+    PG_TILE_VEC(float, __m512, _mm512_loadu_ps, _mm512_storeu_ps, PG_BCAST512_PS,
                  _mm512_fmadd_ps, _mm512_setzero_ps, 16)
 }
 
@@ -173,7 +147,8 @@ __attribute__((target("avx512f")))
 static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
                                  ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate)
 {
-    PG_TILE_WIDE(double, __m512d, _mm512_loadu_pd, _mm512_storeu_pd, _mm512_set1_pd,
+    const ptrdiff_t mr = PG_MR, nr = 3 * 8;
+    PG_TILE_VEC(double, __m512d, _mm512_loadu_pd, _mm512_storeu_pd, PG_BCAST512_PD,
                  _mm512_fmadd_pd, _mm512_setzero_pd, 8)
 }
 #else
