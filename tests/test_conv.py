@@ -597,3 +597,40 @@ class TestAlgorithms:
         a, b = auto.apply(x), im2col.apply(x)
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-5 * np.abs(b).max())
         assert not np.array_equal(a, b)  # really a different algorithm
+
+
+def test_stride_2_rows_split_into_phases_match_the_reference():
+    """im2col at stride 2 along W with 3 or more taps reads each input row once, split
+    into its even and odd phases (rows up to PHASE_ROW_MAX values long; longer rows
+    take the per-tap gather): every padding mode, dilation, output ranges that start
+    inside a row, float32 and float64, and rows on both sides of the limit."""
+    rng = np.random.default_rng(11)
+    checked = 0
+    for i in range(160):
+        dtype = np.float64 if i % 4 else np.float32
+        k, cin = int(rng.integers(3, 8)), int(rng.integers(1, 4))
+        H, W = int(rng.integers(1, 12)), int(rng.integers(k, 40))
+        mode = MODES[i % len(MODES)]
+        pad = int(rng.integers(0, min(k, W)))      # reflect needs pad < W
+        spec = {"op": "conv2d", "in_channels": cin, "out_channels": int(rng.integers(1, 9)),
+                "kernel_size": [int(rng.integers(1, 4)), k], "stride": [1, 2],
+                "padding": [0, pad], "padding_mode": mode,
+                "dilation": [1, int(rng.integers(1, 3))], "algorithm": "im2col"}
+        if H < spec["kernel_size"][0] or W + 2 * pad < (k - 1) * spec["dilation"][1] + 1:
+            continue
+        conv = pyconv.Conv(spec, seed=i, dtype=dtype)
+        x = rng.standard_normal((2, cin, H, W)).astype(dtype)
+        want = reference(conv, x.astype(np.float64))
+        tol = 1e-12 if dtype == np.float64 else 1e-5
+        np.testing.assert_allclose(conv.apply(x), want, rtol=tol,
+                                   atol=tol * np.abs(want).max(), err_msg=str(spec))
+        checked += 1
+    assert checked > 100
+    for W in (4095, 4096, 4097, 5001):              # the phase buffer's limit
+        conv = pyconv.Conv({"op": "conv1d", "in_channels": 2, "out_channels": 3,
+                            "kernel_size": 5, "stride": 2, "padding": 2,
+                            "padding_mode": "reflect", "algorithm": "im2col"},
+                           seed=W, dtype=np.float64)
+        x = rng.standard_normal((1, 2, W))
+        np.testing.assert_allclose(conv.apply(x), reference(conv, x), rtol=1e-12,
+                                   atol=1e-12)
