@@ -13,75 +13,14 @@ cdef enum:
     PHASE_ROW_MAX = 4096
 
 
-cdef inline void im2col_span_s2(const floating* x, floating* col,
-                                Py_ssize_t channels, Py_ssize_t plane,
-                                Py_ssize_t q0, Py_ssize_t q1,
-                                const Py_ssize_t* idx_d, const Py_ssize_t* idx_h,
-                                const Py_ssize_t* idx_w, const Py_ssize_t* span,
-                                Py_ssize_t H, Py_ssize_t W,
-                                Py_ssize_t OD, Py_ssize_t OH, Py_ssize_t OW,
-                                Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW,
-                                floating pad_value) noexcept nogil:
-    # im2col_span at stride 2 along W, rows at most PHASE_ROW_MAX long: the same
-    # values, with each input row read once (split into its even and odd phases)
-    # rather than gathered once per tap (7x7 stride 2 on 8x3x224x224: KW = 7 taps).
-    cdef floating ph[PHASE_ROW_MAX + 2]
-    cdef Py_ssize_t half = (W + 1) // 2
-    cdef Py_ssize_t HW = H * W
-    cdef Py_ssize_t row_len = q1 - q0
-    cdef Py_ssize_t c, kd, kh, kw, r, od, oh, ow, id_, ih, iw, lo, hi, start, m
-    cdef Py_ssize_t a, b, mid_a, mid_b, first_row, p, s0
-    cdef Py_ssize_t r0 = q0 // OW
-    cdef Py_ssize_t r1 = (q1 + OW - 1) // OW
-    cdef const floating* src
-    cdef const floating* phase
-    cdef const Py_ssize_t* wrow
-    cdef floating* dst
-    for c in range(channels):
-        for kd in range(KD):
-            for kh in range(KH):
-                first_row = ((c * KD + kd) * KH + kh) * KW
-                for r in range(r0, r1):
-                    a = q0 - r * OW if r == r0 else 0
-                    b = q1 - r * OW if r == r1 - 1 else OW
-                    od = r // OH
-                    oh = r - od * OH
-                    id_ = idx_d[kd * OD + od]
-                    ih = idx_h[kh * OH + oh]
-                    if id_ < 0 or ih < 0:
-                        for kw in range(KW):
-                            dst = col + (first_row + kw) * row_len + r * OW + a - q0
-                            for ow in range(b - a):
-                                dst[ow] = pad_value
-                        continue
-                    src = x + c * plane + id_ * HW + ih * W
-                    for m in range(W // 2):
-                        ph[m] = src[2 * m]
-                        ph[half + m] = src[2 * m + 1]
-                    if W % 2:
-                        ph[W // 2] = src[W - 1]
-                    for kw in range(KW):
-                        dst = col + (first_row + kw) * row_len + r * OW + a - q0
-                        wrow = idx_w + kw * OW
-                        lo = span[3 * kw]
-                        hi = span[3 * kw + 1]
-                        start = span[3 * kw + 2]
-                        mid_a = lo if lo > a else a
-                        mid_b = hi if hi < b else b
-                        if mid_b < mid_a:
-                            mid_b = mid_a
-                        for ow in range(a, mid_a if mid_a < b else b):
-                            iw = wrow[ow]
-                            dst[ow - a] = src[iw] if iw >= 0 else pad_value
-                        # start + 2*ow = 2*(s0 + ow) + p: element s0 + ow of phase p
-                        p = start & 1
-                        s0 = (start - p) >> 1
-                        phase = ph + p * half + s0
-                        for ow in range(mid_a, mid_b):
-                            dst[ow - a] = phase[ow]
-                        for ow in range(mid_b if mid_b > a else a, b):
-                            iw = wrow[ow]
-                            dst[ow - a] = src[iw] if iw >= 0 else pad_value
+cdef inline void edge_taps(floating* dst, const floating* src, const Py_ssize_t* wrow,
+                           Py_ssize_t a, Py_ssize_t e0, Py_ssize_t e1,
+                           floating pad_value) noexcept nogil:
+    # dst[ow - a] for e0 <= ow < e1 through the tap's index table (the row's edges)
+    cdef Py_ssize_t ow, iw
+    for ow in range(e0, e1):
+        iw = wrow[ow]
+        dst[ow - a] = src[iw] if iw >= 0 else pad_value
 
 
 cdef inline void im2col_span(const floating* x, floating* col,
@@ -101,22 +40,65 @@ cdef inline void im2col_span(const floating* x, floating* col,
     # start + ow*sw inside the image, so that stretch is a plain (strided) copy and only
     # the edges go through the table.
     cdef Py_ssize_t HW = H * W
-    cdef Py_ssize_t c, kd, kh, kw, r, od, oh, ow, id_, ih, iw, lo, hi, start
+    cdef Py_ssize_t c, kd, kh, kw, r, od, oh, ow, id_, ih, lo, hi, start, m, p
     cdef Py_ssize_t a, b, mid_a, mid_b
     cdef Py_ssize_t r0 = q0 // OW
     cdef Py_ssize_t r1 = (q1 + OW - 1) // OW
     cdef const floating* xc
     cdef const floating* src
+    cdef const floating* phase
     cdef const Py_ssize_t* wrow
     cdef floating* dst = col
-    if sw == 2 and KW > 2 and W <= PHASE_ROW_MAX:
-        im2col_span_s2(x, col, channels, plane, q0, q1, idx_d, idx_h, idx_w, span, H, W,
-                       OD, OH, OW, KD, KH, KW, pad_value)
-        return
+    # stride 2 with 3 or more taps: each input row split once into its even and odd
+    # phases (ph[0:half], ph[half:]), which every tap of the row copies from
+    # contiguously, rather than gathered once per tap (7x7 stride 2 on 8x3x224x224,
+    # one thread: 16.7 -> 14.6 ms); col is then filled row (c, kd, kh) by row
+    cdef floating ph[PHASE_ROW_MAX + 2]
+    cdef Py_ssize_t half = (W + 1) // 2
+    cdef Py_ssize_t row_len = q1 - q0
+    cdef bint phases = sw == 2 and KW > 2 and W <= PHASE_ROW_MAX
     for c in range(channels):
         xc = x + c * plane
         for kd in range(KD):
             for kh in range(KH):
+                if phases:
+                    for r in range(r0, r1):
+                        a = q0 - r * OW if r == r0 else 0
+                        b = q1 - r * OW if r == r1 - 1 else OW
+                        od = r // OH
+                        oh = r - od * OH
+                        id_ = idx_d[kd * OD + od]
+                        ih = idx_h[kh * OH + oh]
+                        if id_ >= 0 and ih >= 0:
+                            src = xc + id_ * HW + ih * W
+                            for m in range(W // 2):
+                                ph[m] = src[2 * m]
+                                ph[half + m] = src[2 * m + 1]
+                            if W % 2:
+                                ph[W // 2] = src[W - 1]
+                        for kw in range(KW):
+                            dst = (col + (((c * KD + kd) * KH + kh) * KW + kw) * row_len
+                                   + r * OW + a - q0)
+                            if id_ < 0 or ih < 0:
+                                for ow in range(b - a):
+                                    dst[ow] = pad_value
+                                continue
+                            wrow = idx_w + kw * OW
+                            start = span[3 * kw + 2]
+                            mid_a = span[3 * kw] if span[3 * kw] > a else a
+                            mid_b = span[3 * kw + 1] if span[3 * kw + 1] < b else b
+                            if mid_b < mid_a:
+                                mid_b = mid_a
+                            edge_taps(dst, src, wrow, a, a, mid_a if mid_a < b else b,
+                                      pad_value)
+                            # start + 2*ow = 2*((start - p)/2 + ow) + p: phase p
+                            p = start & 1
+                            phase = ph + p * half + ((start - p) >> 1)
+                            for ow in range(mid_a, mid_b):
+                                dst[ow - a] = phase[ow]
+                            edge_taps(dst, src, wrow, a, mid_b if mid_b > a else a, b,
+                                      pad_value)
+                    continue
                 for kw in range(KW):
                     wrow = idx_w + kw * OW
                     lo = span[3 * kw]
@@ -139,9 +121,8 @@ cdef inline void im2col_span(const floating* x, floating* col,
                             if mid_b < mid_a:
                                 mid_b = mid_a
                             src = xc + id_ * HW + ih * W
-                            for ow in range(a, mid_a if mid_a < b else b):
-                                iw = wrow[ow]
-                                dst[ow - a] = src[iw] if iw >= 0 else pad_value
+                            edge_taps(dst, src, wrow, a, a, mid_a if mid_a < b else b,
+                                      pad_value)
                             if sw == 1:
                                 for ow in range(mid_a, mid_b):
                                     dst[ow - a] = src[start + ow]
@@ -153,7 +134,6 @@ cdef inline void im2col_span(const floating* x, floating* col,
                             else:
                                 for ow in range(mid_a, mid_b):
                                     dst[ow - a] = src[start + ow * sw]
-                            for ow in range(mid_b if mid_b > a else a, b):
-                                iw = wrow[ow]
-                                dst[ow - a] = src[iw] if iw >= 0 else pad_value
+                            edge_taps(dst, src, wrow, a, mid_b if mid_b > a else a, b,
+                                      pad_value)
                         dst += b - a
