@@ -45,7 +45,8 @@ def config():
         "scipy": scipy.__version__,
         "openmp": openmp_enabled(),
         "kernels": _kernels.LEVEL,
-        # the AVX2 build's activation loops in their AVX-512 copies (same results)
+        # the AVX2 build's activation loops and GEMM tiles in their AVX-512 copies
+        # (same results)
         "avx512_loops": _kernels.LEVEL == "avx2" and _kernels.WIDE_LOOPS,
         # the GEMM behind Winograd for a layer of 64 output channels: pyconv's packed
         # tiles, or OpenBLAS (baseline build; AVX-512 CPUs with PYCONV_KERNELS=avx2)

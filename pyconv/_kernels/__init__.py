@@ -55,8 +55,12 @@ def _wanted(variable, choices):
     return wanted if wanted in choices else "auto"
 
 
+#: ``PYCONV_KERNELS``: "auto", "baseline" or "avx2" (AVX2, none of its AVX-512 copies).
+KERNELS_WANTED = _wanted("PYCONV_KERNELS", ("baseline", "avx2"))
+
+
 def _choose_level():
-    if _wanted("PYCONV_KERNELS", ("baseline", "avx2")) == "baseline":
+    if KERNELS_WANTED == "baseline":
         return "baseline"
     return "avx2" if _cpu_has("AVX2", "FMA3") else "baseline"
 
@@ -67,8 +71,7 @@ LEVEL = _choose_level()
 #: Whether the AVX2 build's kernels that hold AVX-512 copies of their loops (the long
 #: activations, the packed GEMM's whole tiles) run those: on CPUs with AVX-512, unless
 #: ``PYCONV_KERNELS=avx2``.
-WIDE_LOOPS = (LEVEL == "avx2" and _cpu_has("AVX512_SKX")
-              and _wanted("PYCONV_KERNELS", ("baseline", "avx2")) != "avx2")
+WIDE_LOOPS = LEVEL == "avx2" and KERNELS_WANTED != "avx2" and _cpu_has("AVX512_SKX")
 
 #: The GEMM wanted: "auto", "packed" (pyconv's tiles, where the build has them
 #: vectorised) or "openblas" (``PYCONV_GEMM``); see :func:`packed_gemm`.
@@ -135,4 +138,4 @@ def packed_gemm(rows, wide_wins=False):
 def packed_panel_multiple():
     """Column panels per whole tile: 2 where the AVX-512 tiles run (they take two
     panels at a time; Winograd's chunks are sized in such pairs), else 1."""
-    return 2 if WIDE_LOOPS and LEVEL == "avx2" else 1
+    return 2 if WIDE_LOOPS else 1

@@ -40,100 +40,75 @@ cdef inline void im2col_span(const floating* x, floating* col,
     # start + ow*sw inside the image, so that stretch is a plain (strided) copy and only
     # the edges go through the table.
     cdef Py_ssize_t HW = H * W
-    cdef Py_ssize_t c, kd, kh, kw, r, od, oh, ow, id_, ih, lo, hi, start, m, p
+    cdef Py_ssize_t c, kd, kh, kw, r, od, oh, ow, id_, ih, start, m, p
     cdef Py_ssize_t a, b, mid_a, mid_b
     cdef Py_ssize_t r0 = q0 // OW
     cdef Py_ssize_t r1 = (q1 + OW - 1) // OW
+    cdef Py_ssize_t row_len = q1 - q0
     cdef const floating* xc
-    cdef const floating* src
+    cdef const floating* src = NULL
     cdef const floating* phase
-    cdef const Py_ssize_t* wrow
-    cdef floating* dst = col
-    # stride 2 with 3 or more taps: each input row split once into its even and odd
-    # phases (ph[0:half], ph[half:]), which every tap of the row copies from
-    # contiguously, rather than gathered once per tap (7x7 stride 2 on 8x3x224x224,
-    # one thread: 16.7 -> 14.6 ms); col is then filled row (c, kd, kh) by row
+    cdef floating* dst
+    cdef bint inside
+    # Stride 2 with 3 or more taps: each input row is split once into its even and
+    # odd phases (ph[0:half], ph[half:]), which every tap then copies contiguously,
+    # rather than gathered once per tap (7x7 stride 2 on 8x3x224x224).
     cdef floating ph[PHASE_ROW_MAX + 2]
     cdef Py_ssize_t half = (W + 1) // 2
-    cdef Py_ssize_t row_len = q1 - q0
     cdef bint phases = sw == 2 and KW > 2 and W <= PHASE_ROW_MAX
     for c in range(channels):
         xc = x + c * plane
         for kd in range(KD):
             for kh in range(KH):
-                if phases:
-                    for r in range(r0, r1):
-                        a = q0 - r * OW if r == r0 else 0
-                        b = q1 - r * OW if r == r1 - 1 else OW
-                        od = r // OH
-                        oh = r - od * OH
-                        id_ = idx_d[kd * OD + od]
-                        ih = idx_h[kh * OH + oh]
-                        if id_ >= 0 and ih >= 0:
-                            src = xc + id_ * HW + ih * W
+                for r in range(r0, r1):
+                    # this row's part of the range: a <= ow < b
+                    a = q0 - r * OW if r == r0 else 0
+                    b = q1 - r * OW if r == r1 - 1 else OW
+                    od = r // OH
+                    oh = r - od * OH
+                    id_ = idx_d[kd * OD + od]
+                    ih = idx_h[kh * OH + oh]
+                    inside = id_ >= 0 and ih >= 0
+                    if inside:
+                        src = xc + id_ * HW + ih * W
+                        if phases:
                             for m in range(W // 2):
                                 ph[m] = src[2 * m]
                                 ph[half + m] = src[2 * m + 1]
                             if W % 2:
                                 ph[W // 2] = src[W - 1]
-                        for kw in range(KW):
-                            dst = (col + (((c * KD + kd) * KH + kh) * KW + kw) * row_len
-                                   + r * OW + a - q0)
-                            if id_ < 0 or ih < 0:
-                                for ow in range(b - a):
-                                    dst[ow] = pad_value
-                                continue
-                            wrow = idx_w + kw * OW
-                            start = span[3 * kw + 2]
-                            mid_a = span[3 * kw] if span[3 * kw] > a else a
-                            mid_b = span[3 * kw + 1] if span[3 * kw + 1] < b else b
-                            if mid_b < mid_a:
-                                mid_b = mid_a
-                            edge_taps(dst, src, wrow, a, a, mid_a if mid_a < b else b,
-                                      pad_value)
+                    # each tap's col row, at this row's place in it
+                    dst = col + ((c * KD + kd) * KH + kh) * KW * row_len + r * OW + a - q0
+                    for kw in range(KW):
+                        if not inside:
+                            for ow in range(b - a):
+                                dst[ow] = pad_value
+                            dst += row_len
+                            continue
+                        start = span[3 * kw + 2]
+                        mid_a = span[3 * kw] if span[3 * kw] > a else a
+                        mid_b = span[3 * kw + 1] if span[3 * kw + 1] < b else b
+                        if mid_b < mid_a:
+                            mid_b = mid_a
+                        edge_taps(dst, src, idx_w + kw * OW, a, a,
+                                  mid_a if mid_a < b else b, pad_value)
+                        if phases:
                             # start + 2*ow = 2*((start - p)/2 + ow) + p: phase p
                             p = start & 1
                             phase = ph + p * half + ((start - p) >> 1)
                             for ow in range(mid_a, mid_b):
                                 dst[ow - a] = phase[ow]
-                            edge_taps(dst, src, wrow, a, mid_b if mid_b > a else a, b,
-                                      pad_value)
-                    continue
-                for kw in range(KW):
-                    wrow = idx_w + kw * OW
-                    lo = span[3 * kw]
-                    hi = span[3 * kw + 1]
-                    start = span[3 * kw + 2]
-                    for r in range(r0, r1):
-                        # this row's part of the range: a <= ow < b
-                        a = q0 - r * OW if r == r0 else 0
-                        b = q1 - r * OW if r == r1 - 1 else OW
-                        od = r // OH
-                        oh = r - od * OH
-                        id_ = idx_d[kd * OD + od]
-                        ih = idx_h[kh * OH + oh]
-                        if id_ < 0 or ih < 0:
-                            for ow in range(b - a):
-                                dst[ow] = pad_value
+                        elif sw == 1:
+                            for ow in range(mid_a, mid_b):
+                                dst[ow - a] = src[start + ow]
+                        elif sw == 2:
+                            # a constant stride the compiler can vectorise (loads
+                            # and shuffles); the general loop below stays scalar
+                            for ow in range(mid_a, mid_b):
+                                dst[ow - a] = src[start + 2 * ow]
                         else:
-                            mid_a = lo if lo > a else a
-                            mid_b = hi if hi < b else b
-                            if mid_b < mid_a:
-                                mid_b = mid_a
-                            src = xc + id_ * HW + ih * W
-                            edge_taps(dst, src, wrow, a, a, mid_a if mid_a < b else b,
-                                      pad_value)
-                            if sw == 1:
-                                for ow in range(mid_a, mid_b):
-                                    dst[ow - a] = src[start + ow]
-                            elif sw == 2:
-                                # a constant stride the compiler can vectorise (loads
-                                # and shuffles); the general loop below stays scalar
-                                for ow in range(mid_a, mid_b):
-                                    dst[ow - a] = src[start + 2 * ow]
-                            else:
-                                for ow in range(mid_a, mid_b):
-                                    dst[ow - a] = src[start + ow * sw]
-                            edge_taps(dst, src, wrow, a, mid_b if mid_b > a else a, b,
-                                      pad_value)
-                        dst += b - a
+                            for ow in range(mid_a, mid_b):
+                                dst[ow - a] = src[start + ow * sw]
+                        edge_taps(dst, src, idx_w + kw * OW, a,
+                                  mid_b if mid_b > a else a, b, pad_value)
+                        dst += row_len
