@@ -134,6 +134,40 @@ def test_float32_f4_chunks_that_cut_rows_and_images(rng, monkeypatch, level,
             assert err < TOL[np.float32, "F4"], (mode, pads, err)
 
 
+@pytest.mark.parametrize("tiles_per_chunk", [5, 64])
+def test_float32_f4_avx512_transforms_give_the_same_bits(rng, monkeypatch, tiles_per_chunk):
+    """The float32 F(4x4) transforms 16 tiles per step in AVX-512 registers against 4
+    per step in SSE ones: rows of 1 to 40 tiles and around a block's 64 (masked tails
+    of every length), every padding mode, bias and ReLU, chunks that cut rows."""
+    from pyconv import _kernels
+    from pyconv.ops import _winograd
+    if not _kernels.WIDE_LOOPS:
+        pytest.skip("this CPU has no AVX-512 (or PYCONV_KERNELS=avx2), or no AVX2 build")
+    monkeypatch.setattr(_kernels, "LEVEL", "avx2")
+    monkeypatch.setattr(_winograd, "TILES_PER_CHUNK", tiles_per_chunk)
+    kernels = _kernels.load("_winograd")
+    try:
+        for i, tiles in enumerate(list(range(1, 41)) + [63, 64, 65, 66, 81]):
+            W = 4 * tiles - 2 + int(rng.integers(0, 4))   # pads 1: ceil(W/4) tiles
+            mode = MODES[i % len(MODES)]
+            value = 0.5 if mode == "constant" else 0.0
+            relu = bool(i % 2)
+            x = rng.standard_normal((2, 4, 6, W)).astype(np.float32)
+            w = rng.standard_normal((6, 2, 3, 3)).astype(np.float32)
+            b = rng.standard_normal(6).astype(np.float32)
+            got = []
+            for wide in (False, True):
+                assert kernels.set_wide_loops(wide) == wide
+                got.append(run(x, w, b, [(1, 1), (1, 1)], mode, value, relu, groups=2,
+                               variant="F4"))
+            assert got[0].tobytes() == got[1].tobytes(), (tiles, W, mode, relu)
+            ref, mag = reference(x, w, b, [(1, 1), (1, 1)], mode, value, relu, groups=2)
+            err = np.max(np.abs(got[1] - ref)) / np.max(mag)
+            assert err < TOL[np.float32, "F4"], (tiles, W, mode, relu, err)
+    finally:
+        kernels.set_wide_loops(_kernels.WIDE_LOOPS)
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_against_torch_realistic_channels(torch, rng, dtype, variant):

@@ -24,7 +24,12 @@ contiguous data and writes each V[a] stream contiguously. float32 F(4x4, 3x3), t
 common case, has SSE passes of its own (the same bits in both builds): the vertical
 pass reads the input rows in place, and the split and horizontal pass are one step,
 four tiles at a time through a 4x4 transpose, straight into V; the output transform
-and its interleaving into output rows likewise.
+and its interleaving into output rows likewise. On a CPU with AVX-512 (``set_wide_loops``)
+the AVX2 build runs these passes 16 tiles per step instead (the same bits): the split
+de-interleaves by two-source permutes. A segment's split waits until the next
+segment's vertical pass is done, and a block's values are stored into the output rows
+after the next block's transform, so that the values stored just before have reached
+the cache when they are read back at other offsets.
 
 Units write disjoint output tiles, so they run under one ``prange`` with
 single-threaded GEMMs inside (pyconv's packed tiles, or OpenBLAS pinned to one
@@ -80,6 +85,202 @@ cdef extern from *:
     #else
       #define PYCONV_WG_SSE 0
     #endif
+    /* The AVX2 build made by GCC also holds the float32 F(4x4) transforms below in
+       AVX-512 form, 16 tiles (or columns) per step instead of 4, taken where
+       pyconv_wg_wide is set (set_wide_loops: the CPU has AVX-512, asked from Python).
+       Tails are masked, so they read and write nothing past the valid values. The
+       same operations in the same order, without contraction (-ffp-contract=off):
+       the same bits. */
+    #if defined(__AVX2__) && defined(__x86_64__) && defined(__GNUC__) \
+        && !defined(__clang__) && __GNUC__ >= 8
+      #include <immintrin.h>
+      #define PYCONV_WG_WIDE_BUILT 1
+      #define PYCONV_WG_WIDE_ATTR __attribute__((target("avx512f")))
+    #else
+      #define PYCONV_WG_WIDE_BUILT 0
+    #endif
+    static int pyconv_wg_wide = 0;
+    static int pyconv_wg_set_wide(int on) {
+        pyconv_wg_wide = PYCONV_WG_WIDE_BUILT && on;
+        return pyconv_wg_wide;
+    }
+    #if PYCONV_WG_WIDE_BUILT
+    /* Lanes [0, n) of a 16-lane step (n >= 16: all). */
+    #define PYCONV_WG_MASK16(n) \
+        ((n) >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (n)) - 1u))
+    /* Loads and stores under mask k: the plain forms where k has every lane (all
+       steps but a row's last), so that only the tail pays for masking. */
+    #define PYCONV_WG_LOAD16(k, p) \
+        ((k) == 0xFFFF ? _mm512_loadu_ps(p) : _mm512_maskz_loadu_ps(k, p))
+    #define PYCONV_WG_STORE16(p, k, v) \
+        do { if ((k) == 0xFFFF) _mm512_storeu_ps(p, v); \
+             else _mm512_mask_storeu_ps(p, k, v); } while (0)
+    /* B^T of one 16-lane step, as PYCONV_WG_BT6_SSE; stores under mask k. */
+    #define PYCONV_WG_BT6_512(d0, d1, d2, d3, d4, d5, o, ldo, i, k)                    \
+        do {                                                                        \
+            const __m512 c2_ = _mm512_set1_ps(2.0f), c4_ = _mm512_set1_ps(4.0f);    \
+            const __m512 c5_ = _mm512_set1_ps(5.0f);                                \
+            __m512 a_ = _mm512_sub_ps(d4, _mm512_mul_ps(c4_, d2));                  \
+            __m512 b_ = _mm512_sub_ps(d3, _mm512_mul_ps(c4_, d1));                  \
+            __m512 e_ = _mm512_sub_ps(d4, d2);                                      \
+            __m512 f_ = _mm512_mul_ps(c2_, _mm512_sub_ps(d3, d1));                  \
+            PYCONV_WG_STORE16((o) + (i), k,                                      \
+                _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(c4_, d0),                  \
+                                            _mm512_mul_ps(c5_, d2)), d4));           \
+            PYCONV_WG_STORE16((o) + (ldo) + (i), k, _mm512_add_ps(a_, b_));      \
+            PYCONV_WG_STORE16((o) + 2 * (ldo) + (i), k, _mm512_sub_ps(a_, b_));  \
+            PYCONV_WG_STORE16((o) + 3 * (ldo) + (i), k, _mm512_add_ps(e_, f_));  \
+            PYCONV_WG_STORE16((o) + 4 * (ldo) + (i), k, _mm512_sub_ps(e_, f_));  \
+            PYCONV_WG_STORE16((o) + 5 * (ldo) + (i), k,                          \
+                _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(c4_, d1),                  \
+                                            _mm512_mul_ps(c5_, d3)), d5));           \
+        } while (0)
+
+    PYCONV_WG_WIDE_ATTR
+    static void pyconv_wg_bt6_rows_f_wide(const float* const* r, ptrdiff_t n, float* o,
+                                          ptrdiff_t ldo)
+    {
+        ptrdiff_t i;
+        for (i = 0; i < n; i += 16) {
+            const __mmask16 k = PYCONV_WG_MASK16(n - i);
+            __m512 d0 = PYCONV_WG_LOAD16(k, r[0] + i);
+            __m512 d1 = PYCONV_WG_LOAD16(k, r[1] + i);
+            __m512 d2 = PYCONV_WG_LOAD16(k, r[2] + i);
+            __m512 d3 = PYCONV_WG_LOAD16(k, r[3] + i);
+            __m512 d4 = PYCONV_WG_LOAD16(k, r[4] + i);
+            __m512 d5 = PYCONV_WG_LOAD16(k, r[5] + i);
+            PYCONV_WG_BT6_512(d0, d1, d2, d3, d4, d5, o, ldo, i, k);
+        }
+    }
+
+    /* pyconv_wg_split_bt6_f, 16 tiles per step: the 64 values of a step's columns
+       0-3 are de-interleaved by phase with two-source permutes (phases 0|1 and 2|3 of
+       8 tiles per permute, then the halves of 16 tiles joined), and columns 4 and 5
+       are phases 0 and 1 shifted by one tile. Reads src[0, 4*nb + 2) only. */
+    PYCONV_WG_WIDE_ATTR
+    static void pyconv_wg_split_bt6_f_wide(const float* src, ptrdiff_t nb, float* o,
+                                           ptrdiff_t ldo)
+    {
+        const __m512i p01 = _mm512_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28,
+                                              1, 5, 9, 13, 17, 21, 25, 29);
+        const __m512i p23 = _mm512_setr_epi32(2, 6, 10, 14, 18, 22, 26, 30,
+                                              3, 7, 11, 15, 19, 23, 27, 31);
+        const ptrdiff_t nv = 4 * nb + 2;
+        ptrdiff_t i, j;
+        for (i = 0; i < nb; i += 16) {
+            const __mmask16 k = PYCONV_WG_MASK16(nb - i);
+            const float* s = src + 4 * i;
+            ptrdiff_t left = nv - 4 * i;
+            __m512 z[4], a01, a23, b01, b23, d0, d1, d2, d3, d4, d5;
+            for (j = 0; j < 4; j++)
+                z[j] = PYCONV_WG_LOAD16(
+                    PYCONV_WG_MASK16(left > 16 * j ? left - 16 * j : 0), s + 16 * j);
+            a01 = _mm512_permutex2var_ps(z[0], p01, z[1]);
+            a23 = _mm512_permutex2var_ps(z[0], p23, z[1]);
+            b01 = _mm512_permutex2var_ps(z[2], p01, z[3]);
+            b23 = _mm512_permutex2var_ps(z[2], p23, z[3]);
+            d0 = _mm512_shuffle_f32x4(a01, b01, _MM_SHUFFLE(1, 0, 1, 0));
+            d1 = _mm512_shuffle_f32x4(a01, b01, _MM_SHUFFLE(3, 2, 3, 2));
+            d2 = _mm512_shuffle_f32x4(a23, b23, _MM_SHUFFLE(1, 0, 1, 0));
+            d3 = _mm512_shuffle_f32x4(a23, b23, _MM_SHUFFLE(3, 2, 3, 2));
+            d4 = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(_mm512_set1_ps(left > 64 ? s[64] : 0.0f)),
+                _mm512_castps_si512(d0), 1));
+            d5 = _mm512_castsi512_ps(_mm512_alignr_epi32(
+                _mm512_castps_si512(_mm512_set1_ps(left > 65 ? s[65] : 0.0f)),
+                _mm512_castps_si512(d1), 1));
+            PYCONV_WG_BT6_512(d0, d1, d2, d3, d4, d5, o, ldo, i, k);
+        }
+    }
+
+    /* pyconv_wg_at6_f, 16 tiles per step (probe: its four lanes collect the sums of
+       the step's four 128-bit quarters). */
+    PYCONV_WG_WIDE_ATTR
+    static void pyconv_wg_at6_f_wide(const float* d, ptrdiff_t ldd, ptrdiff_t n,
+                                     float* o, ptrdiff_t ldo, float* probe)
+    {
+        const __m512 c2 = _mm512_set1_ps(2.0f), c4 = _mm512_set1_ps(4.0f);
+        const __m512 c8 = _mm512_set1_ps(8.0f);
+        __m512 acc = _mm512_setzero_ps();
+        ptrdiff_t i;
+        for (i = 0; i < n; i += 16) {
+            const __mmask16 k = PYCONV_WG_MASK16(n - i);
+            __m512 m0 = PYCONV_WG_LOAD16(k, d + i);
+            __m512 m1 = PYCONV_WG_LOAD16(k, d + ldd + i);
+            __m512 m2 = PYCONV_WG_LOAD16(k, d + 2 * ldd + i);
+            __m512 m3 = PYCONV_WG_LOAD16(k, d + 3 * ldd + i);
+            __m512 m4 = PYCONV_WG_LOAD16(k, d + 4 * ldd + i);
+            __m512 m5 = PYCONV_WG_LOAD16(k, d + 5 * ldd + i);
+            __m512 p12 = _mm512_add_ps(m1, m2), p34 = _mm512_add_ps(m3, m4);
+            __m512 n12 = _mm512_sub_ps(m1, m2), n34 = _mm512_sub_ps(m3, m4);
+            __m512 y0 = _mm512_add_ps(_mm512_add_ps(m0, p12), p34);
+            __m512 y1 = _mm512_add_ps(n12, _mm512_mul_ps(c2, n34));
+            __m512 y2 = _mm512_add_ps(p12, _mm512_mul_ps(c4, p34));
+            __m512 y3 = _mm512_add_ps(_mm512_add_ps(n12, _mm512_mul_ps(c8, n34)), m5);
+            PYCONV_WG_STORE16(o + i, k, y0);
+            PYCONV_WG_STORE16(o + ldo + i, k, y1);
+            PYCONV_WG_STORE16(o + 2 * ldo + i, k, y2);
+            PYCONV_WG_STORE16(o + 3 * ldo + i, k, y3);
+            if (probe)
+                acc = _mm512_add_ps(acc, _mm512_add_ps(
+                    _mm512_add_ps(_mm512_sub_ps(y0, y0), _mm512_sub_ps(y1, y1)),
+                    _mm512_add_ps(_mm512_sub_ps(y2, y2), _mm512_sub_ps(y3, y3))));
+        }
+        if (probe) {
+            __m128 q = _mm_add_ps(
+                _mm_add_ps(_mm512_extractf32x4_ps(acc, 0), _mm512_extractf32x4_ps(acc, 1)),
+                _mm_add_ps(_mm512_extractf32x4_ps(acc, 2), _mm512_extractf32x4_ps(acc, 3)));
+            _mm_storeu_ps(probe, _mm_add_ps(_mm_loadu_ps(probe), q));
+        }
+    }
+
+    /* pyconv_wg_store4_f for all n tiles, 16 per step: bias, ReLU (kept where not
+       v < 0, so NaN and -0.0 stay), then the four streams interleaved by two rounds
+       of two-source permutes (pairs of floats, then pairs of pairs). */
+    PYCONV_WG_WIDE_ATTR
+    static void pyconv_wg_store4_f_wide(const float* y0, const float* y1,
+                                        const float* y2, const float* y3, ptrdiff_t n,
+                                        float* o, float b, int relu)
+    {
+        const __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19,
+                                             4, 20, 5, 21, 6, 22, 7, 23);
+        const __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27,
+                                             12, 28, 13, 29, 14, 30, 15, 31);
+        const __m512i lo2 = _mm512_setr_epi64(0, 8, 1, 9, 2, 10, 3, 11);
+        const __m512i hi2 = _mm512_setr_epi64(4, 12, 5, 13, 6, 14, 7, 15);
+        const __m512 vb = _mm512_set1_ps(b), zero = _mm512_setzero_ps();
+        ptrdiff_t i, j;
+        for (i = 0; i < n; i += 16) {
+            const __mmask16 k = PYCONV_WG_MASK16(n - i);
+            __m512 v[4], t01l, t01h, t23l, t23h, w[4];
+            v[0] = _mm512_add_ps(PYCONV_WG_LOAD16(k, y0 + i), vb);
+            v[1] = _mm512_add_ps(PYCONV_WG_LOAD16(k, y1 + i), vb);
+            v[2] = _mm512_add_ps(PYCONV_WG_LOAD16(k, y2 + i), vb);
+            v[3] = _mm512_add_ps(PYCONV_WG_LOAD16(k, y3 + i), vb);
+            if (relu)
+                for (j = 0; j < 4; j++)
+                    v[j] = _mm512_maskz_mov_ps(
+                        _mm512_cmp_ps_mask(v[j], zero, _CMP_NLT_UQ), v[j]);
+            t01l = _mm512_permutex2var_ps(v[0], lo, v[1]);
+            t01h = _mm512_permutex2var_ps(v[0], hi, v[1]);
+            t23l = _mm512_permutex2var_ps(v[2], lo, v[3]);
+            t23h = _mm512_permutex2var_ps(v[2], hi, v[3]);
+            w[0] = _mm512_castpd_ps(_mm512_permutex2var_pd(
+                _mm512_castps_pd(t01l), lo2, _mm512_castps_pd(t23l)));
+            w[1] = _mm512_castpd_ps(_mm512_permutex2var_pd(
+                _mm512_castps_pd(t01l), hi2, _mm512_castps_pd(t23l)));
+            w[2] = _mm512_castpd_ps(_mm512_permutex2var_pd(
+                _mm512_castps_pd(t01h), lo2, _mm512_castps_pd(t23h)));
+            w[3] = _mm512_castpd_ps(_mm512_permutex2var_pd(
+                _mm512_castps_pd(t01h), hi2, _mm512_castps_pd(t23h)));
+            for (j = 0; j < 4; j++) {
+                ptrdiff_t left = 4 * (n - i) - 16 * j;
+                PYCONV_WG_STORE16(o + 4 * i + 16 * j,
+                                      PYCONV_WG_MASK16(left > 0 ? left : 0), w[j]);
+            }
+        }
+    }
+    #endif
     /* o[4*i + c] = act(y_c[i] + b) for i < n (the interleaving of four output
        columns of F(4x4) tiles): a 4x4 transpose per four tiles. act is ReLU (NaN and
        -0.0 kept, as v < 0 is false for both) or nothing, as in the scalar loop: the
@@ -89,6 +290,12 @@ cdef extern from *:
                                                ptrdiff_t n, float* o, float b, int relu)
     {
         ptrdiff_t i = 0;
+    #if PYCONV_WG_WIDE_BUILT
+        if (pyconv_wg_wide) {
+            pyconv_wg_store4_f_wide(y0, y1, y2, y3, n, o, b, relu);
+            return n;
+        }
+    #endif
     #if PYCONV_WG_SSE
         const __m128 vb = _mm_set1_ps(b), zero = _mm_setzero_ps();
         for (; i + 4 <= n; i += 4) {
@@ -154,6 +361,12 @@ cdef extern from *:
         const float *r0 = r[0], *r1 = r[1], *r2 = r[2], *r3 = r[3], *r4 = r[4];
         const float *r5 = r[5];
         ptrdiff_t i = 0;
+    #if PYCONV_WG_WIDE_BUILT
+        if (pyconv_wg_wide && n >= 8) {
+            pyconv_wg_bt6_rows_f_wide(r, n, o, ldo);
+            return;
+        }
+    #endif
     #if PYCONV_WG_SSE
         for (; i + 4 <= n; i += 4) {
             __m128 d0 = _mm_loadu_ps(r0 + i), d1 = _mm_loadu_ps(r1 + i);
@@ -182,6 +395,12 @@ cdef extern from *:
                                              ptrdiff_t ldo)
     {
         ptrdiff_t i = 0;
+    #if PYCONV_WG_WIDE_BUILT
+        if (pyconv_wg_wide) {
+            pyconv_wg_split_bt6_f_wide(src, nb, o, ldo);
+            return;
+        }
+    #endif
     #if PYCONV_WG_SSE
         for (; i < nb; i += 4) {
             __m128 a = _mm_loadu_ps(src + 4 * i), b = _mm_loadu_ps(src + 4 * i + 4);
@@ -208,6 +427,12 @@ cdef extern from *:
                                        float* o, ptrdiff_t ldo, float* probe)
     {
         ptrdiff_t i = 0;
+    #if PYCONV_WG_WIDE_BUILT
+        if (pyconv_wg_wide) {
+            pyconv_wg_at6_f_wide(d, ldd, n, o, ldo, probe);
+            return;
+        }
+    #endif
     #if PYCONV_WG_SSE
         const __m128 c2 = _mm_set1_ps(2.0f), c4 = _mm_set1_ps(4.0f);
         const __m128 c8 = _mm_set1_ps(8.0f);
@@ -259,6 +484,8 @@ cdef extern from *:
     Py_ssize_t pyconv_wg_store4_f(const float* y0, const float* y1, const float* y2,
                                   const float* y3, Py_ssize_t n, float* o, float b,
                                   int relu) noexcept nogil
+    int pyconv_wg_set_wide(int on) noexcept nogil
+    int pyconv_wg_wide
 
 
 cdef inline const floating* row_pointer(const floating* xp, Py_ssize_t W, Py_ssize_t h,
@@ -487,6 +714,15 @@ cdef inline void horizontal_f4(const floating* tp, Py_ssize_t n, floating* v,
             o[i] = 4 * d1[i] - 5 * d3[i] + d5[i]
 
 
+cdef inline void split_segment(const float* tc, Py_ssize_t nb, float* v,
+                               Py_ssize_t ldv) noexcept nogil:
+    # float32 F(4x4): the split and horizontal pass of a segment of nb tiles whose
+    # vertical pass is in tc, into V from v on (nothing when nb is 0).
+    cdef Py_ssize_t r
+    for r in range(6 if nb > 0 else 0):
+        pyconv_wg_split_bt6_f(tc + r * LDC, nb, v + 6 * r * ldv, ldv)
+
+
 # ---- output side ---------------------------------------------------------------------
 
 # F(2x2, 3x3): A^T = [[1,1,1,0],[0,1,-1,-1]]
@@ -637,6 +873,39 @@ cdef inline void store_rows(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
             o[mt * nfull + c] = act(y0[c * BLK + nfull] + b, relu)
 
 
+cdef inline void store_block(const floating* y, Py_ssize_t qb, Py_ssize_t qb_end,
+                             Py_ssize_t mt, Py_ssize_t n_tiles, Py_ssize_t TW,
+                             Py_ssize_t OH, Py_ssize_t OW, floating* out,
+                             const Py_ssize_t* out_off, floating b,
+                             bint relu) noexcept nogil:
+    # The output transform's values y of tiles qb <= q < qb_end into the output plane of
+    # one channel (out: at that channel of image 0), a segment of one tile row at a
+    # time; only the valid outputs of edge tiles.
+    cdef Py_ssize_t q, img, th, tw, tw_end, nb, ni, nj
+    img = qb // n_tiles
+    th = (qb - img * n_tiles) // TW
+    tw = qb - img * n_tiles - th * TW
+    q = qb
+    while q < qb_end:
+        tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
+        nb = tw_end - tw
+        ni = OH - th * mt
+        if ni > mt:
+            ni = mt
+        nj = OW - (tw_end - 1) * mt
+        if nj > mt:
+            nj = mt
+        store_rows(y + (q - qb), mt, nb, ni, nj,
+                   out + out_off[img] + th * mt * OW + tw * mt, OW, b, relu)
+        q = q + nb
+        # the next segment starts the next tile row (or the next image's first)
+        tw = 0
+        th = th + 1
+        if th * TW == n_tiles:
+            th = 0
+            img = img + 1
+
+
 # ---- one work unit -------------------------------------------------------------------
 
 cdef inline void nonfinite_probe(const floating* y, Py_ssize_t mt, Py_ssize_t nb,
@@ -681,10 +950,29 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     # float32 F4 reads whole steps of 4 tiles of a row, up to 4*BLK + 1 < LDC values:
     # zeroed first, so that none of them is uninitialised
     cdef floating tc[6 * LDC]
+    # float32 F4 splits a segment's vertical pass after the next segment's is computed:
+    # the split's 16-wide loads of values stored just before by other, narrower stores
+    # (the edge columns; the run from column 1) wait for those stores to reach the
+    # cache (store forwarding fails); perf put a fifth of the 16-tile split's samples
+    # on its first load
+    cdef float tc_next[6 * LDC]
+    cdef float* tcur = NULL
+    cdef float* tdone = NULL
+    cdef float* vdone = NULL
+    cdef Py_ssize_t nb_done = 0
     cdef floating padrows[2 * LDC]
     cdef bint padrows_ready = False
     cdef floating tp[36 * BLK]
+    # the output transform's blocks, two: a block is stored into the output rows after
+    # the next one is computed, as tc above (store_rows reads y by segment, across the
+    # vectors that wrote it)
     cdef floating y[16 * BLK]
+    cdef floating y_next[16 * BLK]
+    cdef floating* ycur = y
+    cdef floating* ydone = y_next
+    cdef floating* ytmp
+    cdef Py_ssize_t done_c = -1, done_qb = 0, done_qb_end = 0
+    cdef floating done_b = 0
     cdef const floating* rp[6]
     cdef floating b
     cdef floating probe = 0
@@ -693,7 +981,11 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
     # 1. input transform: blocks of up to BLK tiles, each block packed from the tile
     #    row segments it spans
     if floating is float and mt == 4:
-        memset(tc, 0, sizeof(tc))
+        if not pyconv_wg_wide:   # (the 16-tile steps read only valid values)
+            memset(tc, 0, sizeof(tc))
+            memset(tc_next, 0, sizeof(tc_next))
+        tcur = <float*>tc
+        tdone = tc_next
     for c in range(cin_g if stages & 1 else 0):
         qb = q0
         while qb < q1:
@@ -716,7 +1008,7 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
                             padrows[LDC + r] = 0
                         padrows_ready = True
                     vertical_f4_in_place(xp, W, rowidx + th * mt, tw * mt, ncol, colidx,
-                                         colrun, pad, padrows, tc)
+                                         colrun, pad, padrows, tcur)
                 else:
                     for r in range(alpha):
                         rp[r] = row_pointer(xp, W, rowidx[th * mt + r], tw * mt, ncol,
@@ -728,19 +1020,23 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
                     vertical_f4(rp, ncol, tc)
                     split_f4(tc, nb, tp + (q - qb))
                 else:
-                    # Split and horizontal pass at once. The up to 3 tiles past the
-                    # segment it writes are the next segment's (written after it), the
-                    # next channel's first (likewise), past the unit's last tile (never
-                    # read), or in the last V row's SKEW padding.
-                    for r in range(6):
-                        pyconv_wg_split_bt6_f(tc + r * LDC, nb,
-                                              vbuf + c * chunk + (q - q0) + 6 * r * ldv, ldv)
+                    # Split and horizontal pass at once, for the previous segment.
+                    # The up to 3 tiles past the segment it writes are the next
+                    # segment's (written after it), the next channel's first
+                    # (likewise), past the unit's last tile (never read), or in the
+                    # last V row's SKEW padding.
+                    split_segment(tdone, nb_done, vdone, ldv)
+                    tdone, tcur = tcur, tdone
+                    nb_done = nb
+                    vdone = <float*>vbuf + c * chunk + (q - q0)
                 q = q + nb
             if mt == 2:
                 horizontal_f2(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
             elif floating is not float:
                 horizontal_f4(tp, qb_end - qb, vbuf + c * chunk + (qb - q0), ldv)
             qb = qb_end
+    if floating is float and mt == 4:
+        split_segment(tdone, nb_done, vdone, ldv)
     # 2. alpha^2 GEMMs: M[a] (cout_g x nt) = U[a] (cout_g x cin_g) @ V[a] (cin_g x nt)
     for a in range(A2 if stages & 2 else 0):
         if up != NULL:
@@ -758,33 +1054,28 @@ cdef inline bint unit(const floating* x, const Py_ssize_t* in_off,
         while qb < q1:
             qb_end = qb + BLK if q1 - qb > BLK else q1
             if mt == 2:
-                output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+                output_block_f2(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, ycur)
             elif floating is float:   # probed as computed
-                output_block_f4_float(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y,
-                                      probes)
+                output_block_f4_float(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb,
+                                      ycur, probes)
             else:
-                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, y)
+                output_block_f4(mbuf + c * chunk + (qb - q0), ldm, qb_end - qb, ycur)
             if mt == 2 or floating is not float:
-                nonfinite_probe(y, mt, qb_end - qb, probes)
-            q = qb
-            while q < qb_end:
-                img = q // n_tiles
-                ql = q - img * n_tiles
-                th = ql // TW
-                tw = ql - th * TW
-                tw_end = TW if qb_end - q > TW - tw else tw + (qb_end - q)
-                nb = tw_end - tw
-                ni = OH - th * mt
-                if ni > mt:
-                    ni = mt
-                nj = OW - (tw_end - 1) * mt
-                if nj > mt:
-                    nj = mt
-                store_rows(y + (q - qb), mt, nb, ni, nj,
-                           out + out_off[img] + c * out_ch + th * mt * OW + tw * mt,
-                           OW, b, relu)
-                q = q + nb
+                nonfinite_probe(ycur, mt, qb_end - qb, probes)
+            if done_c >= 0:
+                store_block(ydone, done_qb, done_qb_end, mt, n_tiles, TW, OH, OW,
+                            out + done_c * out_ch, out_off, done_b, relu)
+            ytmp = ydone
+            ydone = ycur
+            ycur = ytmp
+            done_c = c
+            done_qb = qb
+            done_qb_end = qb_end
+            done_b = b
             qb = qb_end
+    if done_c >= 0:
+        store_block(ydone, done_qb, done_qb_end, mt, n_tiles, TW, OH, OW,
+                    out + done_c * out_ch, out_off, done_b, relu)
     for q in range(BLK):
         probe = probe + probes[q]
     return probe == probe
@@ -889,7 +1180,9 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
 
 def set_wide_loops(bint on):
     """Run the packed GEMM's whole tiles two column panels at a time in AVX-512
-    registers (``on``; only where built, and only on a CPU with AVX-512: the caller
-    checks) or one panel at a time in AVX2 ones. Returns whether the AVX-512 tiles now
-    run. Both give the same bits."""
-    return bool(pg_set_wide(on))
+    registers, and the float32 F(4x4) transforms 16 tiles per step (``on``; only where
+    built, and only on a CPU with AVX-512: the caller checks), or the AVX2 tiles and
+    the 4-tile SSE steps. Returns whether the AVX-512 forms now run. Both give the same
+    bits."""
+    cdef int tiles = pg_set_wide(on)
+    return bool(pyconv_wg_set_wide(on) and tiles)
