@@ -95,6 +95,38 @@ def test_1x1_layers_on_openblas_tile_by_their_own_constant(monkeypatch):
         calls = _spy(monkeypatch, "_conv", "conv_nd")
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pair_tiles_take_k_blocks_that_stay_in_l1(monkeypatch, dtype):
+    """Where the tiles take two column panels at once, a k block of them holds at most
+    PACKED_PAIR_BYTES; with one panel at a time the weights' block alone decides.
+    Either way the convolution (k blocks summed in order) matches the reference."""
+    from pyconv.ops import conv as conv_module
+    itemsize = np.dtype(dtype).itemsize
+    panel = 24 if dtype == np.float32 else 12
+    limit = conv_module.PACKED_PAIR_BYTES // (2 * panel * itemsize)
+    x = np.random.default_rng(5).standard_normal((2, 300, 9, 10)).astype(dtype)
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 300, "out_channels": 8,
+                        "kernel_size": 1}, seed=0, dtype=dtype)
+    want = reference_conv(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                          conv.params["bias"].astype(np.float64), (1, 1),
+                          [(0, 0), (0, 0)], (1, 1), 1)
+    vector = _kernels.load("_conv").PACKED_VECTOR
+    monkeypatch.setattr(_kernels, "GEMM", "packed")
+    for multiple in (1, 2):
+        monkeypatch.setattr(_kernels, "packed_panel_multiple", lambda m=multiple: m)
+        monkeypatch.setattr(_memo, "_CACHE", {})   # (a machine constant: not in keys)
+        _, k_block = conv_module.packed_tiling(90, 300, 2, 4, itemsize, panel, 2, True)
+        if multiple == 2:
+            assert k_block == max(conv_module.PACKED_MIN_K_BLOCK, limit) < 300
+        else:
+            assert k_block == 300
+        calls = _spy(monkeypatch, "_conv", "conv_nd")
+        tol = 1e-4 if dtype == np.float32 else 1e-12
+        np.testing.assert_allclose(conv.apply(x), want, rtol=tol, atol=tol)
+        K_BLOCK, PACKED = 24, 23             # conv_nd's arguments
+        assert not vector or (calls[-1][PACKED] and calls[-1][K_BLOCK] == k_block)
+
+
 def test_a_changed_winograd_chunk_constant_takes_effect(monkeypatch):
     from pyconv.ops import _winograd
     conv = pyconv.Conv({"op": "conv2d", "in_channels": 16, "out_channels": 16,
