@@ -24,13 +24,19 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "ci"
 from openmp_probe import openmp_flags  # noqa: E402
 
 KERNEL_DIR = os.path.join("pyconv", "_kernels")
-# Every .pyx under pyconv/_kernels is one extension module (the generated *_avx2
-# copies below excepted).
+# Every .pyx under pyconv/_kernels is one extension module (the generated *_avx2 and
+# *_avx512 copies below excepted).
 KERNELS = sorted(os.path.splitext(os.path.basename(p))[0]
                  for p in glob.glob(os.path.join(KERNEL_DIR, "*.pyx"))
-                 if not p.endswith("_avx2.pyx"))
+                 if not p.endswith(("_avx2.pyx", "_avx512.pyx")))
 # Kernels that only talk to the OpenMP runtime gain nothing from a second build.
 BASELINE_ONLY = {"_openmp_helpers"}
+# Kernels built a third time, as <name>_avx512, for CPUs with AVX-512: their vector
+# loops (the depthwise and grouped register blocks, written with GCC vector
+# extensions; Winograd's compiler-vectorised passes) gain from 512-bit vectors
+# throughout. The other kernels ran no faster so built (pooling, deformable
+# convolution: measured), or hold AVX-512 copies of their hot loops already.
+AVX512_KERNELS = ("_depthwise", "_winograd")
 
 DEBUG = os.environ.get("PYCONV_DEBUG", "0") not in ("", "0")
 REQUIRE_OPENMP = os.environ.get("PYCONV_REQUIRE_OPENMP", "0") not in ("", "0")
@@ -62,17 +68,27 @@ def avx2_flags():
     return ["-mavx2", "-mfma", "-ffp-contract=off"]
 
 
-def write_avx2_sources(name):
-    """``_x_avx2.pyx`` includes ``_x.pyx``: the same code under a second module name."""
+def avx512_flags():
+    """Flags for the AVX-512 copy of the kernels in ``AVX512_KERNELS`` (the AVX2 flags
+    plus AVX-512 F/VL/BW/DQ, what NumPy calls AVX512_SKX), or None."""
+    flags = avx2_flags()
+    if flags is None or sys.platform == "win32":
+        return None
+    return flags + ["-mavx512f", "-mavx512vl", "-mavx512bw", "-mavx512dq"]
+
+
+def write_level_sources(name, level):
+    """``_x_<level>.pyx`` includes ``_x.pyx``: the same code under another module name."""
     base = os.path.join(KERNEL_DIR, name)
     for ext in (".pyx", ".pxd"):
         if ext == ".pxd" and not os.path.exists(base + ext):
             continue
-        target = f"{base}_avx2{ext}"
+        target = f"{base}_{level}{ext}"
         text = f'include "{name}{ext}"\n' if ext == ".pyx" else open(base + ext).read()
         if not os.path.exists(target) or open(target).read() != text:
             with open(target, "w") as f:
                 f.write(text)
+
 
 directives = {
     "language_level": "3",
@@ -82,7 +98,6 @@ directives = {
     "cdivision": not DEBUG,
     "embedsignature": True,
 }
-
 
 
 def kernel_extension(module, level_flags):
@@ -97,13 +112,18 @@ def kernel_extension(module, level_flags):
 
 
 # Each kernel is built for the x86-64 baseline and, where possible, again for
-# AVX2; pyconv._kernels.load picks one at import time by asking the CPU.
+# AVX2 (and some for AVX-512); pyconv._kernels.load picks one at import time by
+# asking the CPU.
 extensions = [kernel_extension(name, []) for name in KERNELS]
 if avx2_flags() is not None:
     for name in KERNELS:
         if name not in BASELINE_ONLY:
-            write_avx2_sources(name)
+            write_level_sources(name, "avx2")
             extensions.append(kernel_extension(f"{name}_avx2", avx2_flags()))
+if avx512_flags() is not None:
+    for name in AVX512_KERNELS:
+        write_level_sources(name, "avx512")
+        extensions.append(kernel_extension(f"{name}_avx512", avx512_flags()))
 
 JOBS = max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
            else (os.cpu_count() or 1))

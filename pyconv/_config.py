@@ -48,6 +48,9 @@ def config():
         # the AVX2 build's activation loops and GEMM tiles in their AVX-512 copies
         # (same results)
         "avx512_loops": _kernels.LEVEL == "avx2" and _kernels.WIDE_LOOPS,
+        # the kernel modules running their AVX-512 builds (same results)
+        "avx512_builds": [name for name in _kernels.AVX512_BUILDS
+                          if _kernels.active_level(name) == "avx512"],
         # the GEMM behind Winograd for a layer of 64 output channels: pyconv's packed
         # tiles, or OpenBLAS (baseline build; AVX-512 CPUs with PYCONV_KERNELS=avx2)
         "gemm": "packed" if _kernels.packed_gemm(64, wide_wins=True) else "openblas",
@@ -91,7 +94,8 @@ def show_config(file=None):
         f"  openmp      {'on' if c['openmp'] else 'off (serial build)'}",
         f"  kernels     {c['kernels']} instruction set"
         f"{' (AVX2 build)' if c['kernels'] == 'avx2' else ' (x86-64 baseline or native arch)'}"
-        f"{'; AVX-512 activation loops and GEMM tiles' if c['avx512_loops'] else ''}",
+        f"{'; AVX-512 activation loops and GEMM tiles' if c['avx512_loops'] else ''}"
+        f"{'; AVX-512 builds of ' + ', '.join(c['avx512_builds']) if c['avx512_builds'] else ''}",
         f"  gemm        {_gemm_line(c['gemm'])}",
         f"  threads     {c['threads']} (of {c['cpu_count']} CPUs available)",
     ]

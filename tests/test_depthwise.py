@@ -966,3 +966,75 @@ def test_plane_conv_edge_strips_read_only_the_input(tmp_path, mode, dtype, width
                       conv.params["bias"].astype(np.float64), (1, 1), [[1, 1], [1, 1]],
                       (1, 1), 1, mode)
     assert_close(np.load(out), ref, dtype)
+
+
+def _avx512_build_cases():
+    """(spec, input shape) over every route of the depthwise module and Winograd."""
+    cases = []
+    for rank, spatial, k, s, p, d, m in DW_CASES:
+        cases.append((dw_spec(rank, k, s, p, d, m, mode="reflect"), (2, 3, *spatial)))
+    for rank, cin, cout, g, spatial, k, s, p, d, mode in GROUPED:
+        cases.append(({"op": f"conv{rank}d", "in_channels": cin, "out_channels": cout,
+                       "groups": g, "kernel_size": k, "stride": s, "padding": p,
+                       "dilation": d, "padding_mode": mode, "algorithm": "direct"},
+                      (2, cin, *spatial)))
+    for cin, cout, g, hw, k, s, p, d, mode in KERNEL_EDGES:
+        cases.append(({"op": "conv2d", "in_channels": cin, "out_channels": cout,
+                       "groups": g, "kernel_size": k, "stride": s, "padding": p,
+                       "dilation": d, "padding_mode": mode, "algorithm": "direct"},
+                      (2, cin, *hw)))
+    # the plane kernel: 3x3, 5x5, 7x7 at stride 1 and 2, rows of 1 to 3 vectors
+    for i, (k, s, width) in enumerate([(3, 1, 61), (3, 2, 70), (5, 1, 33), (5, 2, 47),
+                                       (7, 1, 29), (7, 2, 100), (3, 1, 16), (5, 1, 9)]):
+        cases.append((dw_spec(2, k, s, k // 2, 1, 1, mode=MODES[i % len(MODES)],
+                              value=0.5 if MODES[i % len(MODES)] == "constant" else 0.0,
+                              in_channels=4), (2, 4, 13, width)))
+    cases.append(({"op": "separable_conv2d", "in_channels": 8, "out_channels": 12,
+                   "kernel_size": 5, "padding": 2, "bias": "both"}, (2, 8, 21, 37)))
+    for variant in ("winograd_f2", "winograd_f4"):
+        for groups, width in ((1, 45), (4, 58)):
+            cases.append(({"op": "conv2d", "in_channels": 8, "out_channels": 8,
+                           "groups": groups, "kernel_size": 3, "padding": 1,
+                           "padding_mode": "replicate", "algorithm": variant},
+                          (3, 8, 19, width)))
+    return cases
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_avx512_builds_give_the_same_bits(rng, monkeypatch, dtype):
+    """The depthwise and Winograd modules' AVX-512 builds (64-byte vectors, the same
+    operations in the same order, FMA alike) against their AVX2 builds, and against
+    the float64 NumPy loops."""
+    import importlib
+
+    from pyconv import _kernels
+    if not (_kernels.WIDE_LOOPS and _kernels.active_level("_depthwise") == "avx512"):
+        pytest.skip("no AVX-512 on this CPU (or PYCONV_KERNELS=avx2), or no such build")
+    avx2 = {}
+    for name in _kernels.AVX512_BUILDS:
+        avx2[name] = importlib.import_module(f"pyconv._kernels.{name}_avx2")
+        avx2[name].set_wide_loops(True)
+    # rows narrower than a 512-bit vector go to the AVX2 build
+    assert dwmod._kernels_for(15, 4) is dwmod._kernels_for(7, 8) is avx2["_depthwise"]
+    assert dwmod._kernels_for(16, 4).__name__.endswith("_avx512")
+    key = (_kernels.LEVEL, _kernels.WIDE_LOOPS)
+    for spec, shape in _avx512_build_cases():
+        conv = pyconv.Conv(spec, seed=3, dtype=dtype)
+        x = rng.standard_normal(shape).astype(dtype)
+        wide = conv.apply(x)
+        with monkeypatch.context() as patch:
+            for name, module in avx2.items():
+                patch.setitem(_kernels._loaded, (name, *key), module)
+            assert _kernels.active_level("_depthwise") == "avx2"
+            narrow = conv.apply(x)
+        assert wide.tobytes() == narrow.tobytes(), spec
+        if "weight" in conv.params:
+            rank = len(shape) - 2
+            _, pads, _ = conv.op.geometry(conv.spec, shape)
+            ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                              conv.params["bias"].astype(np.float64),
+                              tuple(conv.spec["stride"]), pads,
+                              tuple(conv.spec["dilation"]),
+                              conv.spec.get("groups", conv.spec["in_channels"]),
+                              conv.spec["padding_mode"], conv.spec["padding_value"])
+            assert_close(wide, ref, dtype), (spec, rank)

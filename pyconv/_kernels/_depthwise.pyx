@@ -28,8 +28,11 @@ channels at a time, from padded copies of the input rows it reads:
   39 GFLOP/s per core; with it, 34-36), and a multiply then an add in the baseline
   build, so the two builds differ in the last bits here.
 
-Vectors are GCC/Clang vector extensions (32 bytes where AVX is enabled, else 16),
-with a plain scalar fallback for other compilers. The plane kernel's strips (below)
+Vectors are GCC/Clang vector extensions (64 bytes in the AVX-512 build, 32 where AVX
+is enabled, else 16), with a plain scalar fallback for other compilers. The AVX-512
+build gives the AVX2 build's bits wherever both take the same route; rows narrower
+than its vectors (which it would leave to scalar loops) are sent to the AVX2 build
+(``pyconv.ops.depthwise._kernels_for``). The plane kernel's strips (below)
 also form each kernel row's sum with FMA in the AVX2 build; the other kernels here
 use no FMA (the build turns contraction off), so for them the AVX2 and baseline
 builds round identically.
@@ -70,7 +73,9 @@ cdef extern from *:
       #define PYCONV_DW_RESTRICT restrict
     #endif
     #if defined(__GNUC__) || defined(__clang__)
-      #if defined(__AVX__)
+      #if defined(__AVX512F__)
+        #define PYCONV_DW_VBYTES 64
+      #elif defined(__AVX__)
         #define PYCONV_DW_VBYTES 32
       #else
         #define PYCONV_DW_VBYTES 16
@@ -110,7 +115,13 @@ cdef extern from *:
     /* Non-temporal stores: the lines go to memory without first being read into the
        cache (a third of the traffic of an output that does not fit in it). SV stores
        SW values at a SALIGN-aligned address. */
-    #if defined(__AVX__)
+    #if defined(__AVX512F__)
+      #include <immintrin.h>
+      #define PYCONV_DW_SALIGN 64
+      #define PYCONV_DW_SV_f(d, s) _mm512_stream_ps((d), _mm512_loadu_ps(s))
+      #define PYCONV_DW_SV_d(d, s) _mm512_stream_pd((d), _mm512_loadu_pd(s))
+      #define PYCONV_DW_SFENCE() _mm_sfence()
+    #elif defined(__AVX__)
       #include <immintrin.h>
       #define PYCONV_DW_SALIGN 32
       #define PYCONV_DW_SV_f(d, s) _mm256_stream_ps((d), _mm256_loadu_ps(s))
@@ -179,7 +190,15 @@ cdef extern from *:
     /* acc + w * x for the register blocks below: one rounding (FMA) in a build for
        FMA CPUs, where it runs at the multiply pipes' rate with half the instructions
        of a multiply and an add; a multiply and an add elsewhere. */
-    #if defined(__FMA__) && defined(__AVX__) && (defined(__GNUC__) || defined(__clang__))
+    #if defined(__AVX512F__) && (defined(__GNUC__) || defined(__clang__))
+      #include <immintrin.h>
+      #define PYCONV_DW_MADD_vf(a, w, x) \\
+          ((pyconv_dw_vf)_mm512_fmadd_ps((__m512)(w), (__m512)(x), (__m512)(a)))
+      #define PYCONV_DW_MADD_vd(a, w, x) \\
+          ((pyconv_dw_vd)_mm512_fmadd_pd((__m512d)(w), (__m512d)(x), (__m512d)(a)))
+      #define PYCONV_DW_MADD_f(a, w, x) __builtin_fmaf((w), (x), (a))
+      #define PYCONV_DW_MADD_d(a, w, x) __builtin_fma((w), (x), (a))
+    #elif defined(__FMA__) && defined(__AVX__) && (defined(__GNUC__) || defined(__clang__))
       #include <immintrin.h>
       #define PYCONV_DW_MADD_vf(a, w, x) \\
           ((pyconv_dw_vf)_mm256_fmadd_ps((__m256)(w), (__m256)(x), (__m256)(a)))
@@ -547,6 +566,17 @@ cdef extern from *:
       #define PYCONV_DW_EVEN_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 0, 4, 2, 6)
       #define PYCONV_DW_ODD_d(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 1, 5, 3, 7)
       #define PYCONV_DW_UNPERM_d(v) PYCONV_DW_SHUF1(v, pyconv_dw_md, 0, 2, 1, 3)
+    #elif (defined(__GNUC__) || defined(__clang__)) && PYCONV_DW_VBYTES == 64
+      #define PYCONV_DW_EVEN_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, \\
+          0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30)
+      #define PYCONV_DW_ODD_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, \\
+          1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31)
+      #define PYCONV_DW_UNPERM_f(v) (v)
+      #define PYCONV_DW_EVEN_d(a, b) \\
+          PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 0, 2, 4, 6, 8, 10, 12, 14)
+      #define PYCONV_DW_ODD_d(a, b) \\
+          PYCONV_DW_SHUF2(a, b, pyconv_dw_md, 1, 3, 5, 7, 9, 11, 13, 15)
+      #define PYCONV_DW_UNPERM_d(v) (v)
     #elif defined(__GNUC__) || defined(__clang__)
       #define PYCONV_DW_EVEN_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 0, 2, 4, 6)
       #define PYCONV_DW_ODD_f(a, b) PYCONV_DW_SHUF2(a, b, pyconv_dw_mf, 1, 3, 5, 7)

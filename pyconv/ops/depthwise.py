@@ -169,6 +169,15 @@ DIRECT_MIN_CHANNELS_NARROW = 8
 _INT32_MAX = 2**31 - 1
 
 
+def _kernels_for(width, itemsize):
+    """The kernel module for output rows of ``width`` values: on a CPU with AVX-512
+    its AVX-512 build, unless a row is narrower than one 512-bit vector (16 float32
+    values, 8 float64): that build leaves such rows to scalar loops, the AVX2 build
+    still vectorises rows from 8 (4) values. Both give the same bits."""
+    from pyconv import _kernels
+    return _kernels.load("_depthwise", wide=width * itemsize >= 64)
+
+
 def _activation_key():
     return key("activation", optional(choice("relu")), None,
                "Activation fused into the kernel's epilogue: None or 'relu'.")
@@ -311,13 +320,11 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
     Extra memory as in the module docstring. Depthwise convolution is the case
     ``groups == C_in``.
     """
-    from pyconv import _kernels
-    _depthwise = _kernels.load("_depthwise")
-
     N, C_in = x.shape[:2]
     C_out = weight.shape[0]
     groups = spec["groups"]
     plan = _plan(x.shape[2:], spec, pads, out_spatial)
+    _depthwise = _kernels_for(plan.out[2], x.dtype.itemsize)
     cin_g = C_in // groups
     cout_g = C_out // groups
     flops = 2 * N * C_out * plan.P * cin_g * prod(plan.k)
@@ -623,11 +630,9 @@ class SeparableConvND(Op):
         return params
 
     def forward(self, spec, x, params, out, n_threads):
-        from pyconv import _kernels
-        _depthwise = _kernels.load("_depthwise")
-
         _, pads, out_spatial = self.geometry(spec, x.shape)
         plan = _plan(x.shape[2:], spec, pads, out_spatial)
+        _depthwise = _kernels_for(plan.out[2], x.dtype.itemsize)
         N, C_in = x.shape[:2]
         mid, c_out = self.mid_channels(spec), spec["out_channels"]
         OW = plan.out[2]
