@@ -925,6 +925,7 @@ import ctypes, mmap, sys
 import numpy as np
 import pyconv
 dtype, width, mode = np.dtype(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+k, stride = (int(v) for v in sys.argv[5:7]) if len(sys.argv) > 5 else (3, 1)
 page = mmap.PAGESIZE
 libc = ctypes.CDLL(None)
 libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
@@ -935,8 +936,9 @@ assert libc.mprotect(start, page, 0) == 0 and libc.mprotect(start + 2 * page, pa
 n = page // dtype.itemsize
 x = np.frombuffer(buf, dtype=dtype, count=n, offset=page).reshape(1, 1, n // width, width)
 x[...] = np.random.default_rng(5).standard_normal(x.shape)
-conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 1, "kernel_size": 3,
-                    "padding": 1, "padding_mode": mode}, seed=5, dtype=dtype)
+conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 1, "kernel_size": k,
+                    "stride": stride, "padding": k // 2, "padding_mode": mode}, seed=5,
+                   dtype=dtype)
 np.save(sys.argv[4], conv.apply(x))
 """
 
@@ -1038,3 +1040,27 @@ def test_avx512_builds_give_the_same_bits(rng, monkeypatch, dtype):
                               conv.spec.get("groups", conv.spec["in_channels"]),
                               conv.spec["padding_mode"], conv.spec["padding_value"])
             assert_close(wide, ref, dtype), (spec, rank)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="mprotect through ctypes: Linux")
+@pytest.mark.parametrize("ksize,stride", [(3, 2), (5, 1), (5, 2), (7, 1), (7, 2)])
+@pytest.mark.parametrize("dtype,width", [(np.float32, 16), (np.float64, 8),
+                                         (np.float32, 32)])
+def test_plane_conv_strips_read_only_the_input(tmp_path, ksize, stride, dtype, width):
+    # The other plane-kernel strips, between no-access pages as above: rows of one
+    # and two vectors of either build (16 float32 values are one AVX-512 vector), the
+    # stride-2 strips reading pairs of vectors one column past their taps.
+    out = tmp_path / "y.npy"
+    run = subprocess.run([sys.executable, "-c", _GUARDED, np.dtype(dtype).name, str(width),
+                          "zeros", str(out), str(ksize), str(stride)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    rows = mmap.PAGESIZE // np.dtype(dtype).itemsize // width
+    x = np.random.default_rng(5).standard_normal((1, 1, rows, width)).astype(dtype)
+    conv = pyconv.Conv({"op": "depthwise_conv2d", "in_channels": 1, "kernel_size": ksize,
+                        "stride": stride, "padding": ksize // 2}, seed=5, dtype=dtype)
+    pad = ksize // 2
+    ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                      conv.params["bias"].astype(np.float64), (stride, stride),
+                      [[pad, pad], [pad, pad]], (1, 1), 1)
+    assert_close(np.load(out), ref, dtype)
