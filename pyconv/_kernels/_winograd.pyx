@@ -85,6 +85,26 @@ cdef extern from *:
     #else
       #define PYCONV_WG_SSE 0
     #endif
+    /* B^T of one step of vectors of type V (d0..d5), P the intrinsics' prefix (_mm,
+       _mm512) and STORE(p, v) the store of o_s: the scalar loops' order of
+       operations, without FMA (see PYCONV_WG_BT6_SSE below). */
+    #define PYCONV_WG_BT6_VEC(V, P, STORE, d0, d1, d2, d3, d4, d5, o, ldo, i)          \
+        do {                                                                        \
+            const V c2_ = P##_set1_ps(2.0f), c4_ = P##_set1_ps(4.0f);               \
+            const V c5_ = P##_set1_ps(5.0f);                                        \
+            V a_ = P##_sub_ps(d4, P##_mul_ps(c4_, d2));                             \
+            V b_ = P##_sub_ps(d3, P##_mul_ps(c4_, d1));                             \
+            V e_ = P##_sub_ps(d4, d2);                                              \
+            V f_ = P##_mul_ps(c2_, P##_sub_ps(d3, d1));                             \
+            STORE((o) + (i), P##_add_ps(P##_sub_ps(P##_mul_ps(c4_, d0),             \
+                                                   P##_mul_ps(c5_, d2)), d4));      \
+            STORE((o) + (ldo) + (i), P##_add_ps(a_, b_));                           \
+            STORE((o) + 2 * (ldo) + (i), P##_sub_ps(a_, b_));                       \
+            STORE((o) + 3 * (ldo) + (i), P##_add_ps(e_, f_));                       \
+            STORE((o) + 4 * (ldo) + (i), P##_sub_ps(e_, f_));                       \
+            STORE((o) + 5 * (ldo) + (i), P##_add_ps(P##_sub_ps(P##_mul_ps(c4_, d1), \
+                                                               P##_mul_ps(c5_, d3)), d5)); \
+        } while (0)
     /* The AVX2 build made by GCC also holds the float32 F(4x4) transforms below in
        AVX-512 form, 16 tiles (or columns) per step instead of 4, taken where
        pyconv_wg_wide is set (set_wide_loops: the CPU has AVX-512, asked from Python).
@@ -116,24 +136,12 @@ cdef extern from *:
         do { if ((k) == 0xFFFF) _mm512_storeu_ps(p, v); \
              else _mm512_mask_storeu_ps(p, k, v); } while (0)
     /* B^T of one 16-lane step, as PYCONV_WG_BT6_SSE; stores under mask k. */
+    #define PYCONV_WG_STORE16_K(p, v) PYCONV_WG_STORE16(p, k_, v)
     #define PYCONV_WG_BT6_512(d0, d1, d2, d3, d4, d5, o, ldo, i, k)                    \
         do {                                                                        \
-            const __m512 c2_ = _mm512_set1_ps(2.0f), c4_ = _mm512_set1_ps(4.0f);    \
-            const __m512 c5_ = _mm512_set1_ps(5.0f);                                \
-            __m512 a_ = _mm512_sub_ps(d4, _mm512_mul_ps(c4_, d2));                  \
-            __m512 b_ = _mm512_sub_ps(d3, _mm512_mul_ps(c4_, d1));                  \
-            __m512 e_ = _mm512_sub_ps(d4, d2);                                      \
-            __m512 f_ = _mm512_mul_ps(c2_, _mm512_sub_ps(d3, d1));                  \
-            PYCONV_WG_STORE16((o) + (i), k,                                      \
-                _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(c4_, d0),                  \
-                                            _mm512_mul_ps(c5_, d2)), d4));           \
-            PYCONV_WG_STORE16((o) + (ldo) + (i), k, _mm512_add_ps(a_, b_));      \
-            PYCONV_WG_STORE16((o) + 2 * (ldo) + (i), k, _mm512_sub_ps(a_, b_));  \
-            PYCONV_WG_STORE16((o) + 3 * (ldo) + (i), k, _mm512_add_ps(e_, f_));  \
-            PYCONV_WG_STORE16((o) + 4 * (ldo) + (i), k, _mm512_sub_ps(e_, f_));  \
-            PYCONV_WG_STORE16((o) + 5 * (ldo) + (i), k,                          \
-                _mm512_add_ps(_mm512_sub_ps(_mm512_mul_ps(c4_, d1),                  \
-                                            _mm512_mul_ps(c5_, d3)), d5));           \
+            const __mmask16 k_ = (k);                                               \
+            PYCONV_WG_BT6_VEC(__m512, _mm512, PYCONV_WG_STORE16_K,                  \
+                              d0, d1, d2, d3, d4, d5, o, ldo, i);                   \
         } while (0)
 
     PYCONV_WG_WIDE_ATTR
@@ -326,23 +334,7 @@ cdef extern from *:
        output, A^T: o_r[i] = sum_j A^T[r][j] d_j[i], r < 4.
        PYCONV_WG_BT6_SSE: B^T of one step (d0..d5: four lanes each). */
     #define PYCONV_WG_BT6_SSE(d0, d1, d2, d3, d4, d5, o, ldo, i)                       \
-        do {                                                                        \
-            const __m128 c2_ = _mm_set1_ps(2.0f), c4_ = _mm_set1_ps(4.0f);          \
-            const __m128 c5_ = _mm_set1_ps(5.0f);                                   \
-            __m128 a_ = _mm_sub_ps(d4, _mm_mul_ps(c4_, d2));                        \
-            __m128 b_ = _mm_sub_ps(d3, _mm_mul_ps(c4_, d1));                        \
-            __m128 e_ = _mm_sub_ps(d4, d2);                                         \
-            __m128 f_ = _mm_mul_ps(c2_, _mm_sub_ps(d3, d1));                        \
-            _mm_storeu_ps((o) + (i), _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4_, d0),      \
-                                                           _mm_mul_ps(c5_, d2)), d4)); \
-            _mm_storeu_ps((o) + (ldo) + (i), _mm_add_ps(a_, b_));                    \
-            _mm_storeu_ps((o) + 2 * (ldo) + (i), _mm_sub_ps(a_, b_));                \
-            _mm_storeu_ps((o) + 3 * (ldo) + (i), _mm_add_ps(e_, f_));                \
-            _mm_storeu_ps((o) + 4 * (ldo) + (i), _mm_sub_ps(e_, f_));                \
-            _mm_storeu_ps((o) + 5 * (ldo) + (i),                                     \
-                          _mm_add_ps(_mm_sub_ps(_mm_mul_ps(c4_, d1),                 \
-                                                _mm_mul_ps(c5_, d3)), d5));          \
-        } while (0)
+        PYCONV_WG_BT6_VEC(__m128, _mm, _mm_storeu_ps, d0, d1, d2, d3, d4, d5, o, ldo, i)
     #define PYCONV_WG_BT6_SCALAR(d0, d1, d2, d3, d4, d5, o, ldo, i)                    \
         do {                                                                        \
             float a_ = d4 - 4.0f * d2, b_ = d3 - 4.0f * d1, e_ = d4 - d2;           \
