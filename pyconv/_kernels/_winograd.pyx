@@ -105,6 +105,15 @@ cdef extern from *:
             STORE((o) + 5 * (ldo) + (i), P##_add_ps(P##_sub_ps(P##_mul_ps(c4_, d1), \
                                                                P##_mul_ps(c5_, d3)), d5)); \
         } while (0)
+    /* A^T of one step: declares y0..y3 (vectors of type V) from m0..m5, with c2, c4,
+       c8 the constants in scope, in the scalar loop's order of operations. */
+    #define PYCONV_WG_AT6_VEC(V, P, m0, m1, m2, m3, m4, m5, y0, y1, y2, y3)            \
+        V p12_ = P##_add_ps(m1, m2), p34_ = P##_add_ps(m3, m4);                     \
+        V n12_ = P##_sub_ps(m1, m2), n34_ = P##_sub_ps(m3, m4);                     \
+        V y0 = P##_add_ps(P##_add_ps(m0, p12_), p34_);                              \
+        V y1 = P##_add_ps(n12_, P##_mul_ps(c2, n34_));                              \
+        V y2 = P##_add_ps(p12_, P##_mul_ps(c4, p34_));                              \
+        V y3 = P##_add_ps(P##_add_ps(n12_, P##_mul_ps(c8, n34_)), m5)
     /* The AVX2 build made by GCC also holds the float32 F(4x4) transforms below in
        AVX-512 form, 16 tiles (or columns) per step instead of 4, taken where
        pyconv_wg_wide is set (set_wide_loops: the CPU has AVX-512, asked from Python).
@@ -219,12 +228,7 @@ cdef extern from *:
             __m512 m3 = PYCONV_WG_LOAD16(k, d + 3 * ldd + i);
             __m512 m4 = PYCONV_WG_LOAD16(k, d + 4 * ldd + i);
             __m512 m5 = PYCONV_WG_LOAD16(k, d + 5 * ldd + i);
-            __m512 p12 = _mm512_add_ps(m1, m2), p34 = _mm512_add_ps(m3, m4);
-            __m512 n12 = _mm512_sub_ps(m1, m2), n34 = _mm512_sub_ps(m3, m4);
-            __m512 y0 = _mm512_add_ps(_mm512_add_ps(m0, p12), p34);
-            __m512 y1 = _mm512_add_ps(n12, _mm512_mul_ps(c2, n34));
-            __m512 y2 = _mm512_add_ps(p12, _mm512_mul_ps(c4, p34));
-            __m512 y3 = _mm512_add_ps(_mm512_add_ps(n12, _mm512_mul_ps(c8, n34)), m5);
+            PYCONV_WG_AT6_VEC(__m512, _mm512, m0, m1, m2, m3, m4, m5, y0, y1, y2, y3);
             PYCONV_WG_STORE16(o + i, k, y0);
             PYCONV_WG_STORE16(o + ldo + i, k, y1);
             PYCONV_WG_STORE16(o + 2 * ldo + i, k, y2);
@@ -433,12 +437,7 @@ cdef extern from *:
             __m128 m0 = _mm_loadu_ps(d + i), m1 = _mm_loadu_ps(d + ldd + i);
             __m128 m2 = _mm_loadu_ps(d + 2 * ldd + i), m3 = _mm_loadu_ps(d + 3 * ldd + i);
             __m128 m4 = _mm_loadu_ps(d + 4 * ldd + i), m5 = _mm_loadu_ps(d + 5 * ldd + i);
-            __m128 p12 = _mm_add_ps(m1, m2), p34 = _mm_add_ps(m3, m4);
-            __m128 n12 = _mm_sub_ps(m1, m2), n34 = _mm_sub_ps(m3, m4);
-            __m128 y0 = _mm_add_ps(_mm_add_ps(m0, p12), p34);
-            __m128 y1 = _mm_add_ps(n12, _mm_mul_ps(c2, n34));
-            __m128 y2 = _mm_add_ps(p12, _mm_mul_ps(c4, p34));
-            __m128 y3 = _mm_add_ps(_mm_add_ps(n12, _mm_mul_ps(c8, n34)), m5);
+            PYCONV_WG_AT6_VEC(__m128, _mm, m0, m1, m2, m3, m4, m5, y0, y1, y2, y3);
             _mm_storeu_ps(o + i, y0);
             _mm_storeu_ps(o + ldo + i, y1);
             _mm_storeu_ps(o + 2 * ldo + i, y2);
