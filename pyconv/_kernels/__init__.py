@@ -72,8 +72,9 @@ def _choose_level():
 LEVEL = _choose_level()
 
 #: Whether the AVX2 build's kernels that hold AVX-512 copies of their loops (the long
-#: activations, the packed GEMM's whole tiles) run those: on CPUs with AVX-512, unless
-#: ``PYCONV_KERNELS=avx2``.
+#: activations, the packed GEMM's whole tiles, Winograd's float32 transforms) run
+#: those, and the modules of :data:`AVX512_BUILDS` their AVX-512 build: on CPUs with
+#: AVX-512, unless ``PYCONV_KERNELS=avx2``.
 WIDE_LOOPS = LEVEL == "avx2" and KERNELS_WANTED != "avx2" and _cpu_has("AVX512_SKX")
 
 #: Modules built a third time for AVX-512 (taken where :data:`WIDE_LOOPS` is set):
