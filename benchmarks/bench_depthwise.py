@@ -5,7 +5,8 @@ Run: ``python benchmarks/bench_depthwise.py --threads 1,2``
 Timed with :mod:`benchmarks.harness` (one process, equal threads, medians, ratio
 torch / pyconv, agreement check). The peer is ``conv2d(groups=...)`` (two convs for
 separable). The grouped case runs through ``conv2d``'s "auto" dispatch, which sends
-8 channels per group to Winograd F(4x4, 3x3) (checked below). pyconv writes into a
+8 channels per group at stride 1 to the direct kernel's flat form, not to Winograd
+(checked below). pyconv writes into a
 preallocated output (``out=``), except in the cases named "new output", where both
 sides allocate theirs on every call (PyTorch always does).
 """
@@ -58,7 +59,7 @@ def _peer(torch, spec, params):
 def make_cases():
     import torch
 
-    from pyconv.ops import _winograd
+    from pyconv.ops import _winograd, depthwise
 
     cases = []
     rng = np.random.default_rng(0)
@@ -66,7 +67,8 @@ def make_cases():
         for dtype in dtypes:
             conv = pyconv.Conv(spec, seed=0, dtype=dtype)
             if spec["op"] == "conv2d":
-                assert _winograd.winograd_preferred(conv.spec, shape, dtype) == "F4"
+                assert _winograd.winograd_preferred(conv.spec, shape, dtype) is None
+                assert depthwise.prefers_direct(conv.spec, shape, dtype, shape[-1])
             x = rng.standard_normal(shape).astype(dtype)
             out = np.empty(conv.output_shape(shape), dtype)
             xt = torch.from_numpy(x)

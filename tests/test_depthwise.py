@@ -451,11 +451,11 @@ def test_grouped_direct_splits_rows_when_planes_are_few(rng, monkeypatch):
         assert_close(conv.apply(x, n_threads=n), ref, np.float64)
 
 
-def test_prefers_direct():
-    def spec(cin, g, cout=None, k=3):
+def test_prefers_direct(monkeypatch):
+    def spec(cin, g, cout=None, k=3, s=1):
         return pyconv.Conv({"op": "conv2d", "in_channels": cin,
                             "out_channels": cout or cin, "groups": g,
-                            "kernel_size": k}).spec
+                            "kernel_size": k, "stride": s}).spec
     assert dwmod.prefers_direct(spec(256, 256), (1, 256, 56, 56))
     assert dwmod.prefers_direct(spec(256, 32), (1, 256, 56, 56))
     assert dwmod.prefers_direct(spec(256, 16), (1, 256, 56, 56))  # 16 per group
@@ -464,14 +464,18 @@ def test_prefers_direct():
     assert not dwmod.prefers_direct(spec(8, 8, 256), (1, 8, 56, 56))  # 32 out / group
     assert dwmod.prefers_direct(spec(256, 32, k=1), (1, 256, 56, 56))
     assert not dwmod.prefers_direct(spec(256, 16, k=1), (1, 256, 56, 56))
-    # float32 rows narrower than a vector: im2col from 8 channels per group
-    narrow = (1, 256, 7, 7)
-    assert not dwmod.prefers_direct(spec(256, 32), narrow, np.float32, 7)
-    assert not dwmod.prefers_direct(spec(256, 16), narrow, np.float32, 7)
-    assert dwmod.prefers_direct(spec(256, 64), narrow, np.float32, 7)   # 4 per group
-    assert dwmod.prefers_direct(spec(256, 256), narrow, np.float32, 7)  # depthwise
-    assert dwmod.prefers_direct(spec(256, 32), narrow, np.float64, 7)
-    assert dwmod.prefers_direct(spec(256, 32), narrow, np.float32, 8)
+    # float32 rows narrower than a vector, strided: im2col from 8 channels per group
+    narrow = (1, 256, 14, 14)
+    assert not dwmod.prefers_direct(spec(256, 32, s=2), narrow, np.float32, 7)
+    assert not dwmod.prefers_direct(spec(256, 16, s=2), narrow, np.float32, 7)
+    assert dwmod.prefers_direct(spec(256, 64, s=2), narrow, np.float32, 7)   # 4 per group
+    assert dwmod.prefers_direct(spec(256, 256, s=2), narrow, np.float32, 7)  # depthwise
+    assert dwmod.prefers_direct(spec(256, 32, s=2), narrow, np.float64, 7)
+    assert dwmod.prefers_direct(spec(256, 32, s=2), narrow, np.float32, 8)
+    # at stride 1 the flat kernel runs along the rows end to end: direct at any width
+    assert dwmod.prefers_direct(spec(256, 32), (1, 256, 7, 7), np.float32, 7)
+    monkeypatch.setattr(dwmod, "FLAT_KERNEL", False)
+    assert not dwmod.prefers_direct(spec(256, 32), (1, 256, 7, 7), np.float32, 7)
 
 
 def test_narrow_float32_grouped_runs_on_im2col(monkeypatch, rng):
@@ -1064,3 +1068,87 @@ def test_plane_conv_strips_read_only_the_input(tmp_path, ksize, stride, dtype, w
                       conv.params["bias"].astype(np.float64), (stride, stride),
                       [[pad, pad], [pad, pad]], (1, 1), 1)
     assert_close(np.load(out), ref, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype):
+    """1-D and 2-D layers at stride 1 on the flat kernel (padded rows end to end): the
+    same bits as the padded-row kernel, whose sums run in the same order, and within
+    rounding of the float64 loops; over random layers with every padding mode,
+    dilation, 1-15 output channels per group (the 8-, 4-, 2- and 1-channel blocks),
+    widths from 1 to past two block widths, several bands per plane (a small band
+    budget), streamed and cached output stores, 1 and 2 threads."""
+    modes = ["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
+    r = np.random.default_rng(7)
+    checked = 0
+    for i in range(40):
+        rank = 1 + i % 2
+        cin_g, cout_g = int(r.integers(1, 6)), int(r.integers(1, 16))
+        groups = int(r.integers(1, 3))
+        k = [int(v) for v in r.integers(1, 6, rank)]
+        d = [int(v) for v in r.integers(1, 4, rank)]
+        spatial = [int(r.integers(1, 9)) for _ in range(rank - 1)]
+        spatial.append(int(r.integers(1, 110)))
+        mode = modes[i % len(modes)]
+        # padding up to the window's reach, within what reflect/circular allow
+        pad = [int(r.integers(0, min((kk - 1) * dd, n - 1) + 1)) if n > 1 else 0
+               for kk, dd, n in zip(k, d, spatial)]
+        spec = {"op": f"conv{rank}d", "in_channels": cin_g * groups,
+                "out_channels": cout_g * groups, "groups": groups, "kernel_size": k,
+                "dilation": d, "padding": pad, "padding_mode": mode,
+                "padding_value": -0.75 if mode == "constant" else 0.0,
+                "activation": "relu" if i % 3 == 0 else None, "algorithm": "direct",
+                "bias": i % 4 != 1}
+        conv = pyconv.Conv(spec, seed=i, dtype=dtype)
+        x = rng.standard_normal((2, cin_g * groups, *spatial)).astype(dtype)
+        try:
+            _, pads, out_spatial = conv.op.geometry(conv.spec, x.shape)
+        except ValueError:
+            continue  # window larger than the padded input
+        assert dwmod._plan(x.shape[2:], conv.spec, pads, out_spatial).flat is not None
+        with monkeypatch.context() as patch:
+            patch.setattr(dwmod, "FLAT_BAND_BYTES", int(r.integers(1, 4)) * 64
+                          * cin_g * dtype().itemsize)
+            patch.setattr(dwmod, "STREAM_MIN_BYTES", 0 if i % 2 else 1 << 40)
+            flat = [conv.apply(x, n_threads=n) for n in (1, 2)]
+            patch.setattr(dwmod, "FLAT_KERNEL", False)
+            rows = conv.apply(x, n_threads=1)
+        assert flat[0].tobytes() == flat[1].tobytes() == rows.tobytes(), spec
+        ref = ref_conv_nd(x.astype(np.float64), conv.params["weight"].astype(np.float64),
+                          conv.params["bias"].astype(np.float64) if spec["bias"] else None,
+                          (1,) * rank, pads, d, groups, mode, spec["padding_value"])
+        if spec["activation"]:
+            ref = np.maximum(ref, 0)
+        assert_close(flat[0], ref, dtype)
+        checked += 1
+    assert checked >= 30
+
+
+def test_flat_kernel_is_the_path_taken_and_refuses_bad_geometry(rng, monkeypatch):
+    # "auto" sends 8 channels per group at stride 1 to the flat kernel (spied on),
+    # not to Winograd; the kernel checks its geometry and workspace itself.
+    from pyconv import _kernels
+    kernels = _kernels.load("_depthwise")
+    calls = []
+    real = kernels.grouped_flat
+    monkeypatch.setattr(kernels, "grouped_flat",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    conv = pyconv.Conv({"op": "conv2d", "in_channels": 64, "out_channels": 64,
+                        "groups": 8, "kernel_size": 3, "padding": 1}, seed=0)
+    x = rng.standard_normal((2, 64, 12, 20)).astype(np.float32)
+    conv.apply(x)
+    assert calls
+    plan = dwmod._plan((12, 20), conv.spec, [(1, 1), (1, 1)], (12, 20))
+    hmap, dh = plan.flat
+    w = conv.params["weight"].reshape(64, -1)
+    out = np.empty((2, 64, 240), np.float32)
+    values, ints = kernels.flat_workspace(8, 8, 4, 3, 1, 22, 4)  # bands of 4 rows
+    args = (x.reshape(2, 64, -1), w, conv.params["bias"], out, *plan.args(False, 1),
+            hmap, dh, 8, 0.0, True, False, 4, False)
+    with pytest.raises(ValueError, match="workspace too small"):
+        real(*args, np.empty((1, values - 1), np.float32), np.empty((1, ints), np.intp), 1)
+    with pytest.raises(ValueError, match="not a 2-D stride-1 geometry"):
+        real(*args[:10], hmap[:5], *args[11:], np.empty((1, values), np.float32),
+             np.empty((1, ints), np.intp), 1)
+    real(*args, np.empty((1, values), np.float32), np.empty((1, ints), np.intp), 1)
+    np.testing.assert_array_equal(out.reshape(2, 64, 12, 20), conv.apply(x))

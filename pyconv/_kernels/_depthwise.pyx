@@ -107,8 +107,10 @@ cdef extern from *:
     #endif
     #if defined(__GNUC__) || defined(__clang__)
       #define PYCONV_DW_PREFETCH(p) __builtin_prefetch((p), 0, 3)
+      #define PYCONV_DW_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
     #else
       #define PYCONV_DW_PREFETCH(p) ((void)(p))
+      #define PYCONV_DW_PREFETCH_L2(p) ((void)(p))
     #endif
     #define PYCONV_DW_SRELU(V, M, v) do { if ((v) < 0) (v) = 0; } while (0)
     #define PYCONV_DW_MIN(a, b) ((a) < (b) ? (a) : (b))
@@ -138,6 +140,17 @@ cdef extern from *:
       #define PYCONV_DW_SV_f(d, s) (*(d) = *(s))
       #define PYCONV_DW_SV_d(d, s) (*(d) = *(s))
       #define PYCONV_DW_SFENCE() ((void)0)
+    #endif
+    /* the same from a vector (GCC/Clang vector extensions) */
+    #if defined(__AVX512F__)
+      #define PYCONV_DW_SVV_f(d, v) _mm512_stream_ps((d), (__m512)(v))
+      #define PYCONV_DW_SVV_d(d, v) _mm512_stream_pd((d), (__m512d)(v))
+    #elif defined(__AVX__)
+      #define PYCONV_DW_SVV_f(d, v) _mm256_stream_ps((d), (__m256)(v))
+      #define PYCONV_DW_SVV_d(d, v) _mm256_stream_pd((d), (__m256d)(v))
+    #elif defined(__SSE2__)
+      #define PYCONV_DW_SVV_f(d, v) _mm_stream_ps((d), (__m128)(v))
+      #define PYCONV_DW_SVV_d(d, v) _mm_stream_pd((d), (__m128d)(v))
     #endif
     #if PYCONV_DW_SALIGN > 1
       #define PYCONV_DW_SW_f (PYCONV_DW_SALIGN / 4)
@@ -325,6 +338,7 @@ cdef extern from *:
     PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, 2, 2) PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, 2, 1) \\
     PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, 1, 4) PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, 1, 2) \\
     PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, 1, 1) PYCONV_DW_SBLOCK(S, T, M, 4) \\
+    PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, 8, 3) PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, 1, 3) \\
     PYCONV_DW_SBLOCK(S, T, M, 2) PYCONV_DW_SBLOCK(S, T, M, 1) \\
     PYCONV_DW_COLS(pyconv_dw_cols4_##S, T, VW, pyconv_dw_b43_##S, pyconv_dw_b42_##S, \\
                    pyconv_dw_b42_##S, 2, pyconv_dw_b41_##S, pyconv_dw_s4_##S) \\
@@ -714,6 +728,170 @@ cdef extern from *:
     PYCONV_DW_STRIPS_K(f, float, float, float, 1, int, PYCONV_DW_SRELU)
     PYCONV_DW_STRIPS_K(d, double, double, double, 1, int, PYCONV_DW_SRELU)
     #endif
+    /* The flat kernel: 2-D, stride 1 on both axes, any kernel size, dilation and
+       padding. The padded input rows of a band of output rows [oh0, oh1) are laid
+       end to end, Wp values each, channel after channel, so that output (oh, ow)
+       at the flat position f = (oh - oh0)*Wp + ow reads tap (kh, kw) of input
+       channel ci at q[ci*CS + kh*dh*Wp + kw*dw + f]: every output row, and the
+       seam between two rows, is one run of unit-stride loads. The register blocks
+       sweep f in steps of FLAT_NV vectors over whole bands; the Wp - OW positions
+       at the end of each row (and past the band) are computed and dropped, Wp - OW
+       = (KW-1)*dw of every Wp (2 of 58 for 3x3 on 56 columns, where the row blocks
+       compute 80 columns for 56). The block's outputs go to the scratch so (Ls per
+       channel), then row by row to dst. Sums in the same order as pyconv_dw_row:
+       the same bits. hmap[p]: the input row of padded row p (-1: padding). */
+    #define PYCONV_DW_FLAT_NV 3
+    #if PYCONV_DW_VBYTES == 64
+      #define PYCONV_DW_FLAT_COB 8   /* 24 accumulators of 32 registers */
+    #else
+      #define PYCONV_DW_FLAT_COB 4   /* 12 of 16 */
+    #endif
+    #define PYCONV_DW_FLAT_BLOCK(COB, S) PYCONV_DW_FLAT_BLOCK_(COB, S)
+    #define PYCONV_DW_FLAT_BLOCK_(COB, S) pyconv_dw_b##COB##3_##S
+    /* d[0:nb*OW] = the first OW values of the nb rows of s (Wp apart), by
+       non-temporal stores: each aligned vector of d is one load of s, or where it
+       spans two rows, two loads merged lane by lane. */
+    #if (defined(__GNUC__) || defined(__clang__)) && PYCONV_DW_SALIGN > 1
+      #define PYCONV_DW_FLAT_STREAM(S, T, V, VU, VW, M) \\
+      static void pyconv_dw_flat_stream_##S(T* d, const T* s, Py_ssize_t nb, \\
+                                            Py_ssize_t OW, Py_ssize_t Wp) { \\
+          Py_ssize_t n = nb * OW, i = 0, r = 0, c = 0, l; \\
+          M lanes, m, a, b; \\
+          V v, v2; \\
+          for (l = 0; l < VW; l++) lanes[l] = l; \\
+          for (; i < n && ((size_t)(d + i) & (PYCONV_DW_SALIGN - 1)); i++) { \\
+              d[i] = s[r * Wp + c]; \\
+              if (++c == OW) { c = 0; r++; } \\
+          } \\
+          if (OW >= VW) { \\
+              for (; i + VW <= n; i += VW) { \\
+                  const T* p_ = s + r * Wp + c; \\
+                  v = *(const VU*)p_; \\
+                  if (c + VW > OW) { \\
+                      v2 = *(const VU*)(p_ + Wp - OW); \\
+                      m = lanes < (M){0} + (__typeof__(lanes[0]))(OW - c); \\
+                      memcpy(&a, &v, sizeof a); \\
+                      memcpy(&b, &v2, sizeof b); \\
+                      a = (a & m) | (b & ~m); \\
+                      memcpy(&v, &a, sizeof v); \\
+                  } \\
+                  PYCONV_DW_SVV_##S(d + i, v); \\
+                  c += VW; \\
+                  if (c >= OW) { c -= OW; r++; } \\
+              } \\
+          } \\
+          for (; i < n; i++) { \\
+              d[i] = s[r * Wp + c]; \\
+              if (++c == OW) { c = 0; r++; } \\
+          } \\
+      }
+    #else
+      #define PYCONV_DW_FLAT_STREAM(S, T, V, VU, VW, M) \\
+      static void pyconv_dw_flat_stream_##S(T* d, const T* s, Py_ssize_t nb, \\
+                                            Py_ssize_t OW, Py_ssize_t Wp) { \\
+          Py_ssize_t r, c; \\
+          for (r = 0; r < nb; r++) for (c = 0; c < OW; c++) d[r * OW + c] = s[r * Wp + c]; \\
+      }
+    #endif
+    #define PYCONV_DW_FLAT(S, T, VU, VW) \\
+    static void pyconv_dw_flat_##S(T* dst, Py_ssize_t cstride, T* q, T* so, \\
+                                   Py_ssize_t* ro, const T* xg, const T* w, \\
+                                   Py_ssize_t wstride, const T* bias, Py_ssize_t cout_g, \\
+                                   Py_ssize_t oh0, Py_ssize_t oh1, T pad, int relu, \\
+                                   const Py_ssize_t* hmap, Py_ssize_t dh, int stream, \\
+                                   const T* pf, Py_ssize_t npf, Py_ssize_t pfstride, \\
+                                   const pyconv_dw_geom* g) { \\
+        Py_ssize_t Wp = g->Wp, KH = g->KH, KW = g->KW, OW = g->OW, W = g->W; \\
+        Py_ssize_t nb = oh1 - oh0, nin = nb + (KH - 1) * dh, CS = nin * Wp; \\
+        Py_ssize_t blk = PYCONV_DW_FLAT_NV * VW; \\
+        Py_ssize_t Ls = (nb * Wp + blk - 1) / blk * blk; \\
+        Py_ssize_t nrows = g->cin_g * KH, ci, p, kh, m, f, co, r, c, ih; \\
+        T* qr; \\
+        for (ci = 0; ci < g->cin_g; ci++) { \\
+            for (p = 0; p < nin; p++) { \\
+                qr = q + ci * CS + p * Wp; \\
+                ih = hmap[oh0 + p]; \\
+                if (ih < 0) { \\
+                    for (m = 0; m < Wp; m++) qr[m] = pad; \\
+                } else { \\
+                    pyconv_dw_fill_##S(qr, xg + ci * g->plane + ih * W, pad, g); \\
+                } \\
+            } \\
+            for (kh = 0; kh < KH; kh++) ro[ci * KH + kh] = ci * CS + kh * dh * Wp; \\
+        } \\
+        /* the last block reads up to Wp + blk values past the rows: zeros, not \\
+           whatever was there (a denormal there would slow its multiply-adds) */ \\
+        for (m = g->cin_g * CS; m < g->cin_g * CS + Wp + blk; m++) q[m] = 0; \\
+        /* the next unit's input rows (npf values in each of cin_g planes pfstride \\
+           apart) are prefetched a few lines per block, so that their reading \\
+           overlaps this unit's arithmetic */ \\
+        Py_ssize_t pf_lines = pf ? (npf * (Py_ssize_t)sizeof(T) + 63) / 64 : 0; \\
+        Py_ssize_t pf_total = pf_lines * g->cin_g, pf_i = 0; \\
+        Py_ssize_t pf_per = pf_total / (Ls / blk) + 1; \\
+        for (co = 0; co + PYCONV_DW_FLAT_COB <= cout_g; co += PYCONV_DW_FLAT_COB) \\
+            for (f = 0; f < Ls; f += blk) { \\
+                for (m = 0; m < pf_per && pf_i < pf_total; m++, pf_i++) \\
+                    PYCONV_DW_PREFETCH_L2((const char*)(pf + (pf_i / pf_lines) * pfstride) \\
+                                          + (pf_i % pf_lines) * 64); \\
+                PYCONV_DW_FLAT_BLOCK(PYCONV_DW_FLAT_COB, S)( \\
+                    so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, w + co * wstride, \\
+                    wstride, bias ? bias + co : NULL, 1, relu); \\
+            } \\
+        for (; co + 4 <= cout_g; co += 4) \\
+            for (f = 0; f < Ls; f += blk) \\
+                pyconv_dw_b43_##S(so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, \\
+                                  w + co * wstride, wstride, bias ? bias + co : NULL, 1, \\
+                                  relu); \\
+        for (; co + 2 <= cout_g; co += 2) \\
+            for (f = 0; f < Ls; f += blk) \\
+                pyconv_dw_b23_##S(so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, \\
+                                  w + co * wstride, wstride, bias ? bias + co : NULL, 1, \\
+                                  relu); \\
+        for (; co < cout_g; co++) \\
+            for (f = 0; f < Ls; f += blk) \\
+                pyconv_dw_b13_##S(so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, \\
+                                  w + co * wstride, wstride, bias ? bias + co : NULL, 1, \\
+                                  relu); \\
+        for (co = 0; co < cout_g; co++) { \\
+            if (stream) { \\
+                pyconv_dw_flat_stream_##S(dst + co * cstride + oh0 * OW, so + co * Ls, nb, \\
+                                          OW, Wp); \\
+                continue; \\
+            } \\
+            for (r = 0; r < nb; r++) { \\
+                const T* s_ = so + co * Ls + r * Wp; \\
+                T* d_ = dst + co * cstride + (oh0 + r) * OW; \\
+                for (c = 0; c + VW <= OW; c += VW) *(VU*)(d_ + c) = *(const VU*)(s_ + c); \\
+                if (c < OW && OW >= VW) { \\
+                    *(VU*)(d_ + OW - VW) = *(const VU*)(s_ + OW - VW); \\
+                } else { \\
+                    for (; c < OW; c++) d_[c] = s_[c]; \\
+                } \\
+            } \\
+        } \\
+    }
+    #if defined(__GNUC__) || defined(__clang__)
+    PYCONV_DW_FLAT_STREAM(f, float, pyconv_dw_vf, pyconv_dw_vfu, PYCONV_DW_VWF, pyconv_dw_mf)
+    PYCONV_DW_FLAT_STREAM(d, double, pyconv_dw_vd, pyconv_dw_vdu, PYCONV_DW_VWD, pyconv_dw_md)
+    PYCONV_DW_FLAT(f, float, pyconv_dw_vfu, PYCONV_DW_VWF)
+    PYCONV_DW_FLAT(d, double, pyconv_dw_vdu, PYCONV_DW_VWD)
+    #else
+    PYCONV_DW_FLAT_STREAM(f, float, float, float, 1, int)
+    PYCONV_DW_FLAT_STREAM(d, double, double, double, 1, int)
+    PYCONV_DW_FLAT(f, float, float, 1)
+    PYCONV_DW_FLAT(d, double, double, 1)
+    #endif
+    /* values of the flat kernel's scratch per thread: the padded rows (q) and the
+       block outputs (so) of a band of nb output rows */
+    static Py_ssize_t pyconv_dw_flat_q(Py_ssize_t cin_g, Py_ssize_t nb, Py_ssize_t KH,
+                                       Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t vw) {
+        return cin_g * (nb + (KH - 1) * dh) * Wp + Wp + PYCONV_DW_FLAT_NV * vw;
+    }
+    static Py_ssize_t pyconv_dw_flat_so(Py_ssize_t cout_g, Py_ssize_t nb, Py_ssize_t Wp,
+                                        Py_ssize_t vw) {
+        Py_ssize_t blk = PYCONV_DW_FLAT_NV * vw;
+        return cout_g * ((nb * Wp + blk - 1) / blk * blk);
+    }
     /* One strip of a K x K kernel (3, 5 or 7) at stride s (1 or 2); edge: 0, or for
        3 x 3 at stride 1 the edge strip (1 left, 2 right) with its values ev. */
     #define PYCONV_DW_STRIP_ANY(S, T) \\
@@ -751,6 +929,24 @@ cdef extern from *:
                           Py_ssize_t r1, float pad, int relu, const float* pf,
                           Py_ssize_t npf, const pyconv_dw_geom* g) noexcept nogil
     const Py_ssize_t PYCONV_DW_VWF, PYCONV_DW_VWD   # values per vector
+    void pyconv_dw_flat_f(float* dst, Py_ssize_t cstride, float* q, float* so,
+                          Py_ssize_t* ro, const float* xg, const float* w,
+                          Py_ssize_t wstride, const float* bias, Py_ssize_t cout_g,
+                          Py_ssize_t oh0, Py_ssize_t oh1, float pad, int relu,
+                          const Py_ssize_t* hmap, Py_ssize_t dh, int stream,
+                          const float* pf, Py_ssize_t npf, Py_ssize_t pfstride,
+                          const pyconv_dw_geom* g) noexcept nogil
+    void pyconv_dw_flat_d(double* dst, Py_ssize_t cstride, double* q, double* so,
+                          Py_ssize_t* ro, const double* xg, const double* w,
+                          Py_ssize_t wstride, const double* bias, Py_ssize_t cout_g,
+                          Py_ssize_t oh0, Py_ssize_t oh1, double pad, int relu,
+                          const Py_ssize_t* hmap, Py_ssize_t dh, int stream,
+                          const double* pf, Py_ssize_t npf, Py_ssize_t pfstride,
+                          const pyconv_dw_geom* g) noexcept nogil
+    Py_ssize_t pyconv_dw_flat_q(Py_ssize_t cin_g, Py_ssize_t nb, Py_ssize_t KH,
+                                Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t vw) noexcept nogil
+    Py_ssize_t pyconv_dw_flat_so(Py_ssize_t cout_g, Py_ssize_t nb, Py_ssize_t Wp,
+                                 Py_ssize_t vw) noexcept nogil
     ctypedef struct pyconv_dw_pend:
         const void* s
         void* d
@@ -1242,6 +1438,105 @@ def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                        &weight[gi * cout_g, 0], weight.shape[1],
                        &bias[gi * cout_g] if has_bias else NULL, cout_g, r0, r1,
                        pad_value, relu, pf, cin_g * g.plane, &g)
+
+
+def flat_workspace(Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t band, Py_ssize_t KH,
+                   Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t itemsize):
+    """``(values, ints)``: scratch per thread of ``grouped_flat`` for bands of ``band``
+    output rows, in the compute dtype (``itemsize`` bytes) and in intp."""
+    cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
+    return (pyconv_dw_flat_q(cin_g, band, KH, dh, Wp, vw)
+            + pyconv_dw_flat_so(cout_g, band, Wp, vw), cin_g * KH)
+
+
+cdef inline void band_rows(const Py_ssize_t* hmap, Py_ssize_t r0, Py_ssize_t band,
+                           Py_ssize_t OH, Py_ssize_t KH, Py_ssize_t dh, Py_ssize_t* lo,
+                           Py_ssize_t* hi) noexcept nogil:
+    # The lowest and highest input row read by output rows [r0, r0 + band) (lo > hi:
+    # none).
+    cdef Py_ssize_t p, ih
+    lo[0] = 1 << 62
+    hi[0] = -1
+    for p in range(r0, min(r0 + band, OH) + (KH - 1) * dh):
+        ih = hmap[p]
+        if ih >= 0:
+            lo[0] = min(lo[0], ih)
+            hi[0] = max(hi[0], ih)
+
+
+def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
+                 const floating[::1] bias, floating[:, :, ::1] out,
+                 const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
+                 const Py_ssize_t[::1] jmap, const Py_ssize_t[::1] qoff,
+                 const Py_ssize_t[::1] phase, const Py_ssize_t[::1] dims,
+                 const Py_ssize_t[::1] hmap, Py_ssize_t dh, Py_ssize_t groups,
+                 floating pad_value, bint has_bias, bint relu, Py_ssize_t band,
+                 bint stream, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
+                 int n_threads):
+    """``grouped_direct`` for 2-D layers at stride 1 on the flat kernel
+    (``pyconv_dw_flat``): units are (image, group, band of ``band`` output rows).
+
+    ``hmap``: the input row of each of the ``OH + (KH-1)*dh`` padded rows (-1:
+    padding); ``dh``: the height dilation. ``stream``: write the output with
+    non-temporal stores. ``work``/``iwork``: one row per thread of at least
+    ``flat_workspace(...)`` values.
+    """
+    cdef pyconv_dw_geom g
+    cdef Py_ssize_t N = x.shape[0]
+    cdef Py_ssize_t C_out = out.shape[1]
+    cdef Py_ssize_t P = out.shape[2]
+    cdef Py_ssize_t cin_g = x.shape[1] // groups
+    cdef Py_ssize_t cout_g = C_out // groups
+    cdef Py_ssize_t vw = PYCONV_DW_VWF if floating is float else PYCONV_DW_VWD
+    cdef Py_ssize_t n_bands, n_units, u, n, gi, t, r0, r1, nq, un, lo, hi
+    cdef floating* q = NULL
+    cdef const floating* pf = NULL
+    cdef Py_ssize_t* ro = NULL
+    make_geom(&g, idx_d, idx_h, jmap, qoff, phase, dims, cin_g, x.shape[2],
+              work.shape[1], iwork.shape[1])
+    if N == 0 or C_out == 0 or P == 0 or g.OH == 0:
+        return
+    if (g.D != 1 or g.KD != 1 or g.OD != 1 or g.sw != 1 or band < 1 or dh < 1
+            or hmap.shape[0] < g.OH + (g.KH - 1) * dh):
+        raise ValueError("grouped_flat: not a 2-D stride-1 geometry")
+    nq = pyconv_dw_flat_q(cin_g, band, g.KH, dh, g.Wp, vw)
+    if (work.shape[0] < n_threads or iwork.shape[0] < n_threads
+            or work.shape[1] < nq + pyconv_dw_flat_so(cout_g, band, g.Wp, vw)
+            or iwork.shape[1] < cin_g * g.KH):
+        raise ValueError("grouped_flat: workspace too small")
+    n_bands = (g.OH + band - 1) // band
+    n_units = N * groups * n_bands
+    with nogil, parallel(num_threads=n_threads):
+        q = &work[omp_get_thread_num(), 0]
+        ro = &iwork[omp_get_thread_num(), 0]
+        for u in prange(n_units, schedule='static'):
+            t = u % n_bands
+            gi = (u // n_bands) % groups
+            n = u // (n_bands * groups)
+            r0 = t * band
+            r1 = min(r0 + band, g.OH)
+            # the input rows of the next unit, to prefetch
+            pf = NULL
+            un = u + 1
+            if un < n_units:
+                band_rows(&hmap[0], (un % n_bands) * band, band, g.OH, g.KH, dh, &lo, &hi)
+                if lo <= hi:
+                    pf = &x[un // (n_bands * groups), ((un // n_bands) % groups) * cin_g,
+                            lo * g.W]
+            if floating is float:
+                pyconv_dw_flat_f(&out[n, gi * cout_g, 0], P, q, q + nq, ro,
+                                 &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
+                                 weight.shape[1], &bias[gi * cout_g] if has_bias else NULL,
+                                 cout_g, r0, r1, pad_value, relu, &hmap[0], dh, stream,
+                                 pf, (hi - lo + 1) * g.W, g.plane, &g)
+            else:
+                pyconv_dw_flat_d(&out[n, gi * cout_g, 0], P, q, q + nq, ro,
+                                 &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
+                                 weight.shape[1], &bias[gi * cout_g] if has_bias else NULL,
+                                 cout_g, r0, r1, pad_value, relu, &hmap[0], dh, stream,
+                                 pf, (hi - lo + 1) * g.W, g.plane, &g)
+        if stream:
+            pyconv_dw_sfence()
 
 
 cdef const floating* check_packed(str name, const floating[::1] pw_packed,

@@ -160,6 +160,8 @@ def _preferred(spec, input_shape, dtype):
     cout_g = spec["out_channels"] // groups
     if cin_g < MIN_CHANNELS.get(dtype.name, 16) or cout_g < MIN_OUT_CHANNELS:
         return None
+    if max(cin_g, cout_g) <= DIRECT_MAX_CHANNELS:
+        return None
     padding = spec["padding"]
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
@@ -184,6 +186,14 @@ def _preferred(spec, input_shape, dtype):
 MIN_CHANNELS = {"float32": 8, "float64": 8}
 #: Output channels per group below which the input transform dominates.
 MIN_OUT_CHANNELS = 8
+#: Groups of at most this many input and output channels run faster on the direct
+#: kernel's flat form (``pyconv.ops.depthwise``; every 3x3 stride-1 layer takes it).
+#: Measured at 8 per group, 8 images, 2 threads, its time over F4's (best of two
+#: medians of 7 calls): AVX-512 build, float32 256x56x56 0.69, 512x28x28 0.78,
+#: 1024x14x14 0.69, 256x7x7 0.36, float64 0.60-0.72; AVX2 build on the same CPU,
+#: float32 0.84-0.95, float64 0.86-0.91 but 1.14 at 14x14. At 16 per group F4 is
+#: ahead where the planes are large (float32 1.27 at 56x56, 1.19 at 28x28).
+DIRECT_MAX_CHANNELS = 8
 #: Tiles over the batch below which the GEMMs are too thin (measured: one 4x4 image
 #: with 512 channels, a single F4 tile, runs at 0.6x im2col; 4 F2 tiles at 1.1x).
 MIN_TILES = 16

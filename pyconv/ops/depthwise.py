@@ -148,6 +148,12 @@ BAND_BYTES = 256 << 10
 BAND_COLUMNS = 512
 #: Upper bound on one thread's padded input rows in the direct kernels (L2-resident).
 ROW_SCRATCH_BYTES = 128 << 10
+#: The flat kernel's padded input rows per thread: bands of output rows are sized so
+#: that their rows take at most this (a whole 56x56 plane of 8 float32 channels).
+FLAT_BAND_BYTES = 128 << 10
+#: 1-D and 2-D layers at stride 1 on the flat kernel (False: the padded-row kernel,
+#: which gives the same bits; for comparisons).
+FLAT_KERNEL = True
 #: The direct grouped kernel beats im2col + GEMM while a group has at most this many
 #: input and at most this many output channels (1x1 kernels: at most
 #: ``DIRECT_MAX_CHANNELS_1X1``). Measured (2x(C)x56x56, 3x3 pad 1, one thread,
@@ -163,7 +169,9 @@ DIRECT_MAX_CHANNELS_1X1 = 8
 #: per group im2col is then faster. Measured (8x256, 2 threads, direct / im2col):
 #: output width 6-7, 8 per group 1.43-1.63, 16 per group 2.2-2.5, 4 per group
 #: 0.81-1.09; width 14, 8 per group 0.45-0.88. float64 (4-value vectors): direct
-#: faster at width 6-7 (0.44-1.07).
+#: faster at width 6-7 (0.44-1.07). Not for the flat kernel (1-D and 2-D layers at
+#: stride 1), whose blocks run along the rows end to end: 8x256x7x7, 8 per group, 2
+#: threads, 0.27 ms against im2col's 0.64.
 DIRECT_MIN_WIDTH_FLOAT32 = 8
 DIRECT_MIN_CHANNELS_NARROW = 8
 _INT32_MAX = 2**31 - 1
@@ -258,8 +266,20 @@ class _Plan:
                                                     s * (self.out[1] - 1) + K, lo_h),
                                                    (W, s * OW + K - 1, lo_w)))
             self.plane_conv = (rowidx, colidx, lo_w, s, K)
+        # 1-D/2-D at stride 1: the flat kernel's map of padded rows to input rows
+        # (output row oh, tap kh reads padded row oh + kh*dh)
+        self.flat = None
+        if (self.spatial[0] == 1 and self.out[0] == 1 and self.k[0] == 1
+                and tuple(s3[1:]) == (1, 1) and OW > 0):
+            dh, OH, KH = d3[1], self.out[1], self.k[1]
+            # (-1: rows no tap reads, where OH < dh, are filled with the pad value)
+            hmap = np.full(OH + (KH - 1) * dh, -1, dtype=np.intp)
+            for kh, row in enumerate(self.idx_h.reshape(KH, OH)):
+                hmap[kh * dh:kh * dh + OH] = row
+            self.flat = (hmap, dh)
         for table in (self.idx_d, self.idx_h, self.idx_w, self.span, self.jmap,
-                      self.qoff, self.phase, *(self.plane_conv or ())[:2]):
+                      self.qoff, self.phase, *(self.plane_conv or ())[:2],
+                      *(self.flat or ())[:1]):
             table.flags.writeable = False  # plans are cached and shared
 
     def scratch(self, cin_g, itemsize):
@@ -356,6 +376,27 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
             bias is not None, relu, _rows_per_tile(plan.rows, N * C_out, n_threads),
             n_threads)
         return out
+    if plan.flat is not None and FLAT_KERNEL:
+        # stride 1: the padded rows laid end to end, whole bands in register blocks
+        from pyconv import _kernels
+        hmap, dh = plan.flat
+        # widest build: rows are not its vectors' unit here, their runs are
+        _depthwise = _kernels.load("_depthwise")
+        Wp, OH, KH = plan._dims[10], plan.out[1], plan.k[1]
+        band = max(1, min(OH, FLAT_BAND_BYTES // (cin_g * Wp * x.dtype.itemsize)
+                          - (KH - 1) * dh))
+        n_threads = _threads.resolve(n_threads, flops, N * groups * -(-OH // band))
+        band = min(band, _rows_per_tile(OH, N * groups, n_threads))
+        values, ints = _depthwise.flat_workspace(cin_g, cout_g, band, KH, dh, Wp,
+                                                 x.dtype.itemsize)
+        work = workspace((n_threads, values), x.dtype)
+        iwork = np.empty((n_threads, ints), dtype=np.intp)
+        _depthwise.grouped_flat(
+            x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
+            out.reshape(N, C_out, -1), *plan.args(False, 1), hmap, dh, groups,
+            plan.pad_value, bias is not None, relu, band, out.nbytes >= STREAM_MIN_BYTES,
+            work, iwork, n_threads)
+        return out
     n_threads = _threads.resolve(n_threads, flops, N * groups * plan.rows)
     cached, batch, values, ints = plan.scratch(cin_g, x.dtype.itemsize)
     work = workspace((n_threads, values), x.dtype)
@@ -401,22 +442,28 @@ def prefers_direct(spec, input_shape, dtype=None, out_width=None):
     GEMM's dimensions ``C_out/groups`` and ``C_in/groups * prod(k)`` are then too small
     for it to pay for the column copy. The exception: float32 output rows
     (``out_width``, the last output axis) narrower than ``DIRECT_MIN_WIDTH_FLOAT32``
-    with ``DIRECT_MIN_CHANNELS_NARROW`` or more channels per group. ``input_shape`` is
-    accepted for further size-dependent rules.
+    with ``DIRECT_MIN_CHANNELS_NARROW`` or more channels per group, unless the layer
+    runs on the flat kernel (1-D or 2-D, stride 1 on every axis; a spec without
+    ``stride`` counts as strided). ``input_shape`` is accepted for further
+    size-dependent rules.
 
     Examples
     --------
     >>> spec = {"in_channels": 256, "out_channels": 256, "groups": 32,
-    ...         "kernel_size": (3, 3)}
-    >>> prefers_direct(spec, (8, 256, 56, 56), "float32", out_width=56)
+    ...         "kernel_size": (3, 3), "stride": (2, 2)}
+    >>> prefers_direct(spec, (8, 256, 56, 56), "float32", out_width=28)
     True
-    >>> prefers_direct(spec, (8, 256, 7, 7), "float32", out_width=7)
+    >>> prefers_direct(spec, (8, 256, 14, 14), "float32", out_width=7)
     False
+    >>> prefers_direct({**spec, "stride": (1, 1)}, (8, 256, 7, 7), "float32", out_width=7)
+    True
     """
     groups = spec["groups"]
     cin_g, cout_g = spec["in_channels"] // groups, spec["out_channels"] // groups
+    stride = spec.get("stride", (2,))
+    flat = FLAT_KERNEL and len(stride) <= 2 and all(s == 1 for s in stride)
     if (out_width is not None and dtype is not None and np.dtype(dtype) == np.float32
-            and out_width < DIRECT_MIN_WIDTH_FLOAT32
+            and not flat and out_width < DIRECT_MIN_WIDTH_FLOAT32
             and max(cin_g, cout_g) >= DIRECT_MIN_CHANNELS_NARROW):
         return False
     return _direct_wins(cin_g, cout_g, spec["kernel_size"])
