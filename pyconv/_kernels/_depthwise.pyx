@@ -56,6 +56,7 @@ unchanged).
 """
 from cython cimport floating
 from cython.parallel cimport parallel, prange
+from libc.stdlib cimport calloc, free
 from libc.string cimport memcpy
 
 from pyconv._kernels._blas cimport gemm_rm
@@ -748,59 +749,94 @@ cdef extern from *:
     #endif
     #define PYCONV_DW_FLAT_BLOCK(COB, S) PYCONV_DW_FLAT_BLOCK_(COB, S)
     #define PYCONV_DW_FLAT_BLOCK_(COB, S) pyconv_dw_b##COB##3_##S
-    /* d[0:nb*OW] = the first OW values of the nb rows of s (Wp apart), by
-       non-temporal stores: each aligned vector of d is one load of s, or where it
-       spans two rows, two loads merged lane by lane. */
+    /* A pending copy of a unit's outputs from the scratch so to dst by non-temporal
+       stores, done a few vectors at a time between the next unit's register blocks,
+       so that the stores drain while the core computes: channel co's values, the
+       first OW of each of nb rows of s + co*Ls (Wp apart), go to the nb*OW values at
+       d + co*cstride. Each aligned vector of d is one load of s, or where it spans
+       two rows, two loads merged lane by lane. i, r, c: progress in channel co. */
+    typedef struct {
+        void* d; const void* s;
+        Py_ssize_t nb, OW, Wp, Ls, cstride, cout_g, co, i, r, c;
+    } pyconv_dw_fpend;
     #if (defined(__GNUC__) || defined(__clang__)) && PYCONV_DW_SALIGN > 1
       #define PYCONV_DW_FLAT_STREAM(S, T, V, VU, VW, M) \\
-      static void pyconv_dw_flat_stream_##S(T* d, const T* s, Py_ssize_t nb, \\
-                                            Py_ssize_t OW, Py_ssize_t Wp) { \\
-          Py_ssize_t n = nb * OW, i = 0, r = 0, c = 0, l; \\
+      /* streams up to budget vectors of the pending copy (budget < 0: all of it) */ \\
+      static void pyconv_dw_fpend_step_##S(pyconv_dw_fpend* p, Py_ssize_t budget) { \\
+          Py_ssize_t l, n = p->nb * p->OW, OW = p->OW, Wp = p->Wp; \\
           M lanes, m, a, b; \\
           V v, v2; \\
           for (l = 0; l < VW; l++) lanes[l] = l; \\
-          for (; i < n && ((size_t)(d + i) & (PYCONV_DW_SALIGN - 1)); i++) { \\
-              d[i] = s[r * Wp + c]; \\
-              if (++c == OW) { c = 0; r++; } \\
-          } \\
-          if (OW >= VW) { \\
-              for (; i + VW <= n; i += VW) { \\
-                  const T* p_ = s + r * Wp + c; \\
-                  v = *(const VU*)p_; \\
-                  if (c + VW > OW) { \\
-                      v2 = *(const VU*)(p_ + Wp - OW); \\
-                      m = lanes < (M){0} + (__typeof__(lanes[0]))(OW - c); \\
-                      memcpy(&a, &v, sizeof a); \\
-                      memcpy(&b, &v2, sizeof b); \\
-                      a = (a & m) | (b & ~m); \\
-                      memcpy(&v, &a, sizeof v); \\
-                  } \\
-                  PYCONV_DW_SVV_##S(d + i, v); \\
-                  c += VW; \\
-                  if (c >= OW) { c -= OW; r++; } \\
+          while (p->co < p->cout_g && budget != 0) { \\
+              T* d = (T*)p->d + p->co * p->cstride; \\
+              const T* s = (const T*)p->s + p->co * p->Ls; \\
+              Py_ssize_t i = p->i, r = p->r, c = p->c; \\
+              for (; i < n && ((size_t)(d + i) & (PYCONV_DW_SALIGN - 1)); i++) { \\
+                  d[i] = s[r * Wp + c]; \\
+                  if (++c == OW) { c = 0; r++; } \\
               } \\
-          } \\
-          for (; i < n; i++) { \\
-              d[i] = s[r * Wp + c]; \\
-              if (++c == OW) { c = 0; r++; } \\
+              if (OW >= VW) { \\
+                  for (; i + VW <= n && budget != 0; i += VW, budget--) { \\
+                      const T* p_ = s + r * Wp + c; \\
+                      v = *(const VU*)p_; \\
+                      if (c + VW > OW) { \\
+                          v2 = *(const VU*)(p_ + Wp - OW); \\
+                          m = lanes < (M){0} + (__typeof__(lanes[0]))(OW - c); \\
+                          memcpy(&a, &v, sizeof a); \\
+                          memcpy(&b, &v2, sizeof b); \\
+                          a = (a & m) | (b & ~m); \\
+                          memcpy(&v, &a, sizeof v); \\
+                      } \\
+                      PYCONV_DW_SVV_##S(d + i, v); \\
+                      c += VW; \\
+                      if (c >= OW) { c -= OW; r++; } \\
+                  } \\
+              } \\
+              if (i + VW > n || OW < VW) { \\
+                  for (; i < n; i++) { \\
+                      d[i] = s[r * Wp + c]; \\
+                      if (++c == OW) { c = 0; r++; } \\
+                  } \\
+                  p->co++; \\
+                  i = r = c = 0; \\
+              } \\
+              p->i = i; p->r = r; p->c = c; \\
           } \\
       }
     #else
       #define PYCONV_DW_FLAT_STREAM(S, T, V, VU, VW, M) \\
-      static void pyconv_dw_flat_stream_##S(T* d, const T* s, Py_ssize_t nb, \\
-                                            Py_ssize_t OW, Py_ssize_t Wp) { \\
-          Py_ssize_t r, c; \\
-          for (r = 0; r < nb; r++) for (c = 0; c < OW; c++) d[r * OW + c] = s[r * Wp + c]; \\
+      static void pyconv_dw_fpend_step_##S(pyconv_dw_fpend* p, Py_ssize_t budget) { \\
+          Py_ssize_t k, r, c; \\
+          for (k = p->co; k < p->cout_g && budget != 0; k++) \\
+              for (r = 0; r < p->nb; r++) \\
+                  for (c = 0; c < p->OW; c++) \\
+                      ((T*)p->d)[k * p->cstride + r * p->OW + c] = \\
+                          ((const T*)p->s)[k * p->Ls + r * p->Wp + c]; \\
+          if (budget != 0) p->co = p->cout_g; \\
       }
     #endif
+    /* the register blocks over f for channels co.. (COB of them), with a share of the
+       pending copy and of the prefetches before each block */
+    #define PYCONV_DW_FLAT_SWEEP(S, COB) \\
+        for (; co + COB <= cout_g; co += COB) \\
+            for (f = 0; f < Ls; f += blk) { \\
+                if (pend) pyconv_dw_fpend_step_##S(pend, pend_per); \\
+                for (m = 0; m < pf_per && pf_c < g->cin_g; m++) { \\
+                    PYCONV_DW_PREFETCH_L2((const char*)(pf + pf_c * pfstride) + pf_l * 64); \\
+                    if (++pf_l == pf_lines) { pf_l = 0; pf_c++; } \\
+                } \\
+                PYCONV_DW_FLAT_BLOCK(COB, S)( \\
+                    so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, w + co * wstride, \\
+                    wstride, bias ? bias + co : NULL, 1, relu); \\
+            }
     #define PYCONV_DW_FLAT(S, T, VU, VW) \\
     static void pyconv_dw_flat_##S(T* dst, Py_ssize_t cstride, T* q, T* so, \\
                                    Py_ssize_t* ro, const T* xg, const T* w, \\
                                    Py_ssize_t wstride, const T* bias, Py_ssize_t cout_g, \\
                                    Py_ssize_t oh0, Py_ssize_t oh1, T pad, int relu, \\
-                                   const Py_ssize_t* hmap, Py_ssize_t dh, int stream, \\
-                                   const T* pf, Py_ssize_t npf, Py_ssize_t pfstride, \\
-                                   const pyconv_dw_geom* g) { \\
+                                   const Py_ssize_t* hmap, Py_ssize_t dh, \\
+                                   pyconv_dw_fpend* pend, const T* pf, Py_ssize_t npf, \\
+                                   Py_ssize_t pfstride, const pyconv_dw_geom* g) { \\
         Py_ssize_t Wp = g->Wp, KH = g->KH, KW = g->KW, OW = g->OW, W = g->W; \\
         Py_ssize_t nb = oh1 - oh0, nin = nb + (KH - 1) * dh, CS = nin * Wp; \\
         Py_ssize_t blk = PYCONV_DW_FLAT_NV * VW; \\
@@ -826,38 +862,26 @@ cdef extern from *:
            apart) are prefetched a few lines per block, so that their reading \\
            overlaps this unit's arithmetic */ \\
         Py_ssize_t pf_lines = pf ? (npf * (Py_ssize_t)sizeof(T) + 63) / 64 : 0; \\
-        Py_ssize_t pf_total = pf_lines * g->cin_g, pf_i = 0; \\
-        Py_ssize_t pf_per = pf_total / (Ls / blk) + 1; \\
-        for (co = 0; co + PYCONV_DW_FLAT_COB <= cout_g; co += PYCONV_DW_FLAT_COB) \\
-            for (f = 0; f < Ls; f += blk) { \\
-                for (m = 0; m < pf_per && pf_i < pf_total; m++, pf_i++) \\
-                    PYCONV_DW_PREFETCH_L2((const char*)(pf + (pf_i / pf_lines) * pfstride) \\
-                                          + (pf_i % pf_lines) * 64); \\
-                PYCONV_DW_FLAT_BLOCK(PYCONV_DW_FLAT_COB, S)( \\
-                    so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, w + co * wstride, \\
-                    wstride, bias ? bias + co : NULL, 1, relu); \\
-            } \\
-        for (; co + 4 <= cout_g; co += 4) \\
-            for (f = 0; f < Ls; f += blk) \\
-                pyconv_dw_b43_##S(so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, \\
-                                  w + co * wstride, wstride, bias ? bias + co : NULL, 1, \\
-                                  relu); \\
-        for (; co + 2 <= cout_g; co += 2) \\
-            for (f = 0; f < Ls; f += blk) \\
-                pyconv_dw_b23_##S(so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, \\
-                                  w + co * wstride, wstride, bias ? bias + co : NULL, 1, \\
-                                  relu); \\
-        for (; co < cout_g; co++) \\
-            for (f = 0; f < Ls; f += blk) \\
-                pyconv_dw_b13_##S(so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, \\
-                                  w + co * wstride, wstride, bias ? bias + co : NULL, 1, \\
-                                  relu); \\
+        Py_ssize_t pf_total = pf_lines * g->cin_g, pf_c = pf ? 0 : g->cin_g, pf_l = 0; \\
+        Py_ssize_t n_blocks = (Ls / blk) * (cout_g / PYCONV_DW_FLAT_COB \\
+                                            + (cout_g % PYCONV_DW_FLAT_COB + 3) / 4); \\
+        Py_ssize_t pf_per = pf_total / n_blocks + 1; \\
+        Py_ssize_t pend_per = pend ? (pend->cout_g * pend->nb * pend->OW / VW) / n_blocks + 1 \\
+                                   : 0; \\
+        co = 0; \\
+        PYCONV_DW_FLAT_SWEEP(S, PYCONV_DW_FLAT_COB) \\
+        PYCONV_DW_FLAT_SWEEP(S, 4) \\
+        PYCONV_DW_FLAT_SWEEP(S, 2) \\
+        PYCONV_DW_FLAT_SWEEP(S, 1) \\
+        if (pend) { \\
+            /* the previous unit's copy is done; this unit's is the pending one now */ \\
+            pyconv_dw_fpend_step_##S(pend, -1); \\
+            pend->d = dst + oh0 * OW; pend->s = so; pend->nb = nb; pend->OW = OW; \\
+            pend->Wp = Wp; pend->Ls = Ls; pend->cstride = cstride; pend->cout_g = cout_g; \\
+            pend->co = pend->i = pend->r = pend->c = 0; \\
+            return; \\
+        } \\
         for (co = 0; co < cout_g; co++) { \\
-            if (stream) { \\
-                pyconv_dw_flat_stream_##S(dst + co * cstride + oh0 * OW, so + co * Ls, nb, \\
-                                          OW, Wp); \\
-                continue; \\
-            } \\
             for (r = 0; r < nb; r++) { \\
                 const T* s_ = so + co * Ls + r * Wp; \\
                 T* d_ = dst + co * cstride + (oh0 + r) * OW; \\
@@ -933,16 +957,21 @@ cdef extern from *:
                           Py_ssize_t* ro, const float* xg, const float* w,
                           Py_ssize_t wstride, const float* bias, Py_ssize_t cout_g,
                           Py_ssize_t oh0, Py_ssize_t oh1, float pad, int relu,
-                          const Py_ssize_t* hmap, Py_ssize_t dh, int stream,
-                          const float* pf, Py_ssize_t npf, Py_ssize_t pfstride,
-                          const pyconv_dw_geom* g) noexcept nogil
+                          const Py_ssize_t* hmap, Py_ssize_t dh,
+                          pyconv_dw_fpend* pend, const float* pf, Py_ssize_t npf,
+                          Py_ssize_t pfstride, const pyconv_dw_geom* g) noexcept nogil
     void pyconv_dw_flat_d(double* dst, Py_ssize_t cstride, double* q, double* so,
                           Py_ssize_t* ro, const double* xg, const double* w,
                           Py_ssize_t wstride, const double* bias, Py_ssize_t cout_g,
                           Py_ssize_t oh0, Py_ssize_t oh1, double pad, int relu,
-                          const Py_ssize_t* hmap, Py_ssize_t dh, int stream,
-                          const double* pf, Py_ssize_t npf, Py_ssize_t pfstride,
-                          const pyconv_dw_geom* g) noexcept nogil
+                          const Py_ssize_t* hmap, Py_ssize_t dh,
+                          pyconv_dw_fpend* pend, const double* pf, Py_ssize_t npf,
+                          Py_ssize_t pfstride, const pyconv_dw_geom* g) noexcept nogil
+    ctypedef struct pyconv_dw_fpend:
+        const void* s
+        Py_ssize_t cout_g, co
+    void pyconv_dw_fpend_step_f(pyconv_dw_fpend* p, Py_ssize_t budget) noexcept nogil
+    void pyconv_dw_fpend_step_d(pyconv_dw_fpend* p, Py_ssize_t budget) noexcept nogil
     Py_ssize_t pyconv_dw_flat_q(Py_ssize_t cin_g, Py_ssize_t nb, Py_ssize_t KH,
                                 Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t vw) noexcept nogil
     Py_ssize_t pyconv_dw_flat_so(Py_ssize_t cout_g, Py_ssize_t nb, Py_ssize_t Wp,
@@ -1441,12 +1470,13 @@ def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
 
 
 def flat_workspace(Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t band, Py_ssize_t KH,
-                   Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t itemsize):
+                   Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t itemsize, bint stream=False):
     """``(values, ints)``: scratch per thread of ``grouped_flat`` for bands of ``band``
-    output rows, in the compute dtype (``itemsize`` bytes) and in intp."""
+    output rows, in the compute dtype (``itemsize`` bytes) and in intp; ``stream``:
+    with two output scratches (one is copied out while the other is computed)."""
     cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
     return (pyconv_dw_flat_q(cin_g, band, KH, dh, Wp, vw)
-            + pyconv_dw_flat_so(cout_g, band, Wp, vw), cin_g * KH)
+            + (2 if stream else 1) * pyconv_dw_flat_so(cout_g, band, Wp, vw), cin_g * KH)
 
 
 cdef inline void band_rows(const Py_ssize_t* hmap, Py_ssize_t r0, Py_ssize_t band,
@@ -1478,8 +1508,9 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
 
     ``hmap``: the input row of each of the ``OH + (KH-1)*dh`` padded rows (-1:
     padding); ``dh``: the height dilation. ``stream``: write the output with
-    non-temporal stores. ``work``/``iwork``: one row per thread of at least
-    ``flat_workspace(...)`` values.
+    non-temporal stores, each unit's while the thread computes the next one.
+    ``work``/``iwork``: one row per thread of at least ``flat_workspace(...,
+    stream)`` values.
     """
     cdef pyconv_dw_geom g
     cdef Py_ssize_t N = x.shape[0]
@@ -1488,8 +1519,10 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t cin_g = x.shape[1] // groups
     cdef Py_ssize_t cout_g = C_out // groups
     cdef Py_ssize_t vw = PYCONV_DW_VWF if floating is float else PYCONV_DW_VWD
-    cdef Py_ssize_t n_bands, n_units, u, n, gi, t, r0, r1, nq, un, lo, hi
+    cdef Py_ssize_t n_bands, n_units, u, n, gi, t, r0, r1, nq, nso, un, lo, hi, tid
     cdef floating* q = NULL
+    cdef floating* so = NULL
+    cdef pyconv_dw_fpend* pend = NULL
     cdef const floating* pf = NULL
     cdef Py_ssize_t* ro = NULL
     make_geom(&g, idx_d, idx_h, jmap, qoff, phase, dims, cin_g, x.shape[2],
@@ -1500,43 +1533,67 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             or hmap.shape[0] < g.OH + (g.KH - 1) * dh):
         raise ValueError("grouped_flat: not a 2-D stride-1 geometry")
     nq = pyconv_dw_flat_q(cin_g, band, g.KH, dh, g.Wp, vw)
+    nso = pyconv_dw_flat_so(cout_g, band, g.Wp, vw)
     if (work.shape[0] < n_threads or iwork.shape[0] < n_threads
-            or work.shape[1] < nq + pyconv_dw_flat_so(cout_g, band, g.Wp, vw)
+            or work.shape[1] < nq + (2 if stream else 1) * nso
             or iwork.shape[1] < cin_g * g.KH):
         raise ValueError("grouped_flat: workspace too small")
+    # per thread: its pending copy (zeroed: nothing pending) and output scratch
+    cdef pyconv_dw_fpend* pend_all = NULL
+    if stream:
+        pend_all = <pyconv_dw_fpend*>calloc(n_threads, sizeof(pyconv_dw_fpend))
+        if pend_all == NULL:
+            raise MemoryError()
     n_bands = (g.OH + band - 1) // band
     n_units = N * groups * n_bands
-    with nogil, parallel(num_threads=n_threads):
-        q = &work[omp_get_thread_num(), 0]
-        ro = &iwork[omp_get_thread_num(), 0]
-        for u in prange(n_units, schedule='static'):
-            t = u % n_bands
-            gi = (u // n_bands) % groups
-            n = u // (n_bands * groups)
-            r0 = t * band
-            r1 = min(r0 + band, g.OH)
-            # the input rows of the next unit, to prefetch
-            pf = NULL
-            un = u + 1
-            if un < n_units:
-                band_rows(&hmap[0], (un % n_bands) * band, band, g.OH, g.KH, dh, &lo, &hi)
-                if lo <= hi:
-                    pf = &x[un // (n_bands * groups), ((un // n_bands) % groups) * cin_g,
-                            lo * g.W]
-            if floating is float:
-                pyconv_dw_flat_f(&out[n, gi * cout_g, 0], P, q, q + nq, ro,
-                                 &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
-                                 weight.shape[1], &bias[gi * cout_g] if has_bias else NULL,
-                                 cout_g, r0, r1, pad_value, relu, &hmap[0], dh, stream,
-                                 pf, (hi - lo + 1) * g.W, g.plane, &g)
-            else:
-                pyconv_dw_flat_d(&out[n, gi * cout_g, 0], P, q, q + nq, ro,
-                                 &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
-                                 weight.shape[1], &bias[gi * cout_g] if has_bias else NULL,
-                                 cout_g, r0, r1, pad_value, relu, &hmap[0], dh, stream,
-                                 pf, (hi - lo + 1) * g.W, g.plane, &g)
-        if stream:
-            pyconv_dw_sfence()
+    try:
+        with nogil, parallel(num_threads=n_threads):
+            tid = omp_get_thread_num()
+            q = &work[tid, 0]
+            ro = &iwork[tid, 0]
+            pend = &pend_all[tid] if stream else NULL
+            for u in prange(n_units, schedule='static'):
+                t = u % n_bands
+                gi = (u // n_bands) % groups
+                n = u // (n_bands * groups)
+                r0 = t * band
+                r1 = min(r0 + band, g.OH)
+                # the input rows of the next unit, to prefetch
+                pf = NULL
+                un = u + 1
+                if un < n_units:
+                    band_rows(&hmap[0], (un % n_bands) * band, band, g.OH, g.KH, dh, &lo,
+                              &hi)
+                    if lo <= hi:
+                        pf = &x[un // (n_bands * groups),
+                                ((un // n_bands) % groups) * cin_g, lo * g.W]
+                # streaming: the output scratch that is not the pending copy's source
+                so = q + nq
+                if stream and pend.s == <void*>so:
+                    so = so + nso
+                if floating is float:
+                    pyconv_dw_flat_f(&out[n, gi * cout_g, 0], P, q, so, ro,
+                                     &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
+                                     weight.shape[1],
+                                     &bias[gi * cout_g] if has_bias else NULL, cout_g, r0,
+                                     r1, pad_value, relu, &hmap[0], dh, pend, pf,
+                                     (hi - lo + 1) * g.W, g.plane, &g)
+                else:
+                    pyconv_dw_flat_d(&out[n, gi * cout_g, 0], P, q, so, ro,
+                                     &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
+                                     weight.shape[1],
+                                     &bias[gi * cout_g] if has_bias else NULL, cout_g, r0,
+                                     r1, pad_value, relu, &hmap[0], dh, pend, pf,
+                                     (hi - lo + 1) * g.W, g.plane, &g)
+            # each thread ends its last copy and fences its stores
+            if stream:
+                if floating is float:
+                    pyconv_dw_fpend_step_f(&pend_all[omp_get_thread_num()], -1)
+                else:
+                    pyconv_dw_fpend_step_d(&pend_all[omp_get_thread_num()], -1)
+                pyconv_dw_sfence()
+    finally:
+        free(pend_all)
 
 
 cdef const floating* check_packed(str name, const floating[::1] pw_packed,

@@ -387,15 +387,15 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
                           - (KH - 1) * dh))
         n_threads = _threads.resolve(n_threads, flops, N * groups * -(-OH // band))
         band = min(band, _rows_per_tile(OH, N * groups, n_threads))
+        stream = out.nbytes >= STREAM_MIN_BYTES
         values, ints = _depthwise.flat_workspace(cin_g, cout_g, band, KH, dh, Wp,
-                                                 x.dtype.itemsize)
+                                                 x.dtype.itemsize, stream)
         work = workspace((n_threads, values), x.dtype)
         iwork = np.empty((n_threads, ints), dtype=np.intp)
         _depthwise.grouped_flat(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
             out.reshape(N, C_out, -1), *plan.args(False, 1), hmap, dh, groups,
-            plan.pad_value, bias is not None, relu, band, out.nbytes >= STREAM_MIN_BYTES,
-            work, iwork, n_threads)
+            plan.pad_value, bias is not None, relu, band, stream, work, iwork, n_threads)
         return out
     n_threads = _threads.resolve(n_threads, flops, N * groups * plan.rows)
     cached, batch, values, ints = plan.scratch(cin_g, x.dtype.itemsize)
