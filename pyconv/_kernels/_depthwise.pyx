@@ -37,6 +37,9 @@ also form each kernel row's sum with FMA in the AVX2 build; the other kernels he
 use no FMA (the build turns contraction off), so for them the AVX2 and baseline
 builds round identically.
 
+``grouped_flat``: the same blocks for 1-D and 2-D layers at stride 1, over a band's
+padded rows laid end to end (``pyconv_dw_flat``), ``prange`` over (image, group,
+band); the same sums in the same order, so the same bits as ``grouped_direct``.
 ``grouped_direct``: ``prange`` over (image, group, row tile); depthwise is the case of
 one input channel per group. ``plane_conv``: 2-D 3x3, 5x5 or 7x7 convolution at stride
 1 or 2 with one input channel per group, units of (image, output channel, band of

@@ -131,7 +131,9 @@ def winograd_preferred(spec, input_shape, dtype):
     Returns ``"F4"``, ``"F2"`` or ``None`` (im2col + GEMM is expected to be as fast).
     Winograd pays once the GEMMs are large enough for their savings to outweigh the
     transforms: at least :data:`MIN_CHANNELS` input channels per group and
-    :data:`MIN_OUT_CHANNELS` output channels per group; and enough tiles over the
+    :data:`MIN_OUT_CHANNELS` output channels per group, more than
+    :data:`DIRECT_MAX_CHANNELS` of either (smaller groups run faster on the direct
+    kernel); and enough tiles over the
     whole batch (:data:`MIN_TILES`) that each GEMM
     has columns to amortise reading the transformed filter, which is 1.8x (F2) or 4x
     (F4) the weight. F4 is used where it has enough tiles, else F2; float32 uses
@@ -179,7 +181,9 @@ def _preferred(spec, input_shape, dtype):
 
 #: Input channels per group below which the direct kernel or im2col is as fast. At 8
 #: input and output channels per group, float32, 2 threads, F4 against the direct
-#: kernel (medians of 9 alternating calls): 8x256x56x56 15.5 / 17.1 ms, 8x512x28x28
+#: kernel's padded-row form (medians of 9 alternating calls; its flat form since
+#: took these layers, see DIRECT_MAX_CHANNELS):
+#: 8x256x56x56 15.5 / 17.1 ms, 8x512x28x28
 #: 10.0 / 12.6, 8x1024x14x14 7.1 / 8.3, 8x256x7x7 1.5 / 5.1 (im2col 1.5); dense
 #: 8 -> 64 on 8x8x56x56 2.5 / 3.7. float64 F4 gains 1.2-1.4x at 8 channels; at 3
 #: im2col wins by 1.3x.
