@@ -12,6 +12,9 @@ import numpy as np
 from pyconv._output_pool import release_free_outputs
 
 _local = threading.local()
+#: Buffers start on a cache line: a 512-bit load from a misaligned row spans two
+#: lines.
+ALIGN = 64
 
 
 def workspace(shape, dtype, slot="kernel"):
@@ -35,12 +38,31 @@ def workspace(shape, dtype, slot="kernel"):
         count *= int(n)
     nbytes = max(count * dtype.itemsize, 1)
     buf = buffers.get(slot)
-    if buf is None or buf.nbytes < nbytes:
-        buf = np.empty(nbytes, dtype=np.uint8)
+    if buf is None or buf.nbytes < nbytes + ALIGN:
+        buf = np.empty(nbytes + ALIGN, dtype=np.uint8)
         buffers[slot] = buf
-    view = buf[:count * dtype.itemsize].view(dtype).reshape(shape)
+    start = -buf.ctypes.data % ALIGN
+    view = buf[start:start + count * dtype.itemsize].view(dtype).reshape(shape)
     buffers[(slot, "view")] = (tuple(shape), dtype, buf, view)
     return view
+
+
+def thread_workspace(rows, values, dtype, slot="kernel"):
+    """Scratch of ``rows`` rows of at least ``values`` values (one row per thread),
+    C-contiguous, from the cache as :func:`workspace`, each row starting on a cache
+    line: the row length is rounded up to a multiple of :data:`ALIGN` bytes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pyconv._workspace import thread_workspace
+    >>> w = thread_workspace(2, 10, np.float32)
+    >>> w.shape, w.ctypes.data % 64
+    ((2, 16), 0)
+    """
+    dtype = np.dtype(dtype)
+    per = -(-max(values, 1) * dtype.itemsize // ALIGN) * ALIGN // dtype.itemsize
+    return workspace((rows, per), dtype, slot)
 
 
 def release_workspaces():

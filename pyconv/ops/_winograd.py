@@ -65,7 +65,7 @@ import numpy as np
 
 from pyconv import _geometry, _memo, _threads
 from pyconv._dtypes import NATIVE_NAMES
-from pyconv._workspace import workspace
+from pyconv._workspace import thread_workspace
 
 #: Output tile size per variant name.
 VARIANTS = {"F2": 2, "F4": 4}
@@ -536,7 +536,8 @@ def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw,
     n_units = groups * -(-(N * n_tiles) // chunk)
     flops = 2 * N * n_tiles * alpha * alpha * C_out * cin_g
     n_threads = _threads.resolve(n_threads, flops, n_units)
-    work = workspace((n_threads, _winograd.workspace_row(m, cin_g, cout_g, chunk)), dtype)
+    work = thread_workspace(n_threads, _winograd.workspace_row(m, cin_g, cout_g, chunk),
+                            dtype)
     pad_value = padding_value if padding_mode == "constant" else 0.0
     bias_arr = np.zeros(1, dtype) if bias is None else np.ascontiguousarray(bias)
     if pad_plane is None:

@@ -22,7 +22,7 @@ from pyconv import _geometry, _kernels, _memo, _threads
 from pyconv._dtypes import NATIVE_NAMES
 from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding, real
-from pyconv._workspace import workspace
+from pyconv._workspace import thread_workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
 
 #: A tile aims at this many output columns (at least: whole rows): enough for an
@@ -242,6 +242,9 @@ PACKED_MIN_K_BLOCK = 64
 #: against no such limit: 1x1 256 -> 64 on 8x56x56 4.9-5.3 -> 3.4-4.0 ms, conv1d
 #: 128 -> 128 k3 d4 on 16x4096 31-38 -> 26-28 ms, 7x7 s2 3 -> 64 unchanged.
 PACKED_PAIR_BYTES = 24 << 10
+#: Tiles of whole pairs of panels where the tiles take two at a time (False: whole
+#: panels; for comparisons).
+PACKED_PAIRED_TILES = True
 
 
 def packed_tiling(P, ck, m_panels, rows, itemsize, panel, pairs, direct):
@@ -260,7 +263,10 @@ def packed_tiling(P, ck, m_panels, rows, itemsize, panel, pairs, direct):
         tiles = max(tiles, min(-(-PACKED_MIN_UNITS // pairs),
                                P // (PACKED_MIN_PANELS * panel)))
     tiles = max(tiles, 1)
-    tile_columns = panel * -(-(-(-P // tiles)) // panel)
+    # whole pairs of panels where the tiles take two at a time: an odd panel runs
+    # alone at half the pair's rate
+    step = panel * (_kernels.packed_panel_multiple() if PACKED_PAIRED_TILES else 1)
+    tile_columns = step * -(-(-(-P // tiles)) // step)
     k_block = PACKED_WEIGHT_BLOCK_BYTES // (m_panels * rows * itemsize)
     if _kernels.packed_panel_multiple() == 2:
         k_block = min(k_block, PACKED_PAIR_BYTES // (2 * panel * itemsize))
@@ -493,7 +499,8 @@ def _tunables():
     one takes effect)."""
     return (tuple(PACKED_MAX_ROWS.items()), PACKED_COLUMN_BYTES, PACKED_MIN_PANELS,
             PACKED_MAX_PANELS, PACKED_DIRECT_PANELS, PACKED_MIN_UNITS,
-            PACKED_WEIGHT_BLOCK_BYTES, PACKED_MIN_K_BLOCK, PACKED_PAIR_BYTES, TILE_COLUMNS,
+            PACKED_WEIGHT_BLOCK_BYTES, PACKED_MIN_K_BLOCK, PACKED_PAIR_BYTES,
+            PACKED_PAIRED_TILES, TILE_COLUMNS,
             COLUMN_BYTES_PER_THREAD, MIN_UNITS, MIN_SPLIT_COLUMNS, DIRECT_TILE_COLUMNS)
 
 
@@ -527,7 +534,7 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
     else:
         weight_arg = weight.reshape(C_out, plan.ck)
     n_threads = _threads.resolve(n_threads, plan.flops, plan.units)
-    work = workspace((n_threads, plan.work_values), x.dtype)
+    work = thread_workspace(n_threads, plan.work_values, x.dtype)
     bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
     spatial, o3, k3 = plan.spatial, plan.o3, plan.k3
     # the packed GEMM leaves OpenBLAS alone (no pinning, no warm-up)

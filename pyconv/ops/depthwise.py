@@ -155,7 +155,7 @@ import numpy as np
 from pyconv import _geometry, _threads
 from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional
-from pyconv._workspace import workspace
+from pyconv._workspace import thread_workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
 from pyconv.ops.conv import check_padding_value, conv_forward, window_keys
 
@@ -381,7 +381,7 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
         stream = out.nbytes >= STREAM_MIN_BYTES
         values, pointers = _depthwise.plane_conv_workspace(
             band, plan.spatial[2], OW, stream, x.dtype.itemsize, stride, ksize)
-        work = workspace((n_threads, values), x.dtype)
+        work = thread_workspace(n_threads, values, x.dtype)
         row_work = np.empty((n_threads, pointers), dtype=np.intp)
         _depthwise.plane_conv(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
@@ -411,7 +411,7 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
         stream = out.nbytes >= STREAM_MIN_BYTES
         values, ints = _depthwise.flat_workspace(cin_g, cout_g, band, KH, dh, Wp,
                                                  x.dtype.itemsize, stream)
-        work = workspace((n_threads, values), x.dtype)
+        work = thread_workspace(n_threads, values, x.dtype)
         iwork = np.empty((n_threads, ints), dtype=np.intp)
         _depthwise.grouped_flat(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
@@ -420,7 +420,7 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
         return out
     n_threads = _threads.resolve(n_threads, flops, N * groups * plan.rows)
     cached, batch, values, ints = plan.scratch(cin_g, x.dtype.itemsize)
-    work = workspace((n_threads, values), x.dtype)
+    work = thread_workspace(n_threads, values, x.dtype)
     iwork = np.empty((n_threads, ints), dtype=np.intp)
     _depthwise.grouped_direct(
         x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
@@ -736,20 +736,20 @@ class SeparableConvND(Op):
                 rowidx, colidx, lo_w, stride, ksize = plan.plane_conv
                 values, pointers = _depthwise.plane_conv_workspace(
                     rows_per_band, plan.spatial[2], OW, False, itemsize, stride, ksize)
-                work = workspace((n_threads, band + values), x.dtype)
+                work = thread_workspace(n_threads, band + values, x.dtype)
                 row_work = np.empty((n_threads, pointers), dtype=np.intp)
                 _depthwise.separable_plane(
                     *common, rowidx, colidx, plan.spatial[1], plan.spatial[2],
                     plan.out[1], OW, lo_w, stride, ksize, plan.pad_value, *flags[:3],
                     rows_per_band, work, row_work, n_threads, *packed)
             elif _row_kernel_wins(1, spec["depth_multiplier"]):
-                work = workspace((n_threads, band), x.dtype)
+                work = thread_workspace(n_threads, band, x.dtype)
                 _depthwise.separable_rows(*common, *plan.row_kernel_args(),
                                           spec["depth_multiplier"], plan.pad_value,
                                           *flags, work, n_threads, *packed)
             else:
                 cached, batch, values, ints = plan.scratch(1, itemsize)
-                work = workspace((n_threads, band + values), x.dtype)
+                work = thread_workspace(n_threads, band + values, x.dtype)
                 iwork = np.empty((n_threads, ints), dtype=np.intp)
                 _depthwise.separable(*common, *plan.args(cached, batch),
                                      spec["depth_multiplier"], plan.pad_value, *flags,
@@ -777,7 +777,7 @@ def _pointwise_packed(weight, dtype, n_threads):
     _, k_block = packed_tiling(1, mid, -(-c_out // rows), rows, np.dtype(dtype).itemsize,
                                panel, 1, True)
     packed = packed_weight(weight.reshape(c_out, mid), 1, rows, k_block).reshape(-1)
-    panels = workspace((n_threads, k_block * panel), dtype, slot="pointwise panel")
+    panels = thread_workspace(n_threads, k_block * panel, dtype, slot="pointwise panel")
     return packed, k_block, panels
 
 

@@ -101,7 +101,7 @@ from pyconv import _pool_geometry as pg
 from pyconv._geometry import as_3d
 from pyconv._errors import SpecError
 from pyconv._spec import Invalid, boolean, choice, int_tuple, key, optional, padding, real
-from pyconv._workspace import workspace
+from pyconv._workspace import thread_workspace, workspace
 from pyconv.ops._base import Op, prod
 
 #: Reduction kinds understood by the kernel (``_pooling.pyx``).
@@ -164,7 +164,7 @@ def run_separable(x, out, plan, kind, n_threads, *, pad_value=None, norm=1.0, sc
     out4 = out.reshape(plan.out4_shape)
     n = _threads.resolve(n_threads, out.size * plan.flops_per_output, plan.units,
                          x.nbytes + out.nbytes)
-    work = workspace((n, pg.thread_row_length(plan.wsrc.shape[0])), x.dtype)
+    work = thread_workspace(n, pg.thread_row_length(plan.wsrc.shape[0]), x.dtype)
     d = plan.divs
     k = kernel()
     run = k.pool_separable_f32 if x.dtype == np.float32 else k.pool_separable_f64

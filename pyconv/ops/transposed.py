@@ -102,7 +102,7 @@ from pyconv._dtypes import NATIVE_NAMES
 from pyconv._errors import SpecError
 from pyconv._geometry import as_3d, effective_kernel, same_padding
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding
-from pyconv._workspace import workspace
+from pyconv._workspace import thread_workspace
 from pyconv.ops._base import Op, kaiming_uniform, prod
 from pyconv.ops import _subpixel
 from pyconv.ops.conv import check_groups
@@ -438,7 +438,7 @@ def conv_transpose_forward(op_name, x, weight, bias, out, spec, crops, lengths, 
 
     flops = 2 * N * C_in * plane * cout_g * K
     n_threads = _threads.resolve(n_threads, flops, N * groups * n_blocks)
-    work = workspace((n_threads, cob * K * chunk), x.dtype)
+    work = thread_workspace(n_threads, cob * K * chunk, x.dtype)
     wt = np.ascontiguousarray(
         weight.reshape(groups, cin_g, cout_g * K).transpose(0, 2, 1))
     bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
