@@ -221,3 +221,31 @@ def test_a_shape_given_as_a_list_is_computed_not_remembered():
         assert len(_memo._CACHE) == entries
     with pytest.raises(ValueError, match="conv2d"):
         conv.op.geometry(conv._spec, [1, 2, 9, 7])     # wrong channels: still refused
+
+
+def test_pair_tiles_take_whole_pairs_of_panels(monkeypatch):
+    """Where the tiles take two column panels at once, an im2col tile is a whole
+    number of pairs (an odd panel would run alone at half the pair's rate); with one
+    panel at a time, of panels. conv1d 128 -> 128, k3, on 4096 columns: 7 panels of
+    24 a tile before."""
+    from pyconv.ops import conv as conv_module
+    for multiple in (1, 2):
+        monkeypatch.setattr(_kernels, "packed_panel_multiple", lambda m=multiple: m)
+        for P, ck in [(4096, 384), (12544, 147), (3136, 576), (100, 27), (5, 9)]:
+            cols, _ = conv_module.packed_tiling(P, ck, 32, 4, 4, 24, 2, False)
+            assert cols % (24 * multiple) == 0 and cols >= 24, (P, ck, multiple)
+    monkeypatch.setattr(conv_module, "PACKED_PAIRED_TILES", False)
+    cols, _ = conv_module.packed_tiling(4096, 384, 32, 4, 4, 24, 2, False)
+    assert cols % 48 == 24   # the odd panel count this rule removes
+
+
+def test_thread_workspace_rows_start_on_cache_lines():
+    from pyconv._workspace import ALIGN, thread_workspace, workspace
+    for values, dtype in [(1, np.float32), (10, np.float32), (17, np.float64),
+                          (1000, np.float32), (8, np.float64)]:
+        w = thread_workspace(3, values, dtype)
+        assert w.flags.c_contiguous and w.shape[0] == 3 and w.shape[1] >= values
+        assert all(w[t].ctypes.data % ALIGN == 0 for t in range(3))
+        assert w.shape[1] * w.itemsize % ALIGN == 0
+        assert w.shape[1] * w.itemsize < values * w.itemsize + ALIGN
+    assert workspace((5, 3), np.float64).ctypes.data % ALIGN == 0
