@@ -1482,6 +1482,30 @@ def flat_workspace(Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t band, Py_ssiz
             + (2 if stream else 1) * pyconv_dw_flat_so(cout_g, band, Wp, vw), cin_g * KH)
 
 
+cdef inline void flat_band(floating* dst, Py_ssize_t cstride, floating* q, floating* so,
+                           Py_ssize_t* ro, const floating* xg, const floating* w,
+                           Py_ssize_t wstride, const floating* bias, Py_ssize_t cout_g,
+                           Py_ssize_t r0, Py_ssize_t r1, floating pad, bint relu,
+                           const Py_ssize_t* hmap, Py_ssize_t dh, pyconv_dw_fpend* pend,
+                           const floating* pf, Py_ssize_t npf, Py_ssize_t pfstride,
+                           const pyconv_dw_geom* g) noexcept nogil:
+    # Output rows [r0, r1) of one group on the flat kernel of the compute type.
+    if floating is float:
+        pyconv_dw_flat_f(dst, cstride, q, so, ro, xg, w, wstride, bias, cout_g, r0, r1,
+                         pad, relu, hmap, dh, pend, pf, npf, pfstride, g)
+    else:
+        pyconv_dw_flat_d(dst, cstride, q, so, ro, xg, w, wstride, bias, cout_g, r0, r1,
+                         pad, relu, hmap, dh, pend, pf, npf, pfstride, g)
+
+
+cdef inline void flat_finish(const floating* typed, pyconv_dw_fpend* pend) noexcept nogil:
+    # Ends a thread's pending copy (typed: any pointer of the compute type).
+    if floating is float:
+        pyconv_dw_fpend_step_f(pend, -1)
+    else:
+        pyconv_dw_fpend_step_d(pend, -1)
+
+
 cdef inline void band_rows(const Py_ssize_t* hmap, Py_ssize_t r0, Py_ssize_t band,
                            Py_ssize_t OH, Py_ssize_t KH, Py_ssize_t dh, Py_ssize_t* lo,
                            Py_ssize_t* hi) noexcept nogil:
@@ -1522,7 +1546,7 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t cin_g = x.shape[1] // groups
     cdef Py_ssize_t cout_g = C_out // groups
     cdef Py_ssize_t vw = PYCONV_DW_VWF if floating is float else PYCONV_DW_VWD
-    cdef Py_ssize_t n_bands, n_units, u, n, gi, t, r0, r1, nq, nso, un, lo, hi, tid
+    cdef Py_ssize_t n_bands, n_units, u, n, gi, t, r0, r1, nq, nso, un, lo, hi
     cdef floating* q = NULL
     cdef floating* so = NULL
     cdef pyconv_dw_fpend* pend = NULL
@@ -1551,10 +1575,9 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     n_units = N * groups * n_bands
     try:
         with nogil, parallel(num_threads=n_threads):
-            tid = omp_get_thread_num()
-            q = &work[tid, 0]
-            ro = &iwork[tid, 0]
-            pend = &pend_all[tid] if stream else NULL
+            q = &work[omp_get_thread_num(), 0]
+            ro = &iwork[omp_get_thread_num(), 0]
+            pend = &pend_all[omp_get_thread_num()] if stream else NULL
             for u in prange(n_units, schedule='static'):
                 t = u % n_bands
                 gi = (u // n_bands) % groups
@@ -1574,26 +1597,14 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                 so = q + nq
                 if stream and pend.s == <void*>so:
                     so = so + nso
-                if floating is float:
-                    pyconv_dw_flat_f(&out[n, gi * cout_g, 0], P, q, so, ro,
-                                     &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
-                                     weight.shape[1],
-                                     &bias[gi * cout_g] if has_bias else NULL, cout_g, r0,
-                                     r1, pad_value, relu, &hmap[0], dh, pend, pf,
-                                     (hi - lo + 1) * g.W, g.plane, &g)
-                else:
-                    pyconv_dw_flat_d(&out[n, gi * cout_g, 0], P, q, so, ro,
-                                     &x[n, gi * cin_g, 0], &weight[gi * cout_g, 0],
-                                     weight.shape[1],
-                                     &bias[gi * cout_g] if has_bias else NULL, cout_g, r0,
-                                     r1, pad_value, relu, &hmap[0], dh, pend, pf,
-                                     (hi - lo + 1) * g.W, g.plane, &g)
+                flat_band(&out[n, gi * cout_g, 0], P, q, so, ro, &x[n, gi * cin_g, 0],
+                          &weight[gi * cout_g, 0], weight.shape[1],
+                          &bias[gi * cout_g] if has_bias else NULL, cout_g, r0, r1,
+                          pad_value, relu, &hmap[0], dh, pend, pf, (hi - lo + 1) * g.W,
+                          g.plane, &g)
             # each thread ends its last copy and fences its stores
             if stream:
-                if floating is float:
-                    pyconv_dw_fpend_step_f(&pend_all[omp_get_thread_num()], -1)
-                else:
-                    pyconv_dw_fpend_step_d(&pend_all[omp_get_thread_num()], -1)
+                flat_finish(q, pend)
                 pyconv_dw_sfence()
     finally:
         free(pend_all)
