@@ -1124,6 +1124,28 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
     assert checked >= 30
 
 
+def test_flat_kernel_leaves_long_rows_to_the_padded_row_kernel(rng, monkeypatch):
+    # A 1-D layer whose one-row band would exceed FLAT_MAX_BYTES runs on the
+    # padded-row kernel (bounded scratch): the same bits, either way.
+    from pyconv import _kernels
+    kernels = _kernels.load("_depthwise")
+    calls = []
+    real = kernels.grouped_flat
+    monkeypatch.setattr(kernels, "grouped_flat",
+                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    conv = pyconv.Conv({"op": "conv1d", "in_channels": 16, "out_channels": 16,
+                        "groups": 2, "kernel_size": 5, "padding": 2,
+                        "padding_mode": "reflect"}, seed=1)
+    x = rng.standard_normal((1, 16, 3000)).astype(np.float32)
+    flat = conv.apply(x)
+    assert calls
+    # 8 input rows (KH = 1) and two scratches of 8 channels, 3004 padded columns
+    monkeypatch.setattr(dwmod, "FLAT_MAX_BYTES", (8 + 2 * 8) * 3004 * 4 - 1)
+    calls.clear()
+    rows = conv.apply(x)
+    assert not calls and rows.tobytes() == flat.tobytes()
+
+
 def test_flat_kernel_is_the_path_taken_and_refuses_bad_geometry(rng, monkeypatch):
     # "auto" sends 8 channels per group at stride 1 to the flat kernel (spied on),
     # not to Winograd; the kernel checks its geometry and workspace itself.

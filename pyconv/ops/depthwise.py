@@ -91,7 +91,8 @@ layer with more than 8 of them) runs on direct kernels
   band, ``C_in/groups * (band + (KH-1)*dh) * Wp`` values (bands sized to
   :data:`FLAT_BAND_BYTES`), and one (two when streaming) output scratch of
   ``C_out/groups * band * Wp`` values rounded up to a block, plus ``C_in/groups *
-  KH`` row offsets.
+  KH`` row offsets; layers whose one-row band would take more than
+  :data:`FLAT_MAX_BYTES` (long rows with many channels) run on the padded-row kernel.
 * everything else: the padded-row kernel, parallel over (image, group). The input
   rows a group reads are copied once into per-thread scratch as the padded rows the
   taps see (pad value, mirrored/clamped/wrapped pixels; split into stride phases), so
@@ -175,6 +176,9 @@ FLAT_BAND_BYTES = 128 << 10
 #: 1-D and 2-D layers at stride 1 on the flat kernel (False: the padded-row kernel,
 #: which gives the same bits; for comparisons).
 FLAT_KERNEL = True
+#: The flat kernel takes a layer while one output row's band (its padded input rows and
+#: two output scratches) takes at most this per thread.
+FLAT_MAX_BYTES = 4 << 20
 #: The direct grouped kernel beats im2col + GEMM while a group has at most this many
 #: input and at most this many output channels (1x1 kernels: at most
 #: ``DIRECT_MAX_CHANNELS_1X1``). Measured (2x(C)x56x56, 3x3 pad 1, one thread,
@@ -397,7 +401,8 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
             bias is not None, relu, _rows_per_tile(plan.rows, N * C_out, n_threads),
             n_threads)
         return out
-    if plan.flat is not None and FLAT_KERNEL:
+    if plan.flat is not None and FLAT_KERNEL and _flat_fits(plan, cin_g, cout_g,
+                                                            x.dtype.itemsize):
         # stride 1: the padded rows laid end to end, whole bands in register blocks
         from pyconv import _kernels
         hmap, dh = plan.flat
@@ -428,6 +433,16 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
         bias is not None, relu, _rows_per_tile(plan.rows, N * groups, n_threads), work,
         iwork, n_threads)
     return out
+
+
+def _flat_fits(plan, cin_g, cout_g, itemsize):
+    # A band of one output row (its padded input rows, two output scratches) within
+    # FLAT_MAX_BYTES: long rows with many channels go to the padded-row kernel, whose
+    # scratch is bounded by ROW_SCRATCH_BYTES.
+    hmap, dh = plan.flat
+    Wp = plan._dims[10]
+    return (cin_g * (1 + (plan.k[1] - 1) * dh) + 2 * cout_g) * Wp * itemsize \
+        <= FLAT_MAX_BYTES
 
 
 def _rows_per_tile(rows, planes, n_threads):
