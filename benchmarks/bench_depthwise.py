@@ -6,7 +6,7 @@ Timed with :mod:`benchmarks.harness` (one process, equal threads, medians, ratio
 torch / pyconv, agreement check). The peer is ``conv2d(groups=...)`` (two convs for
 separable). The grouped case runs through ``conv2d``'s "auto" dispatch, which sends
 8 channels per group at stride 1 to the direct kernel's flat form, not to Winograd
-(checked below). pyconv writes into a
+F(4x4, 3x3), which would take the layer otherwise (checked below). pyconv writes into a
 preallocated output (``out=``), except in the cases named "new output", where both
 sides allocate theirs on every call (PyTorch always does).
 """
@@ -67,7 +67,8 @@ def make_cases():
         for dtype in dtypes:
             conv = pyconv.Conv(spec, seed=0, dtype=dtype)
             if spec["op"] == "conv2d":
-                assert _winograd.winograd_preferred(conv.spec, shape, dtype) is None
+                assert _winograd.winograd_preferred(conv.spec, shape, dtype) == "F4"
+                assert depthwise.flat_beats_winograd(conv.spec)
                 assert depthwise.prefers_direct(conv.spec, shape, dtype, shape[-1])
             x = rng.standard_normal(shape).astype(dtype)
             out = np.empty(conv.output_shape(shape), dtype)

@@ -1072,22 +1072,31 @@ def test_plane_conv_strips_read_only_the_input(tmp_path, ksize, stride, dtype, w
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype):
-    """1-D and 2-D layers at stride 1 on the flat kernel (padded rows end to end): the
-    same bits as the padded-row kernel, whose sums run in the same order, and within
-    rounding of the float64 loops; over random layers with every padding mode,
-    dilation, 1-15 output channels per group (the 8-, 4-, 2- and 1-channel blocks),
-    widths from 1 to past two block widths, several bands per plane (a small band
-    budget), streamed and cached output stores, 1 and 2 threads."""
+    """1-D and 2-D layers at stride 1 on the flat kernel (padded rows end to end,
+    spied on): the same bits as the padded-row kernel, whose sums run in the same
+    order, and within rounding of the float64 loops; over random layers with every
+    padding mode, dilation, 1-15 output channels per group (the 8-, 4-, 2- and
+    1-channel blocks), widths from 1 to past two block widths, bands of 1, 2, 3 rows
+    or the whole plane, streamed and cached output stores, 1 and 3 threads (the
+    serial-work thresholds off, so that small layers do run threaded)."""
+    from pyconv import _kernels, _threads
+    kernels = _kernels.load("_depthwise")
+    calls = []
+    real = kernels.grouped_flat
+    monkeypatch.setattr(kernels, "grouped_flat",
+                        lambda *a, **kw: calls.append(a[-1]) or real(*a, **kw))
+    monkeypatch.setattr(_threads, "SERIAL_WORK_FLOPS", 0)
+    monkeypatch.setattr(_threads, "SERIAL_WORK_BYTES", 0)
     modes = ["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
     r = np.random.default_rng(7)
     checked = 0
-    for i in range(40):
+    for i in range(48):
         rank = 1 + i % 2
-        cin_g, cout_g = int(r.integers(1, 6)), int(r.integers(1, 16))
+        cin_g, cout_g = int(r.integers(2, 6)), int(r.integers(1, 16))
         groups = int(r.integers(1, 3))
         k = [int(v) for v in r.integers(1, 6, rank)]
         d = [int(v) for v in r.integers(1, 4, rank)]
-        spatial = [int(r.integers(1, 9)) for _ in range(rank - 1)]
+        spatial = [int(r.integers(1, 12)) for _ in range(rank - 1)]
         spatial.append(int(r.integers(1, 110)))
         mode = modes[i % len(modes)]
         # padding up to the window's reach, within what reflect/circular allow
@@ -1105,12 +1114,17 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
             _, pads, out_spatial = conv.op.geometry(conv.spec, x.shape)
         except ValueError:
             continue  # window larger than the padded input
-        assert dwmod._plan(x.shape[2:], conv.spec, pads, out_spatial).flat is not None
+        plan = dwmod._plan(x.shape[2:], conv.spec, pads, out_spatial)
+        assert plan.flat is not None
+        band = (1, 2, 3, 10 ** 6)[(i // 2) % 4]
+        KH, dh, Wp = plan.k[1], plan.flat[1], plan._dims[10]
         with monkeypatch.context() as patch:
-            patch.setattr(dwmod, "FLAT_BAND_BYTES", int(r.integers(1, 4)) * 64
-                          * cin_g * dtype().itemsize)
-            patch.setattr(dwmod, "STREAM_MIN_BYTES", 0 if i % 2 else 1 << 40)
-            flat = [conv.apply(x, n_threads=n) for n in (1, 2)]
+            patch.setattr(dwmod, "FLAT_BAND_BYTES",
+                          min(band + (KH - 1) * dh, 1 << 20) * cin_g * Wp * dtype().itemsize)
+            patch.setattr(dwmod, "STREAM_MIN_BYTES", 0 if (i // 8) % 2 else 1 << 40)
+            calls.clear()
+            flat = [conv.apply(x, n_threads=n) for n in (1, 3)]
+            assert calls[0] == 1 and calls[1] >= 2, spec   # the kernel's n_threads
             patch.setattr(dwmod, "FLAT_KERNEL", False)
             rows = conv.apply(x, n_threads=1)
         assert flat[0].tobytes() == flat[1].tobytes() == rows.tobytes(), spec
@@ -1121,7 +1135,7 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
             ref = np.maximum(ref, 0)
         assert_close(flat[0], ref, dtype)
         checked += 1
-    assert checked >= 30
+    assert checked >= 36
 
 
 def test_flat_kernel_leaves_long_rows_to_the_padded_row_kernel(rng, monkeypatch):
@@ -1172,5 +1186,21 @@ def test_flat_kernel_is_the_path_taken_and_refuses_bad_geometry(rng, monkeypatch
     with pytest.raises(ValueError, match="not a 2-D stride-1 geometry"):
         real(*args[:10], hmap[:5], *args[11:], np.empty((1, values), np.float32),
              np.empty((1, ints), np.intp), 1)
+    short = (*args[:3], np.empty((2, 64, 239), np.float32), *args[4:])
+    with pytest.raises(ValueError, match="do not match the geometry"):
+        real(*short, np.empty((1, values), np.float32), np.empty((1, ints), np.intp), 1)
     real(*args, np.empty((1, values), np.float32), np.empty((1, ints), np.intp), 1)
     np.testing.assert_array_equal(out.reshape(2, 64, 12, 20), conv.apply(x))
+
+
+def test_flat_kernel_takes_2d_groups_of_8_from_winograd_only():
+    # 2-D 3x3 stride 1 with 8 channels per group: the flat kernel, not Winograd F4;
+    # 16 per group, and conv3d's stacked Winograd at 8 per group, keep Winograd.
+    def route(op, c, groups, k, shape):
+        conv = pyconv.Conv({"op": op, "in_channels": c, "out_channels": c,
+                            "groups": groups, "kernel_size": k, "padding": "same"})
+        _, pads, out_spatial = conv.op.geometry(conv.spec, shape)
+        return conv.op._route(conv.spec, shape, pads, out_spatial, np.dtype(np.float32))
+    assert route("conv2d", 256, 32, 3, (8, 256, 56, 56)) == (None, False, True)
+    assert route("conv2d", 256, 16, 3, (8, 256, 56, 56))[0] == "F4"
+    assert route("conv3d", 64, 8, (1, 3, 3), (2, 64, 8, 28, 28))[0] == "F4"

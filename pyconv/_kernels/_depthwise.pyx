@@ -1416,6 +1416,23 @@ cdef int make_geom(pyconv_dw_geom* g, const Py_ssize_t[::1] idx_d,
     return 0
 
 
+cdef int check_grouped(str name, const floating[:, :, ::1] x,
+                       const floating[:, ::1] weight, const floating[::1] bias,
+                       floating[:, :, ::1] out, Py_ssize_t groups, bint has_bias,
+                       const pyconv_dw_geom* g) except -1:
+    # The arrays' shapes against the geometry: the kernels index them unchecked.
+    if (groups < 1 or x.shape[1] % groups or out.shape[1] % groups
+            or x.shape[0] != out.shape[0] or x.shape[2] != g.D * g.HW
+            or out.shape[2] != g.OD * g.OH * g.OW or weight.shape[0] != out.shape[1]
+            or weight.shape[1] != x.shape[1] // groups * g.KD * g.KH * g.KW
+            or (has_bias and bias.shape[0] < out.shape[1])):
+        raise ValueError(f"{name}: x ({x.shape[0]}, {x.shape[1]}, {x.shape[2]}), weight "
+                         f"({weight.shape[0]}, {weight.shape[1]}), out ({out.shape[0]}, "
+                         f"{out.shape[1]}, {out.shape[2]}) or groups {groups} do not "
+                         "match the geometry")
+    return 0
+
+
 def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                    const floating[::1] bias, floating[:, :, ::1] out,
                    const Py_ssize_t[::1] idx_d, const Py_ssize_t[::1] idx_h,
@@ -1443,6 +1460,7 @@ def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t* ro = NULL
     make_geom(&g, idx_d, idx_h, jmap, qoff, phase, dims, cin_g, x.shape[2],
               work.shape[1], iwork.shape[1])
+    check_grouped("grouped_direct", x, weight, bias, out, groups, has_bias, &g)
     rows = g.OD * g.OH
     if N == 0 or C_out == 0 or P == 0 or rows == 0:
         return
@@ -1559,6 +1577,7 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     if (g.D != 1 or g.KD != 1 or g.OD != 1 or g.sw != 1 or band < 1 or dh < 1
             or hmap.shape[0] < g.OH + (g.KH - 1) * dh):
         raise ValueError("grouped_flat: not a 2-D stride-1 geometry")
+    check_grouped("grouped_flat", x, weight, bias, out, groups, has_bias, &g)
     nq = pyconv_dw_flat_q(cin_g, band, g.KH, dh, g.Wp, vw)
     nso = pyconv_dw_flat_so(cout_g, band, g.Wp, vw)
     if (work.shape[0] < n_threads or iwork.shape[0] < n_threads
@@ -1586,6 +1605,8 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                 r1 = min(r0 + band, g.OH)
                 # the input rows of the next unit, to prefetch
                 pf = NULL
+                lo = 0       # (assigned here: private to each thread)
+                hi = -1
                 un = u + 1
                 if un < n_units:
                     band_rows(&hmap[0], (un % n_bands) * band, band, g.OH, g.KH, dh, &lo,

@@ -131,9 +131,7 @@ def winograd_preferred(spec, input_shape, dtype):
     Returns ``"F4"``, ``"F2"`` or ``None`` (im2col + GEMM is expected to be as fast).
     Winograd pays once the GEMMs are large enough for their savings to outweigh the
     transforms: at least :data:`MIN_CHANNELS` input channels per group and
-    :data:`MIN_OUT_CHANNELS` output channels per group, more than
-    :data:`DIRECT_MAX_CHANNELS` of either (smaller groups run faster on the direct
-    kernel); and enough tiles over the
+    :data:`MIN_OUT_CHANNELS` output channels per group; and enough tiles over the
     whole batch (:data:`MIN_TILES`) that each GEMM
     has columns to amortise reading the transformed filter, which is 1.8x (F2) or 4x
     (F4) the weight. F4 is used where it has enough tiles, else F2; float32 uses
@@ -162,8 +160,6 @@ def _preferred(spec, input_shape, dtype):
     cout_g = spec["out_channels"] // groups
     if cin_g < MIN_CHANNELS.get(dtype.name, 16) or cout_g < MIN_OUT_CHANNELS:
         return None
-    if max(cin_g, cout_g) <= DIRECT_MAX_CHANNELS:
-        return None
     padding = spec["padding"]
     if isinstance(padding, int):
         padding = ((padding, padding), (padding, padding))
@@ -182,7 +178,7 @@ def _preferred(spec, input_shape, dtype):
 #: Input channels per group below which the direct kernel or im2col is as fast. At 8
 #: input and output channels per group, float32, 2 threads, F4 against the direct
 #: kernel's padded-row form (medians of 9 alternating calls; its flat form since
-#: took these layers, see DIRECT_MAX_CHANNELS):
+#: took these 2-D layers, see pyconv.ops.depthwise.FLAT_MAX_CHANNELS):
 #: 8x256x56x56 15.5 / 17.1 ms, 8x512x28x28
 #: 10.0 / 12.6, 8x1024x14x14 7.1 / 8.3, 8x256x7x7 1.5 / 5.1 (im2col 1.5); dense
 #: 8 -> 64 on 8x8x56x56 2.5 / 3.7. float64 F4 gains 1.2-1.4x at 8 channels; at 3
@@ -190,14 +186,6 @@ def _preferred(spec, input_shape, dtype):
 MIN_CHANNELS = {"float32": 8, "float64": 8}
 #: Output channels per group below which the input transform dominates.
 MIN_OUT_CHANNELS = 8
-#: Groups of at most this many input and output channels run faster on the direct
-#: kernel's flat form (``pyconv.ops.depthwise``; every 3x3 stride-1 layer takes it).
-#: Measured at 8 per group, 8 images, 2 threads, its time over F4's (best of two
-#: medians of 7 calls): AVX-512 build, float32 256x56x56 0.69, 512x28x28 0.78,
-#: 1024x14x14 0.69, 256x7x7 0.36, float64 0.60-0.72; AVX2 build on the same CPU,
-#: float32 0.84-0.95, float64 0.86-0.91 but 1.14 at 14x14. At 16 per group F4 is
-#: ahead where the planes are large (float32 1.27 at 56x56, 1.19 at 28x28).
-DIRECT_MAX_CHANNELS = 8
 #: Tiles over the batch below which the GEMMs are too thin (measured: one 4x4 image
 #: with 512 channels, a single F4 tile, runs at 0.6x im2col; 4 F2 tiles at 1.1x).
 MIN_TILES = 16

@@ -155,6 +155,8 @@ class ConvND(Op):
         variant = None
         if algo == "auto" and winograd_shape is not None:
             variant = _winograd.winograd_preferred(*winograd_shape, dtype)
+            if self.rank == 2 and variant and depthwise.flat_beats_winograd(spec):
+                variant = None   # the direct kernel's flat form (prefers_direct)
         elif algo == "winograd":
             variant = (_winograd.winograd_preferred(*winograd_shape, dtype)
                        or ("F4" if dtype == np.float64 else _winograd.FLOAT32_VARIANT))

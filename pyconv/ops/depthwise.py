@@ -179,6 +179,14 @@ FLAT_KERNEL = True
 #: The flat kernel takes a layer while one output row's band (its padded input rows and
 #: two output scratches) takes at most this per thread.
 FLAT_MAX_BYTES = 4 << 20
+#: conv2d's "auto" leaves Winograd to the flat kernel for groups of at most this many
+#: input and output channels (2-D 3x3 stride 1: layers the flat kernel takes).
+#: Measured at 8 per group, 8 images, 2 threads, its time over F4's (best of two
+#: medians of 7 calls): AVX-512 build, float32 256x56x56 0.69, 512x28x28 0.78,
+#: 1024x14x14 0.69, 256x7x7 0.36, float64 0.60-0.72; AVX2 build on the same CPU,
+#: float32 0.84-0.95, float64 0.86-0.91 but 1.14 at 14x14. At 16 per group F4 is
+#: ahead where the planes are large (float32 1.27 at 56x56, 1.19 at 28x28).
+FLAT_MAX_CHANNELS = 8
 #: The direct grouped kernel beats im2col + GEMM while a group has at most this many
 #: input and at most this many output channels (1x1 kernels: at most
 #: ``DIRECT_MAX_CHANNELS_1X1``). Measured (2x(C)x56x56, 3x3 pad 1, one thread,
@@ -468,6 +476,22 @@ def _direct_wins(cin_g, cout_g, kernel_size=(3,)):
     return max(cin_g, cout_g) <= limit
 
 
+def flat_beats_winograd(spec):
+    """Whether a 2-D ``conv2d`` spec that Winograd could run goes faster on the flat
+    kernel: groups of at most :data:`FLAT_MAX_CHANNELS` input and output channels.
+
+    Examples
+    --------
+    >>> flat_beats_winograd({"in_channels": 256, "out_channels": 256, "groups": 32})
+    True
+    >>> flat_beats_winograd({"in_channels": 256, "out_channels": 256, "groups": 16})
+    False
+    """
+    groups = spec["groups"]
+    return FLAT_KERNEL and max(spec["in_channels"] // groups,
+                               spec["out_channels"] // groups) <= FLAT_MAX_CHANNELS
+
+
 def prefers_direct(spec, input_shape, dtype=None, out_width=None):
     """Whether a ``conv`` spec runs faster on the direct grouped kernel than im2col+GEMM.
 
@@ -479,9 +503,9 @@ def prefers_direct(spec, input_shape, dtype=None, out_width=None):
     for it to pay for the column copy. The exception: float32 output rows
     (``out_width``, the last output axis) narrower than ``DIRECT_MIN_WIDTH_FLOAT32``
     with ``DIRECT_MIN_CHANNELS_NARROW`` or more channels per group, unless the layer
-    runs on the flat kernel (1-D or 2-D, stride 1 on every axis; a spec without
-    ``stride`` counts as strided). ``input_shape`` is accepted for further
-    size-dependent rules.
+    runs on the flat kernel (more than one input channel per group, 1-D or 2-D,
+    stride 1 on every axis; a spec without ``stride`` counts as strided).
+    ``input_shape`` is accepted for further size-dependent rules.
 
     Examples
     --------
@@ -497,7 +521,9 @@ def prefers_direct(spec, input_shape, dtype=None, out_width=None):
     groups = spec["groups"]
     cin_g, cout_g = spec["in_channels"] // groups, spec["out_channels"] // groups
     stride = spec.get("stride", (2,))
-    flat = FLAT_KERNEL and len(stride) <= 2 and all(s == 1 for s in stride)
+    # (one input channel per group goes to the plane or row kernels instead)
+    flat = (FLAT_KERNEL and cin_g > 1 and len(stride) <= 2
+            and all(s == 1 for s in stride))
     if (out_width is not None and dtype is not None and np.dtype(dtype) == np.float32
             and not flat and out_width < DIRECT_MIN_WIDTH_FLOAT32
             and max(cin_g, cout_g) >= DIRECT_MIN_CHANNELS_NARROW):
