@@ -1070,6 +1070,17 @@ def test_plane_conv_strips_read_only_the_input(tmp_path, ksize, stride, dtype, w
     assert_close(np.load(out), ref, dtype)
 
 
+def _spy_flat(monkeypatch):
+    """Record each call of the flat kernel (its n_threads argument); the real one."""
+    from pyconv import _kernels
+    kernels = _kernels.load("_depthwise")
+    calls = []
+    real = kernels.grouped_flat
+    monkeypatch.setattr(kernels, "grouped_flat",
+                        lambda *a, **kw: calls.append(a[-1]) or real(*a, **kw))
+    return calls, real
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype):
     """1-D and 2-D layers at stride 1 on the flat kernel (padded rows end to end,
@@ -1079,12 +1090,8 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
     1-channel blocks), widths from 1 to past two block widths, bands of 1, 2, 3 rows
     or the whole plane, streamed and cached output stores, 1 and 3 threads (the
     serial-work thresholds off, so that small layers do run threaded)."""
-    from pyconv import _kernels, _threads
-    kernels = _kernels.load("_depthwise")
-    calls = []
-    real = kernels.grouped_flat
-    monkeypatch.setattr(kernels, "grouped_flat",
-                        lambda *a, **kw: calls.append(a[-1]) or real(*a, **kw))
+    from pyconv import _threads
+    calls, _ = _spy_flat(monkeypatch)
     monkeypatch.setattr(_threads, "SERIAL_WORK_FLOPS", 0)
     monkeypatch.setattr(_threads, "SERIAL_WORK_BYTES", 0)
     modes = ["zeros", "constant", "reflect", "replicate", "circular", "symmetric"]
@@ -1117,7 +1124,7 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
         plan = dwmod._plan(x.shape[2:], conv.spec, pads, out_spatial)
         assert plan.flat is not None
         band = (1, 2, 3, 10 ** 6)[(i // 2) % 4]
-        KH, dh, Wp = plan.k[1], plan.flat[1], plan._dims[10]
+        KH, dh, Wp = plan.k[1], plan.flat[1], plan.Wp
         with monkeypatch.context() as patch:
             patch.setattr(dwmod, "FLAT_BAND_BYTES",
                           min(band + (KH - 1) * dh, 1 << 20) * cin_g * Wp * dtype().itemsize)
@@ -1141,12 +1148,7 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
 def test_flat_kernel_leaves_long_rows_to_the_padded_row_kernel(rng, monkeypatch):
     # A 1-D layer whose one-row band would exceed FLAT_MAX_BYTES runs on the
     # padded-row kernel (bounded scratch): the same bits, either way.
-    from pyconv import _kernels
-    kernels = _kernels.load("_depthwise")
-    calls = []
-    real = kernels.grouped_flat
-    monkeypatch.setattr(kernels, "grouped_flat",
-                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    calls, real = _spy_flat(monkeypatch)
     conv = pyconv.Conv({"op": "conv1d", "in_channels": 16, "out_channels": 16,
                         "groups": 2, "kernel_size": 5, "padding": 2,
                         "padding_mode": "reflect"}, seed=1)
@@ -1163,12 +1165,7 @@ def test_flat_kernel_leaves_long_rows_to_the_padded_row_kernel(rng, monkeypatch)
 def test_flat_kernel_is_the_path_taken_and_refuses_bad_geometry(rng, monkeypatch):
     # "auto" sends 8 channels per group at stride 1 to the flat kernel (spied on),
     # not to Winograd; the kernel checks its geometry and workspace itself.
-    from pyconv import _kernels
-    kernels = _kernels.load("_depthwise")
-    calls = []
-    real = kernels.grouped_flat
-    monkeypatch.setattr(kernels, "grouped_flat",
-                        lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    calls, real = _spy_flat(monkeypatch)
     conv = pyconv.Conv({"op": "conv2d", "in_channels": 64, "out_channels": 64,
                         "groups": 8, "kernel_size": 3, "padding": 1}, seed=0)
     x = rng.standard_normal((2, 64, 12, 20)).astype(np.float32)
@@ -1178,7 +1175,9 @@ def test_flat_kernel_is_the_path_taken_and_refuses_bad_geometry(rng, monkeypatch
     hmap, dh = plan.flat
     w = conv.params["weight"].reshape(64, -1)
     out = np.empty((2, 64, 240), np.float32)
-    values, ints = kernels.flat_workspace(8, 8, 4, 3, 1, 22, 4)  # bands of 4 rows
+    from pyconv import _kernels
+    # bands of 4 rows, cin_g = cout_g = 8, 3x3, Wp = 22, float32
+    values, ints = _kernels.load("_depthwise").flat_workspace(8, 8, 4, 3, 1, 22, 4)
     args = (x.reshape(2, 64, -1), w, conv.params["bias"], out, *plan.args(False, 1),
             hmap, dh, 8, 0.0, True, False, 4, False)
     with pytest.raises(ValueError, match="workspace too small"):

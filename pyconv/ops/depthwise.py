@@ -85,7 +85,7 @@ layer with more than 8 of them) runs on direct kernels
   non-temporal stores, a few vectors between each of the next unit's blocks, while
   the next unit's input is prefetched. The sums run in the same order as the
   padded-row kernel's: the same bits. 8x256x56x56, 8 per group, float32, 2 threads:
-  5.2-5.6 ms against 6.7-9.2 ms for Winograd F4 and 6.8-7.0 ms for the padded-row
+  5.2-6.0 ms against 6.7-9.2 ms for Winograd F4 and 6.5-7.4 ms for the padded-row
   kernel; 16 per group 8.8 against 13.2 ms; 8 per group at 7x7 0.57 against 2.84 ms
   (medians of 7 alternating calls). Extra memory per thread: the padded rows of a
   band, ``C_in/groups * (band + (KH-1)*dh) * Wp`` values (bands sized to
@@ -257,7 +257,7 @@ class _Plan:
         self.R = int(spans[:, 1].min())
         self.dw = dw
         # Padded width read by the taps, and its phase-split layout.
-        Wp = max(1, (OW - 1) * sw + (KW - 1) * dw + 1) if OW else 1
+        self.Wp = Wp = max(1, (OW - 1) * sw + (KW - 1) * dw + 1) if OW else 1
         Mq = -(-Wp // sw)
         self.qoff = np.array([(kw * dw) % sw * Mq + (kw * dw) // sw for kw in range(KW)],
                              dtype=np.intp)
@@ -416,7 +416,7 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
         hmap, dh = plan.flat
         # widest build: rows are not its vectors' unit here, their runs are
         _depthwise = _kernels.load("_depthwise")
-        Wp, OH, KH = plan._dims[10], plan.out[1], plan.k[1]
+        Wp, OH, KH = plan.Wp, plan.out[1], plan.k[1]
         band = max(1, min(OH, FLAT_BAND_BYTES // (cin_g * Wp * x.dtype.itemsize)
                           - (KH - 1) * dh))
         n_threads = _threads.resolve(n_threads, flops, N * groups * -(-OH // band))
@@ -447,9 +447,8 @@ def _flat_fits(plan, cin_g, cout_g, itemsize):
     # A band of one output row (its padded input rows, two output scratches) within
     # FLAT_MAX_BYTES: long rows with many channels go to the padded-row kernel, whose
     # scratch is bounded by ROW_SCRATCH_BYTES.
-    hmap, dh = plan.flat
-    Wp = plan._dims[10]
-    return (cin_g * (1 + (plan.k[1] - 1) * dh) + 2 * cout_g) * Wp * itemsize \
+    dh = plan.flat[1]
+    return (cin_g * (1 + (plan.k[1] - 1) * dh) + 2 * cout_g) * plan.Wp * itemsize \
         <= FLAT_MAX_BYTES
 
 
