@@ -223,11 +223,13 @@ def test_each_forced_gemm_runs_and_agrees(monkeypatch, gemm):
     assert tiles == [gemm == "packed"]
 
 
+@pytest.mark.parametrize("k_blocks", [False, True])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_avx512_tiles_give_the_same_bits(monkeypatch, dtype):
-    """The packed GEMM's whole tiles two panels at a time in AVX-512 registers against
-    one panel at a time in AVX2 ones: im2col, 1x1, Winograd and separable layers,
-    widths that leave an odd panel, a partial panel, or none."""
+def test_avx512_tiles_give_the_same_bits(monkeypatch, dtype, k_blocks):
+    """The packed GEMM's whole tiles two panels at a time in AVX-512 registers, four
+    or eight weight rows at a time, against one panel at a time in AVX2 ones: im2col,
+    1x1, Winograd and separable layers, widths that leave an odd panel, a partial
+    panel, or none, and 1 to 4 weight panels (an odd one left over, or none)."""
     if not vector_build_available():
         pytest.skip("no AVX2 build on this machine")
     if not _kernels.WIDE_LOOPS:
@@ -245,20 +247,25 @@ def test_avx512_tiles_give_the_same_bits(monkeypatch, dtype):
              ({"op": "separable_conv2d", "in_channels": 8, "out_channels": 12,
                "kernel_size": 3, "padding": 1}, (2, 8, 13, 17)),
              ({"op": "conv1d", "in_channels": 5, "out_channels": 4, "kernel_size": 3,
-               "dilation": 2}, (3, 5, 300))]
+               "dilation": 2}, (3, 5, 300)),
+             ({"op": "conv2d", "in_channels": 6, "out_channels": 28, "kernel_size": 3,
+               "padding": 1, "algorithm": "im2col"}, (2, 6, 7, 50))]
+    if k_blocks:   # sums continued from the output tile, block after block
+        monkeypatch.setattr(conv_module, "PACKED_WEIGHT_BLOCK_BYTES", 1)
+        monkeypatch.setattr(conv_module, "PACKED_MIN_K_BLOCK", 5)
     try:
         for spec, shape in specs:
             conv = pyconv.Conv(spec, seed=6, dtype=dtype)
             x = rng.standard_normal(shape).astype(dtype)
             got = []
-            for wide in (False, True):
-                assert all(m.set_wide_loops(wide) == wide for m in modules)
+            for wide, tall in ((False, True), (True, False), (True, True)):
+                assert all(m.set_wide_loops(wide, tall) == wide for m in modules)
                 got.append(conv.apply(x))
-            assert got[0].tobytes() == got[1].tobytes(), spec
+            assert got[0].tobytes() == got[1].tobytes() == got[2].tobytes(), spec
             if "weight" in conv.params:   # (the separable op: test_depthwise)
                 want = reference(conv, x.astype(np.float64))
                 tol = 1e-12 if dtype == np.float64 else 1e-4
-                np.testing.assert_allclose(got[1], want, rtol=tol, atol=tol)
+                np.testing.assert_allclose(got[2], want, rtol=tol, atol=tol)
     finally:
         for m in modules:
             m.set_wide_loops(_kernels.WIDE_LOOPS)

@@ -19,7 +19,7 @@ from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._im2col cimport im2col_span
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, PG_VECTOR,
-                                      packed_gemm, pg_set_wide)
+                                      packed_gemm, pg_set_tall, pg_set_wide)
 
 
 #: Whether :func:`conv_nd`'s packed tiles are vectorised in this build (the AVX2
@@ -166,9 +166,11 @@ def warm_sgemm(float[::1] work, Py_ssize_t n, int n_threads):
             gemm_rm(w, w + n * n, w + (2 + t) * n * n, n, n, n, n, n, n, 0)
 
 
-def set_wide_loops(bint on):
+def set_wide_loops(bint on, bint tall=True):
     """Run the packed GEMM's whole tiles two column panels at a time in AVX-512
     registers (``on``; only where built, and only on a CPU with AVX-512: the caller
     checks) or one panel at a time in AVX2 ones. Returns whether the AVX-512 tiles now
-    run. Both give the same bits."""
+    run. ``tall``: those tiles take two weight panels (8 rows) at a time where there
+    are two (false: one, for comparisons). All give the same bits."""
+    pg_set_tall(tall)
     return bool(pg_set_wide(on))

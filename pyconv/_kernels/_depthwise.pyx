@@ -64,7 +64,7 @@ from libc.string cimport memcpy
 
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, packed_gemm,
-                                      pg_set_wide)
+                                      pg_set_tall, pg_set_wide)
 from pyconv._kernels._epilogue cimport bias_relu_tile
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 
@@ -2266,9 +2266,11 @@ def plane_conv(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                        n_units * (t + 1) // n_threads)
 
 
-def set_wide_loops(bint on):
+def set_wide_loops(bint on, bint tall=True):
     """Run the packed GEMM's whole tiles two column panels at a time in AVX-512
     registers (``on``; only where built, and only on a CPU with AVX-512: the caller
     checks) or one panel at a time in AVX2 ones. Returns whether the AVX-512 tiles now
-    run. Both give the same bits."""
+    run. ``tall``: those tiles take two weight panels (8 rows) at a time where there
+    are two (false: one, for comparisons). All give the same bits."""
+    pg_set_tall(tall)
     return bool(pg_set_wide(on))

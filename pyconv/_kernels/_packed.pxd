@@ -18,8 +18,13 @@ cdef extern from "_packed_gemm.h" nogil:
                              float* c, Py_ssize_t ldc, int accumulate)
     void pg_tile_double_rows2(Py_ssize_t k, const double* a, const double* b,
                               Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
-    int pg_wide, PG_WIDE_BUILT
+    void pg_tile_float_rows4(Py_ssize_t k, const float* a, const float* b, Py_ssize_t ldb,
+                             float* c, Py_ssize_t ldc, int accumulate)
+    void pg_tile_double_rows4(Py_ssize_t k, const double* a, const double* b,
+                              Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
+    int pg_wide, pg_tall, PG_WIDE_BUILT
     int pg_set_wide(int on)
+    int pg_set_tall(int on)
 
 
 cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
@@ -60,7 +65,16 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
         jp += 1
         if whole_panels and nr == nr_full:
             pair = pg_wide and j0 + 2 * nr_full <= n
-            for mp in range(m // PG_MR):
+            mp = 0
+            while pair and pg_tall and mp + 2 <= m // PG_MR:
+                if floating is float:
+                    pg_tile_float_rows4(k, a + mp * k * PG_MR, b + j0, ldb,
+                                        c + mp * PG_MR * ldc + j0, ldc, accumulate)
+                else:
+                    pg_tile_double_rows4(k, a + mp * k * PG_MR, b + j0, ldb,
+                                         c + mp * PG_MR * ldc + j0, ldc, accumulate)
+                mp += 2
+            while mp < m // PG_MR:
                 if floating is float:
                     (pg_tile_float_rows2 if pair else pg_tile_float_rows)(
                         k, a + mp * k * PG_MR, b + j0, ldb, c + mp * PG_MR * ldc + j0,
@@ -69,6 +83,7 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
                     (pg_tile_double_rows2 if pair else pg_tile_double_rows)(
                         k, a + mp * k * PG_MR, b + j0, ldb, c + mp * PG_MR * ldc + j0,
                         ldc, accumulate)
+                mp += 1
             if pair:
                 jp += 1
             continue

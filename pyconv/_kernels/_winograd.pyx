@@ -45,7 +45,7 @@ from libc.string cimport memcpy, memset
 from pyconv._kernels._blas cimport gemm_rm
 from pyconv._kernels._openmp_helpers cimport omp_get_thread_num
 from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, PG_VECTOR,
-                                      packed_gemm, pg_set_wide)
+                                      packed_gemm, pg_set_tall, pg_set_wide)
 
 #: Whether the GEMMs can run on pyconv's packed tiles (the AVX2 build; see
 #: ``_packed_gemm.h``), given the filter in ``pyconv.ops._winograd.packed_filter``'s
@@ -1169,11 +1169,13 @@ def winograd_2d(const floating[::1] x, const Py_ssize_t[:, ::1] in_off,
     return True
 
 
-def set_wide_loops(bint on):
+def set_wide_loops(bint on, bint tall=True):
     """Run the packed GEMM's whole tiles two column panels at a time in AVX-512
     registers, and the float32 F(4x4) transforms 16 tiles per step (``on``; only where
     built, and only on a CPU with AVX-512: the caller checks), or the AVX2 tiles and
-    the 4-tile SSE steps. Returns whether the AVX-512 forms now run. Both give the same
-    bits."""
+    the 4-tile SSE steps. Returns whether the AVX-512 forms now run. ``tall``: the
+    AVX-512 tiles take two weight panels (8 rows) at a time where there are two (false:
+    one, for comparisons). All give the same bits."""
+    pg_set_tall(tall)
     cdef int tiles = pg_set_wide(on)
     return bool(pyconv_wg_set_wide(on) and tiles)
