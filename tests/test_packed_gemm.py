@@ -106,7 +106,8 @@ def test_blocking_edges_and_blocking_independence(packed_gemm, monkeypatch, dtyp
 
 
 def spy_gemms(monkeypatch):
-    """A list that each im2col or Winograd kernel call appends its GEMM to."""
+    """A list that each im2col (explicit or implicit) or Winograd kernel call appends its
+    GEMM to."""
     calls = []
     _conv = _kernels.load("_conv")
     real_conv = _conv.conv_nd
@@ -114,6 +115,12 @@ def spy_gemms(monkeypatch):
     def spy_conv(*args):
         calls.append("packed" if args[23] else "openblas")   # conv_nd's `packed`
         return real_conv(*args)
+
+    real_phased = _conv.conv2d_phased
+
+    def spy_phased(*args):
+        calls.append("packed")   # the packed tiles without a column buffer
+        return real_phased(*args)
 
     _winograd = _kernels.load("_winograd")
     real_winograd = _winograd.winograd_2d
@@ -123,6 +130,7 @@ def spy_gemms(monkeypatch):
         return real_winograd(*args)
 
     monkeypatch.setattr(_conv, "conv_nd", spy_conv)
+    monkeypatch.setattr(_conv, "conv2d_phased", spy_phased)
     monkeypatch.setattr(_winograd, "winograd_2d", spy_winograd)
     return calls
 

@@ -8,8 +8,10 @@ Extra memory: im2col on OpenBLAS, one column buffer per thread of about 256 outp
 columns (at most 8 MiB, at least one output row); on the packed GEMM (AVX2 builds),
 one column buffer of about 256 KiB per thread (at least four 24-column panels), one
 packed panel per thread, and the packed weights, cached per weight array (the
-weights' size, rounded up to 4 rows per group). Winograd and the FFT document theirs
-in :mod:`pyconv.ops._winograd` and :mod:`pyconv.ops._fft`.
+weights' size, rounded up to 4 rows per group). 2-D layers on the packed GEMM whose
+output rows fill its vectors run without a column buffer (:mod:`pyconv.ops._phased`:
+a strip of phase-split input rows per thread instead). Winograd and the FFT document
+theirs in :mod:`pyconv.ops._winograd` and :mod:`pyconv.ops._fft`.
 """
 from __future__ import annotations
 
@@ -23,6 +25,7 @@ from pyconv._dtypes import NATIVE_NAMES
 from pyconv._errors import SpecError
 from pyconv._spec import boolean, choice, int_tuple, int_value, key, optional, padding, real
 from pyconv._workspace import thread_workspace
+from pyconv.ops import _phased
 from pyconv.ops._base import Op, kaiming_uniform, prod
 
 #: A tile aims at this many output columns (at least: whole rows): enough for an
@@ -535,6 +538,10 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
         weight_arg = packed_weight(weight, groups, plan.rows, plan.k_block)
     else:
         weight_arg = weight.reshape(C_out, plan.ck)
+    if _phased.applies(x.shape, x.dtype.itemsize, spec, out_spatial, plan.packed,
+                       out_index is not None):
+        return _phased.phased_forward(x, weight_arg, bias, out, spec, pads, out_spatial,
+                                      plan.k_block, n_threads, plan.flops)
     n_threads = _threads.resolve(n_threads, plan.flops, plan.units)
     work = thread_workspace(n_threads, plan.work_values, x.dtype)
     bias_arr = np.zeros(1, dtype=x.dtype) if bias is None else bias
