@@ -49,8 +49,10 @@ layer with more than 8 of them) runs on direct kernels
   columns, so there are no scalar edge columns for any padding mode. Outputs of
   :data:`STREAM_MIN_BYTES` or more are computed into scratch and copied out with
   non-temporal stores, which skip reading the output's lines into the cache first;
-  the copy of one band is done while the next band computes, a share at the start of
-  each strip (float64, 2 threads: 7.2 -> 6.7 ms against a vector per output row),
+  the copy of one band is done while the next band computes, a vector per output row
+  of each strip, so that the stores drain between the rows' arithmetic (8x256x56x56,
+  2 threads, against a share in one burst at the start of each strip: float32 1.66 ->
+  1.33 ms, float64 3.97 -> 3.41 ms; an older AVX2 machine had favoured the burst),
   and the next band's input is prefetched meanwhile (a line per output vector, two at
   stride 2), so that memory traffic and arithmetic overlap. Measured on 8x256x56x56
   (medians of 25 alternating calls in one process, two runs), against the earlier
