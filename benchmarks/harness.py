@@ -94,11 +94,14 @@ def agreement(a, b):
     return float(np.abs(a - b).max() / scale) if a.size else 0.0
 
 
-def measure_ceilings(repeats=5):
+def measure_ceilings(repeats=5, threads=(1,)):
     """Machine ceilings measured here: single-thread GEMM rates and copy bandwidth.
 
     GEMM: 1024^3 matrix products through NumPy's OpenBLAS limited to one thread.
-    Copy: ``np.copyto`` of a 64 MiB array (read + write counted).
+    Copy: ``np.copyto`` of a 64 MiB array (read + write counted), one thread; and at
+    each of ``threads``, PyTorch's parallel ``copy_`` of the same arrays where PyTorch
+    is installed (``copy_gbs_threads``, keys the thread counts as strings): a
+    memory-bound case at 2 threads is held to what 2 threads can copy.
     """
     from threadpoolctl import threadpool_limits
 
@@ -113,7 +116,26 @@ def measure_ceilings(repeats=5):
     dst = np.empty_like(src)
     np.copyto(dst, src)
     copy_gbs = 2 * src.nbytes / median_time(lambda: np.copyto(dst, src), repeats) / 1e9
-    return {"gemm_gflops_1thread": rates, "copy_gbs": copy_gbs}
+    ceilings = {"gemm_gflops_1thread": rates, "copy_gbs": copy_gbs}
+    try:
+        import torch
+    except ImportError:
+        return ceilings
+    t_src, t_dst = torch.from_numpy(src), torch.from_numpy(dst)
+    by_threads = {}
+    for n in threads:
+        set_peer_threads(n)
+        t_dst.copy_(t_src)
+        by_threads[str(n)] = 2 * src.nbytes / median_time(lambda: t_dst.copy_(t_src),
+                                                          repeats) / 1e9
+    ceilings["copy_gbs_threads"] = by_threads
+    return ceilings
+
+
+def copy_ceiling(ceilings, n):
+    """The copy bandwidth a memory-bound case at ``n`` threads is measured against: the
+    parallel copy at ``n`` threads where it was measured, else the 1-thread copy."""
+    return ceilings.get("copy_gbs_threads", {}).get(str(n), ceilings["copy_gbs"])
 
 
 def peak_extra_mib(fn):
@@ -227,7 +249,8 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
 
     ``ceilings`` (from :func:`measure_ceilings`) adds the fraction of the machine
     ceiling: GFLOP/s over (1-thread GEMM rate x threads) for compute-bound cases,
-    GB/s over the copy bandwidth for memory-bound ones.
+    GB/s over the copy bandwidth at the case's thread count (:func:`copy_ceiling`)
+    for memory-bound ones.
     """
     results = []
     header = (f"{'case':<40} {'shape':<22} {'dtype':<8} {'thr':>3} {'pyconv ms':>10} "
@@ -262,7 +285,7 @@ def run_cases(cases, threads, repeats=7, warmup=2, out=print, ceilings=None):
             ceiling = float("nan")
             if ceilings:
                 if case.nbytes:
-                    ceiling = gbs / ceilings["copy_gbs"]
+                    ceiling = gbs / copy_ceiling(ceilings, n)
                 elif case.flops:
                     rate = ceilings["gemm_gflops_1thread"].get(case.dtype)
                     ceiling = gflops / (rate * n) if rate else float("nan")
@@ -320,7 +343,10 @@ def machine_line(ceilings=None):
         rates = ceilings["gemm_gflops_1thread"]
         parts.append(f"1-thread GEMM {rates['float32']:.0f} GFLOP/s float32, "
                      f"{rates['float64']:.0f} float64")
-        parts.append(f"copy {ceilings['copy_gbs']:.1f} GB/s")
+        copies = ", ".join(f"{rate:.1f} at {n} threads" for n, rate in
+                           ceilings.get("copy_gbs_threads", {}).items())
+        parts.append(f"copy {ceilings['copy_gbs']:.1f} GB/s"
+                     + (f" (np.copyto; torch copy_ {copies})" if copies else ""))
     from importlib import metadata
 
     for name in ("numpy", "torch", "torchvision", "scipy"):

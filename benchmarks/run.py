@@ -173,7 +173,7 @@ def main(argv=None):
                           indent=1)
     else:
         threads = [int(t) for t in args.threads.split(",")]
-        ceilings = measure_ceilings()
+        ceilings = measure_ceilings(threads=threads)
         machine, date = machine_line(ceilings), time.strftime("%Y-%m-%d")
         print("# " + machine)
         modules = args.modules.split(",") if args.modules else None

@@ -117,6 +117,26 @@ def test_run_cases_rows_rates_and_ceilings():
     assert len(lines) == 2 + len(rows) and "ratio" in lines[0]
 
 
+def test_memory_bound_cases_meet_the_copy_rate_of_their_thread_count():
+    """With a parallel copy measured at each thread count, a memory-bound case is held
+    to the one at its own; a count without one falls back to the 1-thread copy."""
+    ceilings = {**CEILINGS, "copy_gbs_threads": {"1": 12.0, "2": 16.0}}
+    rows = harness.run_cases(synthetic_cases()[1:2], [1, 2, 3], repeats=1, warmup=0,
+                             out=lambda s: None, ceilings=ceilings)
+    for row, copy in zip(rows, (12.0, 16.0, 10.0)):
+        assert row["ceiling_fraction"] == pytest.approx(row["gbs"] / copy)
+    line = harness.machine_line(ceilings)
+    assert "copy 10.0 GB/s (np.copyto; torch copy_ 12.0 at 1 threads, 16.0 at 2" in line
+
+
+def test_measured_ceilings_include_the_parallel_copy_where_torch_is():
+    pytest.importorskip("torch")
+    ceilings = harness.measure_ceilings(repeats=1, threads=(1, 2))
+    assert set(ceilings["copy_gbs_threads"]) == {"1", "2"}
+    assert all(rate > 0 for rate in ceilings["copy_gbs_threads"].values())
+    assert ceilings["copy_gbs"] > 0 and ceilings["gemm_gflops_1thread"]["float32"] > 0
+
+
 def test_run_cases_stops_when_pyconv_and_the_peer_disagree():
     x = np.ones(5)
     bad = Case("off by 1e-3", "5", "float64", lambda n: x, lambda n: x * (1 + 1e-3),
@@ -253,7 +273,7 @@ def test_rst_table_is_valid_restructuredtext():
 
 
 def fake_suite(monkeypatch):
-    monkeypatch.setattr(run, "measure_ceilings", lambda: CEILINGS)
+    monkeypatch.setattr(run, "measure_ceilings", lambda threads=(1,): CEILINGS)
     monkeypatch.setattr(run, "collect_cases", lambda only, modules: synthetic_cases())
 
 
