@@ -98,11 +98,14 @@ def measure_ceilings(repeats=5, threads=(1,)):
     """Machine ceilings measured here: single-thread GEMM rates and copy bandwidth.
 
     GEMM: 1024^3 matrix products through NumPy's OpenBLAS limited to one thread.
-    Copy: ``np.copyto`` of a 64 MiB array (read + write counted), one thread; and at
-    each of ``threads``, PyTorch's parallel ``copy_`` of the same arrays where PyTorch
-    is installed (``copy_gbs_threads``, keys the thread counts as strings): a
-    memory-bound case at 2 threads is held to what 2 threads can copy.
+    Copy: ``np.copyto`` of a 64 MiB array (read + write counted), at each of
+    ``threads`` (``copy_gbs_threads``, keyed by the thread count as a string) with the
+    array split into that many slices copied by as many Python threads at once
+    (``np.copyto`` releases the GIL); ``copy_gbs``: one thread. A memory-bound case at
+    2 threads is held to what 2 threads can copy.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     from threadpoolctl import threadpool_limits
 
     rates = {}
@@ -116,20 +119,16 @@ def measure_ceilings(repeats=5, threads=(1,)):
     dst = np.empty_like(src)
     np.copyto(dst, src)
     copy_gbs = 2 * src.nbytes / median_time(lambda: np.copyto(dst, src), repeats) / 1e9
-    ceilings = {"gemm_gflops_1thread": rates, "copy_gbs": copy_gbs}
-    try:
-        import torch
-    except ImportError:
-        return ceilings
-    t_src, t_dst = torch.from_numpy(src), torch.from_numpy(dst)
     by_threads = {}
-    for n in threads:
-        set_peer_threads(n)
-        t_dst.copy_(t_src)
-        by_threads[str(n)] = 2 * src.nbytes / median_time(lambda: t_dst.copy_(t_src),
-                                                          repeats) / 1e9
-    ceilings["copy_gbs_threads"] = by_threads
-    return ceilings
+    for t in threads:
+        parts = [slice(src.size * i // t, src.size * (i + 1) // t) for i in range(t)]
+        with ThreadPoolExecutor(t) as pool:
+            def copy():
+                list(pool.map(lambda part: np.copyto(dst[part], src[part]), parts))
+            copy()
+            by_threads[str(t)] = 2 * src.nbytes / median_time(copy, repeats) / 1e9
+    return {"gemm_gflops_1thread": rates, "copy_gbs": copy_gbs,
+            "copy_gbs_threads": by_threads}
 
 
 def copy_ceiling(ceilings, n):
@@ -343,10 +342,10 @@ def machine_line(ceilings=None):
         rates = ceilings["gemm_gflops_1thread"]
         parts.append(f"1-thread GEMM {rates['float32']:.0f} GFLOP/s float32, "
                      f"{rates['float64']:.0f} float64")
-        copies = ", ".join(f"{rate:.1f} at {n} threads" for n, rate in
-                           ceilings.get("copy_gbs_threads", {}).items())
+        copies = ", ".join(f"{rate:.1f} at {n} thread{'' if n == '1' else 's'}"
+                           for n, rate in ceilings.get("copy_gbs_threads", {}).items())
         parts.append(f"copy {ceilings['copy_gbs']:.1f} GB/s"
-                     + (f" (np.copyto; torch copy_ {copies})" if copies else ""))
+                     + (f" ({copies})" if copies else ""))
     from importlib import metadata
 
     for name in ("numpy", "torch", "torchvision", "scipy"):

@@ -126,11 +126,10 @@ def test_memory_bound_cases_meet_the_copy_rate_of_their_thread_count():
     for row, copy in zip(rows, (12.0, 16.0, 10.0)):
         assert row["ceiling_fraction"] == pytest.approx(row["gbs"] / copy)
     line = harness.machine_line(ceilings)
-    assert "copy 10.0 GB/s (np.copyto; torch copy_ 12.0 at 1 threads, 16.0 at 2" in line
+    assert "copy 10.0 GB/s (12.0 at 1 thread, 16.0 at 2 threads)" in line
 
 
-def test_measured_ceilings_include_the_parallel_copy_where_torch_is():
-    pytest.importorskip("torch")
+def test_measured_ceilings_include_the_parallel_copy():
     ceilings = harness.measure_ceilings(repeats=1, threads=(1, 2))
     assert set(ceilings["copy_gbs_threads"]) == {"1", "2"}
     assert all(rate > 0 for rate in ceilings["copy_gbs_threads"].values())
