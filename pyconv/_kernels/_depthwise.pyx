@@ -697,7 +697,7 @@ cdef extern from *:
                 si += PYCONV_DW_SW_##S; \\
             } \\
             PYCONV_DW_UNROLL for (m = 0; m < ST; m++) \\
-                if (k < npf) { PYCONV_DW_PREFETCH(pf + k); k += line; } \\
+                if (k < npf) { PYCONV_DW_PREFETCH_L2(pf + k); k += line; } \\
             PYCONV_DW_UNROLL for (m = 0; m < ST; m++) { \\
                 PYCONV_DW_TAPSK(S, VU, VW, K, ST, rows[ST * r + K - ST + m] + off, x); \\
                 if (EDGE) \\
