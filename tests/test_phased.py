@@ -104,7 +104,8 @@ def test_strided_layers_with_k_blocks_and_partial_vectors(tiles, monkeypatch, mo
 
 def test_the_stem_layer_runs_here_and_narrow_rows_do_not(monkeypatch):
     """"auto" takes this path for 7x7 s2 on 224x224 (rows of 112) where the packed GEMM
-    runs; not for rows that would leave most of a vector empty, nor 1x1 kernels."""
+    runs; not for rows that would leave most of a vector empty, 1x1 kernels, or
+    strided 3x3 layers of many channels."""
     if not _kernels.packed_gemm(64, wide_wins=True):
         pytest.skip("the packed GEMM does not run on this machine")
     calls = spy_phased(monkeypatch)
@@ -117,11 +118,23 @@ def test_the_stem_layer_runs_here_and_narrow_rows_do_not(monkeypatch):
     np.testing.assert_allclose(y, reference(stem, x.astype(np.float64)), rtol=1e-4,
                                atol=1e-4)
     for spec, shape in [({"kernel_size": 3, "stride": 2, "padding": 1}, (1, 3, 14, 14)),
-                        ({"kernel_size": 1, "stride": 2}, (1, 3, 64, 64))]:
-        conv = pyconv.Conv({"op": "conv2d", "in_channels": 3, "out_channels": 64, **spec},
-                           seed=0)
+                        ({"kernel_size": 1, "stride": 2}, (1, 3, 64, 64)),
+                        # strided, many channels, a small kernel: the column buffer
+                        ({"kernel_size": 3, "stride": 2, "padding": 1}, (1, 16, 64, 64))]:
+        conv = pyconv.Conv({"op": "conv2d", "in_channels": shape[1], "out_channels": 64,
+                            **spec}, seed=0)
         conv.apply(rng.standard_normal(shape).astype(np.float32))
     assert calls == [True]
+    # strided with a large kernel, and stride 1 with many channels: here
+    for spec, shape in [({"kernel_size": 5, "stride": 2, "padding": 2}, (1, 16, 64, 64)),
+                        ({"kernel_size": 3, "padding": 1, "algorithm": "im2col"},
+                         (1, 16, 32, 32))]:
+        conv = pyconv.Conv({"op": "conv2d", "in_channels": shape[1], "out_channels": 64,
+                            **spec}, seed=0)
+        x = rng.standard_normal(shape).astype(np.float32)
+        np.testing.assert_allclose(conv.apply(x), reference(conv, x.astype(np.float64)),
+                                   rtol=1e-4, atol=1e-4)
+    assert calls == [True] * 3
 
 
 def test_the_kernel_refuses_inconsistent_arguments():

@@ -13,7 +13,8 @@ partial (masked), hence :data:`MIN_VECTOR_FILL`.
 
 The sums are the packed GEMM's, with the same k blocks, in the same order: the same
 bits as im2col (tested). Layers go here from :func:`applies`: 2-D, on the packed
-GEMM, kernels other than 1x1, output rows that fill the tiles' vectors.
+GEMM, kernels other than 1x1, output rows that fill the tiles' vectors; strided
+layers only with few input channels or large kernels.
 
 Extra memory per thread: the strip, ``C_in/groups * py * px * (band + QH) * PW``
 values, ``py`` and ``px`` the row and column stride phases that taps read (at most
@@ -35,6 +36,14 @@ from pyconv._workspace import thread_workspace
 #: 28 (0.88), 3x3 64 -> 64 0.87; 13 (0.81), 3x3 0.94, 5x5 32 -> 32 0.67; 20 (0.62),
 #: 3x3 1.12; 7 (0.44), 3x3 1.19-1.40, 5x5 0.91.
 MIN_VECTOR_FILL = 0.8
+#: Strided layers take this path only with at most this many input channels per group
+#: or kernels of at least ``STRIDED_MIN_AREA`` taps: where the column buffer costs
+#: most. Measured as above (AVX-512 tiles; AVX2 tiles in brackets, forced on the same
+#: CPU): 7x7 s2 3 -> 64 0.90 (0.93); 3x3 s2 3 -> 32 0.91-0.93 (1.02); 5x5 s2 16 -> 32
+#: 0.80 (0.79); but 3x3 s2 16 -> 64 on 112x112 1.02-1.14 (0.92), 32 -> 64 0.99-1.20
+#: (0.94), 64 -> 128 on 56x56 1.01-1.04 (1.10-1.16).
+STRIDED_MAX_CHANNELS = 8
+STRIDED_MIN_AREA = 25
 #: A band's strip and output rows aim at this size (they stay in L2 while every k block
 #: of the weights passes over them).
 #: 8x3x224x224 -> 64, 7x7 s2, 2 threads, medians of 15 alternating calls: 256 KiB
@@ -50,10 +59,14 @@ ENABLED = True
 def applies(x_shape, itemsize, spec, out_spatial, packed, scatter):
     """Whether a 2-D layer on the packed GEMM runs here rather than on the explicit
     column buffer: not a 1x1 kernel (its im2col is a plain copy, at stride 1 none;
-    1x1 stride 2 3 -> 64 on 224x224 ran 0.9x as fast here), and output rows that fill
-    the tiles' vectors to at least :data:`MIN_VECTOR_FILL`."""
-    if not (ENABLED and packed and not scatter and len(x_shape) == 4
-            and spec["kernel_size"] != [1, 1]):
+    1x1 stride 2 3 -> 64 on 224x224 ran 0.9x as fast here), strided layers as
+    :data:`STRIDED_MAX_CHANNELS` says, and output rows that fill the tiles' vectors to
+    at least :data:`MIN_VECTOR_FILL`."""
+    kh, kw = spec["kernel_size"]
+    if not (ENABLED and packed and not scatter and len(x_shape) == 4 and kh * kw > 1):
+        return False
+    if (spec["stride"] != [1, 1] and x_shape[1] // spec["groups"] > STRIDED_MAX_CHANNELS
+            and kh * kw < STRIDED_MIN_AREA):
         return False
     ow = out_spatial[1]
     vector = _kernels.load("_conv").phased_vector(itemsize)
