@@ -62,8 +62,10 @@ def applies(x_shape, itemsize, spec, out_spatial, packed, scatter):
     1x1 stride 2 3 -> 64 on 224x224 ran 0.9x as fast here), strided layers as
     :data:`STRIDED_MAX_CHANNELS` says, and output rows that fill the tiles' vectors to
     at least :data:`MIN_VECTOR_FILL`."""
+    if not (ENABLED and packed and not scatter and len(x_shape) == 4):
+        return False
     kh, kw = spec["kernel_size"]
-    if not (ENABLED and packed and not scatter and len(x_shape) == 4 and kh * kw > 1):
+    if kh * kw == 1:
         return False
     if (spec["stride"] != [1, 1] and x_shape[1] // spec["groups"] > STRIDED_MAX_CHANNELS
             and kh * kw < STRIDED_MIN_AREA):
