@@ -98,7 +98,8 @@ def measure_ceilings(repeats=5, threads=(1,)):
     """Machine ceilings measured here: single-thread GEMM rates and copy bandwidth.
 
     GEMM: 1024^3 matrix products through NumPy's OpenBLAS limited to one thread.
-    Copy: ``np.copyto`` of a 64 MiB array (read + write counted), at each of
+    Copy: ``np.copyto`` of a 64 MiB array (read + write counted; the median of at
+    least 15), at each of
     ``threads`` (``copy_gbs_threads``, keyed by the thread count as a string) with the
     array split into that many slices copied by as many Python threads at once
     (``np.copyto`` releases the GIL); ``copy_gbs``: one thread. A memory-bound case at
@@ -118,7 +119,8 @@ def measure_ceilings(repeats=5, threads=(1,)):
     src = np.ones(8 << 20)
     dst = np.empty_like(src)
     np.copyto(dst, src)
-    copy_gbs = 2 * src.nbytes / median_time(lambda: np.copyto(dst, src), repeats) / 1e9
+    copies = max(repeats, 15)   # a few ms each; this shared machine's bandwidth varies
+    copy_gbs = 2 * src.nbytes / median_time(lambda: np.copyto(dst, src), copies) / 1e9
     by_threads = {}
     for t in threads:
         parts = [slice(src.size * i // t, src.size * (i + 1) // t) for i in range(t)]
@@ -126,7 +128,7 @@ def measure_ceilings(repeats=5, threads=(1,)):
             def copy():
                 list(pool.map(lambda part: np.copyto(dst[part], src[part]), parts))
             copy()
-            by_threads[str(t)] = 2 * src.nbytes / median_time(copy, repeats) / 1e9
+            by_threads[str(t)] = 2 * src.nbytes / median_time(copy, copies) / 1e9
     return {"gemm_gflops_1thread": rates, "copy_gbs": copy_gbs,
             "copy_gbs_threads": by_threads}
 
