@@ -42,6 +42,17 @@
 
 #if PG_VECTOR
 
+/* One row i of a tile's accumulators (ci0..ci2, three vectors of W values): loaded
+ * from p, updated with row ap of A against B's vectors b0..b2, stored to p. */
+#define PG_ROW_LOAD(LOAD, W, i, p)                                                    \
+    c##i##0 = LOAD(p); c##i##1 = LOAD((p) + W); c##i##2 = LOAD((p) + 2 * W);
+#define PG_ROW_FMA(BCAST, FMA, i, ap)                                                 \
+    av = BCAST(ap);                                                                   \
+    c##i##0 = FMA(av, b0, c##i##0); c##i##1 = FMA(av, b1, c##i##1);                   \
+    c##i##2 = FMA(av, b2, c##i##2);
+#define PG_ROW_STORE(STORE, W, i, p)                                                  \
+    STORE(p, c##i##0); STORE((p) + W, c##i##1); STORE((p) + 2 * W, c##i##2);
+
 #define PG_TILE_VEC(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                        \
     T t_[PG_MR * 3 * W];                                                              \
     const T* s_;                                                                      \
@@ -57,30 +68,20 @@
                 for (j_ = 0; j_ < 3 * W; j_++)                                        \
                     t_[i_ * 3 * W + j_] = (i_ < mr && j_ < nr) ? c[i_ * ldc + j_] : 0; \
         s_ = d_;                                                                      \
-        c00 = LOAD(s_); c01 = LOAD(s_ + W); c02 = LOAD(s_ + 2 * W); s_ += ld_;        \
-        c10 = LOAD(s_); c11 = LOAD(s_ + W); c12 = LOAD(s_ + 2 * W); s_ += ld_;        \
-        c20 = LOAD(s_); c21 = LOAD(s_ + W); c22 = LOAD(s_ + 2 * W); s_ += ld_;        \
-        c30 = LOAD(s_); c31 = LOAD(s_ + W); c32 = LOAD(s_ + 2 * W);                   \
+        PG_ROW_LOAD(LOAD, W, 0, s_) PG_ROW_LOAD(LOAD, W, 1, s_ + ld_)                 \
+        PG_ROW_LOAD(LOAD, W, 2, s_ + 2 * ld_) PG_ROW_LOAD(LOAD, W, 3, s_ + 3 * ld_)   \
     } else {                                                                          \
         c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = ZERO(); \
     }                                                                                 \
     for (kk_ = 0; kk_ < k; kk_++) {                                                   \
         VEC b0 = LOAD(b), b1 = LOAD(b + W), b2 = LOAD(b + 2 * W), av;                 \
-        av = BCAST(a);                                                                \
-        c00 = FMA(av, b0, c00); c01 = FMA(av, b1, c01); c02 = FMA(av, b2, c02);       \
-        av = BCAST(a + 1);                                                            \
-        c10 = FMA(av, b0, c10); c11 = FMA(av, b1, c11); c12 = FMA(av, b2, c12);       \
-        av = BCAST(a + 2);                                                            \
-        c20 = FMA(av, b0, c20); c21 = FMA(av, b1, c21); c22 = FMA(av, b2, c22);       \
-        av = BCAST(a + 3);                                                            \
-        c30 = FMA(av, b0, c30); c31 = FMA(av, b1, c31); c32 = FMA(av, b2, c32);       \
+        PG_ROW_FMA(BCAST, FMA, 0, a) PG_ROW_FMA(BCAST, FMA, 1, a + 1)                 \
+        PG_ROW_FMA(BCAST, FMA, 2, a + 2) PG_ROW_FMA(BCAST, FMA, 3, a + 3)             \
         a += PG_MR;                                                                   \
         b += ldb;                                                                     \
     }                                                                                 \
-    STORE(d_, c00); STORE(d_ + W, c01); STORE(d_ + 2 * W, c02); d_ += ld_;            \
-    STORE(d_, c10); STORE(d_ + W, c11); STORE(d_ + 2 * W, c12); d_ += ld_;            \
-    STORE(d_, c20); STORE(d_ + W, c21); STORE(d_ + 2 * W, c22); d_ += ld_;            \
-    STORE(d_, c30); STORE(d_ + W, c31); STORE(d_ + 2 * W, c32);                       \
+    PG_ROW_STORE(STORE, W, 0, d_) PG_ROW_STORE(STORE, W, 1, d_ + ld_)                 \
+    PG_ROW_STORE(STORE, W, 2, d_ + 2 * ld_) PG_ROW_STORE(STORE, W, 3, d_ + 3 * ld_)   \
     if (edge_) PG_STORE_EDGE(T, t_, 3 * W, c, ldc, mr, nr);
 
 /* c[i, j] (+)= sum_k a[k*MR + i] * b[k*NR + j] for i < mr <= MR, j < nr <= NR; with
@@ -159,54 +160,32 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
  * runs the same FMAs in the same order as the tiles above: the same bits. */
 #define PG_TILE8_WIDE(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                       \
     const T* a1 = a + k * PG_MR;                                                      \
-    T* d_ = c;                                                                        \
     ptrdiff_t kk_;                                                                    \
     VEC c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;                   \
     VEC c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;                   \
     if (accumulate) {                                                                 \
-        const T* s_ = c;                                                              \
-        c00 = LOAD(s_); c01 = LOAD(s_ + W); c02 = LOAD(s_ + 2 * W); s_ += ldc;        \
-        c10 = LOAD(s_); c11 = LOAD(s_ + W); c12 = LOAD(s_ + 2 * W); s_ += ldc;        \
-        c20 = LOAD(s_); c21 = LOAD(s_ + W); c22 = LOAD(s_ + 2 * W); s_ += ldc;        \
-        c30 = LOAD(s_); c31 = LOAD(s_ + W); c32 = LOAD(s_ + 2 * W); s_ += ldc;        \
-        c40 = LOAD(s_); c41 = LOAD(s_ + W); c42 = LOAD(s_ + 2 * W); s_ += ldc;        \
-        c50 = LOAD(s_); c51 = LOAD(s_ + W); c52 = LOAD(s_ + 2 * W); s_ += ldc;        \
-        c60 = LOAD(s_); c61 = LOAD(s_ + W); c62 = LOAD(s_ + 2 * W); s_ += ldc;        \
-        c70 = LOAD(s_); c71 = LOAD(s_ + W); c72 = LOAD(s_ + 2 * W);                   \
+        PG_ROW_LOAD(LOAD, W, 0, c) PG_ROW_LOAD(LOAD, W, 1, c + ldc)                   \
+        PG_ROW_LOAD(LOAD, W, 2, c + 2 * ldc) PG_ROW_LOAD(LOAD, W, 3, c + 3 * ldc)     \
+        PG_ROW_LOAD(LOAD, W, 4, c + 4 * ldc) PG_ROW_LOAD(LOAD, W, 5, c + 5 * ldc)     \
+        PG_ROW_LOAD(LOAD, W, 6, c + 6 * ldc) PG_ROW_LOAD(LOAD, W, 7, c + 7 * ldc)     \
     } else {                                                                          \
         c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = ZERO(); \
         c40 = c41 = c42 = c50 = c51 = c52 = c60 = c61 = c62 = c70 = c71 = c72 = ZERO(); \
     }                                                                                 \
     for (kk_ = 0; kk_ < k; kk_++) {                                                   \
         VEC b0 = LOAD(b), b1 = LOAD(b + W), b2 = LOAD(b + 2 * W), av;                 \
-        av = BCAST(a);                                                                \
-        c00 = FMA(av, b0, c00); c01 = FMA(av, b1, c01); c02 = FMA(av, b2, c02);       \
-        av = BCAST(a + 1);                                                            \
-        c10 = FMA(av, b0, c10); c11 = FMA(av, b1, c11); c12 = FMA(av, b2, c12);       \
-        av = BCAST(a + 2);                                                            \
-        c20 = FMA(av, b0, c20); c21 = FMA(av, b1, c21); c22 = FMA(av, b2, c22);       \
-        av = BCAST(a + 3);                                                            \
-        c30 = FMA(av, b0, c30); c31 = FMA(av, b1, c31); c32 = FMA(av, b2, c32);       \
-        av = BCAST(a1);                                                               \
-        c40 = FMA(av, b0, c40); c41 = FMA(av, b1, c41); c42 = FMA(av, b2, c42);       \
-        av = BCAST(a1 + 1);                                                           \
-        c50 = FMA(av, b0, c50); c51 = FMA(av, b1, c51); c52 = FMA(av, b2, c52);       \
-        av = BCAST(a1 + 2);                                                           \
-        c60 = FMA(av, b0, c60); c61 = FMA(av, b1, c61); c62 = FMA(av, b2, c62);       \
-        av = BCAST(a1 + 3);                                                           \
-        c70 = FMA(av, b0, c70); c71 = FMA(av, b1, c71); c72 = FMA(av, b2, c72);       \
+        PG_ROW_FMA(BCAST, FMA, 0, a) PG_ROW_FMA(BCAST, FMA, 1, a + 1)                 \
+        PG_ROW_FMA(BCAST, FMA, 2, a + 2) PG_ROW_FMA(BCAST, FMA, 3, a + 3)             \
+        PG_ROW_FMA(BCAST, FMA, 4, a1) PG_ROW_FMA(BCAST, FMA, 5, a1 + 1)               \
+        PG_ROW_FMA(BCAST, FMA, 6, a1 + 2) PG_ROW_FMA(BCAST, FMA, 7, a1 + 3)           \
         a += PG_MR;                                                                   \
         a1 += PG_MR;                                                                  \
         b += ldb;                                                                     \
     }                                                                                 \
-    STORE(d_, c00); STORE(d_ + W, c01); STORE(d_ + 2 * W, c02); d_ += ldc;            \
-    STORE(d_, c10); STORE(d_ + W, c11); STORE(d_ + 2 * W, c12); d_ += ldc;            \
-    STORE(d_, c20); STORE(d_ + W, c21); STORE(d_ + 2 * W, c22); d_ += ldc;            \
-    STORE(d_, c30); STORE(d_ + W, c31); STORE(d_ + 2 * W, c32); d_ += ldc;            \
-    STORE(d_, c40); STORE(d_ + W, c41); STORE(d_ + 2 * W, c42); d_ += ldc;            \
-    STORE(d_, c50); STORE(d_ + W, c51); STORE(d_ + 2 * W, c52); d_ += ldc;            \
-    STORE(d_, c60); STORE(d_ + W, c61); STORE(d_ + 2 * W, c62); d_ += ldc;            \
-    STORE(d_, c70); STORE(d_ + W, c71); STORE(d_ + 2 * W, c72);
+    PG_ROW_STORE(STORE, W, 0, c) PG_ROW_STORE(STORE, W, 1, c + ldc)                   \
+    PG_ROW_STORE(STORE, W, 2, c + 2 * ldc) PG_ROW_STORE(STORE, W, 3, c + 3 * ldc)     \
+    PG_ROW_STORE(STORE, W, 4, c + 4 * ldc) PG_ROW_STORE(STORE, W, 5, c + 5 * ldc)     \
+    PG_ROW_STORE(STORE, W, 6, c + 6 * ldc) PG_ROW_STORE(STORE, W, 7, c + 7 * ldc)
 
 __attribute__((target("avx512f")))
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,

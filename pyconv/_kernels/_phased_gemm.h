@@ -15,62 +15,73 @@
 
 #include "_packed_gemm.h"
 
-/* One output row i of the tile (accumulators ci0..ci2) */
-#define PH_LOAD_ROW(i)                                                                \
+/* The tiles, written once for each vector kind S: f8 and d4 (256-bit), f16 and d8
+ * (512-bit): PH_T_S the element type, PH_VEC_S the vector, PH_MASKS_S the masks of
+ * lanes[v] leading lanes (m0..m2), and the loads, stores and FMA. */
+#define PH_LOAD_ROW(S, i)                                                             \
     if (accumulate && (i) < mr) {                                                     \
-        c##i##0 = PH_MLOAD(c + (i) * ldc + vc[0], m0);                                \
-        c##i##1 = PH_MLOAD(c + (i) * ldc + vc[1], m1);                                \
-        c##i##2 = PH_MLOAD(c + (i) * ldc + vc[2], m2);                                \
+        c##i##0 = PH_MLOAD_##S(c + (i) * ldc + vc[0], m0);                            \
+        c##i##1 = PH_MLOAD_##S(c + (i) * ldc + vc[1], m1);                            \
+        c##i##2 = PH_MLOAD_##S(c + (i) * ldc + vc[2], m2);                            \
     } else {                                                                          \
-        c##i##0 = c##i##1 = c##i##2 = PH_ZERO();                                      \
+        c##i##0 = c##i##1 = c##i##2 = PH_ZERO_##S();                                  \
     }
-#define PH_STORE_ROW(i)                                                               \
+#define PH_STORE_ROW(S, i)                                                            \
     if ((i) < mr) {                                                                   \
-        PH_MSTORE(c + (i) * ldc + vc[0], m0, c##i##0);                                \
-        PH_MSTORE(c + (i) * ldc + vc[1], m1, c##i##1);                                \
-        PH_MSTORE(c + (i) * ldc + vc[2], m2, c##i##2);                                \
+        PH_MSTORE_##S(c + (i) * ldc + vc[0], m0, c##i##0);                            \
+        PH_MSTORE_##S(c + (i) * ldc + vc[1], m1, c##i##1);                            \
+        PH_MSTORE_##S(c + (i) * ldc + vc[2], m2, c##i##2);                            \
     }
-#define PH_FMA_ROW(i, ap)                                                             \
-    av = PH_BCAST(ap);                                                                \
-    c##i##0 = PH_FMA(av, b0, c##i##0);                                                \
-    c##i##1 = PH_FMA(av, b1, c##i##1);                                                \
-    c##i##2 = PH_FMA(av, b2, c##i##2);
-#define PH_LOAD_B                                                                     \
-    const T* bk_ = b + off[kk_];                                                      \
-    VEC b0 = PH_LOADU(bk_ + vb[0]), b1 = PH_LOADU(bk_ + vb[1]),                       \
-        b2 = PH_LOADU(bk_ + vb[2]), av;
+#define PH_FMA_ROW(S, i, ap)                                                          \
+    av = PH_BCAST_##S(ap);                                                            \
+    c##i##0 = PH_FMA_##S(av, b0, c##i##0);                                            \
+    c##i##1 = PH_FMA_##S(av, b1, c##i##1);                                            \
+    c##i##2 = PH_FMA_##S(av, b2, c##i##2);
+#define PH_LOAD_B(S)                                                                  \
+    const PH_T_##S* bk_ = b + off[kk_];                                               \
+    PH_VEC_##S b0 = PH_LOADU_##S(bk_ + vb[0]), b1 = PH_LOADU_##S(bk_ + vb[1]),        \
+        b2 = PH_LOADU_##S(bk_ + vb[2]), av;
 
 /* 4 rows (mr <= 4 of them stored): a, one packed A panel */
-#define PH_TILE4                                                                      \
+#define PH_DEFINE_TILE4(NAME, S, ATTR)                                                \
+ATTR static void NAME(PH_PARAMS(PH_T_##S), ptrdiff_t mr, int accumulate)              \
+{                                                                                     \
     ptrdiff_t kk_;                                                                    \
-    VEC c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;                   \
-    PH_LOAD_ROW(0) PH_LOAD_ROW(1) PH_LOAD_ROW(2) PH_LOAD_ROW(3)                       \
+    PH_VEC_##S c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;            \
+    PH_MASKS_##S                                                                      \
+    PH_LOAD_ROW(S, 0) PH_LOAD_ROW(S, 1) PH_LOAD_ROW(S, 2) PH_LOAD_ROW(S, 3)           \
     for (kk_ = 0; kk_ < k; kk_++) {                                                   \
-        PH_LOAD_B                                                                     \
-        PH_FMA_ROW(0, a) PH_FMA_ROW(1, a + 1) PH_FMA_ROW(2, a + 2) PH_FMA_ROW(3, a + 3) \
+        PH_LOAD_B(S)                                                                  \
+        PH_FMA_ROW(S, 0, a) PH_FMA_ROW(S, 1, a + 1) PH_FMA_ROW(S, 2, a + 2)           \
+        PH_FMA_ROW(S, 3, a + 3)                                                       \
         a += PG_MR;                                                                   \
     }                                                                                 \
-    PH_STORE_ROW(0) PH_STORE_ROW(1) PH_STORE_ROW(2) PH_STORE_ROW(3)
+    PH_STORE_ROW(S, 0) PH_STORE_ROW(S, 1) PH_STORE_ROW(S, 2) PH_STORE_ROW(S, 3)       \
+}
 
 /* 8 rows: two packed A panels, a and a + k*PG_MR (AVX-512: 24 accumulators) */
-#define PH_TILE8                                                                      \
+#define PH_DEFINE_TILE8(NAME, S, ATTR)                                                \
+ATTR static void NAME(PH_PARAMS(PH_T_##S), int accumulate)                            \
+{                                                                                     \
     const ptrdiff_t mr = 8;                                                           \
-    const T* a1 = a + k * PG_MR;                                                      \
+    const PH_T_##S* a1 = a + k * PG_MR;                                               \
     ptrdiff_t kk_;                                                                    \
-    VEC c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;                   \
-    VEC c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;                   \
-    PH_LOAD_ROW(0) PH_LOAD_ROW(1) PH_LOAD_ROW(2) PH_LOAD_ROW(3)                       \
-    PH_LOAD_ROW(4) PH_LOAD_ROW(5) PH_LOAD_ROW(6) PH_LOAD_ROW(7)                       \
+    PH_VEC_##S c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;            \
+    PH_VEC_##S c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;            \
+    PH_MASKS_##S                                                                      \
+    PH_LOAD_ROW(S, 0) PH_LOAD_ROW(S, 1) PH_LOAD_ROW(S, 2) PH_LOAD_ROW(S, 3)           \
+    PH_LOAD_ROW(S, 4) PH_LOAD_ROW(S, 5) PH_LOAD_ROW(S, 6) PH_LOAD_ROW(S, 7)           \
     for (kk_ = 0; kk_ < k; kk_++) {                                                   \
-        PH_LOAD_B                                                                     \
-        PH_FMA_ROW(0, a) PH_FMA_ROW(1, a + 1) PH_FMA_ROW(2, a + 2) PH_FMA_ROW(3, a + 3) \
-        PH_FMA_ROW(4, a1) PH_FMA_ROW(5, a1 + 1) PH_FMA_ROW(6, a1 + 2)                 \
-        PH_FMA_ROW(7, a1 + 3)                                                         \
+        PH_LOAD_B(S)                                                                  \
+        PH_FMA_ROW(S, 0, a) PH_FMA_ROW(S, 1, a + 1) PH_FMA_ROW(S, 2, a + 2)           \
+        PH_FMA_ROW(S, 3, a + 3) PH_FMA_ROW(S, 4, a1) PH_FMA_ROW(S, 5, a1 + 1)         \
+        PH_FMA_ROW(S, 6, a1 + 2) PH_FMA_ROW(S, 7, a1 + 3)                             \
         a += PG_MR;                                                                   \
         a1 += PG_MR;                                                                  \
     }                                                                                 \
-    PH_STORE_ROW(0) PH_STORE_ROW(1) PH_STORE_ROW(2) PH_STORE_ROW(3)                   \
-    PH_STORE_ROW(4) PH_STORE_ROW(5) PH_STORE_ROW(6) PH_STORE_ROW(7)
+    PH_STORE_ROW(S, 0) PH_STORE_ROW(S, 1) PH_STORE_ROW(S, 2) PH_STORE_ROW(S, 3)       \
+    PH_STORE_ROW(S, 4) PH_STORE_ROW(S, 5) PH_STORE_ROW(S, 6) PH_STORE_ROW(S, 7)       \
+}
 
 #define PH_PARAMS(T)                                                                  \
     ptrdiff_t k, const T* a, const T* b, const ptrdiff_t* off, const ptrdiff_t* vb,   \
@@ -78,127 +89,68 @@
 
 #if PG_VECTOR
 
-/* 256-bit vectors: masks of lanes[v] leading lanes */
-#define PH_MLOAD(p, m) PH_MLOAD_(p, m)
-#define PH_MSTORE(p, m, v) PH_MSTORE_(p, m, v)
-#define PH_LOADU(p) PH_LOADU_(p)
-#define PH_BCAST(p) PH_BCAST_(p)
-#define PH_FMA(x, y, z) PH_FMA_(x, y, z)
-#define PH_ZERO() PH_ZERO_()
-
-#define PH_MLOAD_(p, m) _mm256_maskload_ps((p), (m))
-#define PH_MSTORE_(p, m, v) _mm256_maskstore_ps((p), (m), (v))
-#define PH_LOADU_(p) _mm256_loadu_ps(p)
-#define PH_BCAST_(p) _mm256_broadcast_ss(p)
-#define PH_FMA_(x, y, z) _mm256_fmadd_ps((x), (y), (z))
-#define PH_ZERO_() _mm256_setzero_ps()
-static inline void ph_tile_float4(PH_PARAMS(float), ptrdiff_t mr, int accumulate)
-{
-    typedef float T;
-    typedef __m256 VEC;
-    const __m256i iota = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[0]), iota);
-    __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[1]), iota);
-    __m256i m2 = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[2]), iota);
-    PH_TILE4
-}
-#undef PH_MLOAD_
-#undef PH_MSTORE_
-#undef PH_LOADU_
-#undef PH_BCAST_
-#undef PH_FMA_
-#undef PH_ZERO_
-
-#define PH_MLOAD_(p, m) _mm256_maskload_pd((p), (m))
-#define PH_MSTORE_(p, m, v) _mm256_maskstore_pd((p), (m), (v))
-#define PH_LOADU_(p) _mm256_loadu_pd(p)
-#define PH_BCAST_(p) _mm256_broadcast_sd(p)
-#define PH_FMA_(x, y, z) _mm256_fmadd_pd((x), (y), (z))
-#define PH_ZERO_() _mm256_setzero_pd()
-static inline void ph_tile_double4(PH_PARAMS(double), ptrdiff_t mr, int accumulate)
-{
-    typedef double T;
-    typedef __m256d VEC;
-    const __m256i iota = _mm256_setr_epi64x(0, 1, 2, 3);
-    __m256i m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes[0]), iota);
-    __m256i m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes[1]), iota);
-    __m256i m2 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes[2]), iota);
-    PH_TILE4
-}
-#undef PH_MLOAD_
-#undef PH_MSTORE_
-#undef PH_LOADU_
-#undef PH_BCAST_
-#undef PH_FMA_
-#undef PH_ZERO_
+/* 256-bit vectors: masks of lanes[v] leading lanes as vectors of all-ones lanes */
+#define PH_T_f8 float
+#define PH_VEC_f8 __m256
+#define PH_MLOAD_f8(p, m) _mm256_maskload_ps((p), (m))
+#define PH_MSTORE_f8(p, m, v) _mm256_maskstore_ps((p), (m), (v))
+#define PH_LOADU_f8(p) _mm256_loadu_ps(p)
+#define PH_BCAST_f8(p) _mm256_broadcast_ss(p)
+#define PH_FMA_f8(x, y, z) _mm256_fmadd_ps((x), (y), (z))
+#define PH_ZERO_f8() _mm256_setzero_ps()
+#define PH_MASKS_f8                                                                   \
+    const __m256i iota_ = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);                  \
+    __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[0]), iota_);              \
+    __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[1]), iota_);              \
+    __m256i m2 = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes[2]), iota_);
+#define PH_T_d4 double
+#define PH_VEC_d4 __m256d
+#define PH_MLOAD_d4(p, m) _mm256_maskload_pd((p), (m))
+#define PH_MSTORE_d4(p, m, v) _mm256_maskstore_pd((p), (m), (v))
+#define PH_LOADU_d4(p) _mm256_loadu_pd(p)
+#define PH_BCAST_d4(p) _mm256_broadcast_sd(p)
+#define PH_FMA_d4(x, y, z) _mm256_fmadd_pd((x), (y), (z))
+#define PH_ZERO_d4() _mm256_setzero_pd()
+#define PH_MASKS_d4                                                                   \
+    const __m256i iota_ = _mm256_setr_epi64x(0, 1, 2, 3);                             \
+    __m256i m0 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes[0]), iota_);             \
+    __m256i m1 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes[1]), iota_);             \
+    __m256i m2 = _mm256_cmpgt_epi64(_mm256_set1_epi64x(lanes[2]), iota_);
+PH_DEFINE_TILE4(ph_tile_float4, f8, )
+PH_DEFINE_TILE4(ph_tile_double4, d4, )
 
 #if PG_WIDE_BUILT
 /* 512-bit vectors (taken where pg_wide is set), masks as bit masks */
-#define PH_MLOAD_(p, m) _mm512_maskz_loadu_ps((m), (p))
-#define PH_MSTORE_(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
-#define PH_LOADU_(p) _mm512_loadu_ps(p)
-#define PH_BCAST_(p) _mm512_set1_ps(*(p))
-#define PH_FMA_(x, y, z) _mm512_fmadd_ps((x), (y), (z))
-#define PH_ZERO_() _mm512_setzero_ps()
-#define PH_MASKS16                                                                    \
-    __mmask16 m0 = (__mmask16)(lanes[0] >= 16 ? 0xFFFF : (1u << lanes[0]) - 1);       \
-    __mmask16 m1 = (__mmask16)(lanes[1] >= 16 ? 0xFFFF : (1u << lanes[1]) - 1);       \
-    __mmask16 m2 = (__mmask16)(lanes[2] >= 16 ? 0xFFFF : (1u << lanes[2]) - 1);
-__attribute__((target("avx512f")))
-static void ph_tile_float4w(PH_PARAMS(float), ptrdiff_t mr, int accumulate)
-{
-    typedef float T;
-    typedef __m512 VEC;
-    PH_MASKS16
-    PH_TILE4
-}
-__attribute__((target("avx512f")))
-static void ph_tile_float8w(PH_PARAMS(float), int accumulate)
-{
-    typedef float T;
-    typedef __m512 VEC;
-    PH_MASKS16
-    PH_TILE8
-}
-#undef PH_MLOAD_
-#undef PH_MSTORE_
-#undef PH_LOADU_
-#undef PH_BCAST_
-#undef PH_FMA_
-#undef PH_ZERO_
-
-#define PH_MLOAD_(p, m) _mm512_maskz_loadu_pd((m), (p))
-#define PH_MSTORE_(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
-#define PH_LOADU_(p) _mm512_loadu_pd(p)
-#define PH_BCAST_(p) _mm512_set1_pd(*(p))
-#define PH_FMA_(x, y, z) _mm512_fmadd_pd((x), (y), (z))
-#define PH_ZERO_() _mm512_setzero_pd()
-#define PH_MASKS8                                                                     \
-    __mmask8 m0 = (__mmask8)(lanes[0] >= 8 ? 0xFF : (1u << lanes[0]) - 1);            \
-    __mmask8 m1 = (__mmask8)(lanes[1] >= 8 ? 0xFF : (1u << lanes[1]) - 1);            \
-    __mmask8 m2 = (__mmask8)(lanes[2] >= 8 ? 0xFF : (1u << lanes[2]) - 1);
-__attribute__((target("avx512f")))
-static void ph_tile_double4w(PH_PARAMS(double), ptrdiff_t mr, int accumulate)
-{
-    typedef double T;
-    typedef __m512d VEC;
-    PH_MASKS8
-    PH_TILE4
-}
-__attribute__((target("avx512f")))
-static void ph_tile_double8w(PH_PARAMS(double), int accumulate)
-{
-    typedef double T;
-    typedef __m512d VEC;
-    PH_MASKS8
-    PH_TILE8
-}
-#undef PH_MLOAD_
-#undef PH_MSTORE_
-#undef PH_LOADU_
-#undef PH_BCAST_
-#undef PH_FMA_
-#undef PH_ZERO_
+#define PH_T_f16 float
+#define PH_VEC_f16 __m512
+#define PH_MLOAD_f16(p, m) _mm512_maskz_loadu_ps((m), (p))
+#define PH_MSTORE_f16(p, m, v) _mm512_mask_storeu_ps((p), (m), (v))
+#define PH_LOADU_f16(p) _mm512_loadu_ps(p)
+#define PH_BCAST_f16(p) _mm512_set1_ps(*(p))
+#define PH_FMA_f16(x, y, z) _mm512_fmadd_ps((x), (y), (z))
+#define PH_ZERO_f16() _mm512_setzero_ps()
+#define PH_MASK_BITS(T, n, W) (T)((n) >= (W) ? (1u << (W)) - 1 : (1u << (n)) - 1)
+#define PH_MASKS_f16                                                                  \
+    __mmask16 m0 = PH_MASK_BITS(__mmask16, lanes[0], 16);                             \
+    __mmask16 m1 = PH_MASK_BITS(__mmask16, lanes[1], 16);                             \
+    __mmask16 m2 = PH_MASK_BITS(__mmask16, lanes[2], 16);
+#define PH_T_d8 double
+#define PH_VEC_d8 __m512d
+#define PH_MLOAD_d8(p, m) _mm512_maskz_loadu_pd((m), (p))
+#define PH_MSTORE_d8(p, m, v) _mm512_mask_storeu_pd((p), (m), (v))
+#define PH_LOADU_d8(p) _mm512_loadu_pd(p)
+#define PH_BCAST_d8(p) _mm512_set1_pd(*(p))
+#define PH_FMA_d8(x, y, z) _mm512_fmadd_pd((x), (y), (z))
+#define PH_ZERO_d8() _mm512_setzero_pd()
+#define PH_MASKS_d8                                                                   \
+    __mmask8 m0 = PH_MASK_BITS(__mmask8, lanes[0], 8);                                \
+    __mmask8 m1 = PH_MASK_BITS(__mmask8, lanes[1], 8);                                \
+    __mmask8 m2 = PH_MASK_BITS(__mmask8, lanes[2], 8);
+#define PH_AVX512 __attribute__((target("avx512f")))
+PH_DEFINE_TILE4(ph_tile_float4w, f16, PH_AVX512)
+PH_DEFINE_TILE8(ph_tile_float8w, f16, PH_AVX512)
+PH_DEFINE_TILE4(ph_tile_double4w, d8, PH_AVX512)
+PH_DEFINE_TILE8(ph_tile_double8w, d8, PH_AVX512)
 #define PH_WIDE_FLOAT 16
 #define PH_WIDE_DOUBLE 8
 #endif /* PG_WIDE_BUILT */
