@@ -31,10 +31,10 @@ from pyconv._workspace import thread_workspace
 #: Layers whose output rows fill the tiles' vectors to at least this fraction take
 #: this path (a row of OW values takes ceil(OW / v) vectors of v values; the im2col
 #: path's tiles run across rows). Measured at 2 threads, float32, AVX-512 (v = 16),
-#: this path's time against im2col's (medians of 11 alternating calls): rows of 112
-#: (fraction 1), 7x7 s2 3 -> 64 0.90; 56, 3x3 s2 64 -> 128 1.0; 64, 5x5 16 -> 32 0.68;
-#: 28 (0.88), 3x3 64 -> 64 0.87; 13 (0.81), 3x3 0.94, 5x5 32 -> 32 0.67; 20 (0.62),
-#: 3x3 1.12; 7 (0.44), 3x3 1.19-1.40, 5x5 0.91.
+#: this path's time against im2col's (medians of 11 alternating calls), by output row
+#: length (fraction filled): 112 (1), 7x7 s2 3 -> 64 0.90; 64 (1), 5x5 16 -> 32 0.68;
+#: 28 (0.88), 3x3 64 -> 64 0.87, 3x3 s2 64 -> 128 1.0; 13 (0.81), 3x3 64 -> 64 0.94,
+#: 5x5 32 -> 32 0.67; 20 (0.62), 3x3 1.12; 7 (0.44), 3x3 1.19-1.40, 5x5 0.91.
 MIN_VECTOR_FILL = 0.8
 #: Strided layers take this path only with at most this many input channels per group
 #: or kernels of at least ``STRIDED_MIN_AREA`` taps: where the column buffer costs
@@ -89,9 +89,14 @@ class _Plan:
         self.QH = QH = (KH - 1) * dh // sh
         self.PW = PW = OW + (KW - 1) * dw // sw
         cin_g, cout_g = C_in // groups, C_out // groups
+        kh = np.arange(KH) * dh
+        kw = np.arange(KW) * dw
+        # only the phases that taps read (a 1x1 layer at stride 2 reads one of four)
+        pys, iy = np.unique(kh % sh, return_inverse=True)
+        pxs, ix = np.unique(kw % sw, return_inverse=True)
+        self.pys, self.pxs = pys.astype(np.intp), pxs.astype(np.intp)
         # a band's strip and output rows (read again by each k block) stay in L2
-        per_row = (cin_g * len(np.unique(np.arange(KH) * dh % sh))
-                   * len(np.unique(np.arange(KW) * dw % sw)) * PW + cout_g * OW) * itemsize
+        per_row = (cin_g * len(pys) * len(pxs) * PW + cout_g * OW) * itemsize
         band = max(1, BAND_BYTES // per_row)
         pairs = N * groups
         if pairs * -(-OH // band) < MIN_UNITS:
@@ -101,19 +106,13 @@ class _Plan:
         # padded row sh*i + py (column sw*j + px) -> input row (column), -1 padding
         self.hmap = self._phase_map(H, OH, KH, sh, dh, pads[0][0], mode, OH + QH)
         self.wmap = self._phase_map(W, OW, KW, sw, dw, pads[1][0], mode, PW)
-        kh = np.arange(KH) * dh
-        kw = np.arange(KW) * dw
-        # only the phases that taps read (a 1x1 layer at stride 2 reads one of four)
-        self.pys, iy = np.unique(kh % sh, return_inverse=True)
-        self.pxs, ix = np.unique(kw % sw, return_inverse=True)
-        tap = ((iy[:, None] * len(self.pxs) + ix[None, :]) * R * PW
+        # tap (c, kh, kw): its channel's planes, its phase plane, its row and column
+        tap = ((iy[:, None] * len(pxs) + ix[None, :]) * R * PW
                + (kh // sh)[:, None] * PW + (kw // sw)[None, :])
-        planes = len(self.pys) * len(self.pxs) * R * PW
+        planes = len(pys) * len(pxs) * R * PW
         channel = np.arange(cin_g) * planes
         self.b_off = np.ascontiguousarray((channel[:, None, None] + tap).ravel(),
                                           dtype=np.intp)
-        self.pys = self.pys.astype(np.intp)
-        self.pxs = self.pxs.astype(np.intp)
         self.units = pairs * -(-OH // band)
         self.strip_values = cin_g * planes
 
