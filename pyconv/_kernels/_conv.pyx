@@ -72,7 +72,8 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     ``out``'s planes (one phase of a transposed convolution); tiles are then computed
     in scratch and scattered. ``work``: per thread, the column buffer
     (``ck * tile_columns`` values, none if ``direct``), with ``packed`` one panel
-    (``k_block * PACKED_COLUMNS[dtype]``), with ``out_index`` the tile
+    (``k_block * PACKED_COLUMNS[dtype]``; two if ``direct``, for the pairs of panels
+    packed from the input), with ``out_index`` the tile
     (``M_panels * PACKED_ROWS * tile_columns``). Results never depend on the thread
     count.
     """
@@ -88,7 +89,7 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
     cdef Py_ssize_t m_panels = (cout_g + PG_MR - 1) // PG_MR
     cdef Py_ssize_t col_size = 0 if direct else ck * tile_columns
-    cdef Py_ssize_t panel_size = k_block * nr_full if packed else 0
+    cdef Py_ssize_t panel_size = (2 if direct else 1) * k_block * nr_full if packed else 0
     cdef Py_ssize_t tile_size = m_panels * PG_MR * tile_columns if scatter else 0
     cdef Py_ssize_t n_tiles = (P + tile_columns - 1) // tile_columns if tile_columns > 0 else 0
     cdef Py_ssize_t n_units = N * groups * n_tiles
@@ -149,7 +150,7 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                     if kl > k_block:
                         kl = k_block
                     packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb,
-                                c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel)
+                                c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel, direct)
             else:
                 gemm_rm(&weight[g * cout_g, 0], b_ptr, c_ptr, cout_g, pc, ck,
                         ck, ldb, ldc, 0)

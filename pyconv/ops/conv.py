@@ -475,7 +475,8 @@ class _Im2colPlan:
             panel = vector[dtype_name]
             tile_columns, k_block = packed_tiling(P, ck, m_panels, rows, itemsize, panel,
                                                   N * groups, direct)
-            extra = k_block * panel
+            # one column panel; a pair of them where B is the input itself (1x1)
+            extra = (2 if direct else 1) * k_block * panel
         else:
             if max(ck, P, prod(spatial)) > _INT32_MAX:
                 raise ValueError(f"{op_name}: a plane of {P} outputs or {ck} taps per "
