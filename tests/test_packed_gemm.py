@@ -306,3 +306,17 @@ def test_packed_weights_layout():
     expected = np.zeros((4, kl))
     expected[:1] = w[5 + 4: 5 + 5, k0:k0 + kl]                  # row 4 of group 1, then zeros
     np.testing.assert_array_equal(panel, expected.T)
+
+
+def test_a_module_loaded_again_follows_the_current_cpu_setting(monkeypatch):
+    """Where a module has no AVX-512 build, both settings of WIDE_LOOPS share it: a
+    load after the setting changed back gives it the AVX-512 tiles again (before,
+    a test that turned them off left them off for every later test)."""
+    if not _kernels.WIDE_LOOPS:
+        pytest.skip("this CPU has no AVX-512 (or PYCONV_KERNELS=avx2)")
+    monkeypatch.setattr(_kernels, "LEVEL", "avx2")
+    assert _kernels.load("_conv").phased_vector(4) == 16
+    monkeypatch.setattr(_kernels, "WIDE_LOOPS", False)
+    assert _kernels.load("_conv").phased_vector(4) == 8
+    monkeypatch.setattr(_kernels, "WIDE_LOOPS", True)
+    assert _kernels.load("_conv").phased_vector(4) == 16

@@ -96,6 +96,10 @@ AVX512_PACKED_MAX_ROWS = 16
 # (name, level, WIDE_LOOPS) -> module: every call of every op asks, and the import
 # machinery took several microseconds of a small call each time
 _loaded = {}
+# module name -> the WIDE_LOOPS it was last given: keys of both values share a module
+# where there is no AVX-512 build, so a module found in the cache is told again when
+# WIDE_LOOPS changed since (tests change it)
+_wide_given = {}
 
 
 def load(name, level=None, wide=True):
@@ -110,6 +114,9 @@ def load(name, level=None, wide=True):
     key = (name, level, WIDE_LOOPS and wide)
     module = _loaded.get(key)
     if module is not None:
+        if _wide_given.get(module.__name__, WIDE_LOOPS) != WIDE_LOOPS:
+            module.set_wide_loops(WIDE_LOOPS)
+            _wide_given[module.__name__] = WIDE_LOOPS
         return module
     module = None
     if level == "avx2" and WIDE_LOOPS and wide and name in AVX512_BUILDS:
@@ -126,6 +133,7 @@ def load(name, level=None, wide=True):
         module = importlib.import_module(f"{__name__}.{name}")
     if hasattr(module, "set_wide_loops"):
         module.set_wide_loops(WIDE_LOOPS)
+        _wide_given[module.__name__] = WIDE_LOOPS
     _loaded[key] = module
     return module
 
