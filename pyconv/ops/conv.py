@@ -242,11 +242,15 @@ PACKED_MIN_UNITS = 32
 PACKED_WEIGHT_BLOCK_BYTES = 256 << 10
 PACKED_MIN_K_BLOCK = 64
 #: Where the tiles take two column panels at a time (AVX-512), a k block of those
-#: columns aims at this size, so that it stays in L1 (half of 48 KiB) while every
-#: row panel of the weights passes over it. float32, 2 threads, in one process
-#: against no such limit: 1x1 256 -> 64 on 8x56x56 4.9-5.3 -> 3.4-4.0 ms, conv1d
-#: 128 -> 128 k3 d4 on 16x4096 31-38 -> 26-28 ms, 7x7 s2 3 -> 64 unchanged.
-PACKED_PAIR_BYTES = 24 << 10
+#: columns aims at this size, so that it stays in L1 (48 KiB) while every row panel
+#: of the weights passes over it. float32, 2 threads, in one process against no such
+#: limit (with 4-row tiles): 1x1 256 -> 64 on 8x56x56 4.9-5.3 -> 3.4-4.0 ms, conv1d
+#: 128 -> 128 k3 d4 on 16x4096 31-38 -> 26-28 ms, 7x7 s2 3 -> 64 unchanged. With the
+#: 8-row tiles, which read each k block half as often, 48 KiB against 24 (medians of
+#: 21 alternating calls): 7x7 s2 7.03 -> 6.69 ms (one block of its 147 taps instead of
+#: two; one thread 14.0 -> 13.4), conv1d 24.6 -> 24.1, 3x3 forced to im2col 7.15 ->
+#: 6.98, 1x1 3.64 against 3.71 (one thread 7.12 against 7.10).
+PACKED_PAIR_BYTES = 48 << 10
 #: Tiles of whole pairs of panels where the tiles take two at a time (False: whole
 #: panels; for comparisons).
 PACKED_PAIRED_TILES = True
