@@ -15,6 +15,7 @@ import pyconv
 from pyconv import _kernels
 from pyconv.ops import _phased
 from pyconv.ops import conv as conv_module
+from reference import conv_nd
 from test_conv import MODES, random_config, reference
 from test_packed_gemm import force
 
@@ -139,32 +140,41 @@ def test_the_stem_layer_runs_here_and_narrow_rows_do_not(monkeypatch):
 
 def test_the_kernel_refuses_inconsistent_arguments():
     """Offsets, maps and workspace are checked against the geometry: a wrong one is a
-    ValueError, never a read outside the arrays."""
+    ValueError, never a read outside the arrays. The consistent call (a 3x3 layer,
+    zero padding 1, on a 6x7 input of 2 channels) matches the NumPy loop."""
     _conv = _kernels.load("_conv")
     f = np.float32
-    x = np.zeros((1, 2, 6 * 7), f)
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((1, 2, 6, 7)).astype(f)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(f)
+    weight = np.ascontiguousarray(w.reshape(4, 18).T.reshape(1, 72))   # one 4-row panel
     out = np.zeros((1, 4, 6 * 7), f)
-    weight = np.zeros((1, 4 * 18), f)
-    hmap = np.arange(-1, 7).astype(np.intp)    # rows -1..6 of a 6-row input
-    wmap = np.arange(-1, 8).astype(np.intp)
-    b_off = np.repeat([0, 72], 9).astype(np.intp)   # each channel's taps in its planes
+    rows = np.arange(-1, 7)                     # padded row p is input row p - 1
+    good_hmap = np.where(rows < 6, rows, -1).astype(np.intp)
+    cols = np.arange(-1, 8)
+    good_wmap = np.where(cols < 7, cols, -1).astype(np.intp)
+    # tap (c, kh, kw) at c*72 + kh*PW + kw: one phase plane of R = 8 rows of PW = 9
+    b_off = (np.arange(2)[:, None, None] * 72 + np.arange(3)[:, None] * 9
+             + np.arange(3)).ravel().astype(np.intp)
     ph = np.zeros(1, np.intp)
     work = np.zeros((1, 1000), f)
-    good = dict(hmap=np.clip(hmap, -1, 5), wmap=np.clip(wmap, -1, 6), b_off=b_off)
-    # H, W, OH, OW, sh, sw, QH, PW, lo_w, band, groups, pad, bias, relu, k_block
 
     def call(hmap, wmap, b_off, work=work, PW=9):
-        _conv.conv2d_phased(x, weight, np.zeros(1, f), out, hmap, wmap, b_off, ph, ph,
-                            6, 7, 6, 7, 1, 1, 2, PW, 1, 6, 1, 0.0, False, False, 18,
-                            work, 1)
+        # H, W, OH, OW, sh, sw, QH, PW, lo_w, band, groups, pad, bias, relu, k_block
+        _conv.conv2d_phased(x.reshape(1, 2, -1), weight, np.zeros(1, f), out, hmap, wmap,
+                            b_off, ph, ph, 6, 7, 6, 7, 1, 1, 2, PW, 1, 6, 1, 0.0, False,
+                            False, 18, work, 1)
 
+    call(good_hmap, good_wmap, b_off)
+    want = conv_nd(x, w, None, (1, 1), [(1, 1), (1, 1)], (1, 1), 1)
+    np.testing.assert_allclose(out.reshape(1, 4, 6, 7), want, rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="row index"):
-        call(hmap.copy(), good["wmap"], b_off)
+        call(np.arange(-1, 7).astype(np.intp), good_wmap, b_off)    # row 6 of 6
     with pytest.raises(ValueError, match="column index"):
-        call(good["hmap"], wmap.copy(), b_off)
+        call(good_hmap, np.arange(-1, 8).astype(np.intp), b_off)    # column 7 of 7
     with pytest.raises(ValueError, match="tap offset"):
-        call(good["hmap"], good["wmap"], np.full(18, 10**6, np.intp))
+        call(good_hmap, good_wmap, np.full(18, 10**6, np.intp))
     with pytest.raises(ValueError, match="wrong size"):
-        call(good["hmap"], good["wmap"], b_off, work=np.zeros((1, 10), f))
+        call(good_hmap, good_wmap, b_off, work=np.zeros((1, 10), f))
     with pytest.raises(ValueError, match="wrong size"):
-        call(good["hmap"], good["wmap"], b_off, PW=6)
+        call(good_hmap, good_wmap, b_off, PW=6)

@@ -1,7 +1,9 @@
-"""Dense N-D convolution: im2col + one GEMM per (image, group, column range) tile.
+"""Dense N-D convolution: im2col + one GEMM per (image, group, column range) tile
+(:func:`conv_nd`), and for 2-D layers the same GEMM with the im2col matrix left
+implicit (:func:`conv2d_phased`).
 
-Two GEMMs: OpenBLAS, and pyconv's own packed tiles (``_packed_gemm.h``), which the
-AVX2 build uses.
+Two GEMMs: OpenBLAS, and pyconv's own packed tiles (``_packed_gemm.h``;
+``_phased_gemm.h`` for the implicit matrix), which the AVX2 build uses.
 
 The tiles write disjoint blocks of the output, so they run under one ``prange`` with
 single-threaded BLAS inside (the caller pins scipy's OpenBLAS to one thread: an
@@ -273,7 +275,7 @@ def conv2d_phased(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef Py_ssize_t vector = ph_vector_float() if floating is float else ph_vector_double()
     cdef Py_ssize_t n_bands = (OH + band - 1) // band if band > 0 else 0
     cdef Py_ssize_t n_units = N * groups * n_bands
-    cdef Py_ssize_t u, n, g, oh0, rows, kb, k0, kl, i, r
+    cdef Py_ssize_t u, n, g, oh0, rows, kb, k0, kl, i, first
     cdef floating* strip = NULL
     cdef floating* c_ptr
     cdef const floating* a_g
@@ -291,9 +293,10 @@ def conv2d_phased(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             or work.shape[1] < strip_size + PHASED_STRIP_SLACK):
         raise ValueError("conv2d_phased: arrays or geometry of the wrong size")
     for i in range(ck):
-        # the runs of tap i stay inside its channel's planes
-        r = i // (ck // cin_g) * (strip_size // cin_g)
-        if b_off[i] < r or b_off[i] + (band - 1) * PW + OW > r + strip_size // cin_g:
+        # the runs of tap i stay inside its channel's planes, from `first` on
+        first = i // (ck // cin_g) * (strip_size // cin_g)
+        if (b_off[i] < first
+                or b_off[i] + (band - 1) * PW + OW > first + strip_size // cin_g):
             raise ValueError("conv2d_phased: a tap offset outside its channel's planes")
     for i in range(n_py):
         if not 0 <= pys[i] < sh:

@@ -227,9 +227,9 @@ static inline ptrdiff_t ph_vector_double(void)
  * ow < OW: A packed as ceil(m / PG_MR) panels of k * PG_MR values; output (i, r, ow) at
  * c + i*ldc + r*OW + ow. The band's vectors, row by row, three to a tile (the last
  * tile repeats its last vector: the same values written twice). */
-#define PH_GEMM(T, W, TILE4, TILE4W, TILE8W)                                          \
+#define PH_GEMM(VECTOR, TILE4, TILE4W, TILE8W)                                        \
     const int wide = pg_wide;                                                         \
-    const ptrdiff_t w = wide ? W##_WIDE : W;                                          \
+    const ptrdiff_t w = VECTOR();                                                     \
     const ptrdiff_t nv = (OW + w - 1) / w, total = rows * nv;                         \
     const ptrdiff_t whole = m / PG_MR, panels = (m + PG_MR - 1) / PG_MR;              \
     ptrdiff_t q0, v, mp, vb[3], vc[3];                                                \
@@ -254,21 +254,18 @@ static inline ptrdiff_t ph_vector_double(void)
         }                                                                             \
     }
 
-#define PH_VEC_FLOAT_WIDE PH_WIDE_FLOAT
-#define PH_VEC_DOUBLE_WIDE PH_WIDE_DOUBLE
-
 static void ph_gemm_float(ptrdiff_t k, const float* a, ptrdiff_t m, const float* b,
                           const ptrdiff_t* off, ptrdiff_t rows, ptrdiff_t OW, ptrdiff_t PW,
                           float* c, ptrdiff_t ldc, int accumulate)
 {
-    PH_GEMM(float, PH_VEC_FLOAT, ph_tile_float4, ph_tile_float4w, ph_tile_float8w)
+    PH_GEMM(ph_vector_float, ph_tile_float4, ph_tile_float4w, ph_tile_float8w)
 }
 
 static void ph_gemm_double(ptrdiff_t k, const double* a, ptrdiff_t m, const double* b,
                            const ptrdiff_t* off, ptrdiff_t rows, ptrdiff_t OW, ptrdiff_t PW,
                            double* c, ptrdiff_t ldc, int accumulate)
 {
-    PH_GEMM(double, PH_VEC_DOUBLE, ph_tile_double4, ph_tile_double4w, ph_tile_double8w)
+    PH_GEMM(ph_vector_double, ph_tile_double4, ph_tile_double4w, ph_tile_double8w)
 }
 
 #endif /* PYCONV_PHASED_GEMM_H */
