@@ -237,7 +237,8 @@ def test_avx512_tiles_give_the_same_bits(monkeypatch, dtype, k_blocks):
     """The packed GEMM's whole tiles two panels at a time in AVX-512 registers, four
     or eight weight rows at a time, against one panel at a time in AVX2 ones: im2col,
     1x1, Winograd and separable layers, widths that leave an odd panel, a partial
-    panel, or none, and 1 to 4 weight panels (an odd one left over, or none)."""
+    panel, or none, and 1 to 4 weight panels (an odd one left over, or none); the 1x1
+    layers also without their prefetches of the next pair of panels."""
     if not vector_build_available():
         pytest.skip("no AVX2 build on this machine")
     if not _kernels.WIDE_LOOPS:
@@ -250,6 +251,8 @@ def test_avx512_tiles_give_the_same_bits(monkeypatch, dtype, k_blocks):
                "padding": 1, "algorithm": "im2col"}, (2, 6, 11, 53)),
              ({"op": "conv2d", "in_channels": 20, "out_channels": 12, "kernel_size": 1},
               (2, 20, 9, 16)),
+             ({"op": "conv2d", "in_channels": 16, "out_channels": 40, "kernel_size": 1},
+              (2, 16, 15, 41)),
              ({"op": "conv2d", "in_channels": 16, "out_channels": 16, "kernel_size": 3,
                "padding": 1, "algorithm": "winograd_f4"}, (2, 16, 21, 22)),
              ({"op": "separable_conv2d", "in_channels": 8, "out_channels": 12,
@@ -266,14 +269,17 @@ def test_avx512_tiles_give_the_same_bits(monkeypatch, dtype, k_blocks):
             conv = pyconv.Conv(spec, seed=6, dtype=dtype)
             x = rng.standard_normal(shape).astype(dtype)
             got = []
-            for wide, tall in ((False, True), (True, False), (True, True)):
+            for wide, tall, prefetch in ((False, True, True), (True, False, True),
+                                         (True, True, False), (True, True, True)):
                 assert all(m.set_wide_loops(wide, tall) == wide for m in modules)
+                # (only conv's layers pack pairs of panels)
+                assert modules[0].set_wide_loops(wide, tall, prefetch) == wide
                 got.append(conv.apply(x))
-            assert got[0].tobytes() == got[1].tobytes() == got[2].tobytes(), spec
+            assert len({g.tobytes() for g in got}) == 1, spec
             if "weight" in conv.params:   # (the separable op: test_depthwise)
                 want = reference(conv, x.astype(np.float64))
                 tol = 1e-12 if dtype == np.float64 else 1e-4
-                np.testing.assert_allclose(got[2], want, rtol=tol, atol=tol)
+                np.testing.assert_allclose(got[3], want, rtol=tol, atol=tol)
     finally:
         for m in modules:
             m.set_wide_loops(_kernels.WIDE_LOOPS)

@@ -33,7 +33,8 @@ cdef extern from "_phased_gemm.h" nogil:
     Py_ssize_t ph_vector_double()
 
 from pyconv._kernels._packed cimport (PG_MR, PG_NR_DOUBLE, PG_NR_FLOAT, PG_VECTOR,
-                                      packed_gemm, pg_set_tall, pg_set_wide)
+                                      packed_gemm, pg_set_prefetch, pg_set_tall,
+                                      pg_set_wide)
 
 
 #: Whether :func:`conv_nd`'s packed tiles are vectorised in this build (the AVX2
@@ -152,7 +153,8 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                     if kl > k_block:
                         kl = k_block
                     packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb,
-                                c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel, direct)
+                                c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel, direct,
+                                P - q0 - pc)
             else:
                 gemm_rm(&weight[g * cout_g, 0], b_ptr, c_ptr, cout_g, pc, ck,
                         ck, ldb, ldc, 0)
@@ -354,11 +356,14 @@ def warm_sgemm(float[::1] work, Py_ssize_t n, int n_threads):
             gemm_rm(w, w + n * n, w + (2 + t) * n * n, n, n, n, n, n, n, 0)
 
 
-def set_wide_loops(bint on, bint tall=True):
+def set_wide_loops(bint on, bint tall=True, bint prefetch=True):
     """Run the packed GEMM's whole tiles two column panels at a time in AVX-512
     registers (``on``; only where built, and only on a CPU with AVX-512: the caller
     checks) or one panel at a time in AVX2 ones. Returns whether the AVX-512 tiles now
     run. ``tall``: those tiles take two weight panels (8 rows) at a time where there
-    are two (false: one, for comparisons). All give the same bits."""
+    are two (false: one, for comparisons); ``prefetch``: where they pack pairs of
+    column panels (1x1 layers), they prefetch the next pair (false: not, for
+    comparisons). All give the same bits."""
     pg_set_tall(tall)
+    pg_set_prefetch(prefetch)
     return bool(pg_set_wide(on))

@@ -19,12 +19,16 @@ cdef extern from "_packed_gemm.h" nogil:
     void pg_tile_double_rows2(Py_ssize_t k, const double* a, const double* b,
                               Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
     void pg_tile_float_rows4(Py_ssize_t k, const float* a, const float* b, Py_ssize_t ldb,
-                             float* c, Py_ssize_t ldc, int accumulate)
+                             float* c, Py_ssize_t ldc, int accumulate, const float* pf,
+                             Py_ssize_t pf_ld)
     void pg_tile_double_rows4(Py_ssize_t k, const double* a, const double* b,
-                              Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
+                              Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate,
+                              const double* pf, Py_ssize_t pf_ld)
     int pg_wide, pg_tall, PG_WIDE_BUILT
     int pg_set_wide(int on)
     int pg_set_tall(int on)
+    int pg_prefetch
+    int pg_set_prefetch(int on)
 
 
 cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
@@ -41,10 +45,22 @@ cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
         dst += nr_full
 
 
+cdef inline Py_ssize_t pair_line(Py_ssize_t i, Py_ssize_t width) noexcept nogil:
+    # An offset in line i (< 4) of a row of `width` values (3 or 4 cache lines): the
+    # first and third lines first, whose 128-byte pairs the L2 completes on its own.
+    if i == 0:
+        return 0
+    if i == 1:
+        return width * 2 // 3
+    if i == 2:
+        return width // 3
+    return width - 1
+
+
 cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ldb,
                              floating* c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t n,
                              Py_ssize_t k, bint accumulate, floating* panel,
-                             bint pack_pairs=False) noexcept nogil:
+                             bint pack_pairs=False, Py_ssize_t b_more=0) noexcept nogil:
     # c[m, n] (+)= A[m, k] @ b[k, n]: A packed as ceil(m / PG_MR) panels of k * PG_MR
     # values; panel: scratch for one column panel (k * PG_NR_FLOAT or PG_NR_DOUBLE).
     # With `accumulate` the sums continue c's values (a later block of k). Full tiles
@@ -56,11 +72,17 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
     # packs each pair of panels first where two weight panels will read it: for B's
     # rows far apart, read in place from a layer's input (1x1 8x256x56x56 -> 64 on the
     # AVX-512 tiles, medians of 15 alternating calls: one thread 7.49 -> 6.93 ms, two
-    # 3.63 -> 3.53 ms; rows from an im2col buffer lost 4-6 % so).
+    # 3.63 -> 3.53 ms; rows from an im2col buffer lost 4-6 % so). Those rows lie a
+    # plane apart, so no hardware prefetcher follows them: the tiles of one pair
+    # prefetch the next pair's rows into L2, a line of each row per tile, while they
+    # compute (same layer, medians of 21 alternating calls: one thread 6.83-6.89 ->
+    # 6.41-6.49 ms, two 3.55-3.57 -> 3.22-3.29; 512 -> 128 on 8x28x28 3.13 -> 2.97;
+    # two pairs ahead: no better). b_more: columns of b's rows past n that exist.
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
     cdef Py_ssize_t jp = 0, j0, nr, mp, mr
     cdef bint pair
     cdef const floating* bb
+    cdef const floating* pf
     cdef Py_ssize_t lb
     cdef Py_ssize_t n_panels = (n + nr_full - 1) // nr_full
     cdef bint whole_panels = m % PG_MR == 0
@@ -80,12 +102,18 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
                 lb = 2 * nr_full
             mp = 0
             while pair and pg_tall and mp + 2 <= m // PG_MR:
+                # packing pairs: the tiles of this pair prefetch the next pair's
+                # rows of b, a line of each row per tile (where b's rows go on)
+                pf = NULL
+                if pg_prefetch and bb == panel and mp < 8 and j0 + 4 * nr_full <= n + b_more:
+                    pf = b + j0 + 2 * nr_full + pair_line(mp // 2, 2 * nr_full)
                 if floating is float:
                     pg_tile_float_rows4(k, a + mp * k * PG_MR, bb, lb,
-                                        c + mp * PG_MR * ldc + j0, ldc, accumulate)
+                                        c + mp * PG_MR * ldc + j0, ldc, accumulate, pf, ldb)
                 else:
                     pg_tile_double_rows4(k, a + mp * k * PG_MR, bb, lb,
-                                         c + mp * PG_MR * ldc + j0, ldc, accumulate)
+                                         c + mp * PG_MR * ldc + j0, ldc, accumulate, pf,
+                                         ldb)
                 mp += 2
             while mp < m // PG_MR:
                 if floating is float:

@@ -157,9 +157,14 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
  * 24 of the 32 AVX-512 registers. Per k it loads B's three vectors once for eight
  * rows (the 4-row tile: once for four), which halves B's reads from L1 per
  * multiply-add. a1 is the next A panel (a + k * PG_MR in a packed block). Each lane
- * runs the same FMAs in the same order as the tiles above: the same bits. */
+ * runs the same FMAs in the same order as the tiles above: the same bits.
+ * pf (NULL: none): one address per k, pf + k * pf_ld (in values of T), is prefetched
+ * into L2, so that B's rows that a later tile reads from memory arrive while this
+ * one computes. */
 #define PG_TILE8_WIDE(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                       \
     const T* a1 = a + k * PG_MR;                                                      \
+    const char* pf_ = pf ? (const char*)pf : (const char*)b;                          \
+    ptrdiff_t pf_step_ = pf ? pf_ld * (ptrdiff_t)sizeof(T) : 0;                       \
     ptrdiff_t kk_;                                                                    \
     VEC c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;                   \
     VEC c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;                   \
@@ -178,9 +183,11 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
         PG_ROW_FMA(BCAST, FMA, 2, a + 2) PG_ROW_FMA(BCAST, FMA, 3, a + 3)             \
         PG_ROW_FMA(BCAST, FMA, 4, a1) PG_ROW_FMA(BCAST, FMA, 5, a1 + 1)               \
         PG_ROW_FMA(BCAST, FMA, 6, a1 + 2) PG_ROW_FMA(BCAST, FMA, 7, a1 + 3)           \
+        _mm_prefetch(pf_, _MM_HINT_T1);                                               \
         a += PG_MR;                                                                   \
         a1 += PG_MR;                                                                  \
         b += ldb;                                                                     \
+        pf_ += pf_step_;                                                              \
     }                                                                                 \
     PG_ROW_STORE(STORE, W, 0, c) PG_ROW_STORE(STORE, W, 1, c + ldc)                   \
     PG_ROW_STORE(STORE, W, 2, c + 2 * ldc) PG_ROW_STORE(STORE, W, 3, c + 3 * ldc)     \
@@ -189,7 +196,8 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
 
 __attribute__((target("avx512f")))
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
-                                ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate)
+                                ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate,
+                                const float* pf, ptrdiff_t pf_ld)
 {
     PG_TILE8_WIDE(float, __m512, _mm512_loadu_ps, _mm512_storeu_ps, PG_BCAST512_PS,
                   _mm512_fmadd_ps, _mm512_setzero_ps, 16)
@@ -197,7 +205,8 @@ static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
 
 __attribute__((target("avx512f")))
 static void pg_tile_double_rows4(ptrdiff_t k, const double* a, const double* b,
-                                 ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate)
+                                 ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate,
+                                 const double* pf, ptrdiff_t pf_ld)
 {
     PG_TILE8_WIDE(double, __m512d, _mm512_loadu_pd, _mm512_storeu_pd, PG_BCAST512_PD,
                   _mm512_fmadd_pd, _mm512_setzero_pd, 8)
@@ -271,14 +280,18 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
     pg_tile_double_rows(k, a, b + PG_NR_DOUBLE, ldb, c + PG_NR_DOUBLE, ldc, accumulate);
 }
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
-                                ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate)
+                                ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate,
+                                const float* pf, ptrdiff_t pf_ld)
 {
+    (void)pf; (void)pf_ld;
     pg_tile_float_rows2(k, a, b, ldb, c, ldc, accumulate);
     pg_tile_float_rows2(k, a + k * PG_MR, b, ldb, c + PG_MR * ldc, ldc, accumulate);
 }
 static void pg_tile_double_rows4(ptrdiff_t k, const double* a, const double* b,
-                                 ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate)
+                                 ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate,
+                                 const double* pf, ptrdiff_t pf_ld)
 {
+    (void)pf; (void)pf_ld;
     pg_tile_double_rows2(k, a, b, ldb, c, ldc, accumulate);
     pg_tile_double_rows2(k, a + k * PG_MR, b, ldb, c + PG_MR * ldc, ldc, accumulate);
 }
@@ -290,5 +303,8 @@ static int pg_set_wide(int on) { pg_wide = PG_WIDE_BUILT && on; return pg_wide; 
 /* Whether those tiles take two A panels at a time too (8 rows; for comparisons). */
 static int pg_tall = 1;
 static int pg_set_tall(int on) { pg_tall = on != 0; return pg_tall; }
+/* Whether the 8-row tiles of packed pairs prefetch the next pair (for comparisons). */
+static int pg_prefetch = 1;
+static int pg_set_prefetch(int on) { pg_prefetch = on != 0; return pg_prefetch; }
 
 #endif /* PYCONV_PACKED_GEMM_H */
