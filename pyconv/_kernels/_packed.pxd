@@ -20,10 +20,10 @@ cdef extern from "_packed_gemm.h" nogil:
                               Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
     void pg_tile_float_rows4(Py_ssize_t k, const float* a, const float* b, Py_ssize_t ldb,
                              float* c, Py_ssize_t ldc, int accumulate, const float* pf,
-                             Py_ssize_t pf_ld)
+                             Py_ssize_t pf_ld, float* pack)
     void pg_tile_double_rows4(Py_ssize_t k, const double* a, const double* b,
                               Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate,
-                              const double* pf, Py_ssize_t pf_ld)
+                              const double* pf, Py_ssize_t pf_ld, double* pack)
     int pg_wide, pg_tall, PG_WIDE_BUILT
     int pg_set_wide(int on)
     int pg_set_tall(int on)
@@ -69,20 +69,26 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
     # columns or of rows is packed, zero-padded.
     # With pg_wide (AVX-512 CPUs), pairs of whole panels run as one 512-bit tile, and
     # with pg_tall two weight panels at a time. `pack_pairs` (panel: twice the size)
-    # packs each pair of panels first where two weight panels will read it: for B's
-    # rows far apart, read in place from a layer's input (1x1 8x256x56x56 -> 64 on the
-    # AVX-512 tiles, medians of 15 alternating calls: one thread 7.49 -> 6.93 ms, two
-    # 3.63 -> 3.53 ms; rows from an im2col buffer lost 4-6 % so). Those rows lie a
-    # plane apart, so no hardware prefetcher follows them: the tiles of one pair
-    # prefetch the next pair's rows into L2, a line of each row per tile, while they
-    # compute (same layer, medians of 21 alternating calls: one thread 6.83-6.89 ->
-    # 6.41-6.49 ms, two 3.55-3.57 -> 3.22-3.29; 512 -> 128 on 8x28x28 3.13 -> 2.97;
-    # two pairs ahead: no better). b_more: columns of b's rows past n that exist.
+    # packs each pair of panels where two weight panels will read it: for B's rows far
+    # apart, read in place from a layer's input (1x1 8x256x56x56 -> 64 on the AVX-512
+    # tiles, medians of 15 alternating calls: one thread 7.49 -> 6.93 ms, two 3.63 ->
+    # 3.53 ms; rows from an im2col buffer lost 4-6 % so). Those rows lie a plane
+    # apart, so no hardware prefetcher follows them: the tiles of one pair prefetch
+    # the next pair's rows into L2, a line of each row per tile, while they compute
+    # (same layer, medians of 21 alternating calls: one thread 6.83-6.89 -> 6.41-6.49
+    # ms, two 3.55-3.57 -> 3.22-3.29; 512 -> 128 on 8x28x28 3.13 -> 2.97; two pairs
+    # ahead: no better). The pair's first tile stores the rows it loads into the
+    # panel, rather than a copy before it, so that the copy's loads and stores use
+    # the ports the multiply-adds leave idle (one thread 6.22-6.41 -> 5.78-5.89 ms,
+    # two 3.31-3.35 -> 3.06-3.10; float64 within noise). b_more: columns of b's rows
+    # past n that exist.
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
     cdef Py_ssize_t jp = 0, j0, nr, mp, mr
     cdef bint pair
     cdef const floating* bb
     cdef const floating* pf
+    cdef floating* pack
+    cdef bint packing
     cdef Py_ssize_t lb
     cdef Py_ssize_t n_panels = (n + nr_full - 1) // nr_full
     cdef bint whole_panels = m % PG_MR == 0
@@ -96,24 +102,29 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
             pair = pg_wide and j0 + 2 * nr_full <= n
             bb = b + j0
             lb = ldb
-            if pack_pairs and pair and pg_tall and m // PG_MR >= 2:
-                pack_columns(b + j0, ldb, k, 2 * nr_full, 2 * nr_full, panel)
-                bb = panel
-                lb = 2 * nr_full
+            # packing pairs: the first tile also stores the pair's rows in the panel
+            packing = pack_pairs and pair and pg_tall and m // PG_MR >= 2
+            pack = panel if packing else NULL
             mp = 0
             while pair and pg_tall and mp + 2 <= m // PG_MR:
                 # packing pairs: the tiles of this pair prefetch the next pair's
                 # rows of b, a line of each row per tile (where b's rows go on)
                 pf = NULL
-                if pg_prefetch and bb == panel and mp < 8 and j0 + 4 * nr_full <= n + b_more:
+                if pg_prefetch and packing and mp < 8 and j0 + 4 * nr_full <= n + b_more:
                     pf = b + j0 + 2 * nr_full + pair_line(mp // 2, 2 * nr_full)
                 if floating is float:
                     pg_tile_float_rows4(k, a + mp * k * PG_MR, bb, lb,
-                                        c + mp * PG_MR * ldc + j0, ldc, accumulate, pf, ldb)
+                                        c + mp * PG_MR * ldc + j0, ldc, accumulate, pf, ldb,
+                                        pack)
                 else:
                     pg_tile_double_rows4(k, a + mp * k * PG_MR, bb, lb,
                                          c + mp * PG_MR * ldc + j0, ldc, accumulate, pf,
-                                         ldb)
+                                         ldb, pack)
+                if pack != NULL:
+                    # the first tile packed the pair: the next ones read the panel
+                    pack = NULL
+                    bb = panel
+                    lb = 2 * nr_full
                 mp += 2
             while mp < m // PG_MR:
                 if floating is float:

@@ -19,6 +19,7 @@
 #define PYCONV_PACKED_GEMM_H
 
 #include <stddef.h>
+#include <string.h>
 
 #define PG_MR 4
 #define PG_NR_FLOAT 24
@@ -160,11 +161,13 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
  * runs the same FMAs in the same order as the tiles above: the same bits.
  * pf (NULL: none): one address per k, pf + k * pf_ld (in values of T), is prefetched
  * into L2, so that B's rows that a later tile reads from memory arrive while this
- * one computes. */
+ * one computes. pack (NULL: none): B's rows are also stored there, k-major (3W values
+ * per k), for the next weight panels to read. */
 #define PG_TILE8_WIDE(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                       \
     const T* a1 = a + k * PG_MR;                                                      \
     const char* pf_ = pf ? (const char*)pf : (const char*)b;                          \
     ptrdiff_t pf_step_ = pf ? pf_ld * (ptrdiff_t)sizeof(T) : 0;                       \
+    T* pk_ = pack;                                                                    \
     ptrdiff_t kk_;                                                                    \
     VEC c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;                   \
     VEC c40, c41, c42, c50, c51, c52, c60, c61, c62, c70, c71, c72;                   \
@@ -179,6 +182,10 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
     }                                                                                 \
     for (kk_ = 0; kk_ < k; kk_++) {                                                   \
         VEC b0 = LOAD(b), b1 = LOAD(b + W), b2 = LOAD(b + 2 * W), av;                 \
+        if (pk_) {                                                                    \
+            STORE(pk_, b0); STORE(pk_ + W, b1); STORE(pk_ + 2 * W, b2);               \
+            pk_ += 3 * W;                                                             \
+        }                                                                             \
         PG_ROW_FMA(BCAST, FMA, 0, a) PG_ROW_FMA(BCAST, FMA, 1, a + 1)                 \
         PG_ROW_FMA(BCAST, FMA, 2, a + 2) PG_ROW_FMA(BCAST, FMA, 3, a + 3)             \
         PG_ROW_FMA(BCAST, FMA, 4, a1) PG_ROW_FMA(BCAST, FMA, 5, a1 + 1)               \
@@ -197,7 +204,7 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
 __attribute__((target("avx512f")))
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
                                 ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate,
-                                const float* pf, ptrdiff_t pf_ld)
+                                const float* pf, ptrdiff_t pf_ld, float* pack)
 {
     PG_TILE8_WIDE(float, __m512, _mm512_loadu_ps, _mm512_storeu_ps, PG_BCAST512_PS,
                   _mm512_fmadd_ps, _mm512_setzero_ps, 16)
@@ -206,7 +213,7 @@ static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
 __attribute__((target("avx512f")))
 static void pg_tile_double_rows4(ptrdiff_t k, const double* a, const double* b,
                                  ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate,
-                                 const double* pf, ptrdiff_t pf_ld)
+                                 const double* pf, ptrdiff_t pf_ld, double* pack)
 {
     PG_TILE8_WIDE(double, __m512d, _mm512_loadu_pd, _mm512_storeu_pd, PG_BCAST512_PD,
                   _mm512_fmadd_pd, _mm512_setzero_pd, 8)
@@ -281,17 +288,25 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
 }
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
                                 ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate,
-                                const float* pf, ptrdiff_t pf_ld)
+                                const float* pf, ptrdiff_t pf_ld, float* pack)
 {
+    ptrdiff_t kk;
     (void)pf; (void)pf_ld;
+    if (pack)
+        for (kk = 0; kk < k; kk++)
+            memcpy(pack + kk * 2 * PG_NR_FLOAT, b + kk * ldb, 2 * PG_NR_FLOAT * sizeof(float));
     pg_tile_float_rows2(k, a, b, ldb, c, ldc, accumulate);
     pg_tile_float_rows2(k, a + k * PG_MR, b, ldb, c + PG_MR * ldc, ldc, accumulate);
 }
 static void pg_tile_double_rows4(ptrdiff_t k, const double* a, const double* b,
                                  ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate,
-                                 const double* pf, ptrdiff_t pf_ld)
+                                 const double* pf, ptrdiff_t pf_ld, double* pack)
 {
+    ptrdiff_t kk;
     (void)pf; (void)pf_ld;
+    if (pack)
+        for (kk = 0; kk < k; kk++)
+            memcpy(pack + kk * 2 * PG_NR_DOUBLE, b + kk * ldb, 2 * PG_NR_DOUBLE * sizeof(double));
     pg_tile_double_rows2(k, a, b, ldb, c, ldc, accumulate);
     pg_tile_double_rows2(k, a + k * PG_MR, b, ldb, c + PG_MR * ldc, ldc, accumulate);
 }
