@@ -320,6 +320,6 @@ static int pg_tall = 1;
 static int pg_set_tall(int on) { pg_tall = on != 0; return pg_tall; }
 /* Whether the 8-row tiles of packed pairs prefetch the next pair (for comparisons). */
 static int pg_prefetch = 1;
-static int pg_set_prefetch(int on) { pg_prefetch = on != 0; return pg_prefetch; }
+static inline int pg_set_prefetch(int on) { pg_prefetch = on != 0; return pg_prefetch; }
 
 #endif /* PYCONV_PACKED_GEMM_H */
