@@ -72,7 +72,6 @@ def test_suite_modules_import_and_expose_make_cases(name):
 def test_filter_peers_use_the_matching_padding_modes():
     """pyconv 'symmetric' == ndimage 'reflect', pyconv 'reflect' == ndimage 'mirror'."""
     pytest.importorskip("scipy")
-    import pyconv
     from benchmarks import bench_filters
 
     rng = np.random.default_rng(0)
@@ -245,12 +244,12 @@ def test_rst_table_has_the_machine_line_every_column_and_escaped_names():
     lines = text.splitlines()
     assert lines[0] == "Measured 2001-02-03 with pyconv 9.9; Some CPU; 2 CPUs."
     assert ".. list-table::" in lines and "   :header-rows: 1" in lines
-    cells = [line.split("- ", 1)[1] for line in lines if line.lstrip().startswith(("* -",
-                                                                                     "- "))]
+    cells = [line.split("- ", 1)[1] for line in lines
+             if line.lstrip().startswith(("* -", "- "))]
     assert cells[:len(harness.RST_HEAD)] == list(harness.RST_HEAD)
     assert len(cells) == len(harness.RST_HEAD) * (1 + len(rows))
-    by_row = [cells[i:i + len(harness.RST_HEAD)] for i in range(0, len(cells),
-                                                                 len(harness.RST_HEAD))]
+    width = len(harness.RST_HEAD)
+    by_row = [cells[i:i + width] for i in range(0, len(cells), width)]
     assert by_row[1][0] == r"agreeing double\*" and by_row[2][0] == r"memory\_bound\_"
     assert by_row[1][8].endswith(" GFLOP/s") and by_row[2][8].endswith(" GB/s")
     assert by_row[3][5:8] == ["torch", "n/a", "n/a"]  # no peer: nothing to report
@@ -403,3 +402,34 @@ def test_scaling_rst_table_is_valid_and_has_every_row(tmp_path):
     assert len(cells) == width * 3 and cells[:width] == list(scaling.SCALING_HEAD)
     assert cells[width:width + 5] == ["conv_2d*", "1", "8.00", "1.00", "100 %"]
     assert cells[2 * width + 3] == "2.00 (1.50-2.00)" and cells[-1] == "n/a"
+
+
+def test_timed_command_line_runs_restart_once_with_steady_malloc(monkeypatch):
+    """From the command line, a timed run execs itself again with STEADY_MALLOC (and
+    the same arguments); with GLIBC_TUNABLES set, with --malloc default, or for runs
+    that time nothing, it does not."""
+    calls = []
+
+    class Restarted(Exception):
+        pass
+
+    def fake_execve(path, args, env):
+        calls.append((path, args, env.get("GLIBC_TUNABLES")))
+        raise Restarted
+
+    monkeypatch.setattr(run.os, "execve", fake_execve)
+    monkeypatch.delenv("GLIBC_TUNABLES", raising=False)
+    monkeypatch.setattr(run.sys, "platform", "linux")
+    monkeypatch.setattr(run.sys, "argv", ["run.py", "--only", "x", "--threads", "1"])
+    with pytest.raises(Restarted):
+        run.main()
+    path, args, tunables = calls[0]
+    assert path == sys.executable and args[1].endswith("run.py")
+    assert args[2:] == ["--only", "x", "--threads", "1"] and tunables == run.STEADY_MALLOC
+    fake_suite(monkeypatch)
+    monkeypatch.setattr(run.sys, "argv", ["run.py", "--threads", "1", "--repeats", "1",
+                                          "--malloc", "default"])
+    run.main()
+    monkeypatch.setenv("GLIBC_TUNABLES", run.STEADY_MALLOC)
+    monkeypatch.setattr(run.sys, "argv", ["run.py", "--threads", "1", "--repeats", "1"])
+    assert run.main() and len(calls) == 1
