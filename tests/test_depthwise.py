@@ -1088,7 +1088,8 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
     order, and within rounding of the float64 loops; over random layers with every
     padding mode, dilation, 1-15 output channels per group (the 8-, 4-, 2- and
     1-channel blocks), widths from 1 to past two block widths, bands of 1, 2, 3 rows
-    or the whole plane, streamed and cached output stores, 1 and 3 threads (the
+    or the whole plane, outputs stored by the blocks (where the build has masked
+    vector stores), streamed or copied from the scratch, 1 and 3 threads (the
     serial-work thresholds off, so that small layers do run threaded)."""
     from pyconv import _threads
     calls, _ = _spy_flat(monkeypatch)
@@ -1128,7 +1129,9 @@ def test_flat_kernel_matches_padded_rows_and_numpy_loops(rng, monkeypatch, dtype
         with monkeypatch.context() as patch:
             patch.setattr(dwmod, "FLAT_BAND_BYTES",
                           min(band + (KH - 1) * dh, 1 << 20) * cin_g * Wp * dtype().itemsize)
-            patch.setattr(dwmod, "STREAM_MIN_BYTES", 0 if (i // 8) % 2 else 1 << 40)
+            write = ("direct", "stream", "scratch")[(i // 4) % 3]
+            patch.setattr(dwmod, "FLAT_DIRECT_WRITES", write == "direct")
+            patch.setattr(dwmod, "STREAM_MIN_BYTES", 0 if write == "stream" else 1 << 40)
             calls.clear()
             flat = [conv.apply(x, n_threads=n) for n in (1, 3)]
             assert calls[0] == 1 and calls[1] >= 2, spec   # the kernel's n_threads
@@ -1188,7 +1191,18 @@ def test_flat_kernel_is_the_path_taken_and_refuses_bad_geometry(rng, monkeypatch
     short = (*args[:3], np.empty((2, 64, 239), np.float32), *args[4:])
     with pytest.raises(ValueError, match="do not match the geometry"):
         real(*short, np.empty((1, values), np.float32), np.empty((1, ints), np.intp), 1)
+    streamed = (*args[:-1], True)
+    with pytest.raises(ValueError, match="direct and stream exclude each other"):
+        real(*streamed, np.empty((1, values), np.float32), np.empty((1, ints), np.intp), 1,
+             True)
     real(*args, np.empty((1, values), np.float32), np.empty((1, ints), np.intp), 1)
+    np.testing.assert_array_equal(out.reshape(2, 64, 12, 20), conv.apply(x))
+    # writing the output directly needs no output scratch
+    direct, _ = _kernels.load("_depthwise").flat_workspace(8, 8, 4, 3, 1, 22, 4, False,
+                                                           True)
+    assert direct < values
+    out[:] = np.nan
+    real(*args, np.empty((1, direct), np.float32), np.empty((1, ints), np.intp), 1, True)
     np.testing.assert_array_equal(out.reshape(2, 64, 12, 20), conv.apply(x))
 
 

@@ -246,11 +246,52 @@ cdef extern from *:
                 acc[k][v] = MADD(acc[k][v], wk, xv[v]); \\
         } \\
     }
-    #define PYCONV_DW_BLOCK(NAME, T, V, VU, VW, M, RELU, MADD, COB, NV, K3) \\
+    /* The flat kernel's blocks writing the output rows directly: flat position f of
+       a band (map: OW, Wp, nb) is output (f / Wp, f % Wp), kept where f % Wp < OW
+       and f / Wp < nb. A vector within one row is one store; one that spans rows,
+       a masked store per row (the lanes of a row, at their output offset). */
+    #define PYCONV_DW_MAPPED_STORE(T, VU, VW, MSTORE, COB, NV) \\
+        Py_ssize_t OW_ = map[0], Wp_ = map[1], nb_ = map[2]; \\
+        PYCONV_DW_UNROLL for (v = 0; v < NV; v++) { \\
+            Py_ssize_t f_ = c + v * VW, r_ = f_ / Wp_, cc_ = f_ - r_ * Wp_, j_ = 0, n_; \\
+            if (cc_ + VW <= OW_ && r_ < nb_) { \\
+                PYCONV_DW_UNROLL for (k = 0; k < COB; k++) \\
+                    *(VU*)(dst + k * cstride + r_ * OW_ + cc_) = acc[k][v]; \\
+                continue; \\
+            } \\
+            while (j_ < VW && r_ < nb_) { \\
+                n_ = cc_ < OW_ ? PYCONV_DW_MIN(VW - j_, OW_ - cc_) : 0; \\
+                if (n_ > 0) { \\
+                    unsigned long long m_ = ((1ULL << n_) - 1) << j_; \\
+                    /* lane l at r_*OW_ + cc_ + (l - j_) */ \\
+                    T* b_ = dst + (r_ * OW_ + cc_ - j_); \\
+                    PYCONV_DW_UNROLL for (k = 0; k < COB; k++) \\
+                        MSTORE(T, VW, b_ + k * cstride, m_, acc[k][v]); \\
+                } \\
+                j_ += Wp_ - cc_; \\
+                r_++; \\
+                cc_ = 0; \\
+            } \\
+        }
+    /* a masked store of v's lanes whose bit is set in m, lane l to p[l] */
+    #define PYCONV_DW_MSTORE_GEN(T, VW, p, m, v) do { \\
+        T l_[VW]; int i_; memcpy(l_, &(v), sizeof l_); \\
+        for (i_ = 0; i_ < VW; i_++) if (((m) >> i_) & 1) (p)[i_] = l_[i_]; } while (0)
+    #if PYCONV_DW_VBYTES == 64 && (defined(__GNUC__) || defined(__clang__))
+      #define PYCONV_DW_MSTORE_f(T, VW, p, m, v) \\
+          _mm512_mask_storeu_ps((p), (__mmask16)(m), (__m512)(v))
+      #define PYCONV_DW_MSTORE_d(T, VW, p, m, v) \\
+          _mm512_mask_storeu_pd((p), (__mmask8)(m), (__m512d)(v))
+    #else
+      #define PYCONV_DW_MSTORE_f PYCONV_DW_MSTORE_GEN
+      #define PYCONV_DW_MSTORE_d PYCONV_DW_MSTORE_GEN
+    #endif
+    #define PYCONV_DW_BLOCK(NAME, T, V, VU, VW, M, RELU, MADD, MSTORE, COB, NV, K3) \\
     static inline void NAME(T* dst, Py_ssize_t cstride, Py_ssize_t c, const T* q, \\
                             const Py_ssize_t* ro, Py_ssize_t nrows, \\
                             const Py_ssize_t* qoff, Py_ssize_t KW, const T* w, \\
-                            Py_ssize_t wstride, const T* bias, int first, int relu) { \\
+                            Py_ssize_t wstride, const T* bias, int first, int relu, \\
+                            const Py_ssize_t* map) { \\
         V acc[COB][NV]; \\
         V xv[NV]; \\
         Py_ssize_t t, kw; \\
@@ -278,6 +319,10 @@ cdef extern from *:
             PYCONV_DW_UNROLL for (k = 0; k < COB; k++) \\
                 PYCONV_DW_UNROLL for (v = 0; v < NV; v++) RELU(V, M, acc[k][v]); \\
         } \\
+        if (K3 && map) { \\
+            PYCONV_DW_MAPPED_STORE(T, VU, VW, MSTORE, COB, NV) \\
+            return; \\
+        } \\
         PYCONV_DW_UNROLL for (k = 0; k < COB; k++) \\
             PYCONV_DW_UNROLL for (v = 0; v < NV; v++) \\
                 *(VU*)(dst + k * cstride + c + v * VW) = acc[k][v]; \\
@@ -301,38 +346,38 @@ cdef extern from *:
             /* an odd number of vectors: one block of 3 first, so that no block of \\
                one vector (a broadcast per multiply-add) is left at the end */ \\
             ODD(dst, cstride, 0, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
-                first, relu); \\
+                first, relu, NULL); \\
             c = 3 * VW; \\
         } \\
         for (; c + NVBIG * VW <= OW; c += NVBIG * VW) \\
             BIG(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
-                first, relu); \\
+                first, relu, NULL); \\
         if (c < OW && c > 0 && first && (OW - c) % VW) { \\
             BIG(dst, cstride, OW - NVBIG * VW, q, ro, nrows, g->qoff, g->KW, w, wstride, \\
-                bias, first, relu); \\
+                bias, first, relu, NULL); \\
             return; \\
         } \\
         if (NVBIG > 2) { \\
             for (; c + 2 * VW <= OW; c += 2 * VW) \\
                 MID(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
-                    first, relu); \\
+                    first, relu, NULL); \\
             if (c < OW && c > 0 && first && (OW - c) % VW) { \\
                 MID(dst, cstride, OW - 2 * VW, q, ro, nrows, g->qoff, g->KW, w, \\
-                    wstride, bias, first, relu); \\
+                    wstride, bias, first, relu, NULL); \\
                 return; \\
             } \\
         } \\
         for (; c + VW <= OW; c += VW) \\
             ONE(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
-                first, relu); \\
+                first, relu, NULL); \\
         if (c < OW && c > 0 && first) { \\
             ONE(dst, cstride, OW - VW, q, ro, nrows, g->qoff, g->KW, w, wstride, \\
-                bias, first, relu); \\
+                bias, first, relu, NULL); \\
             return; \\
         } \\
         for (; c < OW; c++) \\
             SCALAR(dst, cstride, c, q, ro, nrows, g->qoff, g->KW, w, wstride, bias, \\
-                   first, relu); \\
+                   first, relu, NULL); \\
     }
 
     /* Block pyconv_dw_b<COB><NV>_<S> on vectors, pyconv_dw_s<COB>_<S> on scalars;
@@ -342,13 +387,13 @@ cdef extern from *:
        layers 20 % slower so, and keep the loop). */
     #define PYCONV_DW_VBLOCK(S, T, V, VU, VW, M, COB, NV) \\
     PYCONV_DW_BLOCK(pyconv_dw_b##COB##NV##_##S, T, V, VU, VW, M, PYCONV_DW_RELU, \\
-                    PYCONV_DW_MADD_v##S, COB, NV, 0)
+                    PYCONV_DW_MADD_v##S, PYCONV_DW_MSTORE_##S, COB, NV, 0)
     #define PYCONV_DW_KBLOCK(S, T, V, VU, VW, M, COB) \\
     PYCONV_DW_BLOCK(pyconv_dw_k##COB##3_##S, T, V, VU, VW, M, PYCONV_DW_RELU, \\
-                    PYCONV_DW_MADD_v##S, COB, 3, 1)
+                    PYCONV_DW_MADD_v##S, PYCONV_DW_MSTORE_##S, COB, 3, 1)
     #define PYCONV_DW_SBLOCK(S, T, M, COB) \\
     PYCONV_DW_BLOCK(pyconv_dw_s##COB##_##S, T, T, T, 1, M, PYCONV_DW_SRELU, \\
-                    PYCONV_DW_MADD_##S, COB, 1, 0)
+                    PYCONV_DW_MADD_##S, PYCONV_DW_MSTORE_GEN, COB, 1, 0)
 
     /* Everything for one element type S (f, d). */
     #define PYCONV_DW_TYPED(S, T, V, VU, VW, M) \\
@@ -762,9 +807,11 @@ cdef extern from *:
        sweep f in steps of FLAT_NV vectors over whole bands; the Wp - OW positions
        at the end of each row (and past the band) are computed and dropped, Wp - OW
        = (KW-1)*dw of every Wp (2 of 58 for 3x3 on 56 columns, where the row blocks
-       compute 80 columns for 56). The block's outputs go to the scratch so (Ls per
-       channel), then row by row to dst. Sums in the same order as pyconv_dw_row:
-       the same bits. hmap[p]: the input row of padded row p (-1: padding). */
+       compute 80 columns for 56). The blocks write the output rows directly
+       (so NULL: PYCONV_DW_MAPPED_STORE), or into the scratch so (Ls per channel),
+       copied row by row to dst after the band or, with pend, streamed out during the
+       next one. Sums in the same order as pyconv_dw_row: the same bits. hmap[p]: the
+       input row of padded row p (-1: padding). */
     #define PYCONV_DW_FLAT_NV 3
     #if PYCONV_DW_VBYTES == 64
       #define PYCONV_DW_FLAT_COB 8   /* 24 accumulators of 32 registers */
@@ -850,8 +897,9 @@ cdef extern from *:
                     if (++pf_l == pf_lines) { pf_l = 0; pf_c++; } \\
                 } \\
                 PYCONV_DW_FLAT_BLOCK(COB, S)( \\
-                    so + co * Ls, Ls, f, q, ro, nrows, g->qoff, KW, w + co * wstride, \\
-                    wstride, bias ? bias + co : NULL, 1, relu); \\
+                    so ? so + co * Ls : dst + co * cstride + oh0 * OW, \\
+                    so ? Ls : cstride, f, q, ro, nrows, g->qoff, KW, w + co * wstride, \\
+                    wstride, bias ? bias + co : NULL, 1, relu, so ? NULL : map); \\
             }
     #define PYCONV_DW_FLAT(S, T, VU, VW) \\
     static void pyconv_dw_flat_##S(T* dst, Py_ssize_t cstride, T* q, T* so, \\
@@ -866,7 +914,9 @@ cdef extern from *:
         Py_ssize_t blk = PYCONV_DW_FLAT_NV * VW; \\
         Py_ssize_t Ls = (nb * Wp + blk - 1) / blk * blk; \\
         Py_ssize_t nrows = g->cin_g * KH, ci, p, kh, m, f, co, r, c, ih; \\
+        Py_ssize_t map[3]; \\
         T* qr; \\
+        map[0] = OW; map[1] = Wp; map[2] = nb; \\
         for (ci = 0; ci < g->cin_g; ci++) { \\
             for (p = 0; p < nin; p++) { \\
                 qr = q + ci * CS + p * Wp; \\
@@ -905,6 +955,7 @@ cdef extern from *:
             pend->co = pend->i = pend->r = pend->c = 0; \\
             return; \\
         } \\
+        if (so == NULL) return;  /* the blocks wrote the output rows */ \\
         for (co = 0; co < cout_g; co++) { \\
             for (r = 0; r < nb; r++) { \\
                 const T* s_ = so + co * Ls + r * Wp; \\
@@ -1511,14 +1562,23 @@ def grouped_direct(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                        pad_value, relu, pf, cin_g * g.plane, &g)
 
 
+#: Whether this build stores the flat kernel's blocks straight into the output rows,
+#: a vector that spans two rows as masked stores (the AVX-512 build; the others, with
+#: no such stores, take the output scratch).
+FLAT_MASKED_STORES = bool(PYCONV_DW_VWF == 16)
+
+
 def flat_workspace(Py_ssize_t cin_g, Py_ssize_t cout_g, Py_ssize_t band, Py_ssize_t KH,
-                   Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t itemsize, bint stream=False):
+                   Py_ssize_t dh, Py_ssize_t Wp, Py_ssize_t itemsize, bint stream=False,
+                   bint direct=False):
     """``(values, ints)``: scratch per thread of ``grouped_flat`` for bands of ``band``
     output rows, in the compute dtype (``itemsize`` bytes) and in intp; ``stream``:
-    with two output scratches (one is copied out while the other is computed)."""
+    with two output scratches (one is copied out while the other is computed);
+    ``direct``: with none (the blocks write the output)."""
     cdef Py_ssize_t vw = PYCONV_DW_VWF if itemsize == 4 else PYCONV_DW_VWD
+    cdef Py_ssize_t scratches = 0 if direct else (2 if stream else 1)
     return (pyconv_dw_flat_q(cin_g, band, KH, dh, Wp, vw)
-            + (2 if stream else 1) * pyconv_dw_flat_so(cout_g, band, Wp, vw), cin_g * KH)
+            + scratches * pyconv_dw_flat_so(cout_g, band, Wp, vw), cin_g * KH)
 
 
 cdef inline void flat_band(floating* dst, Py_ssize_t cstride, floating* q, floating* so,
@@ -1568,15 +1628,16 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                  const Py_ssize_t[::1] hmap, Py_ssize_t dh, Py_ssize_t groups,
                  floating pad_value, bint has_bias, bint relu, Py_ssize_t band,
                  bint stream, floating[:, ::1] work, Py_ssize_t[:, ::1] iwork,
-                 int n_threads):
+                 int n_threads, bint direct=False):
     """``grouped_direct`` for 2-D layers at stride 1 on the flat kernel
     (``pyconv_dw_flat``): units are (image, group, band of ``band`` output rows).
 
     ``hmap``: the input row of each of the ``OH + (KH-1)*dh`` padded rows (-1:
-    padding); ``dh``: the height dilation. ``stream``: write the output with
-    non-temporal stores, each unit's while the thread computes the next one.
-    ``work``/``iwork``: one row per thread of at least ``flat_workspace(...,
-    stream)`` values.
+    padding); ``dh``: the height dilation. ``direct``: the register blocks store
+    into the output rows (no scratch); else ``stream``: write the output with
+    non-temporal stores, each unit's while the thread computes the next one, or
+    neither: copy each band out of the scratch. ``work``/``iwork``: one row per
+    thread of at least ``flat_workspace(..., stream, direct)`` values.
     """
     cdef pyconv_dw_geom g
     cdef Py_ssize_t N = x.shape[0]
@@ -1601,8 +1662,10 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     check_grouped("grouped_flat", x, weight, bias, out, groups, has_bias, &g)
     nq = pyconv_dw_flat_q(cin_g, band, g.KH, dh, g.Wp, vw)
     nso = pyconv_dw_flat_so(cout_g, band, g.Wp, vw)
+    if direct and stream:
+        raise ValueError("grouped_flat: direct and stream exclude each other")
     if (work.shape[0] < n_threads or iwork.shape[0] < n_threads
-            or work.shape[1] < nq + (2 if stream else 1) * nso
+            or work.shape[1] < nq + (0 if direct else 2 if stream else 1) * nso
             or iwork.shape[1] < cin_g * g.KH):
         raise ValueError("grouped_flat: workspace too small")
     # per thread: its pending copy (zeroed: nothing pending) and output scratch
@@ -1636,7 +1699,7 @@ def grouped_flat(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                         pf = &x[un // (n_bands * groups),
                                 ((un // n_bands) % groups) * cin_g, lo * g.W]
                 # streaming: the output scratch that is not the pending copy's source
-                so = q + nq
+                so = NULL if direct else q + nq
                 if stream and pend.s == <void*>so:
                     so = so + nso
                 flat_band(&out[n, gi * cout_g, 0], P, q, so, ro, &x[n, gi * cin_g, 0],

@@ -84,16 +84,21 @@ layer with more than 8 of them) runs on direct kernels
   of unit-stride loads, swept by register blocks of 8 output channels x 3 vectors
   (AVX-512; 4 x 3 with AVX2) that compute the ``Wp - OW`` positions at the end of
   each row too and drop them (2 of 58 on a 3x3 layer 56 wide, where the padded-row
-  kernel's row blocks compute 80 columns for 56). The blocks' outputs go to scratch,
-  then to the output rows; outputs of :data:`STREAM_MIN_BYTES` or more by
-  non-temporal stores, a few vectors between each of the next unit's blocks, while
-  the next unit's input is prefetched. The sums run in the same order as the
-  padded-row kernel's: the same bits. 8x256x56x56, 8 per group, float32, 2 threads:
-  5.2-6.0 ms against 6.7-9.2 ms for Winograd F4 and 6.5-7.4 ms for the padded-row
-  kernel; 16 per group 8.8 against 13.2 ms; 8 per group at 7x7 0.57 against 2.84 ms
-  (medians of 7 alternating calls). Extra memory per thread: the padded rows of a
-  band, ``C_in/groups * (band + (KH-1)*dh) * Wp`` values (bands sized to
-  :data:`FLAT_BAND_BYTES`), and one (two when streaming) output scratch of
+  kernel's row blocks compute 80 columns for 56). In the AVX-512 build the blocks
+  store straight into the output rows (:data:`FLAT_DIRECT_WRITES`), a vector that
+  spans two rows as one masked store per row, leaving out the dropped positions;
+  elsewhere their outputs go to scratch, then to the output rows, outputs of
+  :data:`STREAM_MIN_BYTES` or more by non-temporal stores, a few vectors between
+  each of the next unit's blocks. The next unit's input is prefetched meanwhile. The
+  sums run in the same order as the padded-row kernel's: the same bits.
+  8x256x56x56, 8 per group, float32, 2 threads: 5.2-6.0 ms against 6.7-9.2 ms for
+  Winograd F4 and 6.5-7.4 ms for the padded-row kernel; 16 per group 8.8 against
+  13.2 ms; 8 per group at 7x7 0.57 against 2.84 ms (medians of 7 alternating
+  calls), before the direct stores, which took the first layer from 5.0-5.3 to
+  4.4-4.7 ms (float64 9.9 -> 8.3 ms; 1.96 -> 1.78 ms on 8x1024x14x14, 128
+  groups). Extra memory per thread: the padded rows of a band, ``C_in/groups *
+  (band + (KH-1)*dh) * Wp`` values (bands sized to :data:`FLAT_BAND_BYTES`), and
+  without the direct stores one (two when streaming) output scratch of
   ``C_out/groups * band * Wp`` values rounded up to a block, plus ``C_in/groups *
   KH`` row offsets; layers whose one-row band would take more than
   :data:`FLAT_MAX_BYTES` (long rows with many channels) run on the padded-row kernel.
@@ -183,6 +188,10 @@ FLAT_KERNEL = True
 #: The flat kernel takes a layer while one output row's band (its padded input rows and
 #: two output scratches) takes at most this per thread.
 FLAT_MAX_BYTES = 4 << 20
+#: The flat kernel's register blocks store into the output rows (where the build
+#: has masked vector stores), with no output scratch to copy or stream out (False:
+#: the scratch, for comparisons; the same bits).
+FLAT_DIRECT_WRITES = True
 #: conv2d's "auto" leaves Winograd to the flat kernel for groups of at most this many
 #: input and output channels (2-D 3x3 stride 1: layers the flat kernel takes).
 #: Measured at 8 per group, 8 images, 2 threads, its time over F4's (best of two
@@ -425,15 +434,17 @@ def grouped_direct_forward(op_name, x, weight, bias, out, spec, pads, out_spatia
                           - (KH - 1) * dh))
         n_threads = _threads.resolve(n_threads, flops, N * groups * -(-OH // band))
         band = min(band, _rows_per_tile(OH, N * groups, n_threads))
-        stream = out.nbytes >= STREAM_MIN_BYTES
+        direct = FLAT_DIRECT_WRITES and _depthwise.FLAT_MASKED_STORES
+        stream = not direct and out.nbytes >= STREAM_MIN_BYTES
         values, ints = _depthwise.flat_workspace(cin_g, cout_g, band, KH, dh, Wp,
-                                                 x.dtype.itemsize, stream)
+                                                 x.dtype.itemsize, stream, direct)
         work = thread_workspace(n_threads, values, x.dtype)
         iwork = np.empty((n_threads, ints), dtype=np.intp)
         _depthwise.grouped_flat(
             x.reshape(N, C_in, -1), weight.reshape(C_out, -1), bias_arg,
             out.reshape(N, C_out, -1), *plan.args(False, 1), hmap, dh, groups,
-            plan.pad_value, bias is not None, relu, band, stream, work, iwork, n_threads)
+            plan.pad_value, bias is not None, relu, band, stream, work, iwork, n_threads,
+            direct=direct)
         return out
     n_threads = _threads.resolve(n_threads, flops, N * groups * plan.rows)
     cached, batch, values, ints = plan.scratch(cin_g, x.dtype.itemsize)
