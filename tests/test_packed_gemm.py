@@ -326,3 +326,73 @@ def test_a_module_loaded_again_follows_the_current_cpu_setting(monkeypatch):
     assert _kernels.load("_conv").phased_vector(4) == 8
     monkeypatch.setattr(_kernels, "WIDE_LOOPS", True)
     assert _kernels.load("_conv").phased_vector(4) == 16
+
+
+@pytest.mark.parametrize("tiny", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_1d_taps_read_in_place_give_the_same_bits(packed_gemm, dtype, tiny, monkeypatch):
+    """Unpadded stride-1 1-D layers on the packed tiles read their taps from the input
+    in place (spied on: the kernel gets one row offset per tap): the same bits as
+    through the column buffer and within rounding of the NumPy loop; 1 to 12 weight
+    panels (partial, odd and paired), widths that leave partial column panels,
+    dilation, groups, one or several k-blocks, the AVX-512 tiles (which pack each
+    pair as they read it) and the portable ones, 1 and 3 threads."""
+    if tiny:
+        tiny_blocks(monkeypatch)
+    module = _kernels.load("_conv")
+    offsets = []
+    real = module.conv_nd
+    monkeypatch.setattr(module, "conv_nd",
+                        lambda *a: offsets.append(len(a[-1])) or real(*a))
+    rng = np.random.default_rng(31)
+    specs = [({"op": "conv1d", "in_channels": 5, "out_channels": 4, "kernel_size": 3,
+               "dilation": 2}, (2, 5, 300)),
+             ({"op": "conv1d", "in_channels": 6, "out_channels": 40, "kernel_size": 5},
+              (3, 6, 211)),
+             ({"op": "conv1d", "in_channels": 8, "out_channels": 24, "kernel_size": 2,
+               "dilation": 7, "groups": 2, "activation": "relu"}, (2, 8, 500)),
+             ({"op": "conv1d", "in_channels": 3, "out_channels": 9, "kernel_size": 4,
+               "bias": False}, (1, 3, 40))]
+    for spec, shape in specs:
+        spec = dict(spec, algorithm="im2col")
+        conv = pyconv.Conv(spec, seed=8, dtype=dtype)
+        x = rng.standard_normal(shape).astype(dtype)
+        offsets.clear()
+        got = [conv.apply(x, n_threads=n) for n in (1, 3)]
+        taps = (spec["in_channels"] // spec.get("groups", 1)) * np.prod(spec["kernel_size"])
+        assert offsets == [taps, taps], spec
+        monkeypatch.setattr(conv_module, "PACKED_ROW_TAPS", False)
+        offsets.clear()
+        buffered = conv.apply(x, n_threads=1)
+        assert offsets == [0], spec
+        monkeypatch.setattr(conv_module, "PACKED_ROW_TAPS", True)
+        assert got[0].tobytes() == got[1].tobytes() == buffered.tobytes(), spec
+        tol = 1e-12 if dtype == np.float64 else 1e-4
+        np.testing.assert_allclose(got[0], reference(conv, x.astype(np.float64)),
+                                   rtol=tol, atol=tol)
+
+
+def test_conv_nd_refuses_tap_offsets_outside_the_input(rng):
+    """The kernel checks the offsets it is given against the input it reads."""
+    conv = pyconv.Conv({"op": "conv1d", "in_channels": 2, "out_channels": 8,
+                        "kernel_size": 3, "algorithm": "im2col"}, seed=1)
+    x = rng.standard_normal((1, 2, 50)).astype(np.float32)
+    module = _kernels.load("_conv")
+    calls = []
+    real = module.conv_nd
+    try:
+        module.conv_nd = lambda *a: calls.append(a) or real(*a)
+        want = conv.apply(x)
+    finally:
+        module.conv_nd = real
+    args = list(calls[0])
+    if not len(args[-1]):
+        pytest.skip("this build runs the layer through its column buffer")
+    out = np.empty_like(want)
+    args[3] = out.reshape(1, 8, -1)
+    real(*args)
+    np.testing.assert_array_equal(out, want)
+    bad = args[-1].copy()
+    bad[-1] += 3   # the last tap's row would run past the input
+    with pytest.raises(ValueError, match="b_off"):
+        real(*args[:-1], bad)

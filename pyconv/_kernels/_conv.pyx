@@ -54,12 +54,16 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
             Py_ssize_t KD, Py_ssize_t KH, Py_ssize_t KW, Py_ssize_t sw,
             Py_ssize_t groups, floating pad_value, bint has_bias, bint relu,
             bint direct, Py_ssize_t tile_columns, bint packed, Py_ssize_t k_block,
-            const Py_ssize_t[::1] out_index, floating[:, ::1] work, int n_threads):
+            const Py_ssize_t[::1] out_index, floating[:, ::1] work, int n_threads,
+            const Py_ssize_t[::1] b_off=None):
     """out[n, co, p] = sum_{ci, k} weight[co, (ci, k)] * x[n, ci, tap(p, k)] (+ bias).
 
     x: (N, C_in, D*H*W); out: (N, C_out, OD*OH*OW), or larger planes with
     ``out_index``. ``direct`` means a 1x1, stride-1, unpadded kernel: the input
-    planes are the GEMM operand as they are, with no column buffer.
+    planes are the GEMM operand as they are, with no column buffer; or, with
+    ``b_off`` (packed only), an unpadded stride-1 1-D kernel: row ``r`` of the GEMM
+    operand is the group's input at ``b_off[r]`` (``ci * plane + k * dilation`` for
+    ``r = ci * KW + k``) plus the output column, read in place.
 
     The units are (image, group, range of ``tile_columns`` flattened output
     positions); each fills its column buffer by im2col and runs one GEMM:
@@ -107,8 +111,21 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
     cdef const floating* a_g
     cdef Py_ssize_t ldb
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
+    cdef const Py_ssize_t* boff = NULL
+    cdef bint ok
     if n_units == 0:
         return
+    if b_off is not None and b_off.shape[0] > 0:
+        # every row's P columns inside the group's input planes
+        ok = (direct and packed and not scatter and KD == 1 and KH == 1 and sw == 1
+              and b_off.shape[0] == ck and OD * OH == 1)
+        for i in range(b_off.shape[0] if ok else 0):
+            if b_off[i] < 0 or b_off[i] + P > cin_g * plane:
+                ok = False
+        if not ok:
+            raise ValueError("conv_nd: b_off needs a packed, unpadded stride-1 1-D "
+                             "layer and one offset per tap within the input")
+        boff = &b_off[0]
     if ((packed and (weight.shape[0] != groups or k_block < 1
                      or weight.shape[1] != m_panels * ck * PG_MR))
             or (not packed and (weight.shape[0] != C_out or weight.shape[1] != ck))
@@ -152,9 +169,14 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                     kl = ck - k0
                     if kl > k_block:
                         kl = k_block
-                    packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb,
-                                c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel, direct,
-                                P - q0 - pc)
+                    if boff != NULL:
+                        packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr, ldb, c_ptr, ldc,
+                                    cout_g, pc, kl, k0 > 0, panel, True, P - q0 - pc,
+                                    boff + k0)
+                    else:
+                        packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb,
+                                    c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel, direct,
+                                    P - q0 - pc)
             else:
                 gemm_rm(&weight[g * cout_g, 0], b_ptr, c_ptr, cout_g, pc, ck,
                         ck, ldb, ldc, 0)

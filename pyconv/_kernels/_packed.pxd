@@ -20,10 +20,11 @@ cdef extern from "_packed_gemm.h" nogil:
                               Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate)
     void pg_tile_float_rows4(Py_ssize_t k, const float* a, const float* b, Py_ssize_t ldb,
                              float* c, Py_ssize_t ldc, int accumulate, const float* pf,
-                             Py_ssize_t pf_ld, float* pack)
+                             Py_ssize_t pf_ld, float* pack, const Py_ssize_t* boff)
     void pg_tile_double_rows4(Py_ssize_t k, const double* a, const double* b,
                               Py_ssize_t ldb, double* c, Py_ssize_t ldc, int accumulate,
-                              const double* pf, Py_ssize_t pf_ld, double* pack)
+                              const double* pf, Py_ssize_t pf_ld, double* pack,
+                              const Py_ssize_t* boff)
     int pg_wide, pg_tall, PG_WIDE_BUILT
     int pg_set_wide(int on)
     int pg_set_tall(int on)
@@ -32,16 +33,18 @@ cdef extern from "_packed_gemm.h" nogil:
 
 
 cdef inline void pack_columns(const floating* b, Py_ssize_t ldb, Py_ssize_t k,
-                              Py_ssize_t nr, Py_ssize_t nr_full,
-                              floating* dst) noexcept nogil:
-    # dst[kk, j] = b[kk, j] for j < nr, zero up to nr_full: one k-major column panel.
+                              Py_ssize_t nr, Py_ssize_t nr_full, floating* dst,
+                              const Py_ssize_t* boff=NULL) noexcept nogil:
+    # dst[kk, j] = b[kk, j] for j < nr, zero up to nr_full: one k-major column panel;
+    # row kk of b at b + kk*ldb, or at b + boff[kk] where boff is given.
     cdef Py_ssize_t kk, j
+    cdef const floating* row
     for kk in range(k):
+        row = b + boff[kk] if boff != NULL else b + kk * ldb
         for j in range(nr):
-            dst[j] = b[j]
+            dst[j] = row[j]
         for j in range(nr, nr_full):
             dst[j] = 0
-        b += ldb
         dst += nr_full
 
 
@@ -57,10 +60,33 @@ cdef inline Py_ssize_t pair_line(Py_ssize_t i, Py_ssize_t width) noexcept nogil:
     return width - 1
 
 
+cdef extern from *:
+    """
+    #define PYCONV_PG_PREFETCH_L2(p) __builtin_prefetch((p), 0, 2)
+    """
+    void PYCONV_PG_PREFETCH_L2(const void* p) noexcept nogil
+
+
+cdef inline void prefetch_rows(const floating* b, const Py_ssize_t* boff, Py_ssize_t k,
+                               Py_ssize_t part, Py_ssize_t parts,
+                               Py_ssize_t width) noexcept nogil:
+    # Into L2: the lines of rows [part*k/parts, (part+1)*k/parts) of `width` values,
+    # row kk at b + boff[kk].
+    cdef Py_ssize_t kk, j
+    cdef Py_ssize_t step = 64 // sizeof(floating)
+    for kk in range(part * k // parts, (part + 1) * k // parts):
+        j = 0
+        while j < width:
+            PYCONV_PG_PREFETCH_L2(b + boff[kk] + j)
+            j += step
+        PYCONV_PG_PREFETCH_L2(b + boff[kk] + width - 1)
+
+
 cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ldb,
                              floating* c, Py_ssize_t ldc, Py_ssize_t m, Py_ssize_t n,
                              Py_ssize_t k, bint accumulate, floating* panel,
-                             bint pack_pairs=False, Py_ssize_t b_more=0) noexcept nogil:
+                             bint pack_pairs=False, Py_ssize_t b_more=0,
+                             const Py_ssize_t* boff=NULL) noexcept nogil:
     # c[m, n] (+)= A[m, k] @ b[k, n]: A packed as ceil(m / PG_MR) panels of k * PG_MR
     # values; panel: scratch for one column panel (k * PG_NR_FLOAT or PG_NR_DOUBLE).
     # With `accumulate` the sums continue c's values (a later block of k). Full tiles
@@ -81,15 +107,18 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
     # panel, rather than a copy before it, so that the copy's loads and stores use
     # the ports the multiply-adds leave idle (one thread 6.22-6.41 -> 5.78-5.89 ms,
     # two 3.31-3.35 -> 3.06-3.10; float64 within noise). b_more: columns of b's rows
-    # past n that exist.
+    # past n that exist. boff (NULL: rows ldb apart): row kk of b at b + boff[kk]
+    # (the taps of an unpadded stride-1 1-D layer, read from its input); such rows
+    # are always packed, by the pair's first tile where it packs, else before.
     cdef Py_ssize_t nr_full = PG_NR_FLOAT if floating is float else PG_NR_DOUBLE
     cdef Py_ssize_t jp = 0, j0, nr, mp, mr
     cdef bint pair
     cdef const floating* bb
     cdef const floating* pf
     cdef floating* pack
+    cdef const Py_ssize_t* toff
     cdef bint packing
-    cdef Py_ssize_t lb
+    cdef Py_ssize_t lb, width
     cdef Py_ssize_t n_panels = (n + nr_full - 1) // nr_full
     cdef bint whole_panels = m % PG_MR == 0
     while jp < n_panels:
@@ -105,24 +134,37 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
             # packing pairs: the first tile also stores the pair's rows in the panel
             packing = pack_pairs and pair and pg_tall and m // PG_MR >= 2
             pack = panel if packing else NULL
+            toff = boff if packing else NULL
+            if boff != NULL and not packing:
+                width = 2 * nr_full if pair else nr_full
+                pack_columns(b + j0, ldb, k, width, width, panel, boff)
+                bb = panel
+                lb = width
             mp = 0
             while pair and pg_tall and mp + 2 <= m // PG_MR:
                 # packing pairs: the tiles of this pair prefetch the next pair's
                 # rows of b, a line of each row per tile (where b's rows go on)
                 pf = NULL
-                if pg_prefetch and packing and mp < 8 and j0 + 4 * nr_full <= n + b_more:
+                if (pg_prefetch and packing and boff == NULL and mp < 8
+                        and j0 + 4 * nr_full <= n + b_more):
                     pf = b + j0 + 2 * nr_full + pair_line(mp // 2, 2 * nr_full)
+                if (pg_prefetch and packing and boff != NULL
+                        and j0 + 4 * nr_full <= n + b_more):
+                    # rows by offsets: this tile's share of the next pair's rows
+                    prefetch_rows(b + j0 + 2 * nr_full, boff, k, mp // 2,
+                                  (m // PG_MR) // 2, 2 * nr_full)
                 if floating is float:
                     pg_tile_float_rows4(k, a + mp * k * PG_MR, bb, lb,
                                         c + mp * PG_MR * ldc + j0, ldc, accumulate, pf, ldb,
-                                        pack)
+                                        pack, toff)
                 else:
                     pg_tile_double_rows4(k, a + mp * k * PG_MR, bb, lb,
                                          c + mp * PG_MR * ldc + j0, ldc, accumulate, pf,
-                                         ldb, pack)
+                                         ldb, pack, toff)
                 if pack != NULL:
                     # the first tile packed the pair: the next ones read the panel
                     pack = NULL
+                    toff = NULL
                     bb = panel
                     lb = 2 * nr_full
                 mp += 2
@@ -139,7 +181,7 @@ cdef inline void packed_gemm(const floating* a, const floating* b, Py_ssize_t ld
             if pair:
                 jp += 1
             continue
-        pack_columns(b + j0, ldb, k, nr, nr_full, panel)
+        pack_columns(b + j0, ldb, k, nr, nr_full, panel, boff)
         for mp in range((m + PG_MR - 1) // PG_MR):
             mr = m - mp * PG_MR
             if mr > PG_MR:

@@ -159,14 +159,32 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
  * rows (the 4-row tile: once for four), which halves B's reads from L1 per
  * multiply-add. a1 is the next A panel (a + k * PG_MR in a packed block). Each lane
  * runs the same FMAs in the same order as the tiles above: the same bits.
- * pf (NULL: none): one address per k, pf + k * pf_ld (in values of T), is prefetched
- * into L2, so that B's rows that a later tile reads from memory arrive while this
- * one computes. pack (NULL: none): B's rows are also stored there, k-major (3W values
- * per k), for the next weight panels to read. */
+ * boff (NULL: rows ldb apart): row kk of B at b + boff[kk]. pf (NULL: none): one
+ * address per k, pf + k * pf_ld (with boff: pf + boff[k]; in values of T), is
+ * prefetched into L2, so that B's rows that a later tile reads from memory arrive
+ * while this one computes. pack (NULL: none): B's rows are also stored there,
+ * k-major (3W values per k), for the next weight panels to read. */
+/* the k loop of PG_TILE8_WIDE, B's row kk at BROW and the row to prefetch at PFROW */
+#define PG_TILE8_LOOP(T, VEC, LOAD, STORE, BCAST, FMA, W, BROW, PFROW)                \
+    for (kk_ = 0; kk_ < k; kk_++) {                                                   \
+        const T* b_ = (BROW);                                                         \
+        VEC b0 = LOAD(b_), b1 = LOAD(b_ + W), b2 = LOAD(b_ + 2 * W), av;              \
+        if (pk_) {                                                                    \
+            STORE(pk_, b0); STORE(pk_ + W, b1); STORE(pk_ + 2 * W, b2);               \
+            pk_ += 3 * W;                                                             \
+        }                                                                             \
+        PG_ROW_FMA(BCAST, FMA, 0, a) PG_ROW_FMA(BCAST, FMA, 1, a + 1)                 \
+        PG_ROW_FMA(BCAST, FMA, 2, a + 2) PG_ROW_FMA(BCAST, FMA, 3, a + 3)             \
+        PG_ROW_FMA(BCAST, FMA, 4, a1) PG_ROW_FMA(BCAST, FMA, 5, a1 + 1)               \
+        PG_ROW_FMA(BCAST, FMA, 6, a1 + 2) PG_ROW_FMA(BCAST, FMA, 7, a1 + 3)           \
+        _mm_prefetch((const char*)(PFROW), _MM_HINT_T1);                              \
+        a += PG_MR;                                                                   \
+        a1 += PG_MR;                                                                  \
+    }
 #define PG_TILE8_WIDE(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                       \
     const T* a1 = a + k * PG_MR;                                                      \
-    const char* pf_ = pf ? (const char*)pf : (const char*)b;                          \
-    ptrdiff_t pf_step_ = pf ? pf_ld * (ptrdiff_t)sizeof(T) : 0;                       \
+    const T* pf_ = pf ? pf : b;                                                       \
+    ptrdiff_t pf_ld_ = pf ? pf_ld : ldb;                                              \
     T* pk_ = pack;                                                                    \
     ptrdiff_t kk_;                                                                    \
     VEC c00, c01, c02, c10, c11, c12, c20, c21, c22, c30, c31, c32;                   \
@@ -180,21 +198,12 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
         c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = ZERO(); \
         c40 = c41 = c42 = c50 = c51 = c52 = c60 = c61 = c62 = c70 = c71 = c72 = ZERO(); \
     }                                                                                 \
-    for (kk_ = 0; kk_ < k; kk_++) {                                                   \
-        VEC b0 = LOAD(b), b1 = LOAD(b + W), b2 = LOAD(b + 2 * W), av;                 \
-        if (pk_) {                                                                    \
-            STORE(pk_, b0); STORE(pk_ + W, b1); STORE(pk_ + 2 * W, b2);               \
-            pk_ += 3 * W;                                                             \
-        }                                                                             \
-        PG_ROW_FMA(BCAST, FMA, 0, a) PG_ROW_FMA(BCAST, FMA, 1, a + 1)                 \
-        PG_ROW_FMA(BCAST, FMA, 2, a + 2) PG_ROW_FMA(BCAST, FMA, 3, a + 3)             \
-        PG_ROW_FMA(BCAST, FMA, 4, a1) PG_ROW_FMA(BCAST, FMA, 5, a1 + 1)               \
-        PG_ROW_FMA(BCAST, FMA, 6, a1 + 2) PG_ROW_FMA(BCAST, FMA, 7, a1 + 3)           \
-        _mm_prefetch(pf_, _MM_HINT_T1);                                               \
-        a += PG_MR;                                                                   \
-        a1 += PG_MR;                                                                  \
-        b += ldb;                                                                     \
-        pf_ += pf_step_;                                                              \
+    if (boff) {                                                                       \
+        PG_TILE8_LOOP(T, VEC, LOAD, STORE, BCAST, FMA, W, b + boff[kk_],              \
+                      pf_ + boff[kk_])                                                \
+    } else {                                                                          \
+        PG_TILE8_LOOP(T, VEC, LOAD, STORE, BCAST, FMA, W, b + kk_ * ldb,              \
+                      pf_ + kk_ * pf_ld_)                                             \
     }                                                                                 \
     PG_ROW_STORE(STORE, W, 0, c) PG_ROW_STORE(STORE, W, 1, c + ldc)                   \
     PG_ROW_STORE(STORE, W, 2, c + 2 * ldc) PG_ROW_STORE(STORE, W, 3, c + 3 * ldc)     \
@@ -204,7 +213,8 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
 __attribute__((target("avx512f")))
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
                                 ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate,
-                                const float* pf, ptrdiff_t pf_ld, float* pack)
+                                const float* pf, ptrdiff_t pf_ld, float* pack,
+                                const ptrdiff_t* boff)
 {
     PG_TILE8_WIDE(float, __m512, _mm512_loadu_ps, _mm512_storeu_ps, PG_BCAST512_PS,
                   _mm512_fmadd_ps, _mm512_setzero_ps, 16)
@@ -213,7 +223,8 @@ static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
 __attribute__((target("avx512f")))
 static void pg_tile_double_rows4(ptrdiff_t k, const double* a, const double* b,
                                  ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate,
-                                 const double* pf, ptrdiff_t pf_ld, double* pack)
+                                 const double* pf, ptrdiff_t pf_ld, double* pack,
+                                 const ptrdiff_t* boff)
 {
     PG_TILE8_WIDE(double, __m512d, _mm512_loadu_pd, _mm512_storeu_pd, PG_BCAST512_PD,
                   _mm512_fmadd_pd, _mm512_setzero_pd, 8)
@@ -288,10 +299,11 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
 }
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
                                 ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate,
-                                const float* pf, ptrdiff_t pf_ld, float* pack)
+                                const float* pf, ptrdiff_t pf_ld, float* pack,
+                                const ptrdiff_t* boff)
 {
     ptrdiff_t kk;
-    (void)pf; (void)pf_ld;
+    (void)pf; (void)pf_ld; (void)boff;
     if (pack)
         for (kk = 0; kk < k; kk++)
             memcpy(pack + kk * 2 * PG_NR_FLOAT, b + kk * ldb, 2 * PG_NR_FLOAT * sizeof(float));
@@ -300,10 +312,11 @@ static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
 }
 static void pg_tile_double_rows4(ptrdiff_t k, const double* a, const double* b,
                                  ptrdiff_t ldb, double* c, ptrdiff_t ldc, int accumulate,
-                                 const double* pf, ptrdiff_t pf_ld, double* pack)
+                                 const double* pf, ptrdiff_t pf_ld, double* pack,
+                                 const ptrdiff_t* boff)
 {
     ptrdiff_t kk;
-    (void)pf; (void)pf_ld;
+    (void)pf; (void)pf_ld; (void)boff;
     if (pack)
         for (kk = 0; kk < k; kk++)
             memcpy(pack + kk * 2 * PG_NR_DOUBLE, b + kk * ldb, 2 * PG_NR_DOUBLE * sizeof(double));

@@ -10,8 +10,10 @@ one column buffer of about 256 KiB per thread (at least four 24-column panels), 
 packed panel per thread, and the packed weights, cached per weight array (the
 weights' size, rounded up to 4 rows per group). 2-D layers on the packed GEMM whose
 output rows fill its vectors run without a column buffer (:mod:`pyconv.ops._phased`:
-a strip of phase-split input rows per thread instead). Winograd and the FFT document
-theirs in :mod:`pyconv.ops._winograd` and :mod:`pyconv.ops._fft`.
+a strip of phase-split input rows per thread instead), and so do 1x1 layers and
+unpadded stride-1 1-D layers there (the GEMM reads its rows from the input in place,
+the 1-D taps through one offset per tap; two packed panels per thread). Winograd
+and the FFT document theirs in :mod:`pyconv.ops._winograd` and :mod:`pyconv.ops._fft`.
 """
 from __future__ import annotations
 
@@ -254,6 +256,14 @@ PACKED_PAIR_BYTES = 48 << 10
 #: Tiles of whole pairs of panels where the tiles take two at a time (False: whole
 #: panels; for comparisons).
 PACKED_PAIRED_TILES = True
+#: Unpadded stride-1 1-D layers on the packed tiles read their taps from the input in
+#: place, with no column buffer (False: through the column buffer, for comparisons):
+#: row (ci, k) of the GEMM's B is input row ci shifted by k * dilation, packed pair by
+#: pair by the first 8-row tile that reads it, the next pair's rows prefetched. Medians
+#: of alternating calls, 2 threads: 16x128x4096 -> 128 k3 d4 23.7-24.3 -> 23.0-23.2 ms
+#: (one thread 48.3 -> 45.1), 8x64x8192 -> 64 k5 10.2 -> 9.6, 16x16x16384 -> 32 k9
+#: 10.9 -> 9.2; float64 within noise; the same bits.
+PACKED_ROW_TAPS = True
 
 
 def packed_tiling(P, ck, m_panels, rows, itemsize, panel, pairs, direct):
@@ -469,12 +479,21 @@ class _Im2colPlan:
         self.span = _geometry.interior_spans(spatial[2], o3[2], k3[2], s3[2], d3[2],
                                              p3[2][0])
         self.ck = ck = (C_in // groups) * prod(k3)
-        self.direct = direct = (prod(k3) == 1 and all(s == 1 for s in s3)
-                                and all(p == (0, 0) for p in p3))
+        unit_stride = all(s == 1 for s in s3) and all(p == (0, 0) for p in p3)
+        self.direct = direct = prod(k3) == 1 and unit_stride
         P = prod(o3)
         self.rows = rows
         m_panels = -(-(C_out // groups) // rows)
         self.packed = vector and C_out // groups <= PACKED_MAX_ROWS[dtype_name]
+        # an unpadded stride-1 1-D layer on the packed tiles: the GEMM reads its taps
+        # from the input in place, as a 1x1 layer's channels (no column buffer)
+        self.b_off = None
+        if (self.packed and PACKED_ROW_TAPS and unit_stride and not direct
+                and not scatter and spatial[0] == spatial[1] == 1 and o3[0] == o3[1] == 1):
+            self.direct = direct = True
+            taps = np.arange(k3[2], dtype=np.intp) * d3[2]
+            self.b_off = (np.arange(C_in // groups, dtype=np.intp)[:, None] * spatial[2]
+                          + taps).ravel()
         if self.packed:
             panel = vector[dtype_name]
             tile_columns, k_block = packed_tiling(P, ck, m_panels, rows, itemsize, panel,
@@ -510,7 +529,7 @@ def _tunables():
     return (tuple(PACKED_MAX_ROWS.items()), PACKED_COLUMN_BYTES, PACKED_MIN_PANELS,
             PACKED_MAX_PANELS, PACKED_DIRECT_PANELS, PACKED_MIN_UNITS,
             PACKED_WEIGHT_BLOCK_BYTES, PACKED_MIN_K_BLOCK, PACKED_PAIR_BYTES,
-            PACKED_PAIRED_TILES, TILE_COLUMNS,
+            PACKED_PAIRED_TILES, PACKED_ROW_TAPS, TILE_COLUMNS,
             COLUMN_BYTES_PER_THREAD, MIN_UNITS, MIN_SPLIT_COLUMNS, DIRECT_TILE_COLUMNS)
 
 
@@ -559,7 +578,8 @@ def conv_forward(op_name, x, weight, bias, out, spec, pads, out_spatial, n_threa
                       spec["padding_value"], bias is not None,
                       spec["activation"] == "relu", plan.direct, plan.tile_columns,
                       plan.packed, plan.k_block,
-                      _NO_INDEX if out_index is None else out_index, work, n_threads)
+                      _NO_INDEX if out_index is None else out_index, work, n_threads,
+                      _NO_INDEX if plan.b_off is None else plan.b_off)
     return out
 
 
