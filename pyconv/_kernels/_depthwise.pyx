@@ -917,12 +917,27 @@ cdef extern from *:
         Py_ssize_t map[3]; \\
         T* qr; \\
         map[0] = OW; map[1] = Wp; map[2] = nb; \\
+        /* rows whose edges are all padding (the zeros and constant modes): the pad \\
+           value, then the row, then the pad value, here rather than through the \\
+           general fill (which maps every edge column) */ \\
+        Py_ssize_t ma = g->phase[0], mb = g->phase[1]; \\
+        int plain = 1; \\
+        for (m = 0; m < Wp; m++) \\
+            if ((m < ma || m >= mb) && g->jmap[m] >= 0) plain = 0; \\
         for (ci = 0; ci < g->cin_g; ci++) { \\
             for (p = 0; p < nin; p++) { \\
                 qr = q + ci * CS + p * Wp; \\
                 ih = hmap[oh0 + p]; \\
                 if (ih < 0) { \\
                     for (m = 0; m < Wp; m++) qr[m] = pad; \\
+                } else if (plain && mb - ma >= VW) { \\
+                    const T* s_ = xg + ci * g->plane + ih * W + (ma - g->lo); \\
+                    for (m = 0; m < ma; m++) qr[m] = pad; \\
+                    for (m = ma; m + VW <= mb; m += VW) \\
+                        *(VU*)(qr + m) = *(const VU*)(s_ + m - ma); \\
+                    if (m < mb) \\
+                        *(VU*)(qr + mb - VW) = *(const VU*)(s_ + mb - VW - ma); \\
+                    for (m = mb; m < Wp; m++) qr[m] = pad; \\
                 } else { \\
                     pyconv_dw_fill_##S(qr, xg + ci * g->plane + ih * W, pad, g); \\
                 } \\
