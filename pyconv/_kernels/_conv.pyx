@@ -169,14 +169,11 @@ def conv_nd(const floating[:, :, ::1] x, const floating[:, ::1] weight,
                     kl = ck - k0
                     if kl > k_block:
                         kl = k_block
-                    if boff != NULL:
-                        packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr, ldb, c_ptr, ldc,
-                                    cout_g, pc, kl, k0 > 0, panel, True, P - q0 - pc,
-                                    boff + k0)
-                    else:
-                        packed_gemm(a_g + k0 * m_panels * PG_MR, b_ptr + k0 * ldb, ldb,
-                                    c_ptr, ldc, cout_g, pc, kl, k0 > 0, panel, direct,
-                                    P - q0 - pc)
+                    # B's rows of this k block: ldb apart, or by their offsets
+                    packed_gemm(a_g + k0 * m_panels * PG_MR,
+                                b_ptr if boff != NULL else b_ptr + k0 * ldb, ldb, c_ptr,
+                                ldc, cout_g, pc, kl, k0 > 0, panel, direct, P - q0 - pc,
+                                boff + k0 if boff != NULL else NULL)
             else:
                 gemm_rm(&weight[g * cout_g, 0], b_ptr, c_ptr, cout_g, pc, ck,
                         ck, ldb, ldc, 0)
@@ -384,7 +381,7 @@ def set_wide_loops(bint on, bint tall=True, bint prefetch=True):
     checks) or one panel at a time in AVX2 ones. Returns whether the AVX-512 tiles now
     run. ``tall``: those tiles take two weight panels (8 rows) at a time where there
     are two (false: one, for comparisons); ``prefetch``: where they pack pairs of
-    column panels (1x1 layers), they prefetch the next pair (false: not, for
+    column panels (1x1 and 1-D layers), they prefetch the next pair (false: not, for
     comparisons). All give the same bits."""
     pg_set_tall(tall)
     pg_set_prefetch(prefetch)

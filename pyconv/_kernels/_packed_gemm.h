@@ -154,16 +154,6 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
     PG_TILE_VEC(double, __m512d, _mm512_loadu_pd, _mm512_storeu_pd, PG_BCAST512_PD,
                  _mm512_fmadd_pd, _mm512_setzero_pd, 8)
 }
-/* Two whole A panels by two whole B panels: an 8 x 48-float (8 x 24-double) tile in
- * 24 of the 32 AVX-512 registers. Per k it loads B's three vectors once for eight
- * rows (the 4-row tile: once for four), which halves B's reads from L1 per
- * multiply-add. a1 is the next A panel (a + k * PG_MR in a packed block). Each lane
- * runs the same FMAs in the same order as the tiles above: the same bits.
- * boff (NULL: rows ldb apart): row kk of B at b + boff[kk]. pf (NULL: none): one
- * address per k, pf + k * pf_ld (with boff: pf + boff[k]; in values of T), is
- * prefetched into L2, so that B's rows that a later tile reads from memory arrive
- * while this one computes. pack (NULL: none): B's rows are also stored there,
- * k-major (3W values per k), for the next weight panels to read. */
 /* the k loop of PG_TILE8_WIDE, B's row kk at BROW and the row to prefetch at PFROW */
 #define PG_TILE8_LOOP(T, VEC, LOAD, STORE, BCAST, FMA, W, BROW, PFROW)                \
     for (kk_ = 0; kk_ < k; kk_++) {                                                   \
@@ -181,6 +171,16 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
         a += PG_MR;                                                                   \
         a1 += PG_MR;                                                                  \
     }
+/* Two whole A panels by two whole B panels: an 8 x 48-float (8 x 24-double) tile in
+ * 24 of the 32 AVX-512 registers. Per k it loads B's three vectors once for eight
+ * rows (the 4-row tile: once for four), which halves B's reads from L1 per
+ * multiply-add. a1 is the next A panel (a + k * PG_MR in a packed block). Each lane
+ * runs the same FMAs in the same order as the tiles above: the same bits.
+ * boff (NULL: rows ldb apart): row kk of B at b + boff[kk]. pf (NULL: none): one
+ * address per k, pf + k * pf_ld (with boff: pf + boff[k]; in values of T), is
+ * prefetched into L2, so that B's rows that a later tile reads from memory arrive
+ * while this one computes. pack (NULL: none): B's rows are also stored there,
+ * k-major (3W values per k), for the next weight panels to read. */
 #define PG_TILE8_WIDE(T, VEC, LOAD, STORE, BCAST, FMA, ZERO, W)                       \
     const T* a1 = a + k * PG_MR;                                                      \
     const T* pf_ = pf ? pf : b;                                                       \
@@ -297,16 +297,24 @@ static void pg_tile_double_rows2(ptrdiff_t k, const double* a, const double* b,
     pg_tile_double_rows(k, a, b, ldb, c, ldc, accumulate);
     pg_tile_double_rows(k, a, b + PG_NR_DOUBLE, ldb, c + PG_NR_DOUBLE, ldc, accumulate);
 }
+/* the 8-row tile as two 4-row ones (pf ignored); rows by boff are read through the
+ * pack, as the caller always gives one with them */
+#define PG_ROWS4_PLAIN(T, NR)                                                          \
+    ptrdiff_t kk;                                                                     \
+    (void)pf; (void)pf_ld;                                                            \
+    if (pack) {                                                                       \
+        for (kk = 0; kk < k; kk++)                                                    \
+            memcpy(pack + kk * 2 * NR, b + (boff ? boff[kk] : kk * ldb),              \
+                   2 * NR * sizeof(T));                                               \
+        b = pack;                                                                     \
+        ldb = 2 * NR;                                                                 \
+    }
 static void pg_tile_float_rows4(ptrdiff_t k, const float* a, const float* b,
                                 ptrdiff_t ldb, float* c, ptrdiff_t ldc, int accumulate,
                                 const float* pf, ptrdiff_t pf_ld, float* pack,
                                 const ptrdiff_t* boff)
 {
-    ptrdiff_t kk;
-    (void)pf; (void)pf_ld; (void)boff;
-    if (pack)
-        for (kk = 0; kk < k; kk++)
-            memcpy(pack + kk * 2 * PG_NR_FLOAT, b + kk * ldb, 2 * PG_NR_FLOAT * sizeof(float));
+    PG_ROWS4_PLAIN(float, PG_NR_FLOAT)
     pg_tile_float_rows2(k, a, b, ldb, c, ldc, accumulate);
     pg_tile_float_rows2(k, a + k * PG_MR, b, ldb, c + PG_MR * ldc, ldc, accumulate);
 }
@@ -315,11 +323,7 @@ static void pg_tile_double_rows4(ptrdiff_t k, const double* a, const double* b,
                                  const double* pf, ptrdiff_t pf_ld, double* pack,
                                  const ptrdiff_t* boff)
 {
-    ptrdiff_t kk;
-    (void)pf; (void)pf_ld; (void)boff;
-    if (pack)
-        for (kk = 0; kk < k; kk++)
-            memcpy(pack + kk * 2 * PG_NR_DOUBLE, b + kk * ldb, 2 * PG_NR_DOUBLE * sizeof(double));
+    PG_ROWS4_PLAIN(double, PG_NR_DOUBLE)
     pg_tile_double_rows2(k, a, b, ldb, c, ldc, accumulate);
     pg_tile_double_rows2(k, a + k * PG_MR, b, ldb, c + PG_MR * ldc, ldc, accumulate);
 }
