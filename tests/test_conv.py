@@ -559,12 +559,15 @@ class TestAlgorithms:
         forced = pyconv.Conv({**conv.spec, "algorithm": "winograd_f4"}, params=conv.params)
         assert not np.isfinite(forced.apply(x)).all()  # what auto avoided
 
-    def test_winograd_needs_a_3x3_stride_1_conv2d(self):
+    def test_winograd_needs_3_taps_and_stride_1(self):
         with pytest.raises(pyconv.SpecError, match="algorithm"):
             pyconv.Conv({**self.base, "kernel_size": 5, "algorithm": "winograd"})
-        with pytest.raises(pyconv.SpecError, match="algorithm"):
-            pyconv.Conv({"op": "conv1d", "in_channels": 1, "out_channels": 1,
-                         "kernel_size": 3, "algorithm": "winograd_f2"})
+        conv1d = {"op": "conv1d", "in_channels": 1, "out_channels": 1, "kernel_size": 3,
+                  "dilation": 2, "algorithm": "winograd_f2"}
+        pyconv.Conv(conv1d)   # any dilation (tests/test_winograd_1d.py)
+        for other in ({"kernel_size": 5}, {"stride": 2}):
+            with pytest.raises(pyconv.SpecError, match="algorithm"):
+                pyconv.Conv({**conv1d, **other})
 
     @pytest.mark.parametrize("extra", [
         {"padding": 1},

@@ -1179,3 +1179,4 @@ def set_wide_loops(bint on, bint tall=True):
     pg_set_tall(tall)
     cdef int tiles = pg_set_wide(on)
     return bool(pyconv_wg_set_wide(on) and tiles)
+include "_winograd_1d.pxi"

@@ -550,3 +550,210 @@ def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw,
             bool(relu), chunk, work, n_threads, u_packed)
     if check_finite and not finite:
         raise NonFiniteTiles("winograd: non-finite outputs")
+
+
+# ---- 1-D: conv1d with 3 taps, stride 1, any dilation ---------------------------------
+
+#: Tiles per 1-D work unit (super-tiles of ``m * dilation`` outputs, ``dilation`` tiles
+#: each, are kept whole): V and M of a unit, ``(m+2) * (C_in + C_out) / groups``
+#: values per tile, stay in L2 while the output transform reads them.
+TILES_PER_CHUNK_1D = 256
+
+
+def winograd_filter_1d(weight, variant="F4"):
+    """The transformed 1-D filter ``U[a] = (G g)[a]``: shape ``(m+2, C_out, C_in/g)``.
+
+    Computed in float64 and rounded once to ``weight``'s dtype.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> winograd_filter_1d(np.ones((8, 4, 3), np.float32), "F4").shape
+    (6, 8, 4)
+    """
+    m = _tile_size(variant)
+    w = np.asarray(weight)
+    if w.ndim != 3 or w.shape[2] != 3:
+        raise ValueError(f"winograd: weight must have shape (C_out, C_in/groups, 3); "
+                         f"got {w.shape}")
+    if w.dtype not in (np.float32, np.float64):
+        raise TypeError(f"winograd: weight dtype must be float32 or float64; got {w.dtype}")
+    g = _G[m]
+    w3 = w.astype(np.float64)
+    # three multiply-adds of outer products, not a matrix product (see winograd_filter)
+    u = np.multiply.outer(g[:, 0], w3[..., 0])
+    for k in (1, 2):
+        u += np.multiply.outer(g[:, k], w3[..., k])
+    return np.ascontiguousarray(u, dtype=w.dtype)
+
+
+#: Channels per group (the fewer of input and output) from which "auto" takes the 1-D
+#: Winograd F(4, 3), by dtype and by the waste of the transforms' vector steps
+#: (``TRANSFORM_LANES_1D / dilation``, at least 1); absent: never. Where the
+#: dilation is smaller than a vector, each step computes lanes / dilation times the
+#: tiles it keeps, and the transforms cost as much as the GEMMs save unless the
+#: channels are many. Measured against im2col + GEMM, 2 threads, AVX-512 build,
+#: conv1d C -> C on (16, 128, 4096), (8, 64, 4096), (8, 32, 8192), (8, 16, 8192) and
+#: (32, 256, 512), dilations 1 to 16: float32 gains 1.05-1.46x at 128 and 256
+#: channels (1.20 at dilation 4, waste 4; 1.00 at waste 16, 256 channels), 1.06-1.28
+#: at 64 with waste at most 2 (0.95 at 4), 1.20 at 32 without waste (0.91 at 2),
+#: and loses at 16 (0.27-0.98); float64 gains 1.16-2.02x from 32 channels with waste
+#: at most 4 (0.82-0.98 at waste 8 below 128 channels) and loses at 16.
+MIN_CHANNELS_1D = {"float32": {1: 32, 2: 64, 4: 128, 8: 512},
+                   "float64": {1: 32, 2: 32, 4: 32, 8: 128}}
+#: Output length below which the GEMMs of one unit are too thin for Winograd to pay.
+MIN_LENGTH_1D = 128
+
+
+def winograd_preferred_1d(spec, input_shape, dtype):
+    """``"F4"`` where the 1-D Winograd is expected to beat im2col + GEMM for a
+    normalised ``conv1d`` spec, else None (see :data:`MIN_CHANNELS_1D`).
+
+    Examples
+    --------
+    >>> spec = {"kernel_size": [3], "stride": [1], "dilation": [4], "groups": 1,
+    ...         "in_channels": 128, "out_channels": 128, "padding": 0}
+    >>> winograd_preferred_1d(spec, (16, 128, 4096), "float64")
+    'F4'
+    >>> winograd_preferred_1d({**spec, "in_channels": 8}, (16, 8, 4096), "float64") is None
+    True
+    """
+    from pyconv import _kernels
+    dtype = np.dtype(dtype)
+    lanes = _kernels.load("_winograd").TRANSFORM_LANES_1D.get(dtype.name, 1)
+    return _memo.cached(("winograd_preferred_1d", _memo.spec_key(spec), input_shape,
+                         dtype.char, lanes),
+                        lambda: _preferred_1d(spec, input_shape, dtype, lanes))
+
+
+def _preferred_1d(spec, input_shape, dtype, lanes):
+    if spec["kernel_size"] != [3] or spec["stride"] != [1]:
+        return None
+    d = spec["dilation"][0]
+    waste = 1
+    while waste * d < lanes:
+        waste *= 2
+    need = MIN_CHANNELS_1D.get(dtype.name, {}).get(waste)
+    groups = spec["groups"]
+    channels = min(spec["in_channels"], spec["out_channels"]) // groups
+    if need is None or channels < need:
+        return None
+    padding = spec["padding"]
+    if isinstance(padding, int):
+        padding = ((padding, padding),)
+    (lo, hi), = _geometry.resolve_padding(padding, input_shape[2:], (3,), (1,), (d,))
+    if input_shape[2] + lo + hi - 2 * d < MIN_LENGTH_1D:
+        return None
+    return "F4"
+
+
+@functools.lru_cache(maxsize=64)
+def position_tables(L, n_positions, pads, padding_mode):
+    """Input index at each padded position of a 1-D input, and the runs of
+    consecutive indices (read-only, cached); see :func:`_axis_index`."""
+    lo, hi = pads
+    posidx = _axis_index(L, n_positions, lo, hi, padding_mode)
+    posrun = _runs(posidx)
+    for table in (posidx, posrun):
+        table.flags.writeable = False
+    return posidx, posrun
+
+
+def winograd_conv1d(x, weight, bias, out, pads, padding_mode, padding_value, relu,
+                    groups, dilation=1, n_threads=None, variant="F4",
+                    filter_transform=None, check_finite=False, stages=7):
+    """conv1d with a 3-tap kernel, stride 1 and any dilation by Winograd F(m, 3).
+
+    The output is tiled in super-tiles of ``m * dilation`` consecutive outputs, each
+    holding ``dilation`` interleaved tiles of ``m`` outputs whose ``m + 2`` inputs lie
+    ``dilation`` apart; the transforms run across the tiles of a super-tile in vector
+    steps. Per tile and channel pair: ``m + 2`` multiplies instead of ``3 m`` (1.5x
+    fewer for F(2, 3), 2x for F(4, 3)), as ``m + 2`` GEMMs of the transformed filter
+    and inputs.
+
+    Parameters
+    ----------
+    x : ndarray, (N, C_in, L), C-contiguous float32 or float64
+    weight : ndarray, (C_out, C_in/groups, 3)
+    bias : ndarray (C_out,) or None
+    out : ndarray, (N, C_out, OL), C-contiguous, x's dtype; written and returned.
+    pads : (lo, hi), resolved; ``OL = L + lo + hi - 2 * dilation``.
+    padding_mode, padding_value, relu, groups, n_threads, check_finite
+        As :func:`winograd_conv2d`.
+    dilation : int
+    variant : "F2" or "F4"
+    filter_transform : ndarray, optional
+        ``winograd_filter_1d(weight, variant)`` in x's dtype.
+
+    Returns
+    -------
+    out : ndarray
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.random.default_rng(0).standard_normal((2, 4, 50))
+    >>> w = np.random.default_rng(1).standard_normal((8, 4, 3))
+    >>> y = winograd_conv1d(x, w, None, np.empty((2, 8, 42)), (0, 0), "zeros", 0.0,
+    ...                     False, 1, dilation=4, n_threads=1)
+    >>> ref = sum(np.einsum("oi,nil->nol", w[:, :, k], x[:, :, 4 * k:4 * k + 42])
+    ...           for k in range(3))
+    >>> bool(np.allclose(y, ref))
+    True
+    """
+    from pyconv import _kernels
+    _winograd = _kernels.load("_winograd")
+
+    m = _tile_size(variant)
+    alpha = m + 2
+    N, C_in, L = x.shape
+    C_out, OL = out.shape[1:]
+    cin_g, cout_g = C_in // groups, C_out // groups
+    lo, hi = pads
+    d = int(dilation)
+    if d < 1 or OL != L + lo + hi - 2 * d:
+        raise ValueError(f"winograd: out length {OL} does not match a 3-tap stride-1 "
+                         f"convolution of length {L} with pads {tuple(pads)} and "
+                         f"dilation {dilation}")
+    if filter_transform is None:
+        u = winograd_filter_1d(weight, variant).astype(x.dtype, copy=False)
+    else:
+        u = filter_transform
+        if u.shape != (alpha, C_out, cin_g) or u.dtype != x.dtype:
+            raise ValueError(f"winograd: filter_transform must be a "
+                             f"{(alpha, C_out, cin_g)} {x.dtype} array; got "
+                             f"{u.shape} {u.dtype}")
+        u = np.ascontiguousarray(u)
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and out.dtype == x.dtype):
+        raise ValueError("winograd: x and out must be C-contiguous arrays of one dtype")
+    if N == 0 or C_out == 0 or OL <= 0:
+        return out
+    if max(C_in, C_out) > _INT32_MAX:
+        raise ValueError("winograd: sizes exceed the 2**31 - 1 limit of the BLAS interface")
+    md = m * d
+    S = -(-OL // md)
+    posidx, posrun = position_tables(L, S * md + 2 * d, (lo, hi), padding_mode)
+    chunk = max(1, min(S, -(-TILES_PER_CHUNK_1D // d)))
+    chunk = -(-S // -(-S // chunk))   # balanced: no sliver of a last chunk
+    n_units = N * groups * -(-S // chunk)
+    dtype = x.dtype
+    flops = 2 * N * S * d * alpha * C_out * cin_g
+    n_threads = _threads.resolve(n_threads, flops, n_units)
+    work = thread_workspace(n_threads, _winograd.workspace_row_1d(m, d, cin_g, cout_g,
+                                                                  chunk), dtype)
+    pad_value = padding_value if padding_mode == "constant" else 0.0
+    bias_arr = np.zeros(1, dtype) if bias is None else np.ascontiguousarray(bias)
+    packed = _kernels.packed_gemm(cout_g, wide_wins=True)
+    u_packed = None
+    if packed:
+        from pyconv.ops.conv import cached_transform
+        u_packed = cached_transform(u, ("winograd_packed", groups), lambda: packed_filter(
+            u, groups, _winograd.PACKED_ROWS))
+    with contextlib.nullcontext() if packed else _threads.blas_pinned:
+        finite = _winograd.winograd_1d(
+            x.reshape(-1), u, bias_arr, out.reshape(-1), N, C_in, L, OL, posidx, posrun,
+            d, m, groups, pad_value, bias is not None, bool(relu), chunk, work, n_threads,
+            u_packed, stages)
+    if check_finite and not finite:
+        raise NonFiniteTiles("winograd: non-finite outputs")
+    return out

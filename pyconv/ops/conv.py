@@ -97,8 +97,9 @@ class ConvND(Op):
             key("algorithm", choice(*ALGORITHMS), "auto",
                 "Kernel: 'auto' (chosen by shape and dtype), 'im2col' (im2col + GEMM), "
                 "'direct' (direct loops, for few channels per group), 'winograd' / "
-                "'winograd_f2' / 'winograd_f4' (2-D 3x3 stride-1 dilation-1 only; "
-                "'winograd' picks F(4x4,3x3) or F(2x2,3x3) by shape), 'fft' (FFT "
+                "'winograd_f2' / 'winograd_f4' (conv1d with 3 taps and stride 1, any "
+                "dilation; conv2d 3x3 stride 1 dilation 1; conv3d (kd, 3, 3) with H/W "
+                "stride and dilation 1; 'winograd' picks F4 or F2 by shape), 'fft' (FFT "
                 "convolution, for large kernels; 'auto' takes it for large stride-1 "
                 "kernels)."),
         )
@@ -116,9 +117,9 @@ class ConvND(Op):
         algo = spec["algorithm"]
         if algo.startswith("winograd") and not winograd_applies(self.rank, spec):
             raise SpecError(self.name, "algorithm", "'auto', 'im2col' or 'direct' unless "
-                            "the op is conv2d with a 3x3 kernel, stride 1 and dilation 1, "
-                            "or conv3d with a (kd, 3, 3) kernel, H/W stride and dilation 1",
-                            algo)
+                            "the op is conv1d with 3 taps and stride 1, conv2d with a 3x3 "
+                            "kernel, stride 1 and dilation 1, or conv3d with a (kd, 3, 3) "
+                            "kernel, H/W stride and dilation 1", algo)
 
     # -- declared rules ---------------------------------------------------------
     def geometry(self, spec, input_shape):
@@ -158,12 +159,14 @@ class ConvND(Op):
         algo = spec["algorithm"]
         winograd_shape = _winograd_shape(self.rank, spec, shape)
         variant = None
+        preferred = (_winograd.winograd_preferred_1d if self.rank == 1
+                     else _winograd.winograd_preferred)
         if algo == "auto" and winograd_shape is not None:
-            variant = _winograd.winograd_preferred(*winograd_shape, dtype)
+            variant = preferred(*winograd_shape, dtype)
             if self.rank == 2 and variant and depthwise.flat_beats_winograd(spec):
                 variant = None   # the direct kernel's flat form (prefers_direct)
         elif algo == "winograd":
-            variant = (_winograd.winograd_preferred(*winograd_shape, dtype)
+            variant = (preferred(*winograd_shape, dtype)
                        or ("F4" if dtype == np.float64 else _winograd.FLOAT32_VARIANT))
         elif algo.startswith("winograd_"):
             variant = algo[-2:].upper()
@@ -190,6 +193,13 @@ class ConvND(Op):
         # on the rare overflow that also trips it.
         check = algo == "auto"
         try:
+            if variant is not None and self.rank == 1:
+                return _winograd.winograd_conv1d(
+                    x, weight, bias, out, pads[0], spec["padding_mode"],
+                    spec["padding_value"], spec["activation"] == "relu", spec["groups"],
+                    spec["dilation"][0], n_threads, variant=variant,
+                    filter_transform=cached_winograd_filter(weight, variant),
+                    check_finite=check)
             if variant is not None and self.rank == 3:
                 return conv3d_stacked_winograd(x, weight, bias, out, spec, pads,
                                                out_spatial, variant, n_threads, check)
@@ -323,8 +333,11 @@ ALGORITHMS = ("auto", "im2col", "direct", "winograd", "winograd_f2", "winograd_f
 
 
 def winograd_applies(rank, spec):
-    """conv2d 3x3 stride 1 dilation 1, or conv3d (kd, 3, 3) with H/W stride and
-    dilation 1 (any depth kernel, stride and dilation)."""
+    """conv1d with 3 taps and stride 1 (any dilation), conv2d 3x3 stride 1 dilation 1,
+    or conv3d (kd, 3, 3) with H/W stride and dilation 1 (any depth kernel, stride and
+    dilation)."""
+    if rank == 1:
+        return spec["kernel_size"] == [3] and spec["stride"] == [1]
     if rank == 2:
         return (spec["kernel_size"] == [3, 3] and spec["stride"] == [1, 1]
                 and spec["dilation"] == [1, 1])
@@ -335,10 +348,11 @@ def winograd_applies(rank, spec):
 
 
 def _winograd_shape(rank, spec, shape):
-    """``(spec, input_shape)`` of the conv2d that Winograd would run, or None."""
+    """``(spec, input_shape)`` of the conv1d or conv2d that Winograd would run, or
+    None."""
     if not winograd_applies(rank, spec):
         return None
-    return (spec, shape) if rank == 2 else stacked_2d_spec(spec, shape)
+    return (spec, shape) if rank < 3 else stacked_2d_spec(spec, shape)
 
 
 _transforms = {}
@@ -367,7 +381,8 @@ def cached_transform(weight, tag, make):
 
 
 def cached_winograd_filter(weight, variant, depth_stacked=False):
-    """The Winograd filter transform of a read-only weight, computed once per array.
+    """The Winograd filter transform of a read-only weight (conv1d's or conv2d's),
+    computed once per array.
 
     ``depth_stacked``: the weight is a conv3d ``(C_out, C_in/g, kd, 3, 3)`` weight,
     transformed as the conv2d weight of :func:`conv3d_stacked_winograd`.
@@ -379,7 +394,8 @@ def cached_winograd_filter(weight, variant, depth_stacked=False):
         if depth_stacked:
             co, cin_g, kd = w.shape[:3]
             w = w.transpose(0, 2, 1, 3, 4).reshape(co, kd * cin_g, 3, 3)
-        u = _winograd.winograd_filter(w, variant)
+        u = (_winograd.winograd_filter_1d(w, variant) if w.ndim == 3
+             else _winograd.winograd_filter(w, variant))
         u.setflags(write=False)   # read-only: its packed layout is cached in turn
         return u
 
