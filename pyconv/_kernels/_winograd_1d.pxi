@@ -53,39 +53,180 @@ cdef extern from *:
        after the input segment, which whole-vector steps read or write past. */
     #define PYCONV_W1_SLACK 16
 
+    /* B^T of one step (mt 2: d0..d3; 4: d0..d5), the values of output row a stored
+       at o + a*ldv. */
+    #define PYCONV_W1_BT(T, V, VU, mt, d0, d1, d2, d3, d4, d5, o, ldv)             \\
+        do {                                                                        \\
+            if ((mt) == 2) {                                                        \\
+                *(VU*)(o) = d0 - d2;                                                \\
+                *(VU*)((o) + (ldv)) = d1 + d2;                                      \\
+                *(VU*)((o) + 2 * (ldv)) = d2 - d1;                                  \\
+                *(VU*)((o) + 3 * (ldv)) = d1 - d3;                                  \\
+            } else {                                                                \\
+                V a_ = d4 - (T)4 * d2, b_ = d3 - (T)4 * d1;                         \\
+                V e_ = d4 - d2, f_ = (T)2 * (d3 - d1);                              \\
+                *(VU*)(o) = ((T)4 * d0 - (T)5 * d2) + d4;                           \\
+                *(VU*)((o) + (ldv)) = a_ + b_;                                      \\
+                *(VU*)((o) + 2 * (ldv)) = a_ - b_;                                  \\
+                *(VU*)((o) + 3 * (ldv)) = e_ + f_;                                  \\
+                *(VU*)((o) + 4 * (ldv)) = e_ - f_;                                  \\
+                *(VU*)((o) + 5 * (ldv)) = ((T)4 * d1 - (T)5 * d3) + d5;             \\
+            }                                                                       \\
+        } while (0)
+    /* A^T of one step: y[0 .. mt-1] from the M rows at p + a*ldm. */
+    #define PYCONV_W1_AT(T, V, VU, mt, p, ldm, y)                                   \\
+        do {                                                                        \\
+            V m0 = *(const VU*)(p), m1 = *(const VU*)((p) + (ldm));                 \\
+            V m2 = *(const VU*)((p) + 2 * (ldm)), m3 = *(const VU*)((p) + 3 * (ldm)); \\
+            if ((mt) == 2) {                                                        \\
+                y[0] = (m0 + m1) + m2;                                              \\
+                y[1] = (m1 - m2) - m3;                                              \\
+            } else {                                                                \\
+                V m4 = *(const VU*)((p) + 4 * (ldm));                               \\
+                V m5 = *(const VU*)((p) + 5 * (ldm));                               \\
+                V p12 = m1 + m2, p34 = m3 + m4, n12 = m1 - m2, n34 = m3 - m4;       \\
+                y[0] = (m0 + p12) + p34;                                            \\
+                y[1] = n12 + (T)2 * n34;                                            \\
+                y[2] = p12 + (T)4 * p34;                                            \\
+                y[3] = (n12 + (T)8 * n34) + m5;                                     \\
+            }                                                                       \\
+        } while (0)
+
+    /* The AVX-512 build steps through VW / d whole super-tiles at once where d
+       divides VW: a step's lanes are its VW tiles t = s*d + r, read and written
+       whole, and two-source permutes (vpermt2ps/pd) and blends move the values
+       between the lanes of the tiles and those of the inputs and outputs. Where d
+       is smaller than a vector the plain steps keep d of VW lanes. */
+    #if defined(__AVX512F__)
+      #include <immintrin.h>
+      #define PYCONV_W1_PERM 1
+      #define PYCONV_W1_PERM2_f(a, i, b) \\
+          ((pyconv_w1_vf)_mm512_permutex2var_ps((__m512)(a), (i), (__m512)(b)))
+      #define PYCONV_W1_PERM2_d(a, i, b) \\
+          ((pyconv_w1_vd)_mm512_permutex2var_pd((__m512d)(a), (i), (__m512d)(b)))
+      #define PYCONV_W1_BLEND_f(m, a, b) \\
+          ((pyconv_w1_vf)_mm512_mask_blend_ps((__mmask16)(m), (__m512)(a), (__m512)(b)))
+      #define PYCONV_W1_BLEND_d(m, a, b) \\
+          ((pyconv_w1_vd)_mm512_mask_blend_pd((__mmask8)(m), (__m512d)(a), (__m512d)(b)))
+      /* Index vectors of one (d, mt): lane values as 32-bit (f) or 64-bit (d) ints. */
+      #define PYCONV_W1_TABLES(S, IT, VW)                                           \\
+      typedef struct {                                                              \\
+          __m512i in[6], out[4];                                                    \\
+          unsigned in_hi[4], out_hi[4];                                             \\
+      } pyconv_w1_perm_##S;                                                         \\
+      static int pyconv_w1_tables_##S(void* buf, Py_ssize_t d, int mt) {           \\
+          pyconv_w1_perm_##S* t = (pyconv_w1_perm_##S*)buf;                        \\
+          const Py_ssize_t md = mt * d;                                             \\
+          if (d >= VW || VW % d) return 0;                                          \\
+          for (int i = 0; i < mt + 2; i++) {                                        \\
+              IT idx[VW];                                                           \\
+              unsigned hi = 0;                                                      \\
+              for (int l = 0; l < VW; l++) {                                        \\
+                  Py_ssize_t j = l / d, r = l % d;                                  \\
+                  if (i < mt) {   /* from the mt vectors of the J super-tiles */    \\
+                      Py_ssize_t pos = j * md + d * i + r;                          \\
+                      idx[l] = (IT)(pos % VW + ((pos / VW) & 1) * VW);              \\
+                      hi |= (unsigned)((pos / VW) >> 1) << l;                       \\
+                  } else {        /* row i - mt shifted by a super-tile */          \\
+                      idx[l] = (IT)(l < VW - d ? l + d                               \\
+                                    : VW + d * (i - mt) + l - (VW - d));             \\
+                  }                                                                 \\
+              }                                                                     \\
+              memcpy(&t->in[i], idx, sizeof idx);                                   \\
+              if (i < mt) t->in_hi[i] = hi;                                         \\
+          }                                                                         \\
+          for (int q = 0; q < mt; q++) {                                            \\
+              IT idx[VW];                                                           \\
+              unsigned hi = 0;                                                      \\
+              for (int l = 0; l < VW; l++) {                                        \\
+                  Py_ssize_t pos = q * VW + l, j = pos / md;                        \\
+                  Py_ssize_t k = pos % md / d, r = pos % d;                         \\
+                  idx[l] = (IT)(j * d + r + (k & 1) * VW);                          \\
+                  hi |= (unsigned)(k >> 1) << l;                                    \\
+              }                                                                     \\
+              memcpy(&t->out[q], idx, sizeof idx);                                  \\
+              t->out_hi[q] = hi;                                                    \\
+          }                                                                         \\
+          return 1;                                                                 \\
+      }
+      PYCONV_W1_TABLES(f, int, PYCONV_W1_VWF)
+      PYCONV_W1_TABLES(d, long long, PYCONV_W1_VWD)
+      /* Lanes from vectors z[0 .. mt-1] through one table row. */
+      #define PYCONV_W1_GATHER(S, mt, z, idx, hi)                                   \\
+          ((mt) == 2 ? PYCONV_W1_PERM2_##S(z[0], idx, z[1])                         \\
+                     : PYCONV_W1_BLEND_##S(hi, PYCONV_W1_PERM2_##S(z[0], idx, z[1]), \\
+                                           PYCONV_W1_PERM2_##S(z[2], idx, z[3])))
+      #define PYCONV_W1_TABLES_f(buf, d, mt) pyconv_w1_tables_f(buf, d, mt)
+      #define PYCONV_W1_TABLES_d(buf, d, mt) pyconv_w1_tables_d(buf, d, mt)
+    #else
+      #define PYCONV_W1_PERM 0
+      #define PYCONV_W1_TABLES_f(buf, d, mt) 0
+      #define PYCONV_W1_TABLES_d(buf, d, mt) 0
+    #endif
+    /* Bytes of the permute tables (64-byte aligned), and their set-up for one (d, mt):
+       returns 1 where the permuted steps apply, else 0 (tables unused). */
+    #define PYCONV_W1_TABLE_BYTES 1024
+    static int pyconv_w1_tables_for_f(void* buf, Py_ssize_t d, int mt) {
+        return PYCONV_W1_TABLES_f(buf, d, mt);
+    }
+    static int pyconv_w1_tables_for_d(void* buf, Py_ssize_t d, int mt) {
+        return PYCONV_W1_TABLES_d(buf, d, mt);
+    }
+
     /* Input transform of one channel: seg holds the padded inputs of ns super-tiles
        (ns*mt*d + 2d values, then PYCONV_W1_SLACK zeros); row t = s*d + r of
        v[a*ldv + t] gets (B^T x)[a] of tile (s, r). Rows need PYCONV_W1_SLACK values
        past ns*d. */
     #define PYCONV_W1_INPUT(S, T, V, VU, VW)                                         \\
     static void pyconv_w1_input_##S(const T* seg, Py_ssize_t ns, Py_ssize_t d,     \\
-                                    int mt, T* v, Py_ssize_t ldv) {                 \\
+                                    int mt, T* v, Py_ssize_t ldv,                   \\
+                                    const void* tables) {                           \\
         const Py_ssize_t md = mt * d;                                               \\
-        for (Py_ssize_t s = 0; s < ns; s++) {                                       \\
+        Py_ssize_t s = 0;                                                           \\
+        PYCONV_W1_INPUT_PERM_##S                                                    \\
+        for (; s < ns; s++) {                                                       \\
             for (Py_ssize_t r0 = (d - 1) / VW * VW; r0 >= 0; r0 -= VW) {            \\
                 const T* p = seg + s * md + r0;                                     \\
-                T* o = v + s * d + r0;                                              \\
                 V d0 = *(const VU*)p, d1 = *(const VU*)(p + d);                     \\
                 V d2 = *(const VU*)(p + 2 * d), d3 = *(const VU*)(p + 3 * d);       \\
-                if (mt == 2) {                                                      \\
-                    *(VU*)o = d0 - d2;                                              \\
-                    *(VU*)(o + ldv) = d1 + d2;                                      \\
-                    *(VU*)(o + 2 * ldv) = d2 - d1;                                  \\
-                    *(VU*)(o + 3 * ldv) = d1 - d3;                                  \\
-                } else {                                                            \\
-                    V d4 = *(const VU*)(p + 4 * d), d5 = *(const VU*)(p + 5 * d);   \\
-                    V a_ = d4 - (T)4 * d2, b_ = d3 - (T)4 * d1;                     \\
-                    V e_ = d4 - d2, f_ = (T)2 * (d3 - d1);                          \\
-                    *(VU*)o = ((T)4 * d0 - (T)5 * d2) + d4;                         \\
-                    *(VU*)(o + ldv) = a_ + b_;                                      \\
-                    *(VU*)(o + 2 * ldv) = a_ - b_;                                  \\
-                    *(VU*)(o + 3 * ldv) = e_ + f_;                                  \\
-                    *(VU*)(o + 4 * ldv) = e_ - f_;                                  \\
-                    *(VU*)(o + 5 * ldv) = ((T)4 * d1 - (T)5 * d3) + d5;             \\
+                V d4 = d0, d5 = d0;                                                 \\
+                if (mt == 4) {                                                      \\
+                    d4 = *(const VU*)(p + 4 * d);                                   \\
+                    d5 = *(const VU*)(p + 5 * d);                                   \\
                 }                                                                   \\
+                PYCONV_W1_BT(T, V, VU, mt, d0, d1, d2, d3, d4, d5, v + s * d + r0, ldv); \\
             }                                                                       \\
         }                                                                           \\
     }
+    #if PYCONV_W1_PERM
+      /* whole steps of J = VW / d super-tiles (loads: mt + 1 vectors) */
+      #define PYCONV_W1_INPUT_PERM_BODY(S, V, VU, VW)                               \\
+        if (tables != NULL) {                                                       \\
+            const pyconv_w1_perm_##S tb = *(const pyconv_w1_perm_##S*)tables;       \\
+            const Py_ssize_t J = VW / d;                                            \\
+            for (; s + J <= ns; s += J) {                                           \\
+                const T_##S* p = seg + s * md;                                      \\
+                V z[5], x[6];                                                       \\
+                for (int q = 0; q <= mt; q++) z[q] = *(const VU*)(p + q * VW);      \\
+                for (int i = 0; i < mt; i++)                                        \\
+                    x[i] = PYCONV_W1_GATHER(S, mt, z, tb.in[i], tb.in_hi[i]);       \\
+                x[mt] = PYCONV_W1_PERM2_##S(x[0], tb.in[mt], z[mt]);                \\
+                x[mt + 1] = PYCONV_W1_PERM2_##S(x[1], tb.in[mt + 1], z[mt]);        \\
+                if (mt == 2) { x[4] = x[0]; x[5] = x[0]; }                          \\
+                PYCONV_W1_BT(T_##S, V, VU, mt, x[0], x[1], x[2], x[3], x[4], x[5],  \\
+                             v + s * d, ldv);                                       \\
+            }                                                                       \\
+        }
+      #define PYCONV_W1_INPUT_PERM_f \\
+          PYCONV_W1_INPUT_PERM_BODY(f, pyconv_w1_vf, pyconv_w1_vfu, PYCONV_W1_VWF)
+      #define PYCONV_W1_INPUT_PERM_d \\
+          PYCONV_W1_INPUT_PERM_BODY(d, pyconv_w1_vd, pyconv_w1_vdu, PYCONV_W1_VWD)
+    #else
+      #define PYCONV_W1_INPUT_PERM_f
+      #define PYCONV_W1_INPUT_PERM_d
+    #endif
+    typedef float T_f;
+    typedef double T_d;
 
     /* Output transform of one output channel: m[a*ldm + t] (rows valid up to ns*d,
        finite slack after) -> o[s*mt*d + k*d + r] = act((A^T M)[k] of tile (s, r) +
@@ -94,25 +235,14 @@ cdef extern from *:
     #define PYCONV_W1_OUTPUT(S, T, V, VU, VW, M)                                     \\
     static int pyconv_w1_output_##S(const T* m, Py_ssize_t ldm, Py_ssize_t ns,     \\
                                     Py_ssize_t d, int mt, T* out, Py_ssize_t limit, \\
-                                    T b, int relu) {                                \\
+                                    T b, int relu, const void* tables) {            \\
         const Py_ssize_t md = mt * d;                                               \\
         V probe = (V){0}, y[4];                                                     \\
-        for (Py_ssize_t s = 0; s < ns; s++) {                                       \\
+        Py_ssize_t s = 0;                                                           \\
+        PYCONV_W1_OUTPUT_PERM_##S                                                   \\
+        for (; s < ns; s++) {                                                       \\
             for (Py_ssize_t r0 = (d - 1) / VW * VW; r0 >= 0; r0 -= VW) {            \\
-                const T* p = m + s * d + r0;                                        \\
-                V m0 = *(const VU*)p, m1 = *(const VU*)(p + ldm);                   \\
-                V m2 = *(const VU*)(p + 2 * ldm), m3 = *(const VU*)(p + 3 * ldm);   \\
-                if (mt == 2) {                                                      \\
-                    y[0] = (m0 + m1) + m2;                                          \\
-                    y[1] = (m1 - m2) - m3;                                          \\
-                } else {                                                            \\
-                    V m4 = *(const VU*)(p + 4 * ldm), m5 = *(const VU*)(p + 5 * ldm); \\
-                    V p12 = m1 + m2, p34 = m3 + m4, n12 = m1 - m2, n34 = m3 - m4;   \\
-                    y[0] = (m0 + p12) + p34;                                        \\
-                    y[1] = n12 + (T)2 * n34;                                        \\
-                    y[2] = p12 + (T)4 * p34;                                        \\
-                    y[3] = (n12 + (T)8 * n34) + m5;                                 \\
-                }                                                                   \\
+                PYCONV_W1_AT(T, V, VU, mt, m + s * d + r0, ldm, y);                 \\
                 T* o = out + s * md + r0;                                           \\
                 for (int k = 0; k < mt; k++) {                                      \\
                     probe += y[k] - y[k];                                           \\
@@ -138,6 +268,32 @@ cdef extern from *:
             if (lanes_[l] != lanes_[l]) return 0;                                   \\
         return 1;                                                                   \\
     }
+    #if PYCONV_W1_PERM
+      /* whole steps of J = VW / d super-tiles whose outputs all lie below limit */
+      #define PYCONV_W1_OUTPUT_PERM_BODY(S, V, VU, VW, M)                           \\
+        if (tables != NULL) {                                                       \\
+            const pyconv_w1_perm_##S tb = *(const pyconv_w1_perm_##S*)tables;       \\
+            const Py_ssize_t J = VW / d;                                            \\
+            for (; s + J <= ns && (s + J) * md <= limit; s += J) {                  \\
+                PYCONV_W1_AT(T_##S, V, VU, mt, m + s * d, ldm, y);                  \\
+                for (int k = 0; k < mt; k++) {                                      \\
+                    probe += y[k] - y[k];                                           \\
+                    y[k] += b;                                                      \\
+                    if (relu) PYCONV_W1_RELU(M, y[k]);                              \\
+                }                                                                   \\
+                for (int q = 0; q < mt; q++)                                        \\
+                    *(VU*)(out + s * md + q * VW) =                                 \\
+                        PYCONV_W1_GATHER(S, mt, y, tb.out[q], tb.out_hi[q]);        \\
+            }                                                                       \\
+        }
+      #define PYCONV_W1_OUTPUT_PERM_f PYCONV_W1_OUTPUT_PERM_BODY(f, pyconv_w1_vf, \\
+          pyconv_w1_vfu, PYCONV_W1_VWF, pyconv_w1_mf)
+      #define PYCONV_W1_OUTPUT_PERM_d PYCONV_W1_OUTPUT_PERM_BODY(d, pyconv_w1_vd, \\
+          pyconv_w1_vdu, PYCONV_W1_VWD, pyconv_w1_md)
+    #else
+      #define PYCONV_W1_OUTPUT_PERM_f
+      #define PYCONV_W1_OUTPUT_PERM_d
+    #endif
 
     PYCONV_W1_INPUT(f, float, pyconv_w1_vf, pyconv_w1_vfu, PYCONV_W1_VWF)
     PYCONV_W1_INPUT(d, double, pyconv_w1_vd, pyconv_w1_vdu, PYCONV_W1_VWD)
@@ -145,16 +301,20 @@ cdef extern from *:
     PYCONV_W1_OUTPUT(d, double, pyconv_w1_vd, pyconv_w1_vdu, PYCONV_W1_VWD, pyconv_w1_md)
     """
     int PYCONV_W1_SLACK, PYCONV_W1_VWF, PYCONV_W1_VWD
+    enum: PYCONV_W1_TABLE_BYTES
+    int PYCONV_W1_PERM
+    int pyconv_w1_tables_for_f(void* buf, Py_ssize_t d, int mt) noexcept nogil
+    int pyconv_w1_tables_for_d(void* buf, Py_ssize_t d, int mt) noexcept nogil
     void pyconv_w1_input_f(const float* seg, Py_ssize_t ns, Py_ssize_t d, int mt,
-                           float* v, Py_ssize_t ldv) noexcept nogil
+                           float* v, Py_ssize_t ldv, const void* tables) noexcept nogil
     void pyconv_w1_input_d(const double* seg, Py_ssize_t ns, Py_ssize_t d, int mt,
-                           double* v, Py_ssize_t ldv) noexcept nogil
+                           double* v, Py_ssize_t ldv, const void* tables) noexcept nogil
     int pyconv_w1_output_f(const float* m, Py_ssize_t ldm, Py_ssize_t ns, Py_ssize_t d,
                            int mt, float* out, Py_ssize_t limit, float b,
-                           int relu) noexcept nogil
+                           int relu, const void* tables) noexcept nogil
     int pyconv_w1_output_d(const double* m, Py_ssize_t ldm, Py_ssize_t ns, Py_ssize_t d,
                            int mt, double* out, Py_ssize_t limit, double b,
-                           int relu) noexcept nogil
+                           int relu, const void* tables) noexcept nogil
 
 
 def workspace_row_1d(Py_ssize_t mt, Py_ssize_t d, Py_ssize_t cin_g, Py_ssize_t cout_g,
@@ -185,14 +345,27 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
     cdef Py_ssize_t n_seg = ns * md + 2 * d
     cdef Py_ssize_t c, j, idx, run, a, limit
     cdef const floating* row
+    cdef const floating* src
     cdef bint finite = True
     cdef floating b
+    cdef char tbuf[PYCONV_W1_TABLE_BYTES + 64]
+    cdef void* tables = <void*>((<size_t>tbuf + 63) & ~(<size_t>63))
+    if floating is float:
+        if not pyconv_w1_tables_for_f(tables, d, <int>mt):
+            tables = NULL
+    else:
+        if not pyconv_w1_tables_for_d(tables, d, <int>mt):
+            tables = NULL
     for j in range(n_seg, n_seg + PYCONV_W1_SLACK):
         seg[j] = 0
     # 1. input transform, a channel at a time through its padded segment
     for c in range(cin_g if stages & 1 else 0):
         row = x + c * L
-        j = 0
+        src = seg
+        if posrun[p0] >= n_seg + PYCONV_W1_SLACK:
+            # inside the input, with the values the whole-vector steps read past it
+            src = row + posidx[p0]
+        j = 0 if src == seg else n_seg
         while j < n_seg:   # runs of consecutive inputs as one copy each
             idx = posidx[p0 + j]
             if idx >= 0:
@@ -205,9 +378,9 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
                 seg[j] = pad if idx == -1 else 0
                 j = j + 1
         if floating is float:
-            pyconv_w1_input_f(seg, ns, d, <int>mt, vbuf + c * ldt, ldv)
+            pyconv_w1_input_f(src, ns, d, <int>mt, vbuf + c * ldt, ldv, tables)
         else:
-            pyconv_w1_input_d(seg, ns, d, <int>mt, vbuf + c * ldt, ldv)
+            pyconv_w1_input_d(src, ns, d, <int>mt, vbuf + c * ldt, ldv, tables)
     # 2. alpha GEMMs M[a] (cout_g x nt) = U[a] (cout_g x cin_g) @ V[a] (cin_g x nt)
     for a in range(alpha if stages & 2 else 0):
         if up != NULL:
@@ -228,10 +401,10 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
         b = bias[c] if bias != NULL else 0
         if floating is float:
             finite &= pyconv_w1_output_f(mbuf + c * ldt, ldm, ns, d, <int>mt,
-                                         out + c * OL + p0, limit, b, relu)
+                                         out + c * OL + p0, limit, b, relu, tables)
         else:
             finite &= pyconv_w1_output_d(mbuf + c * ldt, ldm, ns, d, <int>mt,
-                                         out + c * OL + p0, limit, b, relu)
+                                         out + c * OL + p0, limit, b, relu, tables)
     return finite
 
 
@@ -323,3 +496,6 @@ def winograd_1d(const floating[::1] x, const floating[:, :, ::1] u,
 #: covers up to this many tiles of one super-tile, so where the dilation is smaller,
 #: lanes / dilation times the work of the tiles it keeps.
 TRANSFORM_LANES_1D = {"float32": PYCONV_W1_VWF, "float64": PYCONV_W1_VWD}
+#: Whether this build steps through whole super-tiles with permutes where the
+#: dilation divides the lanes (the AVX-512 build): those dilations waste no lanes.
+PERMUTED_STEPS_1D = bool(PYCONV_W1_PERM)

@@ -588,19 +588,30 @@ def winograd_filter_1d(weight, variant="F4"):
 
 
 #: Channels per group (the fewer of input and output) from which "auto" takes the 1-D
-#: Winograd F(4, 3), by dtype and by the waste of the transforms' vector steps
-#: (``TRANSFORM_LANES_1D / dilation``, at least 1); absent: never. Where the
-#: dilation is smaller than a vector, each step computes lanes / dilation times the
-#: tiles it keeps, and the transforms cost as much as the GEMMs save unless the
-#: channels are many. Measured against im2col + GEMM, 2 threads, AVX-512 build,
-#: conv1d C -> C on (16, 128, 4096), (8, 64, 4096), (8, 32, 8192), (8, 16, 8192) and
-#: (32, 256, 512), dilations 1 to 16: float32 gains 1.05-1.46x at 128 and 256
-#: channels (1.20 at dilation 4, waste 4; 1.00 at waste 16, 256 channels), 1.06-1.28
-#: at 64 with waste at most 2 (0.95 at 4), 1.20 at 32 without waste (0.91 at 2),
-#: and loses at 16 (0.27-0.98); float64 gains 1.16-2.02x from 32 channels with waste
-#: at most 4 (0.82-0.98 at waste 8 below 128 channels) and loses at 16.
-MIN_CHANNELS_1D = {"float32": {1: 32, 2: 64, 4: 128, 8: 512},
-                   "float64": {1: 32, 2: 32, 4: 32, 8: 128}}
+#: Winograd F(4, 3), by (dtype, lanes of the build's transform steps) and by the
+#: waste of those steps; absent: never. The waste is 1 where the dilation is at
+#: least the lanes or (AVX-512 build) divides them, else lanes / dilation rounded up
+#: to a power of 2: each step then computes that many times the tiles it keeps, and
+#: the transforms cost as much as the GEMMs save unless the channels are many.
+#: Measured against im2col + GEMM at 2 threads, on conv1d C -> C of (16, 128, 4096),
+#: (8, 64, 4096), (8, 32, 8192), (8, 16, 8192) and (32, 256, 512), dilations 1, 2, 3,
+#: 4, 8 and 16, each build on its own (``PYCONV_KERNELS``). AVX-512, float32: 1.11-1.42x
+#: from 64 channels without waste (0.90-1.09 at 32), dilation 3 1.07-1.13 from 128
+#: (0.80 at 64); float64: 1.37-2.13x from 32 channels (0.60-1.03 at 16). AVX2,
+#: float32: 1.04-3.30x from 16 channels without waste, from 32 at waste 2 and 4
+#: (1.37-2.64; 0.59-0.79 at 16), dilation 1 (waste 8) 1.17 at 256 (0.93 at 128);
+#: float64 1.12-1.15x from 16 without waste, 1.53 at waste 2 from 32 (0.81 at 16),
+#: dilation 1 1.18 at 128 (0.98 at 64). Baseline (SSE): float32 dilation 1 1.14 at
+#: 128 (0.98 at 64), 1.35-1.74 at 64 otherwise; float64 1.40-1.81 from 32 with
+#: dilation 2 or more, dilation 1 1.13 at 128 (0.90 at 64).
+MIN_CHANNELS_1D = {("float32", 16): {1: 64, 2: 64, 4: 128, 8: 128},
+                   ("float64", 8): {1: 32, 2: 32, 4: 32},
+                   ("float32", 8): {1: 16, 2: 32, 4: 32, 8: 256},
+                   ("float64", 4): {1: 16, 2: 32, 4: 128},
+                   ("float32", 4): {1: 64, 2: 64, 4: 128},
+                   ("float64", 2): {1: 32, 2: 128}}
+#: The thresholds of builds not measured above.
+MIN_CHANNELS_1D_OTHER = {1: 64, 2: 64, 4: 128}
 #: Output length below which the GEMMs of one unit are too thin for Winograd to pay.
 MIN_LENGTH_1D = 128
 
@@ -620,20 +631,23 @@ def winograd_preferred_1d(spec, input_shape, dtype):
     """
     from pyconv import _kernels
     dtype = np.dtype(dtype)
-    lanes = _kernels.load("_winograd").TRANSFORM_LANES_1D.get(dtype.name, 1)
+    kernels = _kernels.load("_winograd")
+    lanes = kernels.TRANSFORM_LANES_1D.get(dtype.name, 1)
     return _memo.cached(("winograd_preferred_1d", _memo.spec_key(spec), input_shape,
-                         dtype.char, lanes),
-                        lambda: _preferred_1d(spec, input_shape, dtype, lanes))
+                         dtype.char, lanes, kernels.PERMUTED_STEPS_1D),
+                        lambda: _preferred_1d(spec, input_shape, dtype, lanes,
+                                              kernels.PERMUTED_STEPS_1D))
 
 
-def _preferred_1d(spec, input_shape, dtype, lanes):
+def _preferred_1d(spec, input_shape, dtype, lanes, permuted):
     if spec["kernel_size"] != [3] or spec["stride"] != [1]:
         return None
     d = spec["dilation"][0]
     waste = 1
-    while waste * d < lanes:
-        waste *= 2
-    need = MIN_CHANNELS_1D.get(dtype.name, {}).get(waste)
+    if not (permuted and lanes % d == 0):
+        while waste * d < lanes:
+            waste *= 2
+    need = MIN_CHANNELS_1D.get((dtype.name, lanes), MIN_CHANNELS_1D_OTHER).get(waste)
     groups = spec["groups"]
     channels = min(spec["in_channels"], spec["out_channels"]) // groups
     if need is None or channels < need:
