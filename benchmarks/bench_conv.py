@@ -24,6 +24,9 @@ CONFIGS = [
     ("conv1d k3 d4", (16, 128, 4096),
      {"op": "conv1d", "in_channels": 128, "out_channels": 128, "kernel_size": 3,
       "dilation": 4}),
+    ("conv1d k3 p1", (16, 64, 8192),
+     {"op": "conv1d", "in_channels": 64, "out_channels": 64, "kernel_size": 3,
+      "padding": 1}),
     ("conv3d 3x3x3 p1", (2, 32, 16, 56, 56),
      {"op": "conv3d", "in_channels": 32, "out_channels": 32, "kernel_size": 3, "padding": 1}),
 ]

@@ -200,3 +200,26 @@ def test_bad_arguments_are_refused(rng):
     with pytest.raises(ValueError, match="inconsistent"):
         module.winograd_1d(x.reshape(-1), u, np.zeros(1), np.empty(6 * 48), 1, 4, 50, 48,
                            posidx, posrun, 1, 4, 1, 0.0, False, False, 16, work[:, :10], 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_several_units_per_image_with_a_short_last_one(rng, dtype):
+    # Long inputs: units of whole packed panels and a shorter last one per image,
+    # read in place inside the input and through a copy at its padded end.
+    from pyconv import _kernels
+    from pyconv._dtypes import NATIVE_NAMES
+    multiple = (_kernels.load("_winograd").PACKED_COLUMNS[NATIVE_NAMES[np.dtype(dtype)]]
+                * _kernels.packed_panel_multiple())
+    for d in (1, 3, 4, 16):
+        L = int(rng.integers(2000, 2600))
+        x = rng.standard_normal((2, 3, L)).astype(dtype)
+        w = rng.standard_normal((5, 3, 3)).astype(dtype)
+        b = rng.standard_normal(5).astype(dtype)
+        pads = (d, int(rng.integers(0, 2 * d)))
+        S = -(-(L + sum(pads) - 2 * d) // (4 * d))
+        chunk = _winograd.chunk_super_tiles(S, d, multiple)
+        assert S > chunk and S % chunk
+        out = run(x, w, b, pads, d, "replicate", n_threads=2)
+        ref, mag = reference(x, w, b, pads, d, "replicate")
+        err = np.max(np.abs(out - ref)) / np.max(mag)
+        assert err < TOL[dtype, "F4"], (d, L, pads, err)
