@@ -9,10 +9,13 @@
 # consecutive inputs at each i, so the transforms run across them in vectors, with
 # no gather or transpose: tile t = s*d + r of a unit is column t of its V and M rows.
 #
-# Where d is smaller than a vector, a step computes a whole vector and keeps the first
-# d lanes: it stores the others too, and a later step (a larger r chunk of the same
-# super-tile is stepped first, then the next k, then the next super-tile) overwrites
-# them. Steps whose stores would reach past the unit's outputs store lane by lane.
+# Where d is smaller than a vector, the AVX-512 build steps through several whole
+# super-tiles at once if d divides the lanes (permutes move values between tile
+# lanes and input / output positions). Otherwise a step computes a whole vector and
+# keeps the first d lanes: it stores the others too, and a later step (a larger r
+# chunk of the same super-tile is stepped first, then the next k, then the next
+# super-tile) overwrites them. Steps whose stores would reach past the unit's
+# outputs store lane by lane.
 
 cdef extern from *:
     """
@@ -338,7 +341,9 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
     # row), super-tiles s0 <= s < s0 + ns. Returns whether every output was finite.
     cdef Py_ssize_t alpha = mt + 2
     cdef Py_ssize_t md = mt * d
-    cdef Py_ssize_t nt = ns * d
+    # GEMM columns: the tiles of the last super-tile that hold outputs below OL (with
+    # a dilation near the output length, most of a super-tile's tiles hold none)
+    cdef Py_ssize_t nt = (ns - 1) * d + min(d, OL - (s0 + ns - 1) * mt * d)
     cdef Py_ssize_t ldv = cin_g * ldt + SKEW
     cdef Py_ssize_t ldm = cout_g * ldt + SKEW
     cdef Py_ssize_t p0 = s0 * md
@@ -389,9 +394,10 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
         else:
             gemm_rm(u + a * u_ld, vbuf + a * ldv, mbuf + a * ldm, cout_g, nt, cin_g,
                     cin_g, ldt, ldt, 0)
-        # the output steps read up to a vector past the last tile: finite values
+        # the output steps read the rest of the last super-tile and up to a vector
+        # past it: finite values
         for c in range(cout_g):
-            for j in range(nt, nt + PYCONV_W1_SLACK):
+            for j in range(nt, ns * d + PYCONV_W1_SLACK):
                 mbuf[a * ldm + c * ldt + j] = 0
     # 3. output transform, bias and ReLU, only the outputs below OL
     limit = OL - p0

@@ -669,7 +669,15 @@ def _preferred_1d(spec, input_shape, dtype, lanes, permuted):
     if isinstance(padding, int):
         padding = ((padding, padding),)
     (lo, hi), = _geometry.resolve_padding(padding, input_shape[2:], (3,), (1,), (d,))
-    if input_shape[2] + lo + hi - 2 * d < MIN_LENGTH_1D:
+    out_length = input_shape[2] + lo + hi - 2 * d
+    if out_length < MIN_LENGTH_1D:
+        return None
+    # tiles computed, the last super-tile's up to the last output: with a dilation
+    # near the output length, tiles hold fewer than 4 valid outputs
+    md = 4 * d
+    S = -(-out_length // md)
+    tiles = (S - 1) * d + min(d, out_length - (S - 1) * md)
+    if 4 * tiles > 1.25 * out_length:
         return None
     return "F4"
 
