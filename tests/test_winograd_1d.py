@@ -94,16 +94,26 @@ def test_every_output_length_around_the_vector_steps(rng, variant):
                                        err_msg=f"d={d} OL={OL}")
 
 
-def test_threads_and_builds_give_the_same_bits(rng):
+def test_threads_and_vector_widths_give_the_same_bits(rng, monkeypatch):
+    # Per lane, every step does the same operations in the same order (no FMA
+    # contraction): 1 or 2 threads, and the AVX-512 build (permuted steps, 16 lanes)
+    # against the AVX2 one (8 lanes, wasted where the dilation is smaller), agree.
     from pyconv import _kernels
-    x = rng.standard_normal((3, 8, 500)).astype(np.float32)
-    w = rng.standard_normal((12, 4, 3)).astype(np.float32)
-    b = rng.standard_normal(12).astype(np.float32)
-    for d in (1, 4, 7):
-        one = run(x, w, b, (d, d), d, "reflect", relu=True, groups=2, n_threads=1)
-        two = run(x, w, b, (d, d), d, "reflect", relu=True, groups=2, n_threads=2)
-        np.testing.assert_array_equal(one, two)
-    assert _kernels.load("_winograd").TRANSFORM_LANES_1D["float32"] >= 1
+    x = rng.standard_normal((3, 64, 700)).astype(np.float32)
+    w = rng.standard_normal((48, 32, 3)).astype(np.float32)
+    b = rng.standard_normal(48).astype(np.float32)
+    results, lanes = {}, set()
+    for wide in ((False, True) if _kernels.WIDE_LOOPS else (False,)):
+        monkeypatch.setattr(_kernels, "WIDE_LOOPS", wide)
+        lanes.add(_kernels.load("_winograd").TRANSFORM_LANES_1D["float32"])
+        for d in (1, 2, 4, 7, 16):
+            one = run(x, w, b, (d, d), d, "reflect", relu=True, groups=2, n_threads=1)
+            two = run(x, w, b, (d, d), d, "reflect", relu=True, groups=2, n_threads=2)
+            np.testing.assert_array_equal(one, two)
+            if d in results:
+                np.testing.assert_array_equal(one, results[d], err_msg=f"d={d}")
+            results[d] = one
+    assert len(lanes) == (2 if _kernels.WIDE_LOOPS else 1)   # both widths ran
 
 
 def test_conv1d_algorithms_agree_with_torch(rng, torch):
