@@ -203,16 +203,24 @@ def test_bad_arguments_are_refused(rng):
     from pyconv import _kernels
     module = _kernels.load("_winograd")
     u = winograd_filter_1d(w, "F4")
-    posidx, posrun = _winograd.position_tables(50, 64 + 2, (0, 0), "zeros")
-    bad = posidx.copy()
+    left, right = _winograd.edge_tables(50, 64 + 2, (0, 0), "zeros")
+    bad = right.copy()
     bad[3] = 50   # past the input
     work = np.zeros((1, module.workspace_row_1d(4, 1, 4, 6, 16)))
-    with pytest.raises(ValueError, match="position table"):
-        module.winograd_1d(x.reshape(-1), u, np.zeros(1), np.empty(6 * 48), 1, 4, 50, 48,
-                           bad, posrun, 1, 4, 1, 0.0, False, False, 16, work, 1)
+    args = (x.reshape(-1), u, np.zeros(1), np.empty(6 * 48), 1, 4, 50, 48, 0)
+    with pytest.raises(ValueError, match="edge table"):
+        module.winograd_1d(*args, left, bad, 1, 4, 1, 0.0, False, False, 16, work, 1)
     with pytest.raises(ValueError, match="inconsistent"):
-        module.winograd_1d(x.reshape(-1), u, np.zeros(1), np.empty(6 * 48), 1, 4, 50, 48,
-                           posidx, posrun, 1, 4, 1, 0.0, False, False, 16, work[:, :10], 1)
+        module.winograd_1d(*args, left, right, 1, 4, 1, 0.0, False, False, 16,
+                           work[:, :10], 1)
+    # pads (2, 2): 13 super-tiles read positions up to 54, 2 past the input's end
+    left2, right2 = _winograd.edge_tables(50, 54, (2, 2), "zeros")
+    args2 = (x.reshape(-1), u, np.zeros(1), np.empty(6 * 52), 1, 4, 50, 52, 2)
+    module.winograd_1d(*args2, left2, right2, 1, 4, 1, 0.0, False, False, 16, work, 1)
+    for short_left, short_right in ((left2[:1], right2), (left2, right2[:1])):
+        with pytest.raises(ValueError, match="inconsistent"):
+            module.winograd_1d(*args2, short_left, short_right, 1, 4, 1, 0.0, False, False,
+                               16, work, 1)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

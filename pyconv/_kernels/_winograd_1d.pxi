@@ -330,8 +330,8 @@ def workspace_row_1d(Py_ssize_t mt, Py_ssize_t d, Py_ssize_t cin_g, Py_ssize_t c
             + chunk * mt * d + 2 * d + PYCONV_W1_SLACK + cin_g * PG_NR_FLOAT)
 
 
-cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
-                  const Py_ssize_t* posrun, Py_ssize_t s0, Py_ssize_t ns, Py_ssize_t d,
+cdef bint unit_1d(const floating* x, Py_ssize_t L, Py_ssize_t lo, const Py_ssize_t* left,
+                  const Py_ssize_t* right, Py_ssize_t s0, Py_ssize_t ns, Py_ssize_t d,
                   Py_ssize_t mt, Py_ssize_t cin_g, Py_ssize_t cout_g,
                   const floating* u, Py_ssize_t u_ld, const floating* up, Py_ssize_t up_ld,
                   floating* vbuf, floating* mbuf, floating* seg, floating* panel,
@@ -348,7 +348,7 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
     cdef Py_ssize_t ldm = cout_g * ldt + SKEW
     cdef Py_ssize_t p0 = s0 * md
     cdef Py_ssize_t n_seg = ns * md + 2 * d
-    cdef Py_ssize_t c, j, idx, run, a, limit
+    cdef Py_ssize_t c, j, p, idx, run, a, limit
     cdef const floating* row
     cdef const floating* src
     cdef bint finite = True
@@ -367,21 +367,25 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
     for c in range(cin_g if stages & 1 else 0):
         row = x + c * L
         src = seg
-        if posrun[p0] >= n_seg + PYCONV_W1_SLACK:
+        if p0 >= lo and p0 + n_seg + PYCONV_W1_SLACK <= lo + L:
             # inside the input, with the values the whole-vector steps read past it
-            src = row + posidx[p0]
+            src = row + (p0 - lo)
         j = 0 if src == seg else n_seg
-        while j < n_seg:   # runs of consecutive inputs as one copy each
-            idx = posidx[p0 + j]
-            if idx >= 0:
-                run = posrun[p0 + j]
+        while j < n_seg:   # the input's run as one copy, the edges through tables
+            p = p0 + j
+            if lo <= p < lo + L:
+                run = lo + L - p
                 if run > n_seg - j:
                     run = n_seg - j
-                memcpy(seg + j, row + idx, run * sizeof(floating))
+                memcpy(seg + j, row + (p - lo), run * sizeof(floating))
                 j = j + run
+                continue
+            idx = left[p] if p < lo else right[p - lo - L]
+            if idx >= 0:
+                seg[j] = row[idx]
             else:
                 seg[j] = pad if idx == -1 else 0
-                j = j + 1
+            j = j + 1
         if floating is float:
             pyconv_w1_input_f(src, ns, d, <int>mt, vbuf + c * ldt, ldv, tables)
         else:
@@ -417,7 +421,7 @@ cdef bint unit_1d(const floating* x, Py_ssize_t L, const Py_ssize_t* posidx,
 def winograd_1d(const floating[::1] x, const floating[:, :, ::1] u,
                 const floating[::1] bias, floating[::1] out, Py_ssize_t N,
                 Py_ssize_t C_in, Py_ssize_t L, Py_ssize_t OL,
-                const Py_ssize_t[::1] posidx, const Py_ssize_t[::1] posrun,
+                Py_ssize_t lo, const Py_ssize_t[::1] left, const Py_ssize_t[::1] right,
                 Py_ssize_t d, Py_ssize_t mt, Py_ssize_t groups, floating pad_value,
                 bint has_bias, bint relu, Py_ssize_t chunk, floating[:, ::1] work,
                 int n_threads, const floating[:, ::1] u_packed=None, int stages=7):
@@ -425,9 +429,10 @@ def winograd_1d(const floating[::1] x, const floating[:, :, ::1] u,
 
     x: (N, C_in, L) and out: (N, C_out, OL), C-contiguous, flattened; u: (mt+2, C_out,
     C_in/groups), the transformed filter. The output is tiled in super-tiles of mt*d
-    outputs, S = ceil(OL / (mt*d)) per image; posidx, posrun: (S*mt*d + 2*d,) the input
-    index at each padded position (-1 pad, -2 zero: past the padded extent) and the
-    length of the run of consecutive input indices starting there. A work unit is
+    outputs, S = ceil(OL / (mt*d)) per image, reading padded positions 0 .. S*mt*d +
+    2*d - 1: position p is input p - lo for lo <= p < lo + L; left (lo,) and right
+    (S*mt*d + 2*d - lo - L,) hold the input index at the positions before and after
+    (-1: a pad, -2: zero, past the padded extent). A work unit is
     ``chunk`` super-tiles of one image and group; ``work`` has one row of at least
     ``workspace_row_1d(mt, d, cin_g, cout_g, chunk)`` values per thread. ``u_packed``
     (optional, when ``PACKED_VECTOR``): u in ``packed_filter``'s layout; the GEMMs then
@@ -453,25 +458,33 @@ def winograd_1d(const floating[::1] x, const floating[:, :, ::1] u,
     cdef floating* panel = NULL
     cdef const floating* bias_ptr = &bias[0] if has_bias else NULL
     cdef unsigned char[::1] finite
+    cdef const Py_ssize_t* left_ptr = NULL
+    cdef const Py_ssize_t* right_ptr = NULL
     if N == 0 or C_out == 0 or OL == 0:
         return True
     if (mt not in (2, 4) or d < 1 or chunk < 1 or groups < 1 or C_in % groups
             or C_out % groups or u.shape[0] != alpha or u.shape[2] != cin_g
-            or posidx.shape[0] < S * md + 2 * d or posrun.shape[0] < posidx.shape[0]
+            or lo < 0 or left.shape[0] < lo or right.shape[0] < S * md + 2 * d - lo - L
             or x.shape[0] < N * C_in * L or out.shape[0] < N * C_out * OL
             or (has_bias and bias.shape[0] < C_out)
             or work.shape[1] < workspace_row_1d(mt, d, cin_g, cout_g, chunk)):
         raise ValueError("winograd_1d: inconsistent shapes or tables")
-    for k in range(S * md + 2 * d):
-        if (posidx[k] >= L or posidx[k] < -2 or posrun[k] < 0
-                or (posidx[k] < 0 and posrun[k] != 0) or posidx[k] + posrun[k] > L):
-            raise ValueError("winograd_1d: position table out of range")
+    for k in range(left.shape[0]):
+        if left[k] >= L or left[k] < -2:
+            raise ValueError("winograd_1d: edge table out of range")
+    for k in range(right.shape[0]):
+        if right[k] >= L or right[k] < -2:
+            raise ValueError("winograd_1d: edge table out of range")
     if u_packed is not None and u_packed.shape[0] > 0:
         up_ld = u_packed.shape[1] // alpha
         if (not PG_VECTOR or u_packed.shape[0] != groups
                 or up_ld != (cout_g + PG_MR - 1) // PG_MR * PG_MR * cin_g
                 or u_packed.shape[1] != alpha * up_ld):
             raise ValueError("winograd_1d: u_packed of the wrong shape, or no packed GEMM")
+    if left.shape[0] > 0:
+        left_ptr = &left[0]
+    if right.shape[0] > 0:
+        right_ptr = &right[0]
     finite = bytearray(n_units)
     with nogil, parallel(num_threads=n_threads):
         vbuf = &work[omp_get_thread_num(), 0]
@@ -484,8 +497,8 @@ def winograd_1d(const floating[::1] x, const floating[:, :, ::1] u,
             img = uu // (n_chunks * groups)
             s0 = k * chunk
             ns = S - s0 if S - s0 < chunk else chunk
-            finite[uu] = unit_1d(&x[(img * C_in + g * cin_g) * L], L, &posidx[0],
-                                 &posrun[0], s0, ns, d, mt, cin_g, cout_g,
+            finite[uu] = unit_1d(&x[(img * C_in + g * cin_g) * L], L, lo, left_ptr,
+                                 right_ptr, s0, ns, d, mt, cin_g, cout_g,
                                  &u[0, g * cout_g, 0], C_out * cin_g,
                                  &u_packed[g, 0] if up_ld > 0 else NULL, up_ld,
                                  vbuf, mbuf, seg, panel, ldt,

@@ -706,15 +706,25 @@ def chunk_super_tiles(S, d, multiple=1):
 
 
 @functools.lru_cache(maxsize=64)
-def position_tables(L, n_positions, pads, padding_mode):
-    """Input index at each padded position of a 1-D input, and the runs of
-    consecutive indices (read-only, cached); see :func:`_axis_index`."""
+def edge_tables(L, n_positions, pads, padding_mode):
+    """Input index at the padded positions before a 1-D input (``lo`` of them) and
+    after it (``n_positions - lo - L``): -1 for a pad, -2 past the padded extent (read
+    as 0); read-only, cached. Positions inside the input need no table, so the tables
+    stay small however long the input.
+
+    Examples
+    --------
+    >>> edge_tables(5, 12, (2, 3), "reflect")
+    (array([2, 1]), array([ 3,  2,  1, -2, -2]))
+    """
     lo, hi = pads
-    posidx = _axis_index(L, n_positions, lo, hi, padding_mode)
-    posrun = _runs(posidx)
-    for table in (posidx, posrun):
+    left = _geometry.tap_index_table(L, 1, lo, 1, 1, lo, padding_mode)[:, 0].copy()
+    n_right = n_positions - lo - L
+    right = _geometry.tap_index_table(L, 1, n_right, 1, 1, -L, padding_mode)[:, 0].copy()
+    right[hi:] = -2
+    for table in (left, right):
         table.flags.writeable = False
-    return posidx, posrun
+    return left, right
 
 
 def winograd_conv1d(x, weight, bias, out, pads, padding_mode, padding_value, relu,
@@ -790,7 +800,7 @@ def winograd_conv1d(x, weight, bias, out, pads, padding_mode, padding_value, rel
         raise ValueError("winograd: sizes exceed the 2**31 - 1 limit of the BLAS interface")
     md = m * d
     S = -(-OL // md)
-    posidx, posrun = position_tables(L, S * md + 2 * d, (lo, hi), padding_mode)
+    left, right = edge_tables(L, S * md + 2 * d, (lo, hi), padding_mode)
     dtype = x.dtype
     packed = _kernels.packed_gemm(cout_g, wide_wins=True)
     multiple = (_winograd.PACKED_COLUMNS[NATIVE_NAMES[dtype]]
@@ -810,7 +820,7 @@ def winograd_conv1d(x, weight, bias, out, pads, padding_mode, padding_value, rel
             u, groups, _winograd.PACKED_ROWS))
     with contextlib.nullcontext() if packed else _threads.blas_pinned:
         finite = _winograd.winograd_1d(
-            x.reshape(-1), u, bias_arr, out.reshape(-1), N, C_in, L, OL, posidx, posrun,
+            x.reshape(-1), u, bias_arr, out.reshape(-1), N, C_in, L, OL, lo, left, right,
             d, m, groups, pad_value, bias is not None, bool(relu), chunk, work, n_threads,
             u_packed, stages)
     if check_finite and not finite:
