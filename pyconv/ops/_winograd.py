@@ -50,7 +50,8 @@ weight), the index tables ``O(H + W)`` integers and the plane tables ``O(N * C_i
 integers (``O(N * OD * kd * C_in)`` for a stacked conv3d). The 1-D kernel's row per
 thread holds V and M of one unit of about :data:`TILES_PER_CHUNK_1D` tiles,
 ``(m+2) * (C_in + C_out) / groups`` values per tile (1.5 MiB for 128 -> 128 in
-float32), and one channel's padded input segment.
+float32), and one channel's padded input segment; its edge tables hold
+``O(padding + dilation)`` integers, whatever the input's length.
 
 Examples
 --------
