@@ -513,6 +513,25 @@ def packed_filter(u, groups, rows):
                        cin_g).reshape(groups, -1)
 
 
+def _run_arguments(n_threads, flops, n_units, work_values, dtype, padding_mode,
+                   padding_value, bias, u, groups, packed):
+    """What the 1-D and 2-D kernels take alike: ``(n_threads, work, pad_value, bias,
+    u_packed)``, the thread count resolved, one workspace row of ``work_values`` per
+    thread, and the filter in the packed GEMM's layout where it runs (else None)."""
+    from pyconv import _kernels
+    n_threads = _threads.resolve(n_threads, flops, n_units)
+    work = thread_workspace(n_threads, work_values, dtype)
+    pad_value = padding_value if padding_mode == "constant" else 0.0
+    bias_arr = np.zeros(1, dtype) if bias is None else np.ascontiguousarray(bias)
+    u_packed = None
+    if packed:
+        from pyconv.ops.conv import cached_transform
+        rows = _kernels.load("_winograd").PACKED_ROWS
+        u_packed = cached_transform(u, ("winograd_packed", groups),
+                                    lambda: packed_filter(u, groups, rows))
+    return n_threads, work, pad_value, bias_arr, u_packed
+
+
 def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw, pads,
          padding_mode, padding_value, relu, groups, n_threads, m, check_finite):
     """Tile, pick threads and workspace, and call the kernel on plane tables."""
@@ -540,18 +559,11 @@ def _run(x_flat, in_off, pad_plane, u, bias, out_flat, out_off, out_ch, hw, ohw,
                         * _kernels.packed_panel_multiple() if packed else 1)
     n_units = groups * -(-(N * n_tiles) // chunk)
     flops = 2 * N * n_tiles * alpha * alpha * C_out * cin_g
-    n_threads = _threads.resolve(n_threads, flops, n_units)
-    work = thread_workspace(n_threads, _winograd.workspace_row(m, cin_g, cout_g, chunk),
-                            dtype)
-    pad_value = padding_value if padding_mode == "constant" else 0.0
-    bias_arr = np.zeros(1, dtype) if bias is None else np.ascontiguousarray(bias)
+    n_threads, work, pad_value, bias_arr, u_packed = _run_arguments(
+        n_threads, flops, n_units, _winograd.workspace_row(m, cin_g, cout_g, chunk), dtype,
+        padding_mode, padding_value, bias, u, groups, packed)
     if pad_plane is None:
         pad_plane = np.zeros(1, dtype)  # no -1 offsets: never read
-    u_packed = None
-    if packed:
-        from pyconv.ops.conv import cached_transform
-        u_packed = cached_transform(u, ("winograd_packed", groups), lambda: packed_filter(
-            u, groups, _winograd.PACKED_ROWS))
     # the packed GEMM leaves OpenBLAS alone (no pinning, no warm-up)
     with contextlib.nullcontext() if packed else _threads.blas_pinned:
         finite = _winograd.winograd_2d(
@@ -809,16 +821,9 @@ def winograd_conv1d(x, weight, bias, out, pads, padding_mode, padding_value, rel
     chunk = chunk_super_tiles(S, d, multiple)
     n_units = N * groups * -(-S // chunk)
     flops = 2 * N * S * d * alpha * C_out * cin_g
-    n_threads = _threads.resolve(n_threads, flops, n_units)
-    work = thread_workspace(n_threads, _winograd.workspace_row_1d(m, d, cin_g, cout_g,
-                                                                  chunk), dtype)
-    pad_value = padding_value if padding_mode == "constant" else 0.0
-    bias_arr = np.zeros(1, dtype) if bias is None else np.ascontiguousarray(bias)
-    u_packed = None
-    if packed:
-        from pyconv.ops.conv import cached_transform
-        u_packed = cached_transform(u, ("winograd_packed", groups), lambda: packed_filter(
-            u, groups, _winograd.PACKED_ROWS))
+    n_threads, work, pad_value, bias_arr, u_packed = _run_arguments(
+        n_threads, flops, n_units, _winograd.workspace_row_1d(m, d, cin_g, cout_g, chunk),
+        dtype, padding_mode, padding_value, bias, u, groups, packed)
     with contextlib.nullcontext() if packed else _threads.blas_pinned:
         finite = _winograd.winograd_1d(
             x.reshape(-1), u, bias_arr, out.reshape(-1), N, C_in, L, OL, lo, left, right,
