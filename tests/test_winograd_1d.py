@@ -5,14 +5,10 @@ import pytest
 
 import pyconv
 from reference import conv_nd
+from test_winograd import MODES, TOL   # the 2-D tests' modes and error bounds
 from pyconv.ops import _winograd
 from pyconv.ops._winograd import (NonFiniteTiles, winograd_conv1d, winograd_filter_1d,
                                   winograd_preferred_1d)
-
-MODES = ("zeros", "constant", "reflect", "symmetric", "replicate", "circular")
-#: Max error relative to the magnitude max(conv(|x|, |w|)).
-TOL = {(np.float32, "F2"): 1e-6, (np.float32, "F4"): 1e-5,
-       (np.float64, "F2"): 1e-14, (np.float64, "F4"): 1e-13}
 
 
 @pytest.fixture

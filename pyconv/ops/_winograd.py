@@ -424,17 +424,8 @@ def winograd_conv2d(x, weight, bias, out, pads, padding_mode, padding_value, rel
     if OH != H + lo_h + hi_h - 2 or OW != W + lo_w + hi_w - 2:
         raise ValueError(f"winograd: out spatial shape {(OH, OW)} does not match a 3x3 "
                          f"stride-1 convolution of {(H, W)} with pads {pads}")
-    if filter_transform is None:
-        u = winograd_filter(weight, variant).astype(x.dtype, copy=False)
-    else:
-        u = filter_transform
-        if u.shape != (alpha * alpha, C_out, cin_g) or u.dtype != x.dtype:
-            raise ValueError(f"winograd: filter_transform must be a "
-                             f"{(alpha * alpha, C_out, cin_g)} {x.dtype} array; got "
-                             f"{u.shape} {u.dtype}")
-        u = np.ascontiguousarray(u)
-    if not (x.flags.c_contiguous and out.flags.c_contiguous and out.dtype == x.dtype):
-        raise ValueError("winograd: x and out must be C-contiguous arrays of one dtype")
+    u = _checked_filter(x, out, filter_transform, (alpha * alpha, C_out, cin_g),
+                        lambda: winograd_filter(weight, variant))
     if N == 0 or C_out == 0:
         return out
     in_off, out_off = _plane_tables(N, C_in, H * W, C_out * OH * OW)
@@ -511,6 +502,22 @@ def packed_filter(u, groups, rows):
     per_group = u.reshape(a2, groups, c_out // groups, cin_g).swapaxes(0, 1)
     return pack_panels(per_group.reshape(groups * a2, -1, cin_g), rows,
                        cin_g).reshape(groups, -1)
+
+
+def _checked_filter(x, out, filter_transform, shape, make):
+    """The transformed filter, ``make()`` in x's dtype or the caller's
+    ``filter_transform`` checked against ``shape``; x and out checked for the kernel."""
+    if filter_transform is None:
+        u = make().astype(x.dtype, copy=False)
+    else:
+        u = filter_transform
+        if u.shape != shape or u.dtype != x.dtype:
+            raise ValueError(f"winograd: filter_transform must be a {shape} {x.dtype} "
+                             f"array; got {u.shape} {u.dtype}")
+        u = np.ascontiguousarray(u)
+    if not (x.flags.c_contiguous and out.flags.c_contiguous and out.dtype == x.dtype):
+        raise ValueError("winograd: x and out must be C-contiguous arrays of one dtype")
+    return u
 
 
 def _run_arguments(n_threads, flops, n_units, work_values, dtype, padding_mode,
@@ -796,17 +803,8 @@ def winograd_conv1d(x, weight, bias, out, pads, padding_mode, padding_value, rel
         raise ValueError(f"winograd: out length {OL} does not match a 3-tap stride-1 "
                          f"convolution of length {L} with pads {tuple(pads)} and "
                          f"dilation {dilation}")
-    if filter_transform is None:
-        u = winograd_filter_1d(weight, variant).astype(x.dtype, copy=False)
-    else:
-        u = filter_transform
-        if u.shape != (alpha, C_out, cin_g) or u.dtype != x.dtype:
-            raise ValueError(f"winograd: filter_transform must be a "
-                             f"{(alpha, C_out, cin_g)} {x.dtype} array; got "
-                             f"{u.shape} {u.dtype}")
-        u = np.ascontiguousarray(u)
-    if not (x.flags.c_contiguous and out.flags.c_contiguous and out.dtype == x.dtype):
-        raise ValueError("winograd: x and out must be C-contiguous arrays of one dtype")
+    u = _checked_filter(x, out, filter_transform, (alpha, C_out, cin_g),
+                        lambda: winograd_filter_1d(weight, variant))
     if N == 0 or C_out == 0 or OL <= 0:
         return out
     if max(C_in, C_out) > _INT32_MAX:
