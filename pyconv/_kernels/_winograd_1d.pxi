@@ -211,7 +211,9 @@ cdef extern from *:
                 const T_##S* p = seg + s * md;                                      \\
                 V z[5], x[6];                                                       \\
                 for (int q = 0; q <= mt; q++) z[q] = *(const VU*)(p + q * VW);      \\
-                for (int i = 0; i < mt; i++)                                        \\
+                x[0] = PYCONV_W1_GATHER(S, mt, z, tb.in[0], tb.in_hi[0]);           \\
+                x[1] = PYCONV_W1_GATHER(S, mt, z, tb.in[1], tb.in_hi[1]);           \\
+                for (int i = 2; i < mt; i++)                                        \\
                     x[i] = PYCONV_W1_GATHER(S, mt, z, tb.in[i], tb.in_hi[i]);       \\
                 x[mt] = PYCONV_W1_PERM2_##S(x[0], tb.in[mt], z[mt]);                \\
                 x[mt + 1] = PYCONV_W1_PERM2_##S(x[1], tb.in[mt + 1], z[mt]);        \\
