@@ -35,15 +35,19 @@ def reference(x, w, b, pads, dilation, mode="zeros", value=0.0, relu=False, grou
     return (np.maximum(y, 0) if relu else y), mag
 
 
-@pytest.mark.parametrize("level", ["avx2", "baseline"])
+@pytest.mark.parametrize("level", ["avx512", "avx2", "baseline"])
 @pytest.mark.parametrize("variant", ["F2", "F4"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_random_configs_against_reference(rng, monkeypatch, dtype, variant, level):
     """Dilations below, at and above a vector's lanes, every padding mode, groups,
-    bias and ReLU; small units (several per image, the last one short) on both GEMMs:
-    the AVX2 build's packed tiles and the baseline build's OpenBLAS."""
+    bias and ReLU; small units (several per image, the last one short) on each build:
+    AVX-512 (where the CPU has it) and AVX2, with the packed tiles, and the baseline
+    build with OpenBLAS."""
     from pyconv import _kernels
-    monkeypatch.setattr(_kernels, "LEVEL", level)
+    if level == "avx512" and not _kernels.WIDE_LOOPS:
+        pytest.skip("no AVX-512 build in use on this machine")
+    monkeypatch.setattr(_kernels, "LEVEL", "baseline" if level == "baseline" else "avx2")
+    monkeypatch.setattr(_kernels, "WIDE_LOOPS", level == "avx512")
     monkeypatch.setattr(_winograd, "TILES_PER_CHUNK_1D", int(rng.integers(1, 40)))
     worst = 0.0
     for i in range(30):
@@ -92,8 +96,9 @@ def test_every_output_length_around_the_vector_steps(rng, variant):
 
 def test_threads_and_vector_widths_give_the_same_bits(rng, monkeypatch):
     # Per lane, every step does the same operations in the same order (no FMA
-    # contraction): 1 or 2 threads, and the AVX-512 build (permuted steps, 16 lanes)
-    # against the AVX2 one (8 lanes, wasted where the dilation is smaller), agree.
+    # contraction): 1 or 2 threads, and the AVX-512 build (16 lanes) against the AVX2
+    # one (8), each with permuted steps where the dilation divides its lanes and
+    # wasted lanes at dilation 7, agree.
     from pyconv import _kernels
     x = rng.standard_normal((3, 64, 700)).astype(np.float32)
     w = rng.standard_normal((48, 32, 3)).astype(np.float32)

@@ -9,8 +9,8 @@
 # consecutive inputs at each i, so the transforms run across them in vectors, with
 # no gather or transpose: tile t = s*d + r of a unit is column t of its V and M rows.
 #
-# Where d is smaller than a vector, the AVX-512 build steps through several whole
-# super-tiles at once if d divides the lanes (permutes move values between tile
+# Where d is smaller than a vector, the AVX2 and AVX-512 builds step through several
+# whole super-tiles at once if d divides the lanes (permutes move values between tile
 # lanes and input / output positions). Otherwise a step computes a whole vector and
 # keeps the first d lanes: it stores the others too, and a later step (a larger r
 # chunk of the same super-tile is stepped first, then the next k, then the next
@@ -95,26 +95,46 @@ cdef extern from *:
             }                                                                       \\
         } while (0)
 
-    /* The AVX-512 build steps through VW / d whole super-tiles at once where d
-       divides VW: a step's lanes are its VW tiles t = s*d + r, read and written
-       whole, and two-source permutes (vpermt2ps/pd) and blends move the values
-       between the lanes of the tiles and those of the inputs and outputs. Where d
-       is smaller than a vector the plain steps keep d of VW lanes. */
+    /* The AVX2 and AVX-512 builds step through VW / d whole super-tiles at once
+       where d divides VW: a step's lanes are its VW tiles t = s*d + r, read and
+       written whole, and two-source permutes and blends move the values between the
+       lanes of the tiles and those of the inputs and outputs (AVX-512: vpermt2ps/pd
+       and masked blends; AVX2: GCC's variable shuffles, two vpermps/pd and a blend,
+       and a select by a lane mask). Where d is smaller than a vector the plain steps
+       keep d of VW lanes. */
     #if defined(__AVX512F__)
       #include <immintrin.h>
       #define PYCONV_W1_PERM 1
+      typedef __m512i pyconv_w1_if;
+      typedef __m512i pyconv_w1_id;
       #define PYCONV_W1_PERM2_f(a, i, b) \\
           ((pyconv_w1_vf)_mm512_permutex2var_ps((__m512)(a), (i), (__m512)(b)))
       #define PYCONV_W1_PERM2_d(a, i, b) \\
           ((pyconv_w1_vd)_mm512_permutex2var_pd((__m512d)(a), (i), (__m512d)(b)))
-      #define PYCONV_W1_BLEND_f(m, a, b) \\
-          ((pyconv_w1_vf)_mm512_mask_blend_ps((__mmask16)(m), (__m512)(a), (__m512)(b)))
-      #define PYCONV_W1_BLEND_d(m, a, b) \\
-          ((pyconv_w1_vd)_mm512_mask_blend_pd((__mmask8)(m), (__m512d)(a), (__m512d)(b)))
-      /* Index vectors of one (d, mt): lane values as 32-bit (f) or 64-bit (d) ints. */
+      /* lanes of b where bit l of the mask is set, else of a */
+      #define PYCONV_W1_BLEND_f(bits, lanes, a, b) \\
+          ((pyconv_w1_vf)_mm512_mask_blend_ps((__mmask16)(bits), (__m512)(a), (__m512)(b)))
+      #define PYCONV_W1_BLEND_d(bits, lanes, a, b) \\
+          ((pyconv_w1_vd)_mm512_mask_blend_pd((__mmask8)(bits), (__m512d)(a), (__m512d)(b)))
+    #elif defined(__AVX2__) && defined(__GNUC__) && !defined(__clang__)
+      #define PYCONV_W1_PERM 1
+      typedef pyconv_w1_mf pyconv_w1_if;
+      typedef pyconv_w1_md pyconv_w1_id;
+      #define PYCONV_W1_PERM2_f(a, i, b) __builtin_shuffle((a), (b), (i))
+      #define PYCONV_W1_PERM2_d(a, i, b) __builtin_shuffle((a), (b), (i))
+      #define PYCONV_W1_BLEND_f(bits, lanes, a, b) ((pyconv_w1_vf) \\
+          (((pyconv_w1_mf)(a) & ~(lanes)) | ((pyconv_w1_mf)(b) & (lanes))))
+      #define PYCONV_W1_BLEND_d(bits, lanes, a, b) ((pyconv_w1_vd) \\
+          (((pyconv_w1_md)(a) & ~(lanes)) | ((pyconv_w1_md)(b) & (lanes))))
+    #else
+      #define PYCONV_W1_PERM 0
+    #endif
+    #if PYCONV_W1_PERM
+      /* Index vectors of one (d, mt), lane values as ints of the data's width; the
+         blend masks both as bits (AVX-512) and as lanes of all ones (AVX2). */
       #define PYCONV_W1_TABLES(S, IT, VW)                                           \\
       typedef struct {                                                              \\
-          __m512i in[6], out[4];                                                    \\
+          pyconv_w1_i##S in[6], out[4], in_lanes[4], out_lanes[4];                  \\
           unsigned in_hi[4], out_hi[4];                                             \\
       } pyconv_w1_perm_##S;                                                         \\
       static int pyconv_w1_tables_##S(void* buf, Py_ssize_t d, int mt) {           \\
@@ -122,53 +142,60 @@ cdef extern from *:
           const Py_ssize_t md = mt * d;                                             \\
           if (d >= VW || VW % d) return 0;                                          \\
           for (int i = 0; i < mt + 2; i++) {                                        \\
-              IT idx[VW];                                                           \\
+              IT idx[VW], lanes[VW];                                                \\
               unsigned hi = 0;                                                      \\
               for (int l = 0; l < VW; l++) {                                        \\
                   Py_ssize_t j = l / d, r = l % d;                                  \\
+                  lanes[l] = 0;                                                     \\
                   if (i < mt) {   /* from the mt vectors of the J super-tiles */    \\
                       Py_ssize_t pos = j * md + d * i + r;                          \\
                       idx[l] = (IT)(pos % VW + ((pos / VW) & 1) * VW);              \\
                       hi |= (unsigned)((pos / VW) >> 1) << l;                       \\
+                      lanes[l] = -(IT)((pos / VW) >> 1);                            \\
                   } else {        /* row i - mt shifted by a super-tile */          \\
                       idx[l] = (IT)(l < VW - d ? l + d                               \\
                                     : VW + d * (i - mt) + l - (VW - d));             \\
                   }                                                                 \\
               }                                                                     \\
               memcpy(&t->in[i], idx, sizeof idx);                                   \\
-              if (i < mt) t->in_hi[i] = hi;                                         \\
+              if (i < mt) {                                                         \\
+                  t->in_hi[i] = hi;                                                 \\
+                  memcpy(&t->in_lanes[i], lanes, sizeof lanes);                     \\
+              }                                                                     \\
           }                                                                         \\
           for (int q = 0; q < mt; q++) {                                            \\
-              IT idx[VW];                                                           \\
+              IT idx[VW], lanes[VW];                                                \\
               unsigned hi = 0;                                                      \\
               for (int l = 0; l < VW; l++) {                                        \\
                   Py_ssize_t pos = q * VW + l, j = pos / md;                        \\
                   Py_ssize_t k = pos % md / d, r = pos % d;                         \\
                   idx[l] = (IT)(j * d + r + (k & 1) * VW);                          \\
                   hi |= (unsigned)(k >> 1) << l;                                    \\
+                  lanes[l] = -(IT)(k >> 1);                                         \\
               }                                                                     \\
               memcpy(&t->out[q], idx, sizeof idx);                                  \\
               t->out_hi[q] = hi;                                                    \\
+              memcpy(&t->out_lanes[q], lanes, sizeof lanes);                        \\
           }                                                                         \\
           return 1;                                                                 \\
       }
       PYCONV_W1_TABLES(f, int, PYCONV_W1_VWF)
       PYCONV_W1_TABLES(d, long long, PYCONV_W1_VWD)
       /* Lanes from vectors z[0 .. mt-1] through one table row. */
-      #define PYCONV_W1_GATHER(S, mt, z, idx, hi)                                   \\
+      #define PYCONV_W1_GATHER(S, mt, z, idx, hi, lanes)                            \\
           ((mt) == 2 ? PYCONV_W1_PERM2_##S(z[0], idx, z[1])                         \\
-                     : PYCONV_W1_BLEND_##S(hi, PYCONV_W1_PERM2_##S(z[0], idx, z[1]), \\
+                     : PYCONV_W1_BLEND_##S(hi, lanes,                               \\
+                                           PYCONV_W1_PERM2_##S(z[0], idx, z[1]),    \\
                                            PYCONV_W1_PERM2_##S(z[2], idx, z[3])))
       #define PYCONV_W1_TABLES_f(buf, d, mt) pyconv_w1_tables_f(buf, d, mt)
       #define PYCONV_W1_TABLES_d(buf, d, mt) pyconv_w1_tables_d(buf, d, mt)
     #else
-      #define PYCONV_W1_PERM 0
       #define PYCONV_W1_TABLES_f(buf, d, mt) 0
       #define PYCONV_W1_TABLES_d(buf, d, mt) 0
     #endif
     /* Bytes of the permute tables (64-byte aligned), and their set-up for one (d, mt):
        returns 1 where the permuted steps apply, else 0 (tables unused). */
-    #define PYCONV_W1_TABLE_BYTES 1024
+    #define PYCONV_W1_TABLE_BYTES 2048
     static int pyconv_w1_tables_for_f(void* buf, Py_ssize_t d, int mt) {
         return PYCONV_W1_TABLES_f(buf, d, mt);
     }
@@ -211,10 +238,11 @@ cdef extern from *:
                 const T_##S* p = seg + s * md;                                      \\
                 V z[5], x[6];                                                       \\
                 for (int q = 0; q <= mt; q++) z[q] = *(const VU*)(p + q * VW);      \\
-                x[0] = PYCONV_W1_GATHER(S, mt, z, tb.in[0], tb.in_hi[0]);           \\
-                x[1] = PYCONV_W1_GATHER(S, mt, z, tb.in[1], tb.in_hi[1]);           \\
+                x[0] = PYCONV_W1_GATHER(S, mt, z, tb.in[0], tb.in_hi[0], tb.in_lanes[0]); \\
+                x[1] = PYCONV_W1_GATHER(S, mt, z, tb.in[1], tb.in_hi[1], tb.in_lanes[1]); \\
                 for (int i = 2; i < mt; i++)                                        \\
-                    x[i] = PYCONV_W1_GATHER(S, mt, z, tb.in[i], tb.in_hi[i]);       \\
+                    x[i] = PYCONV_W1_GATHER(S, mt, z, tb.in[i], tb.in_hi[i],       \\
+                                         tb.in_lanes[i]);                    \\
                 x[mt] = PYCONV_W1_PERM2_##S(x[0], tb.in[mt], z[mt]);                \\
                 x[mt + 1] = PYCONV_W1_PERM2_##S(x[1], tb.in[mt + 1], z[mt]);        \\
                 if (mt == 2) { x[4] = x[0]; x[5] = x[0]; }                          \\
@@ -288,7 +316,8 @@ cdef extern from *:
                 }                                                                   \\
                 for (int q = 0; q < mt; q++)                                        \\
                     *(VU*)(out + s * md + q * VW) =                                 \\
-                        PYCONV_W1_GATHER(S, mt, y, tb.out[q], tb.out_hi[q]);        \\
+                        PYCONV_W1_GATHER(S, mt, y, tb.out[q], tb.out_hi[q],         \\
+                                         tb.out_lanes[q]);                   \\
             }                                                                       \\
         }
       #define PYCONV_W1_OUTPUT_PERM_f PYCONV_W1_OUTPUT_PERM_BODY(f, pyconv_w1_vf, \\
@@ -518,5 +547,6 @@ def winograd_1d(const floating[::1] x, const floating[:, :, ::1] u,
 #: lanes / dilation times the work of the tiles it keeps.
 TRANSFORM_LANES_1D = {"float32": PYCONV_W1_VWF, "float64": PYCONV_W1_VWD}
 #: Whether this build steps through whole super-tiles with permutes where the
-#: dilation divides the lanes (the AVX-512 build): those dilations waste no lanes.
+#: dilation divides the lanes (the AVX2 and AVX-512 builds, made by GCC): those
+#: dilations waste no lanes.
 PERMUTED_STEPS_1D = bool(PYCONV_W1_PERM)

@@ -623,24 +623,23 @@ def winograd_filter_1d(weight, variant="F4"):
 #: Channels per group (the fewer of input and output) from which "auto" takes the 1-D
 #: Winograd F(4, 3), by (dtype, lanes of the build's transform steps) and by the
 #: waste of those steps; absent: never. The waste is 1 where the dilation is at
-#: least the lanes or (AVX-512 build) divides them, else lanes / dilation rounded up
-#: to a power of 2: each step then computes that many times the tiles it keeps, and
-#: the transforms cost as much as the GEMMs save unless the channels are many.
-#: Measured against im2col + GEMM at 2 threads, on conv1d C -> C of (16, 128, 4096),
-#: (8, 64, 4096), (8, 32, 8192), (8, 16, 8192) and (32, 256, 512), dilations 1, 2, 3,
-#: 4, 8 and 16, each build on its own (``PYCONV_KERNELS``). AVX-512, float32: 1.11-1.42x
-#: from 64 channels without waste (0.90-1.09 at 32), dilation 3 1.07-1.13 from 128
-#: (0.80 at 64); float64: 1.37-2.13x from 32 channels (0.60-1.03 at 16). AVX2,
-#: float32: 1.04-3.30x from 16 channels without waste, from 32 at waste 2 and 4
-#: (1.37-2.64; 0.59-0.79 at 16), dilation 1 (waste 8) 1.17 at 256 (0.93 at 128);
-#: float64 1.12-1.15x from 16 without waste, 1.53 at waste 2 from 32 (0.81 at 16),
-#: dilation 1 1.18 at 128 (0.98 at 64). Baseline (SSE): float32 dilation 1 1.14 at
+#: least the lanes or (AVX2 and AVX-512 builds) divides them, else lanes / dilation
+#: rounded up to a power of 2: each step then computes that many times the tiles it
+#: keeps, and the transforms cost as much as the GEMMs save unless the channels are
+#: many. Measured against im2col + GEMM at 2 threads, on conv1d C -> C of (16, 128,
+#: 4096), (8, 64, 4096), (8, 32, 8192), (8, 16, 8192) and (32, 256, 512), dilations 1,
+#: 2, 3, 4, 8 and 16, each build on its own (``PYCONV_KERNELS``). AVX-512, float32:
+#: 1.11-1.42x from 64 channels without waste (0.90-1.09 at 32), dilation 3 1.07-1.13
+#: from 128 (0.80 at 64); float64: 1.37-2.13x from 32 channels (0.60-1.03 at 16).
+#: AVX2, float32: 1.06-1.25x at 16 channels without waste, 1.32-3.15 from 32
+#: (dilation 3, waste 4: 0.73 at 16, 1.32-2.40 from 32); float64 1.32-2.03 from 32
+#: (0.82-1.22 at 16). Baseline (SSE, no permuted steps): float32 dilation 1 1.14 at
 #: 128 (0.98 at 64), 1.35-1.74 at 64 otherwise; float64 1.40-1.81 from 32 with
 #: dilation 2 or more, dilation 1 1.13 at 128 (0.90 at 64).
 MIN_CHANNELS_1D = {("float32", 16): {1: 64, 2: 64, 4: 128, 8: 128},
                    ("float64", 8): {1: 32, 2: 32, 4: 32},
-                   ("float32", 8): {1: 16, 2: 32, 4: 32, 8: 256},
-                   ("float64", 4): {1: 16, 2: 32, 4: 128},
+                   ("float32", 8): {1: 16, 2: 32, 4: 32},
+                   ("float64", 4): {1: 32, 2: 32},
                    ("float32", 4): {1: 64, 2: 64, 4: 128},
                    ("float64", 2): {1: 32, 2: 128}}
 #: The thresholds of builds not measured above.
