@@ -235,18 +235,19 @@ cdef extern from *:
             const pyconv_w1_perm_##S tb = *(const pyconv_w1_perm_##S*)tables;       \\
             const Py_ssize_t J = VW / d;                                            \\
             for (; s + J <= ns; s += J) {                                           \\
-                const T_##S* p = seg + s * md;                                      \\
+                const pyconv_w1_t_##S* p = seg + s * md;                                      \\
                 V z[5], x[6];                                                       \\
                 for (int q = 0; q <= mt; q++) z[q] = *(const VU*)(p + q * VW);      \\
-                x[0] = PYCONV_W1_GATHER(S, mt, z, tb.in[0], tb.in_hi[0], tb.in_lanes[0]); \\
-                x[1] = PYCONV_W1_GATHER(S, mt, z, tb.in[1], tb.in_hi[1], tb.in_lanes[1]); \\
+                for (int i = 0; i < 2; i++)   /* (seen as set by GCC) */            \\
+                    x[i] = PYCONV_W1_GATHER(S, mt, z, tb.in[i], tb.in_hi[i],        \\
+                                            tb.in_lanes[i]);                        \\
                 for (int i = 2; i < mt; i++)                                        \\
-                    x[i] = PYCONV_W1_GATHER(S, mt, z, tb.in[i], tb.in_hi[i],       \\
-                                         tb.in_lanes[i]);                    \\
+                    x[i] = PYCONV_W1_GATHER(S, mt, z, tb.in[i], tb.in_hi[i],        \\
+                                            tb.in_lanes[i]);                        \\
                 x[mt] = PYCONV_W1_PERM2_##S(x[0], tb.in[mt], z[mt]);                \\
                 x[mt + 1] = PYCONV_W1_PERM2_##S(x[1], tb.in[mt + 1], z[mt]);        \\
                 if (mt == 2) { x[4] = x[0]; x[5] = x[0]; }                          \\
-                PYCONV_W1_BT(T_##S, V, VU, mt, x[0], x[1], x[2], x[3], x[4], x[5],  \\
+                PYCONV_W1_BT(pyconv_w1_t_##S, V, VU, mt, x[0], x[1], x[2], x[3], x[4], x[5],  \\
                              v + s * d, ldv);                                       \\
             }                                                                       \\
         }
@@ -258,8 +259,8 @@ cdef extern from *:
       #define PYCONV_W1_INPUT_PERM_f
       #define PYCONV_W1_INPUT_PERM_d
     #endif
-    typedef float T_f;
-    typedef double T_d;
+    typedef float pyconv_w1_t_f;
+    typedef double pyconv_w1_t_d;
 
     /* Output transform of one output channel: m[a*ldm + t] (rows valid up to ns*d,
        finite slack after) -> o[s*mt*d + k*d + r] = act((A^T M)[k] of tile (s, r) +
@@ -308,7 +309,7 @@ cdef extern from *:
             const pyconv_w1_perm_##S tb = *(const pyconv_w1_perm_##S*)tables;       \\
             const Py_ssize_t J = VW / d;                                            \\
             for (; s + J <= ns && (s + J) * md <= limit; s += J) {                  \\
-                PYCONV_W1_AT(T_##S, V, VU, mt, m + s * d, ldm, y);                  \\
+                PYCONV_W1_AT(pyconv_w1_t_##S, V, VU, mt, m + s * d, ldm, y);                  \\
                 for (int k = 0; k < mt; k++) {                                      \\
                     probe += y[k] - y[k];                                           \\
                     y[k] += b;                                                      \\
@@ -317,7 +318,7 @@ cdef extern from *:
                 for (int q = 0; q < mt; q++)                                        \\
                     *(VU*)(out + s * md + q * VW) =                                 \\
                         PYCONV_W1_GATHER(S, mt, y, tb.out[q], tb.out_hi[q],         \\
-                                         tb.out_lanes[q]);                   \\
+                                         tb.out_lanes[q]);                          \\
             }                                                                       \\
         }
       #define PYCONV_W1_OUTPUT_PERM_f PYCONV_W1_OUTPUT_PERM_BODY(f, pyconv_w1_vf, \\
