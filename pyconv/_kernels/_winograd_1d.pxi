@@ -95,6 +95,16 @@ cdef extern from *:
             }                                                                       \\
         } while (0)
 
+    /* The probe (v - v is NaN exactly for inf and NaN), bias and ReLU of y[0 .. mt-1]. */
+    #define PYCONV_W1_EPILOGUE(M, mt, y, probe, b, relu)                            \\
+        do {                                                                        \\
+            for (int k_ = 0; k_ < (mt); k_++) {                                     \\
+                probe += y[k_] - y[k_];                                             \\
+                y[k_] += b;                                                         \\
+                if (relu) PYCONV_W1_RELU(M, y[k_]);                                 \\
+            }                                                                       \\
+        } while (0)
+
     /* The AVX2 and AVX-512 builds step through VW / d whole super-tiles at once
        where d divides VW: a step's lanes are its VW tiles t = s*d + r, read and
        written whole, and two-source permutes and blends move the values between the
@@ -213,7 +223,7 @@ cdef extern from *:
                                     const void* tables) {                           \\
         const Py_ssize_t md = mt * d;                                               \\
         Py_ssize_t s = 0;                                                           \\
-        PYCONV_W1_INPUT_PERM_##S                                                    \\
+        PYCONV_W1_INPUT_PERM(S, T, V, VU, VW)                                       \\
         for (; s < ns; s++) {                                                       \\
             for (Py_ssize_t r0 = (d - 1) / VW * VW; r0 >= 0; r0 -= VW) {            \\
                 const T* p = seg + s * md + r0;                                     \\
@@ -230,12 +240,12 @@ cdef extern from *:
     }
     #if PYCONV_W1_PERM
       /* whole steps of J = VW / d super-tiles (loads: mt + 1 vectors) */
-      #define PYCONV_W1_INPUT_PERM_BODY(S, V, VU, VW)                               \\
+      #define PYCONV_W1_INPUT_PERM(S, T, V, VU, VW)                                 \\
         if (tables != NULL) {                                                       \\
             const pyconv_w1_perm_##S tb = *(const pyconv_w1_perm_##S*)tables;       \\
             const Py_ssize_t J = VW / d;                                            \\
             for (; s + J <= ns; s += J) {                                           \\
-                const pyconv_w1_t_##S* p = seg + s * md;                                      \\
+                const T* p = seg + s * md;                                          \\
                 V z[5], x[6];                                                       \\
                 for (int q = 0; q <= mt; q++) z[q] = *(const VU*)(p + q * VW);      \\
                 for (int i = 0; i < 2; i++)   /* (seen as set by GCC) */            \\
@@ -247,20 +257,13 @@ cdef extern from *:
                 x[mt] = PYCONV_W1_PERM2_##S(x[0], tb.in[mt], z[mt]);                \\
                 x[mt + 1] = PYCONV_W1_PERM2_##S(x[1], tb.in[mt + 1], z[mt]);        \\
                 if (mt == 2) { x[4] = x[0]; x[5] = x[0]; }                          \\
-                PYCONV_W1_BT(pyconv_w1_t_##S, V, VU, mt, x[0], x[1], x[2], x[3], x[4], x[5],  \\
+                PYCONV_W1_BT(T, V, VU, mt, x[0], x[1], x[2], x[3], x[4], x[5],      \\
                              v + s * d, ldv);                                       \\
             }                                                                       \\
         }
-      #define PYCONV_W1_INPUT_PERM_f \\
-          PYCONV_W1_INPUT_PERM_BODY(f, pyconv_w1_vf, pyconv_w1_vfu, PYCONV_W1_VWF)
-      #define PYCONV_W1_INPUT_PERM_d \\
-          PYCONV_W1_INPUT_PERM_BODY(d, pyconv_w1_vd, pyconv_w1_vdu, PYCONV_W1_VWD)
     #else
-      #define PYCONV_W1_INPUT_PERM_f
-      #define PYCONV_W1_INPUT_PERM_d
+      #define PYCONV_W1_INPUT_PERM(S, T, V, VU, VW)
     #endif
-    typedef float pyconv_w1_t_f;
-    typedef double pyconv_w1_t_d;
 
     /* Output transform of one output channel: m[a*ldm + t] (rows valid up to ns*d,
        finite slack after) -> o[s*mt*d + k*d + r] = act((A^T M)[k] of tile (s, r) +
@@ -273,16 +276,12 @@ cdef extern from *:
         const Py_ssize_t md = mt * d;                                               \\
         V probe = (V){0}, y[4];                                                     \\
         Py_ssize_t s = 0;                                                           \\
-        PYCONV_W1_OUTPUT_PERM_##S                                                   \\
+        PYCONV_W1_OUTPUT_PERM(S, T, V, VU, VW, M)                                   \\
         for (; s < ns; s++) {                                                       \\
             for (Py_ssize_t r0 = (d - 1) / VW * VW; r0 >= 0; r0 -= VW) {            \\
                 PYCONV_W1_AT(T, V, VU, mt, m + s * d + r0, ldm, y);                 \\
                 T* o = out + s * md + r0;                                           \\
-                for (int k = 0; k < mt; k++) {                                      \\
-                    probe += y[k] - y[k];                                           \\
-                    y[k] += b;                                                      \\
-                    if (relu) PYCONV_W1_RELU(M, y[k]);                              \\
-                }                                                                   \\
+                PYCONV_W1_EPILOGUE(M, mt, y, probe, b, relu);                       \\
                 if (s * md + (mt - 1) * d + r0 + VW <= limit) {                     \\
                     for (int k = 0; k < mt; k++) *(VU*)(o + k * d) = y[k];          \\
                 } else {                                                            \\
@@ -304,30 +303,21 @@ cdef extern from *:
     }
     #if PYCONV_W1_PERM
       /* whole steps of J = VW / d super-tiles whose outputs all lie below limit */
-      #define PYCONV_W1_OUTPUT_PERM_BODY(S, V, VU, VW, M)                           \\
+      #define PYCONV_W1_OUTPUT_PERM(S, T, V, VU, VW, M)                             \\
         if (tables != NULL) {                                                       \\
             const pyconv_w1_perm_##S tb = *(const pyconv_w1_perm_##S*)tables;       \\
             const Py_ssize_t J = VW / d;                                            \\
             for (; s + J <= ns && (s + J) * md <= limit; s += J) {                  \\
-                PYCONV_W1_AT(pyconv_w1_t_##S, V, VU, mt, m + s * d, ldm, y);                  \\
-                for (int k = 0; k < mt; k++) {                                      \\
-                    probe += y[k] - y[k];                                           \\
-                    y[k] += b;                                                      \\
-                    if (relu) PYCONV_W1_RELU(M, y[k]);                              \\
-                }                                                                   \\
+                PYCONV_W1_AT(T, V, VU, mt, m + s * d, ldm, y);                      \\
+                PYCONV_W1_EPILOGUE(M, mt, y, probe, b, relu);                       \\
                 for (int q = 0; q < mt; q++)                                        \\
                     *(VU*)(out + s * md + q * VW) =                                 \\
                         PYCONV_W1_GATHER(S, mt, y, tb.out[q], tb.out_hi[q],         \\
                                          tb.out_lanes[q]);                          \\
             }                                                                       \\
         }
-      #define PYCONV_W1_OUTPUT_PERM_f PYCONV_W1_OUTPUT_PERM_BODY(f, pyconv_w1_vf, \\
-          pyconv_w1_vfu, PYCONV_W1_VWF, pyconv_w1_mf)
-      #define PYCONV_W1_OUTPUT_PERM_d PYCONV_W1_OUTPUT_PERM_BODY(d, pyconv_w1_vd, \\
-          pyconv_w1_vdu, PYCONV_W1_VWD, pyconv_w1_md)
     #else
-      #define PYCONV_W1_OUTPUT_PERM_f
-      #define PYCONV_W1_OUTPUT_PERM_d
+      #define PYCONV_W1_OUTPUT_PERM(S, T, V, VU, VW, M)
     #endif
 
     PYCONV_W1_INPUT(f, float, pyconv_w1_vf, pyconv_w1_vfu, PYCONV_W1_VWF)

@@ -648,32 +648,30 @@ MIN_CHANNELS_1D_OTHER = {1: 64, 2: 64, 4: 128}
 MIN_LENGTH_1D = 128
 
 
-def winograd_preferred_1d(spec, input_shape, dtype):
-    """``"F4"`` where the 1-D Winograd is expected to beat im2col + GEMM for a
-    normalised ``conv1d`` spec, else None (see :data:`MIN_CHANNELS_1D`).
+def winograd_preferred_1d(spec, out_length, dtype):
+    """``"F4"`` where the 1-D Winograd is expected to beat im2col + GEMM, else None
+    (see :data:`MIN_CHANNELS_1D`), for a normalised ``conv1d`` spec with 3 taps and
+    stride 1 and its output length.
 
     Examples
     --------
-    >>> spec = {"kernel_size": [3], "stride": [1], "dilation": [4], "groups": 1,
-    ...         "in_channels": 128, "out_channels": 128, "padding": 0}
-    >>> winograd_preferred_1d(spec, (16, 128, 4096), "float64")
+    >>> spec = {"dilation": [4], "groups": 1, "in_channels": 128, "out_channels": 128}
+    >>> winograd_preferred_1d(spec, 4088, "float64")
     'F4'
-    >>> winograd_preferred_1d({**spec, "in_channels": 8}, (16, 8, 4096), "float64") is None
+    >>> winograd_preferred_1d({**spec, "in_channels": 8}, 4088, "float64") is None
     True
     """
     from pyconv import _kernels
     dtype = np.dtype(dtype)
     kernels = _kernels.load("_winograd")
     lanes = kernels.TRANSFORM_LANES_1D.get(dtype.name, 1)
-    return _memo.cached(("winograd_preferred_1d", _memo.spec_key(spec), input_shape,
+    return _memo.cached(("winograd_preferred_1d", _memo.spec_key(spec), out_length,
                          dtype.char, lanes, kernels.PERMUTED_STEPS_1D),
-                        lambda: _preferred_1d(spec, input_shape, dtype, lanes,
+                        lambda: _preferred_1d(spec, out_length, dtype, lanes,
                                               kernels.PERMUTED_STEPS_1D))
 
 
-def _preferred_1d(spec, input_shape, dtype, lanes, permuted):
-    if spec["kernel_size"] != [3] or spec["stride"] != [1]:
-        return None
+def _preferred_1d(spec, out_length, dtype, lanes, permuted):
     d = spec["dilation"][0]
     waste = 1
     if not (permuted and lanes % d == 0):
@@ -682,14 +680,7 @@ def _preferred_1d(spec, input_shape, dtype, lanes, permuted):
     need = MIN_CHANNELS_1D.get((dtype.name, lanes), MIN_CHANNELS_1D_OTHER).get(waste)
     groups = spec["groups"]
     channels = min(spec["in_channels"], spec["out_channels"]) // groups
-    if need is None or channels < need:
-        return None
-    padding = spec["padding"]
-    if isinstance(padding, int):
-        padding = ((padding, padding),)
-    (lo, hi), = _geometry.resolve_padding(padding, input_shape[2:], (3,), (1,), (d,))
-    out_length = input_shape[2] + lo + hi - 2 * d
-    if out_length < MIN_LENGTH_1D:
+    if need is None or channels < need or out_length < MIN_LENGTH_1D:
         return None
     # tiles computed, the last super-tile's up to the last output: with a dilation
     # near the output length, tiles hold fewer than 4 valid outputs

@@ -159,14 +159,18 @@ class ConvND(Op):
         algo = spec["algorithm"]
         winograd_shape = _winograd_shape(self.rank, spec, shape)
         variant = None
-        preferred = (_winograd.winograd_preferred_1d if self.rank == 1
-                     else _winograd.winograd_preferred)
+
+        def preferred():
+            if self.rank == 1:
+                return _winograd.winograd_preferred_1d(spec, out_spatial[0], dtype)
+            return _winograd.winograd_preferred(*winograd_shape, dtype)
+
         if algo == "auto" and winograd_shape is not None:
-            variant = preferred(*winograd_shape, dtype)
+            variant = preferred()
             if self.rank == 2 and variant and depthwise.flat_beats_winograd(spec):
                 variant = None   # the direct kernel's flat form (prefers_direct)
         elif algo == "winograd":
-            variant = (preferred(*winograd_shape, dtype)
+            variant = (preferred()
                        or ("F4" if dtype == np.float64 else _winograd.FLOAT32_VARIANT))
         elif algo.startswith("winograd_"):
             variant = algo[-2:].upper()

@@ -97,7 +97,8 @@ layer with more than 8 of them) runs on direct kernels
   calls), before the direct stores, which took the first layer from 5.0-5.3 to
   4.4-4.7 ms (float64 9.9 -> 8.3 ms; 1.96 -> 1.78 ms on 8x1024x14x14, 128
   groups), and the inline copy of rows whose edges are all padding (zeros and
-  constant modes; the other modes map their edge columns), 4.3-4.6 -> 3.9-4.1 ms. Extra memory per thread: the padded rows of a band, ``C_in/groups *
+  constant modes; the other modes map their edge columns), 4.3-4.6 -> 3.9-4.1 ms.
+  Extra memory per thread: the padded rows of a band, ``C_in/groups *
   (band + (KH-1)*dh) * Wp`` values (bands sized to :data:`FLAT_BAND_BYTES`), and
   without the direct stores one (two when streaming) output scratch of
   ``C_out/groups * band * Wp`` values rounded up to a block, plus ``C_in/groups *
